@@ -1,0 +1,231 @@
+//! The beat wire format (schema `heartbeat.dev/beat/v1`): one JSON object per
+//! Kafka message, a superset of OpenMSIStream's heartbeat value. Parsing is
+//! lenient about what OpenMSIStream writes and strict about everything else.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+use crate::program_id::program_id_from_key;
+
+/// Schema tag our sidecar writes into every beat.
+pub const SCHEMA: &str = "heartbeat.dev/beat/v1";
+/// Largest beat value accepted (a beat is a few hundred bytes; anything near
+/// this is not a heartbeat).
+pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+
+/// Lifecycle phase a sidecar reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// The first beat after start-up.
+    Starting,
+    /// Every periodic beat.
+    Running,
+    /// The last beat, sent on SIGTERM: a deliberate stop, never an alarm.
+    Stopping,
+}
+
+/// What the sidecar knows about the application next to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AppStatus {
+    Ok,
+    Failing,
+    /// appHealth mode None: the sidecar does not judge the application.
+    Unknown,
+}
+
+/// The `app` object of a beat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BeatApp {
+    pub status: AppStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "iso_utc_opt")]
+    pub last_signal: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The `pod` object of a beat (downward-API identity of the sidecar's pod).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BeatPod {
+    pub namespace: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+/// The `sidecar` object of a beat.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BeatSidecar {
+    pub version: String,
+    #[serde(with = "iso_utc")]
+    pub started_at: Timestamp,
+    /// Beats this sidecar could not deliver since it started.
+    pub undelivered: u64,
+}
+
+/// One heartbeat. Only `timestamp` is required, so plain OpenMSIStream
+/// heartbeats parse; our sidecar fills every field. Unknown fields are
+/// ignored, so newer producers stay readable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Beat {
+    #[serde(with = "iso_utc")]
+    pub timestamp: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interval_secs: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<BeatApp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n_messages_produced: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n_bytes_produced: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n_messages_read: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n_bytes_read: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n_messages_processed: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n_bytes_processed: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<BeatPod>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sidecar: Option<BeatSidecar>,
+}
+
+impl Beat {
+    /// A beat with only a timestamp, the minimum OpenMSIStream writes.
+    pub fn at(timestamp: Timestamp) -> Beat {
+        Beat {
+            timestamp,
+            schema: None,
+            program_id: None,
+            seq: None,
+            interval_secs: None,
+            phase: None,
+            app: None,
+            n_messages_produced: None,
+            n_bytes_produced: None,
+            n_messages_read: None,
+            n_bytes_read: None,
+            n_messages_processed: None,
+            n_bytes_processed: None,
+            pod: None,
+            monitor: None,
+            sidecar: None,
+        }
+    }
+
+    /// Parses a beat value, rejecting anything that is not a heartbeat.
+    pub fn parse(value: &[u8]) -> Result<Beat, Error> {
+        if value.len() > MAX_VALUE_BYTES {
+            return Err(Error::TooLarge {
+                size: value.len(),
+                limit: MAX_VALUE_BYTES,
+            });
+        }
+        let text = std::str::from_utf8(value).map_err(|_| Error::NotUtf8 { part: "value" })?;
+        let json: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| Error::NotJson(e.to_string()))?;
+        let object = json.as_object().ok_or(Error::NotObject)?;
+        match object.get("timestamp") {
+            None => return Err(Error::MissingTimestamp),
+            Some(serde_json::Value::String(s)) => {
+                parse_timestamp(s)?;
+            }
+            Some(_) => {
+                return Err(Error::WrongFieldType {
+                    field: "timestamp".into(),
+                    detail: "expected an ISO-8601 string".into(),
+                });
+            }
+        }
+        serde_path_to_error::deserialize(json).map_err(|e| Error::WrongFieldType {
+            field: e.path().to_string(),
+            detail: e.into_inner().to_string(),
+        })
+    }
+
+    /// Parses a whole Kafka message: the key names the program, the value is the beat.
+    pub fn parse_message(
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+    ) -> Result<(String, Beat), Error> {
+        let program_id = program_id_from_key(key.unwrap_or_default())?;
+        let beat = Beat::parse(value.unwrap_or_default())?;
+        Ok((program_id.to_string(), beat))
+    }
+
+    /// Renders the beat as the JSON value to produce.
+    pub fn render(&self) -> Result<Vec<u8>, Error> {
+        serde_json::to_vec(self).map_err(|e| Error::NotJson(e.to_string()))
+    }
+}
+
+/// Parses an ISO-8601 date-time. A value with an offset is converted to UTC;
+/// a naive value (what OpenMSIStream before 1.8 wrote with
+/// `datetime.utcnow().isoformat()`) is read as UTC.
+pub fn parse_timestamp(s: &str) -> Result<Timestamp, Error> {
+    if let Ok(ts) = s.parse::<Timestamp>() {
+        return Ok(ts);
+    }
+    s.parse::<jiff::civil::DateTime>()
+        .ok()
+        .and_then(|dt| dt.to_zoned(jiff::tz::TimeZone::UTC).ok())
+        .map(|z| z.timestamp())
+        .ok_or_else(|| Error::BadTimestamp(s.chars().take(64).collect()))
+}
+
+/// Formats like Python's `datetime.now(timezone.utc).isoformat()`:
+/// microseconds and a `+00:00` offset, what OpenMSIStream's consumers expect.
+pub fn format_timestamp(ts: Timestamp) -> String {
+    ts.strftime("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string()
+}
+
+mod iso_utc {
+    use jiff::Timestamp;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(ts: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&super::format_timestamp(*ts))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
+        let s = String::deserialize(d)?;
+        super::parse_timestamp(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+mod iso_utc_opt {
+    use jiff::Timestamp;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(ts: &Option<Timestamp>, s: S) -> Result<S::Ok, S::Error> {
+        match ts {
+            Some(ts) => super::iso_utc::serialize(ts, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Timestamp>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            Some(s) => super::parse_timestamp(&s)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+            None => Ok(None),
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! The heartbeat.dev API contract shared by the operator, the webhook and the
+//! sidecar: the `HeartbeatMonitor` custom resource, the beat wire format and
+//! program-id templates. No I/O lives here.
+#![forbid(unsafe_code)]
+
+pub mod beat;
+pub mod error;
+pub mod monitor;
+pub mod program_id;
+
+pub use beat::{Beat, BeatApp, BeatPod, BeatSidecar, Phase};
+pub use error::Error;
+pub use monitor::{HeartbeatMonitor, HeartbeatMonitorSpec, HeartbeatMonitorStatus};

@@ -1,0 +1,208 @@
+//! Program ids: rendering the monitor's `programId` template for one pod, and
+//! the key rule `<program_id>_heartbeat` shared with OpenMSIStream.
+
+use crate::Error;
+
+/// Suffix OpenMSIStream appends to a program id to form a heartbeat key.
+pub const KEY_SUFFIX: &str = "_heartbeat";
+/// Longest program id we render (Kafka's topic-name limit, a familiar bound).
+pub const MAX_PROGRAM_ID_LEN: usize = 249;
+/// Placeholders a `programId` template may use.
+pub const PLACEHOLDERS: [&str; 5] = ["namespace", "pod", "container", "monitor", "node"];
+/// The template used when a monitor does not set one.
+pub const DEFAULT_TEMPLATE: &str = "{namespace}.{pod}";
+
+/// Values for the placeholders of one pod's program id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TemplateVars<'a> {
+    pub namespace: &'a str,
+    pub pod: &'a str,
+    pub container: &'a str,
+    pub monitor: &'a str,
+    pub node: &'a str,
+}
+
+impl TemplateVars<'_> {
+    fn get(&self, name: &str) -> Option<&str> {
+        match name {
+            "namespace" => Some(self.namespace),
+            "pod" => Some(self.pod),
+            "container" => Some(self.container),
+            "monitor" => Some(self.monitor),
+            "node" => Some(self.node),
+            _ => None,
+        }
+    }
+}
+
+/// Renders `template` with `vars`; the result must be a valid program id.
+pub fn render(template: &str, vars: &TemplateVars<'_>) -> Result<String, Error> {
+    let mut out = String::with_capacity(template.len() + 32);
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let close = after.find('}').ok_or(Error::UnclosedPlaceholder)?;
+        let name = &after[..close];
+        let value = vars
+            .get(name)
+            .ok_or_else(|| Error::UnknownPlaceholder(name.to_string()))?;
+        out.push_str(value);
+        rest = &after[close + 1..];
+    }
+    out.push_str(rest);
+    validate(&out)?;
+    Ok(out)
+}
+
+/// A program id is 1-249 characters of `[A-Za-z0-9._-]`.
+pub fn validate(program_id: &str) -> Result<(), Error> {
+    let ok = !program_id.is_empty()
+        && program_id.len() <= MAX_PROGRAM_ID_LEN
+        && program_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidProgramId(program_id.to_string()))
+    }
+}
+
+/// The Kafka message key for a program id.
+pub fn key_for(program_id: &str) -> String {
+    format!("{program_id}{KEY_SUFFIX}")
+}
+
+/// The program id a heartbeat key names. Keys come from any producer on the
+/// topic (OpenMSIStream programs choose their own ids), so only the suffix,
+/// a non-empty id and the absence of control characters are required.
+pub fn program_id_from_key(key: &[u8]) -> Result<&str, Error> {
+    let key = std::str::from_utf8(key).map_err(|_| Error::NotUtf8 { part: "key" })?;
+    match key.strip_suffix(KEY_SUFFIX) {
+        Some(id)
+            if !id.is_empty()
+                && id.len() <= MAX_PROGRAM_ID_LEN
+                && !id.chars().any(char::is_control) =>
+        {
+            Ok(id)
+        }
+        _ => Err(Error::BadKey(key.chars().take(300).collect())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars() -> TemplateVars<'static> {
+        TemplateVars {
+            namespace: "data",
+            pod: "ingest-7d9f-abc",
+            container: "app",
+            monitor: "ingest",
+            node: "node-1",
+        }
+    }
+
+    #[test]
+    fn default_template_renders_namespace_dot_pod() {
+        assert_eq!(
+            render(DEFAULT_TEMPLATE, &vars()).as_deref(),
+            Ok("data.ingest-7d9f-abc")
+        );
+    }
+
+    #[test]
+    fn every_placeholder_is_substituted() {
+        let got = render("{monitor}_{namespace}-{pod}.{container}.{node}", &vars());
+        assert_eq!(got.as_deref(), Ok("ingest_data-ingest-7d9f-abc.app.node-1"));
+    }
+
+    #[test]
+    fn literal_template_without_placeholders_is_kept() {
+        assert_eq!(render("fixed-id", &vars()).as_deref(), Ok("fixed-id"));
+    }
+
+    #[test]
+    fn unknown_placeholder_is_an_error() {
+        assert_eq!(
+            render("{namespace}.{uid}", &vars()),
+            Err(Error::UnknownPlaceholder("uid".into()))
+        );
+    }
+
+    #[test]
+    fn unclosed_placeholder_is_an_error() {
+        assert_eq!(
+            render("{namespace", &vars()),
+            Err(Error::UnclosedPlaceholder)
+        );
+    }
+
+    #[test]
+    fn empty_result_is_an_error() {
+        let empty = TemplateVars { node: "", ..vars() };
+        assert_eq!(
+            render("{node}", &empty),
+            Err(Error::InvalidProgramId(String::new()))
+        );
+    }
+
+    #[test]
+    fn characters_outside_the_allowed_set_are_an_error() {
+        assert!(matches!(
+            render("{namespace}/{pod}", &vars()),
+            Err(Error::InvalidProgramId(_))
+        ));
+        assert!(matches!(
+            render("a b", &vars()),
+            Err(Error::InvalidProgramId(_))
+        ));
+    }
+
+    #[test]
+    fn over_long_result_is_an_error() {
+        let long = "x".repeat(250);
+        assert!(matches!(
+            render(&long, &vars()),
+            Err(Error::InvalidProgramId(_))
+        ));
+        assert!(render(&"x".repeat(249), &vars()).is_ok());
+    }
+
+    #[test]
+    fn key_round_trips_through_program_id_from_key() {
+        let key = key_for("data.ingest-1");
+        assert_eq!(key, "data.ingest-1_heartbeat");
+        assert_eq!(program_id_from_key(key.as_bytes()), Ok("data.ingest-1"));
+    }
+
+    #[test]
+    fn keys_without_suffix_or_id_are_rejected() {
+        assert!(matches!(
+            program_id_from_key(b"data.ingest"),
+            Err(Error::BadKey(_))
+        ));
+        assert!(matches!(
+            program_id_from_key(b"_heartbeat"),
+            Err(Error::BadKey(_))
+        ));
+        assert!(matches!(
+            program_id_from_key(b"a\nb_heartbeat"),
+            Err(Error::BadKey(_))
+        ));
+        assert_eq!(
+            program_id_from_key(&[0xff, 0xfe]),
+            Err(Error::NotUtf8 { part: "key" })
+        );
+    }
+
+    #[test]
+    fn external_ids_with_other_characters_are_accepted_from_keys() {
+        assert_eq!(
+            program_id_from_key("lab uploader #1_heartbeat".as_bytes()),
+            Ok("lab uploader #1")
+        );
+    }
+}

@@ -1,0 +1,248 @@
+//! The beat parser on OpenMSIStream's values, our own beats, and every rejection class.
+
+use heartbeat_crds::beat::{self, AppStatus, MAX_VALUE_BYTES};
+use heartbeat_crds::{Beat, BeatApp, BeatPod, BeatSidecar, Error, Phase};
+use jiff::Timestamp;
+
+fn ts(s: &str) -> Timestamp {
+    s.parse().expect("test timestamp")
+}
+
+#[test]
+fn openmsistream_1_8_beat_with_utc_offset_parses_with_counters() {
+    // Exactly what OpenMSIStream 1.8's heartbeat producer writes:
+    // json.dumps({"timestamp": datetime.now(timezone.utc).isoformat(), ...counters}).
+    let value = br#"{"timestamp": "2026-11-22T23:14:51.123456+00:00", "n_messages_produced": 12, "n_bytes_produced": 4096}"#;
+    let b = Beat::parse(value).expect("valid OpenMSIStream beat");
+    assert_eq!(b.timestamp, ts("2026-11-22T23:14:51.123456Z"));
+    assert_eq!(b.n_messages_produced, Some(12));
+    assert_eq!(b.n_bytes_produced, Some(4096));
+    assert_eq!(b.schema, None);
+    assert_eq!(b.phase, None);
+}
+
+#[test]
+fn naive_isoformat_timestamp_is_read_as_utc() {
+    let b = Beat::parse(br#"{"timestamp": "2026-11-22T23:14:51.123456"}"#).expect("naive beat");
+    assert_eq!(b.timestamp, ts("2026-11-22T23:14:51.123456Z"));
+}
+
+#[test]
+fn naive_str_datetime_with_space_separator_is_read_as_utc() {
+    // Older OpenMSIStream HeartbeatProducible used str(datetime.now()).
+    let b = Beat::parse(br#"{"timestamp": "2026-11-22 23:14:51.5"}"#).expect("space beat");
+    assert_eq!(b.timestamp, ts("2026-11-22T23:14:51.5Z"));
+}
+
+#[test]
+fn non_utc_offset_is_converted_to_utc() {
+    let b = Beat::parse(br#"{"timestamp": "2026-11-23T01:14:51+02:00"}"#).expect("offset beat");
+    assert_eq!(b.timestamp, ts("2026-11-22T23:14:51Z"));
+}
+
+#[test]
+fn all_openmsistream_counters_are_kept() {
+    let value = br#"{"timestamp":"2026-11-22T23:14:51+00:00","n_messages_produced":1,"n_bytes_produced":2,"n_messages_read":3,"n_bytes_read":4,"n_messages_processed":5,"n_bytes_processed":6}"#;
+    let b = Beat::parse(value).expect("counters");
+    assert_eq!(
+        [
+            b.n_messages_produced,
+            b.n_bytes_produced,
+            b.n_messages_read,
+            b.n_bytes_read,
+            b.n_messages_processed,
+            b.n_bytes_processed
+        ],
+        [Some(1), Some(2), Some(3), Some(4), Some(5), Some(6)]
+    );
+}
+
+#[test]
+fn unknown_fields_are_ignored() {
+    let b = Beat::parse(br#"{"timestamp":"2026-11-22T23:14:51Z","future_field":{"x":1}}"#);
+    assert!(b.is_ok(), "{b:?}");
+}
+
+fn our_beat() -> Beat {
+    Beat {
+        schema: Some(beat::SCHEMA.into()),
+        program_id: Some("data.ingest-7d9f-abc".into()),
+        seq: Some(42),
+        interval_secs: Some(10),
+        phase: Some(Phase::Running),
+        app: Some(BeatApp {
+            status: AppStatus::Ok,
+            last_signal: Some(ts("2026-11-22T23:14:49Z")),
+            reason: None,
+        }),
+        n_messages_processed: Some(1200),
+        n_bytes_processed: Some(48000),
+        pod: Some(BeatPod {
+            namespace: "data".into(),
+            name: "ingest-7d9f-abc".into(),
+            uid: Some("0b6c".into()),
+            node: Some("node-1".into()),
+        }),
+        monitor: Some("data/ingest".into()),
+        sidecar: Some(BeatSidecar {
+            version: "0.1.0".into(),
+            started_at: ts("2026-11-22T23:00:00Z"),
+            undelivered: 0,
+        }),
+        ..Beat::at(ts("2026-11-22T23:14:51.123Z"))
+    }
+}
+
+#[test]
+fn our_beat_renders_openmsistream_style_timestamp_and_round_trips() {
+    let b = our_beat();
+    let bytes = b.render().expect("render");
+    let text = String::from_utf8(bytes.clone()).expect("utf8");
+    assert!(
+        text.contains(r#""timestamp":"2026-11-22T23:14:51.123000+00:00""#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#""schema":"heartbeat.dev/beat/v1""#),
+        "{text}"
+    );
+    assert!(text.contains(r#""phase":"running""#), "{text}");
+    assert_eq!(Beat::parse(&bytes), Ok(b));
+}
+
+#[test]
+fn parse_message_returns_program_id_from_key() {
+    let (id, b) = Beat::parse_message(
+        Some(b"data.ingest_heartbeat"),
+        Some(br#"{"timestamp":"2026-11-22T23:14:51Z"}"#),
+    )
+    .expect("message");
+    assert_eq!(id, "data.ingest");
+    assert_eq!(b.timestamp, ts("2026-11-22T23:14:51Z"));
+}
+
+#[test]
+fn rejects_value_over_64_kib() {
+    let mut v = br#"{"timestamp":"2026-11-22T23:14:51Z","pad":""#.to_vec();
+    v.resize(MAX_VALUE_BYTES + 1 - 2, b'x');
+    v.extend_from_slice(b"\"}");
+    assert_eq!(v.len(), MAX_VALUE_BYTES + 1);
+    assert_eq!(
+        Beat::parse(&v),
+        Err(Error::TooLarge {
+            size: MAX_VALUE_BYTES + 1,
+            limit: MAX_VALUE_BYTES
+        })
+    );
+}
+
+#[test]
+fn rejects_non_utf8() {
+    assert_eq!(
+        Beat::parse(&[b'{', 0xff, b'}']),
+        Err(Error::NotUtf8 { part: "value" })
+    );
+}
+
+#[test]
+fn rejects_non_json() {
+    assert!(matches!(Beat::parse(b"alive"), Err(Error::NotJson(_))));
+    assert!(matches!(Beat::parse(b""), Err(Error::NotJson(_))));
+}
+
+#[test]
+fn rejects_json_that_is_not_an_object() {
+    assert_eq!(Beat::parse(b"[1,2]"), Err(Error::NotObject));
+    assert_eq!(
+        Beat::parse(br#""2026-11-22T23:14:51Z""#),
+        Err(Error::NotObject)
+    );
+}
+
+#[test]
+fn rejects_missing_timestamp() {
+    assert_eq!(
+        Beat::parse(br#"{"n_messages_produced":1}"#),
+        Err(Error::MissingTimestamp)
+    );
+}
+
+#[test]
+fn rejects_unparseable_timestamp() {
+    assert_eq!(
+        Beat::parse(br#"{"timestamp":"yesterday"}"#),
+        Err(Error::BadTimestamp("yesterday".into()))
+    );
+    assert!(matches!(
+        Beat::parse(br#"{"timestamp":"2026-13-45T99:00:00"}"#),
+        Err(Error::BadTimestamp(_))
+    ));
+}
+
+#[test]
+fn rejects_non_string_timestamp() {
+    assert!(matches!(
+        Beat::parse(br#"{"timestamp":1764000000}"#),
+        Err(Error::WrongFieldType { field, .. }) if field == "timestamp"
+    ));
+}
+
+#[test]
+fn rejects_wrong_field_types_naming_the_field() {
+    let cases: [(&[u8], &str); 5] = [
+        (br#"{"timestamp":"2026-11-22T23:14:51Z","seq":"42"}"#, "seq"),
+        (
+            br#"{"timestamp":"2026-11-22T23:14:51Z","n_bytes_read":-1}"#,
+            "n_bytes_read",
+        ),
+        (
+            br#"{"timestamp":"2026-11-22T23:14:51Z","phase":"dancing"}"#,
+            "phase",
+        ),
+        (
+            br#"{"timestamp":"2026-11-22T23:14:51Z","app":{"status":7}}"#,
+            "app.status",
+        ),
+        (br#"{"timestamp":"2026-11-22T23:14:51Z","pod":"x"}"#, "pod"),
+    ];
+    for (value, want) in cases {
+        match Beat::parse(value) {
+            Err(Error::WrongFieldType { field, .. }) => assert_eq!(field, want),
+            other => panic!("{}: got {other:?}", String::from_utf8_lossy(value)),
+        }
+    }
+}
+
+#[test]
+fn rejects_key_without_heartbeat_suffix() {
+    assert!(matches!(
+        Beat::parse_message(
+            Some(b"data.ingest"),
+            Some(br#"{"timestamp":"2026-11-22T23:14:51Z"}"#)
+        ),
+        Err(Error::BadKey(_))
+    ));
+    assert!(matches!(
+        Beat::parse_message(None, Some(br#"{"timestamp":"2026-11-22T23:14:51Z"}"#)),
+        Err(Error::BadKey(_))
+    ));
+}
+
+#[test]
+fn every_rejection_has_a_distinct_metric_label() {
+    let errors = [
+        Error::TooLarge { size: 1, limit: 0 },
+        Error::NotUtf8 { part: "value" },
+        Error::NotJson(String::new()),
+        Error::NotObject,
+        Error::MissingTimestamp,
+        Error::BadTimestamp(String::new()),
+        Error::WrongFieldType {
+            field: String::new(),
+            detail: String::new(),
+        },
+        Error::BadKey(String::new()),
+    ];
+    let labels: std::collections::BTreeSet<_> = errors.iter().map(Error::metric_label).collect();
+    assert_eq!(labels.len(), errors.len());
+}

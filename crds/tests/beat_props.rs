@@ -1,0 +1,118 @@
+//! Property tests: the parser never panics, and parse(render(b)) == b.
+
+use heartbeat_crds::beat::AppStatus;
+use heartbeat_crds::{Beat, BeatApp, BeatPod, BeatSidecar, Phase};
+use jiff::Timestamp;
+use proptest::prelude::*;
+
+fn timestamp() -> impl Strategy<Value = Timestamp> {
+    // Years 1970..2200 at microsecond resolution: the precision the wire format carries.
+    (0i64..7_258_118_400, 0i32..1_000_000)
+        .prop_map(|(secs, micros)| Timestamp::new(secs, micros * 1000).expect("in range"))
+}
+
+fn text() -> impl Strategy<Value = String> {
+    "[A-Za-z0-9._ /\"\\\\-]{0,40}"
+}
+
+fn beat() -> impl Strategy<Value = Beat> {
+    let counters = proptest::collection::vec(proptest::option::of(any::<u64>()), 6);
+    let app = proptest::option::of(
+        (
+            prop_oneof![
+                Just(AppStatus::Ok),
+                Just(AppStatus::Failing),
+                Just(AppStatus::Unknown)
+            ],
+            proptest::option::of(timestamp()),
+            proptest::option::of(text()),
+        )
+            .prop_map(|(status, last_signal, reason)| BeatApp {
+                status,
+                last_signal,
+                reason,
+            }),
+    );
+    let pod = proptest::option::of(
+        (
+            text(),
+            text(),
+            proptest::option::of(text()),
+            proptest::option::of(text()),
+        )
+            .prop_map(|(namespace, name, uid, node)| BeatPod {
+                namespace,
+                name,
+                uid,
+                node,
+            }),
+    );
+    let sidecar = proptest::option::of((text(), timestamp(), any::<u64>()).prop_map(
+        |(version, started_at, undelivered)| BeatSidecar {
+            version,
+            started_at,
+            undelivered,
+        },
+    ));
+    let phase = proptest::option::of(prop_oneof![
+        Just(Phase::Starting),
+        Just(Phase::Running),
+        Just(Phase::Stopping)
+    ]);
+    (
+        timestamp(),
+        (proptest::option::of(text()), proptest::option::of(text())),
+        (
+            proptest::option::of(any::<u64>()),
+            proptest::option::of(any::<u32>()),
+            phase,
+        ),
+        counters,
+        (app, pod, sidecar, proptest::option::of(text())),
+    )
+        .prop_map(
+            |(
+                ts,
+                (schema, program_id),
+                (seq, interval_secs, phase),
+                c,
+                (app, pod, sidecar, monitor),
+            )| Beat {
+                schema,
+                program_id,
+                seq,
+                interval_secs,
+                phase,
+                app,
+                n_messages_produced: c[0],
+                n_bytes_produced: c[1],
+                n_messages_read: c[2],
+                n_bytes_read: c[3],
+                n_messages_processed: c[4],
+                n_bytes_processed: c[5],
+                pod,
+                monitor,
+                sidecar,
+                ..Beat::at(ts)
+            },
+        )
+}
+
+proptest! {
+    #[test]
+    fn parser_never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = Beat::parse(&bytes);
+        let _ = Beat::parse_message(Some(&bytes), Some(&bytes));
+    }
+
+    #[test]
+    fn parser_never_panics_on_json_like_text(s in r#"\{("[a-z_]{1,12}":("[^"]{0,20}"|-?[0-9]{1,25}|\{\}|\[\]|null|true),?){0,6}\}"#) {
+        let _ = Beat::parse(s.as_bytes());
+    }
+
+    #[test]
+    fn parse_of_render_is_identity(b in beat()) {
+        let bytes = b.render().expect("render");
+        prop_assert_eq!(Beat::parse(&bytes), Ok(b));
+    }
+}

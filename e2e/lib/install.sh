@@ -1,0 +1,120 @@
+# `e2e/stack install`: builds or resolves every pinned tool into $HB_TOOLS_DIR.
+# Each tool has a stamp file holding the version it was built at; a tool whose
+# stamp matches is skipped, so a warm cache needs no network at all.
+
+stamp_ok() { [ "$(cat "$HB_TOOLS_DIR/stamps/$1" 2>/dev/null)" = "$2" ]; }
+stamp_set() { mkdir -p "$HB_TOOLS_DIR/stamps"; printf '%s' "$2" >"$HB_TOOLS_DIR/stamps/$1"; }
+
+go_env() {
+	# Keep the module and build caches inside the tools cache so CI caches one directory.
+	export GOMODCACHE="$HB_TOOLS_DIR/go/mod" GOCACHE="$HB_TOOLS_DIR/go/cache"
+	export GOFLAGS="-buildvcs=false -mod=mod" CGO_ENABLED=0
+}
+
+install_kubernetes() {
+	local want="$K8S_VERSION/$RECIPE_VERSION"
+	stamp_ok kubernetes "$want" && [ -x "$TOOLS_BIN/kube-apiserver" ] && return 0
+	log "building kube-apiserver, kube-controller-manager, kube-scheduler, kubectl $K8S_VERSION (slow on a cold cache)"
+	go_env
+	local src="$HB_TOOLS_DIR/src/kubernetes"
+	rm -rf "$src" && mkdir -p "$src"
+	(
+		cd "$src"
+		go mod init heartbeat.dev/e2e-tools/kubernetes >/dev/null 2>&1
+		# k8s.io/kubernetes points its staging modules at ./staging; a wrapper
+		# module must pin each to the published k8s.io/<name> release instead.
+		local mod
+		mod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+		[ -f "$mod" ] || die "could not download k8s.io/kubernetes@$K8S_VERSION"
+		{
+			echo "require k8s.io/kubernetes $K8S_VERSION"
+			echo "replace ("
+			sed -n 's#^\s*\(k8s.io/[a-z0-9-]*\) => ./staging/src/.*#\1#p' "$mod" |
+				grep -v '^k8s.io/sample-' |
+				while read -r m; do echo "	$m => $m $K8S_STAGING_VERSION"; done
+			echo ")"
+		} >>go.mod
+		local v=k8s.io/component-base/version c=k8s.io/client-go/pkg/version minor
+		minor=$(echo "$K8S_VERSION" | cut -d. -f2)
+		local ld="-s -w"
+		for p in $v $c; do
+			ld="$ld -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
+		done
+		mkdir -p "$TOOLS_BIN"
+		go build -trimpath -ldflags "$ld" -o "$TOOLS_BIN/" \
+			k8s.io/kubernetes/cmd/kube-apiserver \
+			k8s.io/kubernetes/cmd/kube-controller-manager \
+			k8s.io/kubernetes/cmd/kube-scheduler \
+			k8s.io/kubernetes/cmd/kubectl
+	) || die "building Kubernetes $K8S_VERSION failed (see the go output above)"
+	stamp_set kubernetes "$want"
+}
+
+install_etcd() {
+	local want="$ETCD_VERSION/$RECIPE_VERSION"
+	stamp_ok etcd "$want" && [ -x "$TOOLS_BIN/etcd" ] && return 0
+	log "building etcd $ETCD_VERSION"
+	go_env
+	local src="$HB_TOOLS_DIR/src/etcd"
+	rm -rf "$src" && mkdir -p "$src"
+	cp "$E2E_DIR/tools/etcd/main.go" "$src/"
+	(
+		cd "$src"
+		go mod init heartbeat.dev/e2e-tools/etcd >/dev/null 2>&1
+		go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" >/dev/null
+		mkdir -p "$TOOLS_BIN"
+		go build -trimpath -ldflags "-s -w" -o "$TOOLS_BIN/etcd" .
+	) || die "building etcd $ETCD_VERSION failed"
+	stamp_set etcd "$want"
+}
+
+install_helm() {
+	local want="$HELM_VERSION/$RECIPE_VERSION"
+	stamp_ok helm "$want" && [ -x "$TOOLS_BIN/helm" ] && return 0
+	log "building helm $HELM_VERSION"
+	go_env
+	GOBIN="$TOOLS_BIN" GOFLAGS=-buildvcs=false go install -trimpath \
+		-ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
+		"helm.sh/helm/v3/cmd/helm@$HELM_VERSION" || die "building helm $HELM_VERSION failed"
+	stamp_set helm "$want"
+}
+
+install_kafka() {
+	local want="$KAFKA_VERSION/$KAFKA_SCALA_VERSION/$RECIPE_VERSION"
+	stamp_ok kafka "$want" && [ -d "$KAFKA_HOME/libs" ] && return 0
+	log "resolving Apache Kafka $KAFKA_VERSION from Maven Central"
+	command -v mvn >/dev/null || die "mvn (Maven) is required to resolve Kafka"
+	rm -rf "$KAFKA_HOME" && mkdir -p "$KAFKA_HOME/libs"
+	mvn -q -B -f "$E2E_DIR/tools/kafka/pom.xml" \
+		-Dmaven.repo.local="$HB_TOOLS_DIR/m2" \
+		-Dkafka.version="$KAFKA_VERSION" -Dscala.version="$KAFKA_SCALA_VERSION" \
+		dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$KAFKA_HOME/libs" ||
+		die "resolving Kafka $KAFKA_VERSION with Maven failed"
+	stamp_set kafka "$want"
+}
+
+install_debs() {
+	# kcat for by-hand inspection and tests; cmake/libcurl/libsasl for rdkafka's build.
+	local missing=()
+	command -v kcat >/dev/null || missing+=(kcat)
+	command -v cmake >/dev/null || missing+=(cmake)
+	dpkg -s libcurl4-openssl-dev >/dev/null 2>&1 || missing+=(libcurl4-openssl-dev)
+	dpkg -s libsasl2-dev >/dev/null 2>&1 || missing+=(libsasl2-dev)
+	dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
+	[ ${#missing[@]} -eq 0 ] && return 0
+	log "installing Debian packages: ${missing[*]}"
+	local sudo=""
+	[ "$(id -u)" -eq 0 ] || sudo=sudo
+	$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null ||
+		die "apt-get install ${missing[*]} failed"
+}
+
+cmd_install() {
+	mkdir -p "$TOOLS_BIN"
+	install_debs
+	install_kafka
+	install_etcd
+	install_kubernetes
+	install_helm
+	log "tools ready in $HB_TOOLS_DIR"
+}

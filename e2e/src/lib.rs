@@ -1,0 +1,1 @@
+//! Fixtures for end-to-end tests on the local real stack.
