@@ -3,6 +3,7 @@
 # stamp matches is skipped, so a warm cache needs no network at all.
 
 stamp_ok() { [ "$(cat "$HB_TOOLS_DIR/stamps/$1" 2>/dev/null)" = "$2" ]; }
+file_hash() { sha256sum "$1" | cut -c1-12; }
 stamp_set() { mkdir -p "$HB_TOOLS_DIR/stamps"; printf '%s' "$2" >"$HB_TOOLS_DIR/stamps/$1"; }
 
 go_env() {
@@ -51,7 +52,7 @@ install_kubernetes() {
 }
 
 install_etcd() {
-	local want="$ETCD_VERSION/$RECIPE_VERSION"
+	local want="$ETCD_VERSION/$(file_hash "$E2E_DIR/tools/etcd/main.go")"
 	stamp_ok etcd "$want" && [ -x "$TOOLS_BIN/etcd" ] && return 0
 	log "building etcd $ETCD_VERSION"
 	go_env
@@ -80,7 +81,7 @@ install_helm() {
 }
 
 install_kafka() {
-	local want="$KAFKA_VERSION/$KAFKA_SCALA_VERSION/$RECIPE_VERSION"
+	local want="$KAFKA_VERSION/$KAFKA_SCALA_VERSION/$(file_hash "$E2E_DIR/tools/kafka/pom.xml")"
 	stamp_ok kafka "$want" && [ -d "$KAFKA_HOME/libs" ] && return 0
 	log "resolving Apache Kafka $KAFKA_VERSION from Maven Central"
 	command -v mvn >/dev/null || die "mvn (Maven) is required to resolve Kafka"

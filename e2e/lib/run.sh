@@ -1,0 +1,246 @@
+# `e2e/stack up|down|status|env`: starts etcd, kube-apiserver and a KRaft
+# Kafka broker on loopback, each as a process whose pid lives in
+# $HB_STACK_DIR/pids, and stops exactly those processes again.
+
+PIDS="$HB_STACK_DIR/pids"
+LOGS="$HB_STACK_DIR/logs"
+PKI="$HB_STACK_DIR/pki"
+STACK_ENV="$HB_STACK_DIR/stack.env"
+COMPONENTS=(etcd kube-apiserver kafka)
+UP_TIMEOUT=${HB_UP_TIMEOUT:-120}
+
+free_ports() {
+	# Asks the kernel for N distinct free loopback ports.
+	python3 - "$1" <<'PY'
+import socket, sys
+socks = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+PY
+}
+
+# A pid is ours only if its command line mentions our state dir, so a reused
+# pid of some other process is never signalled.
+pid_of() {
+	local f="$PIDS/$1.pid" pid
+	[ -f "$f" ] || return 1
+	pid=$(cat "$f")
+	[ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF "$HB_STACK_DIR" && { echo "$pid"; return 0; }
+	return 1
+}
+
+start_bg() {
+	local name=$1; shift
+	: >"$LOGS/$name.log"
+	setsid "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
+	echo $! >"$PIDS/$name.pid"
+}
+
+fail_component() {
+	local name=$1 why=$2
+	log "$name failed: $why"
+	log "last lines of $LOGS/$name.log:"
+	tail -n 30 "$LOGS/$name.log" >&2 || true
+	cmd_down >/dev/null 2>&1 || true
+	exit 1
+}
+
+wait_for() {
+	local name=$1 check=$2 deadline=$((SECONDS + UP_TIMEOUT))
+	until eval "$check" >/dev/null 2>&1; do
+		pid_of "$name" >/dev/null || fail_component "$name" "process exited"
+		[ $SECONDS -lt $deadline ] || fail_component "$name" "not healthy after ${UP_TIMEOUT}s"
+		sleep 0.5
+	done
+}
+
+require_tools() {
+	local t missing=()
+	for t in etcd kube-apiserver kubectl; do [ -x "$TOOLS_BIN/$t" ] || missing+=("$t"); done
+	[ -d "$KAFKA_HOME/libs" ] || missing+=("kafka-$KAFKA_VERSION")
+	command -v java >/dev/null || missing+=(java)
+	command -v kcat >/dev/null || missing+=(kcat)
+	[ ${#missing[@]} -eq 0 ] || die "missing tools: ${missing[*]}; run: e2e/stack install"
+}
+
+make_pki() {
+	[ -f "$PKI/admin.crt" ] && return 0
+	mkdir -p "$PKI"
+	(
+		cd "$PKI"
+		openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=heartbeat-local-ca" \
+			-keyout ca.key -out ca.crt 2>/dev/null
+		openssl req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver" -keyout apiserver.key -out apiserver.csr 2>/dev/null
+		printf 'subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc\nextendedKeyUsage=serverAuth\n' >apiserver.ext
+		openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+			-extfile apiserver.ext -out apiserver.crt 2>/dev/null
+		openssl req -newkey rsa:2048 -nodes -subj "/O=system:masters/CN=admin" -keyout admin.key -out admin.csr 2>/dev/null
+		printf 'extendedKeyUsage=clientAuth\n' >client.ext
+		openssl x509 -req -in admin.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+			-extfile client.ext -out admin.crt 2>/dev/null
+		openssl genrsa -out sa.key 2048 2>/dev/null
+		openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
+		rm -f ./*.csr ./*.ext
+	) || die "generating certificates with openssl failed"
+}
+
+write_kubeconfig() {
+	local port=$1
+	cat >"$HB_STACK_DIR/kubeconfig" <<KC
+apiVersion: v1
+kind: Config
+clusters:
+- name: heartbeat-local
+  cluster:
+    server: https://127.0.0.1:$port
+    certificate-authority: $PKI/ca.crt
+users:
+- name: admin
+  user:
+    client-certificate: $PKI/admin.crt
+    client-key: $PKI/admin.key
+contexts:
+- name: heartbeat-local
+  context: {cluster: heartbeat-local, user: admin, namespace: default}
+current-context: heartbeat-local
+KC
+}
+
+start_etcd() {
+	local port=$1 peer=$2
+	start_bg etcd "$TOOLS_BIN/etcd" --name hb-local --data-dir "$HB_STACK_DIR/etcd" \
+		--listen-client-urls "http://127.0.0.1:$port" --advertise-client-urls "http://127.0.0.1:$port" \
+		--listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
+		--initial-cluster "hb-local=http://127.0.0.1:$peer" --log-level warn \
+		--quota-backend-bytes 2147483648 --unsafe-no-fsync
+	wait_for etcd "curl -sf http://127.0.0.1:$port/health | grep -q true"
+}
+
+start_apiserver() {
+	local port=$1 etcd=$2
+	start_bg kube-apiserver "$TOOLS_BIN/kube-apiserver" \
+		--etcd-servers "http://127.0.0.1:$etcd" \
+		--bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$port" \
+		--cert-dir "$HB_STACK_DIR/apiserver-certs" \
+		--tls-cert-file "$PKI/apiserver.crt" --tls-private-key-file "$PKI/apiserver.key" \
+		--client-ca-file "$PKI/ca.crt" \
+		--service-account-issuer https://kubernetes.default.svc.cluster.local \
+		--service-account-key-file "$PKI/sa.pub" --service-account-signing-key-file "$PKI/sa.key" \
+		--service-cluster-ip-range 10.0.0.0/24 \
+		--authorization-mode Node,RBAC \
+		--enable-admission-plugins NamespaceLifecycle,ServiceAccount,MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ValidatingAdmissionPolicy \
+		--endpoint-reconciler-type none \
+		--allow-privileged=true --profiling=false --v=1
+	wait_for kube-apiserver "'$TOOLS_BIN/kubectl' --kubeconfig '$HB_STACK_DIR/kubeconfig' get --raw /readyz"
+}
+
+start_kafka() {
+	local port=$1 ctrl=$2 dir="$HB_STACK_DIR/kafka"
+	mkdir -p "$dir"
+	cat >"$dir/server.properties" <<PROPS
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$ctrl
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$ctrl
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$dir/data
+num.partitions=1
+auto.create.topics.enable=false
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=4
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+PROPS
+	cat >"$dir/log4j2.properties" <<'L4J'
+rootLogger.level = WARN
+rootLogger.appenderRef.stdout.ref = STDOUT
+appender.stdout.type = Console
+appender.stdout.name = STDOUT
+appender.stdout.layout.type = PatternLayout
+appender.stdout.layout.pattern = [%d] %p %m (%c)%n
+logger.kafka.name = kafka.server.KafkaServer
+logger.kafka.level = INFO
+L4J
+	local java=(java -Xms128m -Xmx512m -XX:+UseSerialGC -Dlog4j2.configurationFile="$dir/log4j2.properties" -cp "$KAFKA_HOME/libs/*")
+	if [ ! -f "$dir/data/meta.properties" ]; then
+		local id
+		id=$("${java[@]}" kafka.tools.StorageTool random-uuid) || die "kafka: random-uuid failed"
+		"${java[@]}" kafka.tools.StorageTool format -t "$id" -c "$dir/server.properties" >"$LOGS/kafka-format.log" 2>&1 ||
+			{ tail "$LOGS/kafka-format.log" >&2; die "kafka: formatting storage failed"; }
+	fi
+	start_bg kafka "${java[@]}" kafka.Kafka "$dir/server.properties"
+	wait_for kafka "kcat -L -b 127.0.0.1:$port -m 3 -J | grep -q '\"brokers\":\[{'"
+}
+
+all_running() {
+	local c
+	for c in "${COMPONENTS[@]}"; do pid_of "$c" >/dev/null || return 1; done
+}
+
+cmd_up() {
+	require_tools
+	mkdir -p "$PIDS" "$LOGS"
+	if all_running && [ -f "$STACK_ENV" ]; then
+		log "already up ($HB_STACK_DIR)"
+		return 0
+	fi
+	# Anything half-started or left by a crash goes first.
+	cmd_down >/dev/null 2>&1 || true
+	mkdir -p "$PIDS" "$LOGS"
+	make_pki
+	local ports etcd peer api kafka ctrl
+	ports=$(free_ports 5)
+	read -r etcd peer api kafka ctrl <<<"$ports"
+	write_kubeconfig "$api"
+	log "starting etcd on 127.0.0.1:$etcd"
+	start_etcd "$etcd" "$peer"
+	log "starting kube-apiserver on https://127.0.0.1:$api"
+	start_apiserver "$api" "$etcd"
+	log "starting Kafka $KAFKA_VERSION on 127.0.0.1:$kafka"
+	start_kafka "$kafka" "$ctrl"
+	cat >"$STACK_ENV" <<ENV
+KUBECONFIG=$HB_STACK_DIR/kubeconfig
+KAFKA_BOOTSTRAP=127.0.0.1:$kafka
+KUBE_APISERVER=https://127.0.0.1:$api
+ETCD_ENDPOINT=http://127.0.0.1:$etcd
+ENV
+	log "up: eval \"\$(e2e/stack env)\" to use it"
+}
+
+cmd_down() {
+	local c pid i
+	for c in kafka kube-apiserver etcd; do
+		pid=$(pid_of "$c") || { rm -f "$PIDS/$c.pid"; continue; }
+		kill -TERM "$pid" 2>/dev/null || true
+		for i in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+		kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+		rm -f "$PIDS/$c.pid"
+		log "stopped $c ($pid)"
+	done
+	rm -f "$STACK_ENV"
+}
+
+cmd_status() {
+	local c pid rc=0
+	for c in "${COMPONENTS[@]}"; do
+		if pid=$(pid_of "$c"); then echo "$c: running (pid $pid)"; else echo "$c: stopped"; rc=1; fi
+	done
+	[ -f "$STACK_ENV" ] && cat "$STACK_ENV"
+	return $rc
+}
+
+cmd_env() {
+	[ -f "$STACK_ENV" ] || die "stack is not up ($HB_STACK_DIR); run: e2e/stack up"
+	local line
+	while IFS= read -r line; do echo "export $line"; done <"$STACK_ENV"
+	echo "export HB_STACK_DIR=$HB_STACK_DIR"
+	echo "export HB_TOOLS_DIR=$HB_TOOLS_DIR"
+	echo "export PATH=$TOOLS_BIN:\$PATH"
+}
