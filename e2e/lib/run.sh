@@ -185,6 +185,10 @@ all_running() {
 }
 
 cmd_up() {
+	local owner=""
+	if [ "${1:-}" = "--stop-when-exits" ]; then
+		owner=${2:?"--stop-when-exits needs a pid"}
+	fi
 	require_tools
 	mkdir -p "$PIDS" "$LOGS"
 	if all_running && [ -f "$STACK_ENV" ]; then
@@ -211,7 +215,17 @@ KAFKA_BOOTSTRAP=127.0.0.1:$kafka
 KUBE_APISERVER=https://127.0.0.1:$api
 ETCD_ENDPOINT=http://127.0.0.1:$etcd
 ENV
+	[ -z "$owner" ] || watch_owner "$owner"
 	log "up: eval \"\$(e2e/stack env)\" to use it"
+}
+
+# Test fixtures start a stack for one test binary; this watcher stops it when
+# that process exits, however it exits (pass, panic, abort).
+watch_owner() {
+	local owner=$1
+	setsid bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 1; done; HB_STACK_DIR="$2" "$3" down' \
+		hb-stack-watcher "$owner" "$HB_STACK_DIR" "$E2E_DIR/stack" >>"$LOGS/watcher.log" 2>&1 </dev/null &
+	echo $! >"$PIDS/watcher.pid"
 }
 
 cmd_down() {
@@ -225,6 +239,11 @@ cmd_down() {
 		log "stopped $c ($pid)"
 	done
 	rm -f "$STACK_ENV"
+	# The watcher itself, when `down` is run by hand.
+	pid=$(cat "$PIDS/watcher.pid" 2>/dev/null) && [ "$pid" != "$$" ] && [ "$PPID" != "$pid" ] &&
+		grep -qF hb-stack-watcher "/proc/$pid/cmdline" 2>/dev/null && kill "$pid" 2>/dev/null
+	rm -f "$PIDS/watcher.pid"
+	return 0
 }
 
 cmd_status() {

@@ -1,0 +1,74 @@
+//! `e2e/stack` itself: a second stack comes up beside any other, answers, and
+//! `down` leaves no process behind; a warm `install` touches no network tool.
+
+use std::path::Path;
+use std::process::Command;
+
+use heartbeat_e2e::stack::{repo_dir, run, run_ok, tools_dir};
+
+/// Processes whose command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc") {
+        let Ok(entry) = entry else { continue };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(needle) {
+            found.push(format!("{}: {cmdline}", entry.file_name().to_string_lossy()));
+        }
+    }
+    found
+}
+
+fn stack_cmd(dir: &Path, sub: &str) -> Command {
+    let mut cmd = Command::new(repo_dir().join("e2e/stack"));
+    cmd.arg(sub).env("HB_STACK_DIR", dir);
+    cmd
+}
+
+#[test]
+fn a_second_stack_comes_up_and_down_leaves_no_process() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("stack");
+    run_ok(&mut stack_cmd(&dir, "up"));
+    let status = run_ok(&mut stack_cmd(&dir, "status"));
+    for c in ["etcd", "kube-apiserver", "kafka"] {
+        assert!(status.contains(&format!("{c}: running")), "{status}");
+    }
+    let env = run_ok(&mut stack_cmd(&dir, "env"));
+    assert!(env.contains("export KUBECONFIG=") && env.contains("export KAFKA_BOOTSTRAP=127.0.0.1:"), "{env}");
+    let kubeconfig = dir.join("kubeconfig");
+    let version = run_ok(
+        Command::new(tools_dir().join("bin/kubectl"))
+            .env("KUBECONFIG", &kubeconfig)
+            .args(["version", "-o", "json"]),
+    );
+    assert!(version.contains("\"serverVersion\""), "{version}");
+    assert!(!processes_mentioning(dir.to_str().expect("utf8 path")).is_empty());
+
+    run_ok(&mut stack_cmd(&dir, "down"));
+    let left = processes_mentioning(dir.to_str().expect("utf8 path"));
+    assert!(left.is_empty(), "processes left after down:\n{}", left.join("\n"));
+    let (ok, _, _) = run(&mut stack_cmd(&dir, "status"));
+    assert!(!ok, "status must fail when the stack is down");
+}
+
+#[test]
+fn warm_install_runs_no_network_tool() {
+    // Every tool that could reach the network is replaced by one that fails loudly.
+    let fake = tempfile::tempdir().expect("tempdir");
+    for tool in ["go", "mvn", "apt-get", "curl"] {
+        let path = fake.path().join(tool);
+        std::fs::write(&path, format!("#!/bin/sh\necho 'warm install ran {tool}' >&2\nexit 97\n"))
+            .expect("write fake tool");
+        run_ok(Command::new("chmod").arg("+x").arg(&path));
+    }
+    let path = format!("{}:{}", fake.path().display(), std::env::var("PATH").unwrap_or_default());
+    run_ok(
+        Command::new(repo_dir().join("e2e/stack"))
+            .arg("install")
+            .env("PATH", path),
+    );
+}
