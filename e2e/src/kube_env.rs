@@ -32,7 +32,14 @@ impl Drop for TestNamespace {
 /// Applies the CRDs under crds/ and waits until they are served.
 pub fn install_crds(stack: &Stack) {
     let crds = crate::stack::repo_dir().join("crds");
-    run_ok(stack.kubectl().arg("apply").arg("--server-side").arg("-f").arg(&crds));
+    run_ok(
+        stack
+            .kubectl()
+            .arg("apply")
+            .arg("--server-side")
+            .arg("-f")
+            .arg(&crds),
+    );
     run_ok(stack.kubectl().args([
         "wait",
         "--for=condition=Established",

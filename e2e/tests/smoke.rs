@@ -29,10 +29,23 @@ fn crds_and_every_example_apply() {
     install_crds(stack);
     let ns = TestNamespace::create(stack, "smoke-examples");
     for file in yaml_files("examples") {
-        run_ok(stack.kubectl().args(["apply", "-n", &ns.name, "-f"]).arg(&file));
+        run_ok(
+            stack
+                .kubectl()
+                .args(["apply", "-n", &ns.name, "-f"])
+                .arg(&file),
+        );
     }
-    let listed = run_ok(stack.kubectl().args(["get", "hbm", "-n", &ns.name, "-o", "name"]));
-    assert_eq!(listed.lines().count(), yaml_files("examples").len(), "{listed}");
+    let listed = run_ok(
+        stack
+            .kubectl()
+            .args(["get", "hbm", "-n", &ns.name, "-o", "name"]),
+    );
+    assert_eq!(
+        listed.lines().count(),
+        yaml_files("examples").len(),
+        "{listed}"
+    );
 }
 
 #[test]
@@ -47,14 +60,34 @@ fn kubectl_get_prints_the_printer_columns() {
             .arg(repo_dir().join("examples/minimal.yaml")),
     );
     let out = run_ok(stack.kubectl().args(["get", "heartbeatmonitors", "-A"]));
-    let header: Vec<&str> = out.lines().next().unwrap_or_default().split_whitespace().collect();
+    let header: Vec<&str> = out
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
     assert_eq!(
         header,
-        ["NAMESPACE", "NAME", "TOPIC", "INTERVAL", "EXPECTED", "UP", "STALE", "LAST", "BEAT", "AGE"],
+        [
+            "NAMESPACE",
+            "NAME",
+            "TOPIC",
+            "INTERVAL",
+            "EXPECTED",
+            "UP",
+            "STALE",
+            "LAST",
+            "BEAT",
+            "AGE"
+        ],
         "{out}"
     );
     assert!(out.contains(&ns.name) && out.contains("minimal"), "{out}");
-    let wide = run_ok(stack.kubectl().args(["get", "hbm", "-n", &ns.name, "-o", "wide"]));
+    let wide = run_ok(
+        stack
+            .kubectl()
+            .args(["get", "hbm", "-n", &ns.name, "-o", "wide"]),
+    );
     let header = wide.lines().next().unwrap_or_default();
     assert!(header.ends_with("READY   HEALTHY"), "{wide}");
 }
@@ -70,8 +103,15 @@ fn every_invalid_example_is_refused_naming_the_field() {
             .lines()
             .filter_map(|l| l.strip_prefix("# expect: "))
             .collect();
-        assert!(!expect.is_empty(), "{} has no '# expect:' line", file.display());
-        let (ok, stdout, stderr) = run(stack.kubectl().args(["apply", "-n", &ns.name, "-f"]).arg(&file));
+        assert!(
+            !expect.is_empty(),
+            "{} has no '# expect:' line",
+            file.display()
+        );
+        let (ok, stdout, stderr) = run(stack
+            .kubectl()
+            .args(["apply", "-n", &ns.name, "-f"])
+            .arg(&file));
         assert!(!ok, "{} was accepted:\n{stdout}", file.display());
         for want in expect {
             assert!(
@@ -81,7 +121,11 @@ fn every_invalid_example_is_refused_naming_the_field() {
             );
         }
     }
-    let left = run_ok(stack.kubectl().args(["get", "hbm", "-n", &ns.name, "-o", "name"]));
+    let left = run_ok(
+        stack
+            .kubectl()
+            .args(["get", "hbm", "-n", &ns.name, "-o", "name"]),
+    );
     assert_eq!(left.trim(), "", "invalid monitors were stored");
 }
 
@@ -151,5 +195,8 @@ async fn beat_round_trips_through_kafka_and_kcat_reads_it() {
     let (k, v) = line.split_once('\t').expect("key<TAB>value");
     assert_eq!(k, key);
     assert_eq!(v.as_bytes(), value.as_slice());
-    assert!(v.contains(&heartbeat_crds::beat::format_timestamp(beat.timestamp)), "{v}");
+    assert!(
+        v.contains(&heartbeat_crds::beat::format_timestamp(beat.timestamp)),
+        "{v}"
+    );
 }

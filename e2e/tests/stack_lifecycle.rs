@@ -16,7 +16,10 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
         };
         let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
         if cmdline.contains(needle) {
-            found.push(format!("{}: {cmdline}", entry.file_name().to_string_lossy()));
+            found.push(format!(
+                "{}: {cmdline}",
+                entry.file_name().to_string_lossy()
+            ));
         }
     }
     found
@@ -38,7 +41,10 @@ fn a_second_stack_comes_up_and_down_leaves_no_process() {
         assert!(status.contains(&format!("{c}: running")), "{status}");
     }
     let env = run_ok(&mut stack_cmd(&dir, "env"));
-    assert!(env.contains("export KUBECONFIG=") && env.contains("export KAFKA_BOOTSTRAP=127.0.0.1:"), "{env}");
+    assert!(
+        env.contains("export KUBECONFIG=") && env.contains("export KAFKA_BOOTSTRAP=127.0.0.1:"),
+        "{env}"
+    );
     let kubeconfig = dir.join("kubeconfig");
     let version = run_ok(
         Command::new(tools_dir().join("bin/kubectl"))
@@ -50,7 +56,11 @@ fn a_second_stack_comes_up_and_down_leaves_no_process() {
 
     run_ok(&mut stack_cmd(&dir, "down"));
     let left = processes_mentioning(dir.to_str().expect("utf8 path"));
-    assert!(left.is_empty(), "processes left after down:\n{}", left.join("\n"));
+    assert!(
+        left.is_empty(),
+        "processes left after down:\n{}",
+        left.join("\n")
+    );
     let (ok, _, _) = run(&mut stack_cmd(&dir, "status"));
     assert!(!ok, "status must fail when the stack is down");
 }
@@ -61,11 +71,18 @@ fn warm_install_runs_no_network_tool() {
     let fake = tempfile::tempdir().expect("tempdir");
     for tool in ["go", "mvn", "apt-get", "curl"] {
         let path = fake.path().join(tool);
-        std::fs::write(&path, format!("#!/bin/sh\necho 'warm install ran {tool}' >&2\nexit 97\n"))
-            .expect("write fake tool");
+        std::fs::write(
+            &path,
+            format!("#!/bin/sh\necho 'warm install ran {tool}' >&2\nexit 97\n"),
+        )
+        .expect("write fake tool");
         run_ok(Command::new("chmod").arg("+x").arg(&path));
     }
-    let path = format!("{}:{}", fake.path().display(), std::env::var("PATH").unwrap_or_default());
+    let path = format!(
+        "{}:{}",
+        fake.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     run_ok(
         Command::new(repo_dir().join("e2e/stack"))
             .arg("install")
