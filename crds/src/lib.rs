@@ -7,6 +7,7 @@ pub mod beat;
 pub mod error;
 pub mod monitor;
 pub mod program_id;
+pub mod signing;
 
 pub use beat::{Beat, BeatApp, BeatPod, BeatSidecar, Phase};
 pub use error::Error;

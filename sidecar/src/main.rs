@@ -1,9 +1,102 @@
-//! heartbeat-sidecar entry point.
+//! heartbeat-sidecar: flags/env -> config, then the beat loop and the HTTP
+//! server side by side until SIGTERM/SIGINT, then a last `stopping` beat.
+#![forbid(unsafe_code)]
 
-fn main() {
-    eprintln!(
-        "heartbeat-sidecar {}: not built yet",
-        env!("CARGO_PKG_VERSION")
+mod beat_loop;
+mod config;
+mod error;
+mod health;
+mod http;
+mod metrics;
+mod producer;
+mod signals;
+mod state;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::config::{Args, Config};
+use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::producer::BeatProducer;
+use crate::state::State;
+
+/// The process must be gone within 2 s of SIGTERM; this leaves room to exit.
+const FLUSH_AT_SHUTDOWN: Duration = Duration::from_millis(1500);
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = Config::new(args, std::env::vars()).unwrap_or_else(|e| e.exit());
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HEARTBEAT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("heartbeat-sidecar: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "heartbeat-sidecar failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> Result<(), Error> {
+    let metrics = Arc::new(Metrics::new());
+    let producer = BeatProducer::new(
+        &config.kafka,
+        &config.args.topic,
+        config.interval(),
+        config.args.queue_capacity,
+        config.args.signing_key.as_ref().map(|k| k.as_bytes().to_vec()),
+        metrics.clone(),
+    )?;
+    let probe_client = reqwest::Client::builder()
+        .timeout(health::PROBE_TIMEOUT)
+        .no_proxy()
+        .build()
+        .map_err(|e| Error::ProbeClient(e.to_string()))?;
+    let addr = config.args.http_addr;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Http { addr, source })?;
+    tracing::info!(
+        topic = %config.args.topic,
+        program_id = %config.args.program_id,
+        interval_secs = config.args.interval_secs,
+        app_health = config.args.app_health.mode(),
+        %addr,
+        "heartbeat-sidecar started"
     );
-    std::process::exit(1);
+    let state = Arc::new(State::new(config, metrics, producer, probe_client));
+    let server = axum::serve(listener, http::router(state.clone()));
+    let server = tokio::spawn(async move { server.await });
+
+    let mut term = signal(SignalKind::terminate()).map_err(Error::Signal)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(Error::Signal)?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: sending the stopping beat"),
+            _ = int.recv() => tracing::info!("SIGINT: sending the stopping beat"),
+        }
+    };
+    beat_loop::run(&state, shutdown, FLUSH_AT_SHUTDOWN).await;
+    server.abort();
+    Ok(())
 }
