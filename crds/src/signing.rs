@@ -21,7 +21,10 @@ fn mac(key: &[u8], msg_key: &[u8], value: &[u8]) -> Hmac<Sha256> {
 
 /// The header value for a message: `v1=<hex HMAC-SHA256>`.
 pub fn sign(key: &[u8], msg_key: &[u8], value: &[u8]) -> String {
-    format!("{SCHEME}{}", hex::encode(mac(key, msg_key, value).finalize().into_bytes()))
+    format!(
+        "{SCHEME}{}",
+        hex::encode(mac(key, msg_key, value).finalize().into_bytes())
+    )
 }
 
 /// Whether `header` is a valid signature of the message under `key` (constant-time compare).

@@ -6,7 +6,8 @@ PIDS="$HB_STACK_DIR/pids"
 LOGS="$HB_STACK_DIR/logs"
 PKI="$HB_STACK_DIR/pki"
 STACK_ENV="$HB_STACK_DIR/stack.env"
-COMPONENTS=(etcd kube-apiserver kafka)
+# HB_COMPONENTS narrows the stack, e.g. "kafka" for a private broker a test may stop.
+read -r -a COMPONENTS <<<"${HB_COMPONENTS:-etcd kube-apiserver kafka}"
 UP_TIMEOUT=${HB_UP_TIMEOUT:-120}
 
 free_ports() {
@@ -57,7 +58,9 @@ wait_for() {
 
 require_tools() {
 	local t missing=()
-	for t in etcd kube-apiserver kubectl; do [ -x "$TOOLS_BIN/$t" ] || missing+=("$t"); done
+	if wants kube-apiserver; then
+		for t in etcd kube-apiserver kubectl; do [ -x "$TOOLS_BIN/$t" ] || missing+=("$t"); done
+	fi
 	[ -d "$KAFKA_HOME/libs" ] || missing+=("kafka-$KAFKA_VERSION")
 	command -v java >/dev/null || missing+=(java)
 	command -v kcat >/dev/null || missing+=(kcat)
@@ -179,6 +182,38 @@ L4J
 	wait_for kafka "kcat -L -b 127.0.0.1:$port -m 3 -J | grep -q '\"brokers\":\[{'"
 }
 
+wants() { [[ " ${COMPONENTS[*]} " == *" $1 "* ]]; }
+
+stack_var() { sed -n "s/^$1=//p" "$STACK_ENV" 2>/dev/null; }
+
+stop_one() {
+	local c=$1 pid i
+	pid=$(pid_of "$c") || { rm -f "$PIDS/$c.pid"; return 0; }
+	kill -TERM "$pid" 2>/dev/null || true
+	for i in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+	kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+	rm -f "$PIDS/$c.pid"
+	log "stopped $c ($pid)"
+}
+
+# `e2e/stack stop kafka` / `e2e/stack start kafka`: take the broker away and
+# bring it back on the same port, for tests of broker outages.
+cmd_stop() {
+	[ "${1:-}" = kafka ] || die "usage: e2e/stack stop kafka"
+	stop_one kafka
+}
+
+cmd_start() {
+	[ "${1:-}" = kafka ] || die "usage: e2e/stack start kafka"
+	pid_of kafka >/dev/null && return 0
+	local bootstrap ctrl
+	bootstrap=$(stack_var KAFKA_BOOTSTRAP)
+	ctrl=$(stack_var KAFKA_CONTROLLER_PORT)
+	[ -n "$bootstrap" ] && [ -n "$ctrl" ] || die "stack is not up ($HB_STACK_DIR)"
+	start_kafka "${bootstrap##*:}" "$ctrl"
+	log "started kafka on $bootstrap"
+}
+
 all_running() {
 	local c
 	for c in "${COMPONENTS[@]}"; do pid_of "$c" >/dev/null || return 1; done
@@ -198,23 +233,24 @@ cmd_up() {
 	# Anything half-started or left by a crash goes first.
 	cmd_down >/dev/null 2>&1 || true
 	mkdir -p "$PIDS" "$LOGS"
-	make_pki
-	local ports etcd peer api kafka ctrl
+	local ports etcd peer api kafka ctrl env=""
 	ports=$(free_ports 5)
 	read -r etcd peer api kafka ctrl <<<"$ports"
-	write_kubeconfig "$api"
-	log "starting etcd on 127.0.0.1:$etcd"
-	start_etcd "$etcd" "$peer"
-	log "starting kube-apiserver on https://127.0.0.1:$api"
-	start_apiserver "$api" "$etcd"
-	log "starting Kafka $KAFKA_VERSION on 127.0.0.1:$kafka"
-	start_kafka "$kafka" "$ctrl"
-	cat >"$STACK_ENV" <<ENV
-KUBECONFIG=$HB_STACK_DIR/kubeconfig
-KAFKA_BOOTSTRAP=127.0.0.1:$kafka
-KUBE_APISERVER=https://127.0.0.1:$api
-ETCD_ENDPOINT=http://127.0.0.1:$etcd
-ENV
+	if wants kube-apiserver; then
+		make_pki
+		write_kubeconfig "$api"
+		log "starting etcd on 127.0.0.1:$etcd"
+		start_etcd "$etcd" "$peer"
+		log "starting kube-apiserver on https://127.0.0.1:$api"
+		start_apiserver "$api" "$etcd"
+		env+="KUBECONFIG=$HB_STACK_DIR/kubeconfig"$'\n'"KUBE_APISERVER=https://127.0.0.1:$api"$'\n'"ETCD_ENDPOINT=http://127.0.0.1:$etcd"$'\n'
+	fi
+	if wants kafka; then
+		log "starting Kafka $KAFKA_VERSION on 127.0.0.1:$kafka"
+		start_kafka "$kafka" "$ctrl"
+		env+="KAFKA_BOOTSTRAP=127.0.0.1:$kafka"$'\n'"KAFKA_CONTROLLER_PORT=$ctrl"$'\n'
+	fi
+	printf '%s' "$env" >"$STACK_ENV"
 	[ -z "$owner" ] || watch_owner "$owner"
 	log "up: eval \"\$(e2e/stack env)\" to use it"
 }
@@ -229,15 +265,8 @@ watch_owner() {
 }
 
 cmd_down() {
-	local c pid i
-	for c in kafka kube-apiserver etcd; do
-		pid=$(pid_of "$c") || { rm -f "$PIDS/$c.pid"; continue; }
-		kill -TERM "$pid" 2>/dev/null || true
-		for i in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
-		kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
-		rm -f "$PIDS/$c.pid"
-		log "stopped $c ($pid)"
-	done
+	local c pid
+	for c in kafka kube-apiserver etcd; do stop_one "$c"; done
 	rm -f "$STACK_ENV"
 	# The watcher itself, when `down` is run by hand.
 	pid=$(cat "$PIDS/watcher.pid" 2>/dev/null) && [ "$pid" != "$$" ] && [ "$PPID" != "$pid" ] &&

@@ -9,6 +9,7 @@
 
 pub mod kafka;
 pub mod kube_env;
+pub mod process;
 pub mod stack;
 
 pub use kafka::TestTopic;

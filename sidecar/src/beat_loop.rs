@@ -116,7 +116,15 @@ mod tests {
     use clap::Parser;
 
     fn config(extra: &[&str]) -> Config {
-        let mut argv = vec!["s", "--topic", "hb", "--program-id", "ns.pod-1", "--interval-secs", "5"];
+        let mut argv = vec![
+            "s",
+            "--topic",
+            "hb",
+            "--program-id",
+            "ns.pod-1",
+            "--interval-secs",
+            "5",
+        ];
         argv.extend_from_slice(extra);
         let args = Args::try_parse_from(argv).expect("args");
         Config::new(args, [("KAFKA_BOOTSTRAP_SERVERS".into(), "b:1".into())]).expect("config")
@@ -141,14 +149,25 @@ mod tests {
     #[test]
     fn beat_carries_identity_counters_and_delivery_state() {
         let c = config(&[
-            "--pod-name", "pod-1", "--pod-namespace", "ns", "--pod-uid", "u1", "--node-name", "n1",
-            "--monitor", "ns/ingest",
+            "--pod-name",
+            "pod-1",
+            "--pod-namespace",
+            "ns",
+            "--pod-uid",
+            "u1",
+            "--node-name",
+            "n1",
+            "--monitor",
+            "ns/ingest",
         ]);
         let b = build_beat(&c, facts(AppStatus::Ok));
         assert_eq!(b.schema.as_deref(), Some(beat::SCHEMA));
         assert_eq!(b.program_id.as_deref(), Some("ns.pod-1"));
         assert_eq!((b.seq, b.interval_secs), (Some(3), Some(5)));
-        assert_eq!((b.n_messages_processed, b.n_bytes_processed), (Some(12), Some(480)));
+        assert_eq!(
+            (b.n_messages_processed, b.n_bytes_processed),
+            (Some(12), Some(480))
+        );
         let pod = b.pod.expect("pod");
         assert_eq!((pod.namespace.as_str(), pod.name.as_str()), ("ns", "pod-1"));
         assert_eq!(pod.node.as_deref(), Some("n1"));
@@ -163,6 +182,9 @@ mod tests {
         assert!(b.pod.is_none());
         let app = b.app.expect("app");
         assert_eq!(app.status, AppStatus::Failing);
-        assert_eq!(app.reason.as_deref(), Some("touch file /h is 40s old (max 30s)"));
+        assert_eq!(
+            app.reason.as_deref(),
+            Some("touch file /h is 40s old (max 30s)")
+        );
     }
 }

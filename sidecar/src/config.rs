@@ -23,15 +23,15 @@ pub const KAFKA_ENV_PREFIX: &str = "KAFKA_";
 #[command(name = "heartbeat-sidecar", version, about, long_about)]
 pub struct Args {
     /// Kafka topic to produce beats to.
-    #[arg(long, env = "HEARTBEAT_TOPIC", alias = "heartbeat_topic_name", value_parser = parse_topic)]
+    #[arg(long, env = "HEARTBEAT_TOPIC", visible_alias = "heartbeat_topic_name", value_parser = parse_topic)]
     pub topic: String,
 
     /// Program id (already rendered); the beat key is `<program-id>_heartbeat`.
-    #[arg(long, env = "HEARTBEAT_PROGRAM_ID", alias = "heartbeat_program_id", value_parser = parse_program_id)]
+    #[arg(long, env = "HEARTBEAT_PROGRAM_ID", visible_alias = "heartbeat_program_id", value_parser = parse_program_id)]
     pub program_id: String,
 
     /// Seconds between beats (1..86400).
-    #[arg(long, env = "HEARTBEAT_INTERVAL_SECS", alias = "heartbeat_interval_secs", default_value_t = 10,
+    #[arg(long, env = "HEARTBEAT_INTERVAL_SECS", visible_alias = "heartbeat_interval_secs", default_value_t = 10,
           value_parser = clap::value_parser!(u32).range(1..=86400))]
     pub interval_secs: u32,
 
@@ -136,7 +136,9 @@ fn parse_topic(s: &str) -> Result<String, String> {
     if ok {
         Ok(s.to_string())
     } else {
-        Err(format!("{s:?} is not a Kafka topic name (1-249 of [a-zA-Z0-9._-])"))
+        Err(format!(
+            "{s:?} is not a Kafka topic name (1-249 of [a-zA-Z0-9._-])"
+        ))
     }
 }
 
@@ -191,7 +193,10 @@ impl Config {
     {
         let mut kafka = kafka_properties_from_env(env);
         kafka.extend(args.kafka.iter().cloned());
-        if kafka.get("bootstrap.servers").is_none_or(|v| v.trim().is_empty()) {
+        if kafka
+            .get("bootstrap.servers")
+            .is_none_or(|v| v.trim().is_empty())
+        {
             return Err(clap::Error::raw(
                 ErrorKind::MissingRequiredArgument,
                 "bootstrap.servers is not set: set KAFKA_BOOTSTRAP_SERVERS or --kafka bootstrap.servers=host:port\n",
@@ -211,7 +216,13 @@ mod tests {
     use super::*;
 
     fn args(extra: &[&str]) -> Result<Args, clap::Error> {
-        let mut argv = vec!["heartbeat-sidecar", "--topic", "hb", "--program-id", "ns.pod"];
+        let mut argv = vec![
+            "heartbeat-sidecar",
+            "--topic",
+            "hb",
+            "--program-id",
+            "ns.pod",
+        ];
         argv.extend_from_slice(extra);
         Args::try_parse_from(argv)
     }
@@ -245,7 +256,10 @@ mod tests {
             "7",
         ])
         .expect("aliases parse");
-        assert_eq!((a.topic.as_str(), a.program_id.as_str(), a.interval_secs), ("hb", "lab-1", 7));
+        assert_eq!(
+            (a.topic.as_str(), a.program_id.as_str(), a.interval_secs),
+            ("hb", "lab-1", 7)
+        );
     }
 
     #[test]
@@ -262,7 +276,8 @@ mod tests {
     fn bad_program_id_and_topic_are_rejected_naming_the_field() {
         let err = args(&["--program-id", "a/b"]).expect_err("slash");
         assert!(err.to_string().contains("--program-id"), "{err}");
-        let err = Args::try_parse_from(["x", "--topic", "a b", "--program-id", "p"]).expect_err("topic");
+        let err =
+            Args::try_parse_from(["x", "--topic", "a b", "--program-id", "p"]).expect_err("topic");
         assert!(err.to_string().contains("--topic"), "{err}");
     }
 
@@ -288,7 +303,15 @@ mod tests {
                 url: "http://127.0.0.1:8080/healthz".into()
             })
         );
-        for bad in ["file:relative:30", "file:/x", "file:/x:0", "ping:", "ping:abc", "tcp:1", "http://"] {
+        for bad in [
+            "file:relative:30",
+            "file:/x",
+            "file:/x:0",
+            "ping:",
+            "ping:abc",
+            "tcp:1",
+            "http://",
+        ] {
             assert!(AppHealth::parse(bad).is_err(), "{bad}");
         }
     }

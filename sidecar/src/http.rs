@@ -43,7 +43,11 @@ async fn livez(Extract(s): Extract<Shared>) -> Response {
     let limit = s.config.interval() * 2;
     answer(
         since <= limit,
-        format!("beat loop last ticked {}ms ago (limit {}s)", since.as_millis(), limit.as_secs()),
+        format!(
+            "beat loop last ticked {}ms ago (limit {}s)",
+            since.as_millis(),
+            limit.as_secs()
+        ),
     )
 }
 
@@ -123,7 +127,9 @@ async fn ping_fail(Extract(s): Extract<Shared>, body: Bytes) -> Response {
 }
 
 async fn metrics(Extract(s): Extract<Shared>) -> Response {
-    s.metrics.queue_depth.set(i64::from(s.producer.queue_depth()));
+    s.metrics
+        .queue_depth
+        .set(i64::from(s.producer.queue_depth()));
     match s.metrics.encode() {
         Ok(text) => (
             [(

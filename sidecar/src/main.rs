@@ -37,6 +37,7 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -64,7 +65,11 @@ async fn run(config: Config) -> Result<(), Error> {
         &config.args.topic,
         config.interval(),
         config.args.queue_capacity,
-        config.args.signing_key.as_ref().map(|k| k.as_bytes().to_vec()),
+        config
+            .args
+            .signing_key
+            .as_ref()
+            .map(|k| k.as_bytes().to_vec()),
         metrics.clone(),
     )?;
     let probe_client = reqwest::Client::builder()

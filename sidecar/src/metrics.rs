@@ -38,19 +38,51 @@ impl Metrics {
             last_delivery_seconds: Gauge::default(),
             registry: Registry::default(),
         };
-        registry.register("beats_enqueued", "Beats handed to the producer", m.beats_enqueued.clone());
-        registry.register("beats_delivered", "Beats the broker acknowledged", m.beats_delivered.clone());
+        registry.register(
+            "beats_enqueued",
+            "Beats handed to the producer",
+            m.beats_enqueued.clone(),
+        );
+        registry.register(
+            "beats_delivered",
+            "Beats the broker acknowledged",
+            m.beats_delivered.clone(),
+        );
         registry.register(
             "beats_undelivered",
             "Beats dropped: queue full, delivery timeout or broker error",
             m.beats_undelivered.clone(),
         );
-        registry.register("queue_depth", "Beats waiting for delivery", m.queue_depth.clone());
-        registry.register("queue_capacity", "Most beats held for delivery", m.queue_capacity.clone());
-        registry.register("pings", "Progress pings from the application", m.pings.clone());
-        registry.register("ping_starts", "Start pings from the application", m.ping_starts.clone());
-        registry.register("ping_failures", "Failure pings from the application", m.ping_failures.clone());
-        registry.register("app_healthy", "1 when the application is judged alive", m.app_healthy.clone());
+        registry.register(
+            "queue_depth",
+            "Beats waiting for delivery",
+            m.queue_depth.clone(),
+        );
+        registry.register(
+            "queue_capacity",
+            "Most beats held for delivery",
+            m.queue_capacity.clone(),
+        );
+        registry.register(
+            "pings",
+            "Progress pings from the application",
+            m.pings.clone(),
+        );
+        registry.register(
+            "ping_starts",
+            "Start pings from the application",
+            m.ping_starts.clone(),
+        );
+        registry.register(
+            "ping_failures",
+            "Failure pings from the application",
+            m.ping_failures.clone(),
+        );
+        registry.register(
+            "app_healthy",
+            "1 when the application is judged alive",
+            m.app_healthy.clone(),
+        );
         registry.register(
             "last_delivery_timestamp_seconds",
             "Unix time of the last delivered beat",

@@ -36,7 +36,9 @@ impl Delivery {
     }
 
     fn now_ms(&self) -> u64 {
-        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX).max(1)
+        u64::try_from(self.origin.elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1)
     }
 
     /// Time since the broker last acknowledged a beat, `None` if it never did.
@@ -54,7 +56,8 @@ impl Delivery {
 
     fn delivered(&self) {
         self.metrics.beats_delivered.inc();
-        self.last_delivery_ms.store(self.now_ms(), Ordering::Relaxed);
+        self.last_delivery_ms
+            .store(self.now_ms(), Ordering::Relaxed);
         let unix = jiff::Timestamp::now().as_millisecond() as f64 / 1000.0;
         self.metrics.last_delivery_seconds.set(unix);
     }

@@ -1,0 +1,374 @@
+//! The sidecar binary against the real Kafka broker of the local stack.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use heartbeat_crds::{Beat, Phase};
+use heartbeat_e2e::kafka::{PrivateKafka, Received, read_until};
+use heartbeat_e2e::process::SidecarProcess;
+use heartbeat_e2e::{Stack, TestTopic};
+
+const BIN: &str = env!("CARGO_BIN_EXE_heartbeat-sidecar");
+
+/// The env the webhook gives an injected sidecar.
+fn injected_env(
+    bootstrap: &str,
+    topic: &str,
+    program_id: &str,
+    interval: u32,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("HEARTBEAT_TOPIC", topic.to_string()),
+        ("HEARTBEAT_PROGRAM_ID", program_id.to_string()),
+        ("HEARTBEAT_INTERVAL_SECS", interval.to_string()),
+        ("HEARTBEAT_MONITOR", "e2e/sidecar".to_string()),
+        ("POD_NAME", "ingest-7d9f-abc".to_string()),
+        ("POD_NAMESPACE", "e2e".to_string()),
+        ("POD_UID", "0b6c-11".to_string()),
+        ("NODE_NAME", "node-1".to_string()),
+        ("KAFKA_BOOTSTRAP_SERVERS", bootstrap.to_string()),
+    ]
+}
+
+fn beats(received: &[Received]) -> Vec<Beat> {
+    received
+        .iter()
+        .map(|r| Beat::parse(r.value.as_deref().unwrap_or_default()).expect("sidecar beats parse"))
+        .collect()
+}
+
+fn has_stopping(received: &[Received]) -> bool {
+    received.iter().any(|r| {
+        Beat::parse(r.value.as_deref().unwrap_or_default())
+            .is_ok_and(|b| b.phase == Some(Phase::Stopping))
+    })
+}
+
+#[tokio::test]
+async fn beats_arrive_with_key_fields_increasing_seq_and_the_interval_cadence() {
+    let stack = Stack::get();
+    let topic = TestTopic::create(stack, "sidecar-cadence").await;
+    let mut env = injected_env(
+        &stack.kafka_bootstrap,
+        &topic.name,
+        "e2e.ingest-7d9f-abc",
+        1,
+    );
+    env.push(("HEARTBEAT_SIGNING_KEY", "s3cret".to_string()));
+    let mut sidecar = SidecarProcess::spawn(BIN.as_ref(), &env, &[]);
+    // Let at least 6 beats arrive, then stop it.
+    read_until(
+        &stack.kafka_bootstrap,
+        &topic.name,
+        Duration::from_secs(30),
+        |r| r.len() >= 6,
+    )
+    .await;
+    let status = sidecar.terminate();
+    assert!(status.success(), "exit {status:?}\n{}", sidecar.log());
+    let received = read_until(
+        &stack.kafka_bootstrap,
+        &topic.name,
+        Duration::from_secs(30),
+        has_stopping,
+    )
+    .await;
+
+    for r in &received {
+        assert_eq!(
+            r.key.as_deref(),
+            Some(&b"e2e.ingest-7d9f-abc_heartbeat"[..])
+        );
+        let (name, sig) = r.headers.first().expect("signature header");
+        assert_eq!(name, heartbeat_crds::signing::HEADER);
+        assert!(heartbeat_crds::signing::verify(
+            b"s3cret",
+            r.key.as_deref().unwrap_or_default(),
+            r.value.as_deref().unwrap_or_default(),
+            sig
+        ));
+    }
+    let beats = beats(&received);
+    let first = &beats[0];
+    assert_eq!(first.phase, Some(Phase::Starting));
+    assert_eq!(first.schema.as_deref(), Some(heartbeat_crds::beat::SCHEMA));
+    assert_eq!(first.program_id.as_deref(), Some("e2e.ingest-7d9f-abc"));
+    assert_eq!(first.interval_secs, Some(1));
+    assert_eq!(first.monitor.as_deref(), Some("e2e/sidecar"));
+    let pod = first.pod.as_ref().expect("pod identity");
+    assert_eq!(
+        (pod.namespace.as_str(), pod.name.as_str()),
+        ("e2e", "ingest-7d9f-abc")
+    );
+    assert_eq!(
+        (pod.uid.as_deref(), pod.node.as_deref()),
+        (Some("0b6c-11"), Some("node-1"))
+    );
+    assert_eq!(beats.last().and_then(|b| b.phase), Some(Phase::Stopping));
+    assert!(
+        beats[1..beats.len() - 1]
+            .iter()
+            .all(|b| b.phase == Some(Phase::Running))
+    );
+    let seqs: Vec<u64> = beats.iter().filter_map(|b| b.seq).collect();
+    assert_eq!(seqs, (1..=beats.len() as u64).collect::<Vec<_>>());
+
+    // Cadence from the message timestamps of the scheduled beats (not the stopping one).
+    let ts: Vec<i64> = received[..received.len() - 1]
+        .iter()
+        .map(|r| r.timestamp_ms.expect("message timestamp"))
+        .collect();
+    let gaps: Vec<i64> = ts.windows(2).map(|w| w[1] - w[0]).collect();
+    for gap in &gaps {
+        assert!((700..=1300).contains(gap), "gap {gap}ms in {gaps:?}");
+    }
+    let mean = (ts[ts.len() - 1] - ts[0]) as f64 / (ts.len() - 1) as f64;
+    assert!(
+        (900.0..=1100.0).contains(&mean),
+        "mean gap {mean}ms in {gaps:?}"
+    );
+}
+
+#[tokio::test]
+async fn app_health_file_mode_follows_the_touch_file_age() {
+    let stack = Stack::get();
+    let topic = TestTopic::create(stack, "sidecar-file").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("health");
+    let mut env = injected_env(&stack.kafka_bootstrap, &topic.name, "e2e.file", 1);
+    env.push(("HEARTBEAT_APP_HEALTH", format!("file:{}:2", file.display())));
+    let sidecar = SidecarProcess::spawn(BIN.as_ref(), &env, &[]);
+
+    let body = sidecar
+        .wait_for("/healthz/app", 503, Duration::from_secs(20))
+        .await;
+    assert!(body.contains("does not exist"), "{body}");
+    std::fs::write(&file, b"").expect("touch");
+    sidecar
+        .wait_for("/healthz/app", 200, Duration::from_secs(10))
+        .await;
+    // Not touched any more: it ages past 2 s.
+    let body = sidecar
+        .wait_for("/healthz/app", 503, Duration::from_secs(10))
+        .await;
+    assert!(body.contains("old (max 2s)"), "{body}");
+    std::fs::write(&file, b"").expect("touch again");
+    sidecar
+        .wait_for("/healthz/app", 200, Duration::from_secs(10))
+        .await;
+
+    // The beats carry the verdict too.
+    let received = read_until(
+        &stack.kafka_bootstrap,
+        &topic.name,
+        Duration::from_secs(30),
+        |r| {
+            beats(r).iter().any(|b| {
+                b.app
+                    .as_ref()
+                    .is_some_and(|a| a.status == heartbeat_crds::beat::AppStatus::Failing)
+            })
+        },
+    )
+    .await;
+    assert!(!received.is_empty());
+}
+
+#[tokio::test]
+async fn app_health_ping_mode_follows_pings_and_counts_work() {
+    let stack = Stack::get();
+    let topic = TestTopic::create(stack, "sidecar-ping").await;
+    let mut env = injected_env(&stack.kafka_bootstrap, &topic.name, "e2e.ping", 1);
+    env.push(("HEARTBEAT_APP_HEALTH", "ping:2".to_string()));
+    let mut sidecar = SidecarProcess::spawn(BIN.as_ref(), &env, &[]);
+
+    // No ping since start: failing once the 2 s allowance is over.
+    let body = sidecar
+        .wait_for("/healthz/app", 503, Duration::from_secs(20))
+        .await;
+    assert!(body.contains("no ping"), "{body}");
+    let (code, _) = sidecar
+        .call("POST", "/ping", Some(r#"{"messages": 5, "bytes": 100}"#))
+        .await;
+    assert_eq!(code, 200);
+    sidecar
+        .wait_for("/healthz/app", 200, Duration::from_secs(5))
+        .await;
+    let (code, _) = sidecar
+        .call("POST", "/ping/start", Some(r#"{"messages": 2}"#))
+        .await;
+    assert_eq!(code, 200);
+    let (code, _) = sidecar.get("/ping").await;
+    assert_eq!(code, 200);
+    // Pings stop: failing again.
+    let body = sidecar
+        .wait_for("/healthz/app", 503, Duration::from_secs(10))
+        .await;
+    assert!(body.contains("last ping"), "{body}");
+    sidecar.call("POST", "/ping", Some("")).await;
+    sidecar
+        .wait_for("/healthz/app", 200, Duration::from_secs(5))
+        .await;
+    // An explicit failure holds until the next ping.
+    let (code, _) = sidecar.call("POST", "/ping/fail", None).await;
+    assert_eq!(code, 200);
+    let body = sidecar
+        .wait_for("/healthz/app", 503, Duration::from_secs(5))
+        .await;
+    assert!(body.contains("/ping/fail"), "{body}");
+    sidecar.get("/ping").await;
+    sidecar
+        .wait_for("/healthz/app", 200, Duration::from_secs(5))
+        .await;
+
+    // Bad bodies are refused and count nothing.
+    for bad in [r#"{"msgs": 1}"#, r#"{"messages": -1}"#, "not json"] {
+        let (code, body) = sidecar.call("POST", "/ping", Some(bad)).await;
+        assert_eq!(code, 400, "{bad}: {body}");
+    }
+
+    assert!(sidecar.terminate().success());
+    let received = read_until(
+        &stack.kafka_bootstrap,
+        &topic.name,
+        Duration::from_secs(30),
+        has_stopping,
+    )
+    .await;
+    let beats = beats(&received);
+    let messages: u64 = beats.iter().filter_map(|b| b.n_messages_processed).sum();
+    let bytes: u64 = beats.iter().filter_map(|b| b.n_bytes_processed).sum();
+    assert_eq!(
+        (messages, bytes),
+        (7, 100),
+        "counters are reported once each, then reset"
+    );
+}
+
+#[tokio::test]
+async fn app_health_http_mode_follows_the_apps_probe() {
+    let stack = Stack::get();
+    let topic = TestTopic::create(stack, "sidecar-http").await;
+    let healthy = Arc::new(AtomicBool::new(true));
+    let flag = healthy.clone();
+    let app = axum::Router::new().route(
+        "/healthz",
+        axum::routing::get(move || {
+            let ok = flag.load(Ordering::Relaxed);
+            async move {
+                if ok {
+                    (axum::http::StatusCode::OK, "fine")
+                } else {
+                    (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "broken")
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let mut env = injected_env(&stack.kafka_bootstrap, &topic.name, "e2e.http", 1);
+    env.push((
+        "HEARTBEAT_APP_HEALTH",
+        format!("http://127.0.0.1:{port}/healthz"),
+    ));
+    let sidecar = SidecarProcess::spawn(BIN.as_ref(), &env, &[]);
+    sidecar
+        .wait_for("/healthz/app", 200, Duration::from_secs(20))
+        .await;
+    healthy.store(false, Ordering::Relaxed);
+    let body = sidecar
+        .wait_for("/healthz/app", 503, Duration::from_secs(10))
+        .await;
+    assert!(body.contains("returned 500"), "{body}");
+    healthy.store(true, Ordering::Relaxed);
+    sidecar
+        .wait_for("/healthz/app", 200, Duration::from_secs(10))
+        .await;
+    server.abort();
+    let _ = server.await;
+    let body = sidecar
+        .wait_for("/healthz/app", 503, Duration::from_secs(10))
+        .await;
+    assert!(body.contains("failed"), "{body}");
+}
+
+#[tokio::test]
+async fn broker_outage_keeps_livez_fails_readyz_bounds_the_queue_and_recovers() {
+    let kafka = PrivateKafka::start();
+    let topic = format!("outage-{}", heartbeat_e2e::unique_suffix());
+    kafka.create_topic(&topic).await;
+    let mut env = injected_env(&kafka.bootstrap, &topic, "e2e.outage", 1);
+    env.push(("HEARTBEAT_QUEUE_CAPACITY", "3".to_string()));
+    // Long delivery timeout, so beats pile up against the queue cap.
+    env.push(("KAFKA_MESSAGE_TIMEOUT_MS", "120000".to_string()));
+    let sidecar = SidecarProcess::spawn(BIN.as_ref(), &env, &[]);
+    sidecar
+        .wait_for("/readyz", 200, Duration::from_secs(30))
+        .await;
+    let delivered_before = sidecar
+        .metric("heartbeat_sidecar_beats_delivered_total")
+        .await
+        .unwrap_or(0.0);
+    assert!(delivered_before >= 1.0);
+
+    kafka.stop_broker();
+    let body = sidecar
+        .wait_for("/readyz", 503, Duration::from_secs(30))
+        .await;
+    assert!(body.contains("no beat delivered"), "{body}");
+    // Keep watching for a while: liveness holds, the queue never exceeds its cap,
+    // and the undelivered count grows.
+    let mut undelivered = Vec::new();
+    for _ in 0..8 {
+        let (code, body) = sidecar.get("/livez").await;
+        assert_eq!(code, 200, "{body}");
+        let depth = sidecar
+            .metric("heartbeat_sidecar_queue_depth")
+            .await
+            .expect("queue depth");
+        assert!(depth <= 3.0, "queue depth {depth} over the cap of 3");
+        undelivered.push(
+            sidecar
+                .metric("heartbeat_sidecar_beats_undelivered_total")
+                .await
+                .expect("undelivered"),
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(
+        undelivered.windows(2).all(|w| w[1] >= w[0]),
+        "{undelivered:?}"
+    );
+    assert!(
+        undelivered.last().copied().unwrap_or(0.0) > undelivered[0],
+        "undelivered did not grow: {undelivered:?}"
+    );
+    assert!(
+        undelivered.last().copied().unwrap_or(0.0) >= 3.0,
+        "{undelivered:?}"
+    );
+
+    kafka.start_broker();
+    sidecar
+        .wait_for("/readyz", 200, Duration::from_secs(60))
+        .await;
+    let seq_before_restart = delivered_before as u64;
+    // Fresh beats arrive after the outage, reporting what was lost.
+    let received = read_until(&kafka.bootstrap, &topic, Duration::from_secs(60), |r| {
+        beats(r)
+            .iter()
+            .any(|b| b.sidecar.as_ref().is_some_and(|s| s.undelivered >= 3))
+    })
+    .await;
+    let newest = beats(&received)
+        .iter()
+        .filter_map(|b| b.seq)
+        .max()
+        .unwrap_or(0);
+    assert!(newest > seq_before_restart + 3, "newest seq {newest}");
+}
