@@ -35,6 +35,12 @@ pub struct Args {
           value_parser = clap::value_parser!(u32).range(1..=86400))]
     pub interval_secs: u32,
 
+    /// Benchmarks only: a sub-second beat period in milliseconds, overriding
+    /// --interval-secs (which still goes into the beats).
+    #[arg(long, env = "HEARTBEAT_BENCH_INTERVAL_MS", hide = true,
+          value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
+    pub bench_interval_ms: Option<u64>,
+
     /// The HeartbeatMonitor that covers this pod, as namespace/name.
     #[arg(long, env = "HEARTBEAT_MONITOR", value_parser = parse_monitor)]
     pub monitor: Option<String>,
@@ -207,7 +213,10 @@ impl Config {
 
     /// The beat interval.
     pub fn interval(&self) -> Duration {
-        Duration::from_secs(u64::from(self.args.interval_secs))
+        match self.args.bench_interval_ms {
+            Some(ms) => Duration::from_millis(ms),
+            None => Duration::from_secs(u64::from(self.args.interval_secs)),
+        }
     }
 }
 
