@@ -7,7 +7,7 @@ LOGS="$HB_STACK_DIR/logs"
 PKI="$HB_STACK_DIR/pki"
 STACK_ENV="$HB_STACK_DIR/stack.env"
 # HB_COMPONENTS narrows the stack, e.g. "kafka" for a private broker a test may stop.
-read -r -a COMPONENTS <<<"${HB_COMPONENTS:-etcd kube-apiserver kafka}"
+read -r -a COMPONENTS <<<"${HB_COMPONENTS:-etcd kube-apiserver kube-controller-manager kube-scheduler process-node kafka}"
 UP_TIMEOUT=${HB_UP_TIMEOUT:-120}
 
 free_ports() {
@@ -59,7 +59,9 @@ wait_for() {
 require_tools() {
 	local t missing=()
 	if wants kube-apiserver; then
-		for t in etcd kube-apiserver kubectl; do [ -x "$TOOLS_BIN/$t" ] || missing+=("$t"); done
+		for t in etcd kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+			[ -x "$TOOLS_BIN/$t" ] || missing+=("$t")
+		done
 	fi
 	[ -d "$KAFKA_HOME/libs" ] || missing+=("kafka-$KAFKA_VERSION")
 	command -v java >/dev/null || missing+=(java)
@@ -136,6 +138,47 @@ start_apiserver() {
 		--endpoint-reconciler-type none \
 		--allow-privileged=true --profiling=false --v=1
 	wait_for kube-apiserver "'$TOOLS_BIN/kubectl' --kubeconfig '$HB_STACK_DIR/kubeconfig' get --raw /readyz"
+}
+
+start_controller_manager() {
+	local port=$1 kc="$HB_STACK_DIR/kubeconfig"
+	start_bg kube-controller-manager "$TOOLS_BIN/kube-controller-manager" \
+		--kubeconfig "$kc" --authentication-kubeconfig "$kc" --authorization-kubeconfig "$kc" \
+		--bind-address 127.0.0.1 --secure-port "$port" --cert-dir "$HB_STACK_DIR/kcm-certs" \
+		--service-account-private-key-file "$PKI/sa.key" --root-ca-file "$PKI/ca.crt" \
+		--use-service-account-credentials=false --leader-elect=false \
+		--controllers '*' --concurrent-gc-syncs 5 --v=1
+	wait_for kube-controller-manager "curl -skf https://127.0.0.1:$port/healthz"
+}
+
+start_scheduler() {
+	local port=$1 kc="$HB_STACK_DIR/kubeconfig"
+	start_bg kube-scheduler "$TOOLS_BIN/kube-scheduler" \
+		--kubeconfig "$kc" --authentication-kubeconfig "$kc" --authorization-kubeconfig "$kc" \
+		--bind-address 127.0.0.1 --secure-port "$port" --cert-dir "$HB_STACK_DIR/scheduler-certs" \
+		--leader-elect=false --v=1
+	wait_for kube-scheduler "curl -skf https://127.0.0.1:$port/healthz"
+}
+
+# The process node: a kubelet stand-in (e2e/src/node) running containers as
+# local processes. Built on demand when no binary is there yet.
+process_node_bin() {
+	local b
+	for b in "${HB_PROCESS_NODE_BIN:-}" "$REPO_DIR/target/debug/process-node" "$REPO_DIR/target/release/process-node"; do
+		[ -n "$b" ] && [ -x "$b" ] && { echo "$b"; return 0; }
+	done
+	log "building the process node (cargo build -p heartbeat-e2e --bin process-node)"
+	(cd "$REPO_DIR" && cargo build -q -p heartbeat-e2e --bin process-node) >&2 || return 1
+	echo "$REPO_DIR/target/debug/process-node"
+}
+
+start_process_node() {
+	local bin
+	bin=$(process_node_bin) || die "building the process node failed"
+	mkdir -p "$HB_STACK_DIR/node"
+	start_bg process-node "$bin" --kubeconfig "$HB_STACK_DIR/kubeconfig" \
+		--node-name process-node --state-dir "$HB_STACK_DIR/node" --repo-dir "$REPO_DIR"
+	wait_for process-node "'$TOOLS_BIN/kubectl' --kubeconfig '$HB_STACK_DIR/kubeconfig' get node process-node -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -q True"
 }
 
 start_kafka() {
@@ -233,9 +276,9 @@ cmd_up() {
 	# Anything half-started or left by a crash goes first.
 	cmd_down >/dev/null 2>&1 || true
 	mkdir -p "$PIDS" "$LOGS"
-	local ports etcd peer api kafka ctrl env=""
-	ports=$(free_ports 5)
-	read -r etcd peer api kafka ctrl <<<"$ports"
+	local ports etcd peer api kafka ctrl kcm sched env=""
+	ports=$(free_ports 7)
+	read -r etcd peer api kafka ctrl kcm sched <<<"$ports"
 	if wants kube-apiserver; then
 		make_pki
 		write_kubeconfig "$api"
@@ -244,6 +287,15 @@ cmd_up() {
 		log "starting kube-apiserver on https://127.0.0.1:$api"
 		start_apiserver "$api" "$etcd"
 		env+="KUBECONFIG=$HB_STACK_DIR/kubeconfig"$'\n'"KUBE_APISERVER=https://127.0.0.1:$api"$'\n'"ETCD_ENDPOINT=http://127.0.0.1:$etcd"$'\n'
+	fi
+	if wants kube-controller-manager; then
+		log "starting kube-controller-manager and kube-scheduler"
+		start_controller_manager "$kcm"
+		start_scheduler "$sched"
+	fi
+	if wants process-node; then
+		log "starting the process node"
+		start_process_node
 	fi
 	if wants kafka; then
 		log "starting Kafka $KAFKA_VERSION on 127.0.0.1:$kafka"
@@ -266,12 +318,27 @@ watch_owner() {
 
 cmd_down() {
 	local c pid
-	for c in kafka kube-apiserver etcd; do stop_one "$c"; done
+	# The node first: it stops its containers before it exits.
+	for c in process-node kube-scheduler kube-controller-manager kafka kube-apiserver etcd; do stop_one "$c"; done
+	kill_orphaned_containers
 	rm -f "$STACK_ENV"
 	# The watcher itself, when `down` is run by hand.
 	pid=$(cat "$PIDS/watcher.pid" 2>/dev/null) && [ "$pid" != "$$" ] && [ "$PPID" != "$pid" ] &&
 		grep -qF hb-stack-watcher "/proc/$pid/cmdline" 2>/dev/null && kill "$pid" 2>/dev/null
 	rm -f "$PIDS/watcher.pid"
+	return 0
+}
+
+# Containers the process node started live in their own process groups; if
+# the node died without cleaning up, their pid files are still here.
+kill_orphaned_containers() {
+	local f pid
+	for f in "$HB_STACK_DIR"/node/pods/*/*/pid; do
+		[ -f "$f" ] || continue
+		pid=$(cat "$f")
+		kill -0 "$pid" 2>/dev/null && kill -KILL -- "-$pid" 2>/dev/null && log "killed orphaned container group $pid"
+		rm -f "$f"
+	done
 	return 0
 }
 

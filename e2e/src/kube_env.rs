@@ -13,6 +13,17 @@ impl TestNamespace {
     pub fn create(stack: &Stack, prefix: &str) -> TestNamespace {
         let name = format!("{prefix}-{}", crate::unique_suffix());
         run_ok(stack.kubectl().args(["create", "namespace", &name]));
+        // Pods are refused until the controller-manager has made the default ServiceAccount.
+        for _ in 0..120 {
+            let (ok, _, _) =
+                run(stack
+                    .kubectl()
+                    .args(["get", "serviceaccount", "default", "-n", &name]));
+            if ok {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
         TestNamespace {
             name,
             stack: stack.clone(),
@@ -46,4 +57,75 @@ pub fn install_crds(stack: &Stack) {
         "crd/heartbeatmonitors.heartbeat.dev",
         "--timeout=60s",
     ]));
+}
+
+impl TestNamespace {
+    /// `kubectl -n <ns> apply -f -` with `yaml`.
+    pub fn apply(&self, yaml: &str) {
+        use std::io::Write;
+        let mut child = self
+            .stack
+            .kubectl()
+            .args(["apply", "-n", &self.name, "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("kubectl apply");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(yaml.as_bytes())
+            .expect("write yaml");
+        let out = child.wait_with_output().expect("kubectl apply");
+        assert!(
+            out.status.success(),
+            "kubectl apply failed:\n{}\n{yaml}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `kubectl -n <ns> <args...>`, which must succeed; returns stdout.
+    pub fn kubectl(&self, args: &[&str]) -> String {
+        run_ok(self.stack.kubectl().arg("-n").arg(&self.name).args(args))
+    }
+
+    /// Polls `kubectl get <what> -o jsonpath=<path>` until `pred` holds, or
+    /// panics after `timeout` with the last value.
+    pub fn wait_jsonpath(
+        &self,
+        what: &str,
+        path: &str,
+        timeout: std::time::Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
+        let deadline = std::time::Instant::now() + timeout;
+        let jp = format!("jsonpath={path}");
+        loop {
+            let (_, out, err) = run(self
+                .stack
+                .kubectl()
+                .args(["get", "-n", &self.name, what, "-o", &jp]));
+            if pred(&out) {
+                return out;
+            }
+            if std::time::Instant::now() >= deadline {
+                let pods = run(self
+                    .stack
+                    .kubectl()
+                    .args(["get", "pods", "-n", &self.name, "-o", "wide"]))
+                .1;
+                panic!(
+                    "{what} {path}: condition not met within {timeout:?}; last: {out:?} {err}\npods:\n{pods}"
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
+    }
+
+    /// The current log of a container run by the process node.
+    pub fn container_log(&self, pod: &str, container: &str) -> String {
+        crate::stack::container_log(&self.stack, &self.name, pod, container)
+    }
 }

@@ -7,11 +7,14 @@
 //! the tool, never a skip.
 #![forbid(unsafe_code)]
 
+pub mod error;
 pub mod kafka;
 pub mod kube_env;
+pub mod node;
 pub mod process;
 pub mod stack;
 
+pub use error::Error;
 pub use kafka::TestTopic;
 pub use kube_env::TestNamespace;
 pub use stack::Stack;

@@ -54,7 +54,40 @@ fn a_second_stack_comes_up_and_down_leaves_no_process() {
     assert!(version.contains("\"serverVersion\""), "{version}");
     assert!(!processes_mentioning(dir.to_str().expect("utf8 path")).is_empty());
 
+    // A pod on the process node is a process too; down must stop it.
+    let kubectl = || {
+        let mut c = Command::new(tools_dir().join("bin/kubectl"));
+        c.env("KUBECONFIG", &kubeconfig);
+        c
+    };
+    for _ in 0..120 {
+        if run(kubectl().args(["get", "serviceaccount", "default"])).0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    run_ok(kubectl().args(["run", "idle", "--image=demo/worker", "--restart=Never"]));
+    let mut pid = None;
+    for _ in 0..120 {
+        pid = std::fs::read_dir(dir.join("node/pods"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .find_map(|pod| std::fs::read_to_string(pod.path().join("idle/pid")).ok());
+        if pid.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    let pid = pid.expect("the pod's container started").trim().to_string();
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+
     run_ok(&mut stack_cmd(&dir, "down"));
+    assert!(
+        !Path::new(&format!("/proc/{pid}/cmdline")).exists()
+            || std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.is_empty()),
+        "container process {pid} survived down"
+    );
     let left = processes_mentioning(dir.to_str().expect("utf8 path"));
     assert!(
         left.is_empty(),

@@ -1,0 +1,277 @@
+//! One container as a local process: its state machine (waiting, running,
+//! terminated), restarts with back-off, probe bookkeeping, and signals to
+//! its process group.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Container;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+use super::launch::Launch;
+
+/// Where a container stands in the pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A regular init container: runs to completion before the next.
+    Init,
+    /// A native sidecar (init container with restartPolicy Always).
+    Sidecar,
+    /// An app container.
+    App,
+}
+
+/// The container's observable state, as in ContainerState.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    Waiting {
+        reason: String,
+        message: String,
+    },
+    Running {
+        started_at: Timestamp,
+    },
+    Terminated {
+        exit_code: i32,
+        signal: Option<i32>,
+        reason: String,
+        started_at: Timestamp,
+        finished_at: Timestamp,
+    },
+}
+
+/// Restart back-off: 1 s doubling to 20 s (the kubelet's is 10 s to 5 min;
+/// shortened so tests see restarts quickly).
+const BACKOFF_START: Duration = Duration::from_secs(1);
+const BACKOFF_MAX: Duration = Duration::from_secs(20);
+
+pub struct Running {
+    child: tokio::process::Child,
+    pid: i32,
+    started_at: Timestamp,
+    pub since: Instant,
+}
+
+pub struct Ctr {
+    pub spec: Container,
+    pub kind: Kind,
+    pub state: State,
+    pub last_state: Option<State>,
+    pub restarts: i32,
+    pub proc: Option<Running>,
+    pub ever_started: bool,
+    backoff: Duration,
+    pub restart_at: Option<Instant>,
+    /// SIGKILL after this, once SIGTERM was sent.
+    pub kill_at: Option<Instant>,
+    pub ready: bool,
+    pub liveness_failures: u32,
+    pub readiness_successes: u32,
+    pub readiness_failures: u32,
+    pub next_liveness: Option<Instant>,
+    pub next_readiness: Option<Instant>,
+    dir: PathBuf,
+}
+
+impl Ctr {
+    pub fn new(spec: Container, kind: Kind, pod_dir: &Path) -> Ctr {
+        let dir = pod_dir.join(&spec.name);
+        Ctr {
+            spec,
+            kind,
+            state: State::Waiting {
+                reason: "ContainerCreating".into(),
+                message: String::new(),
+            },
+            last_state: None,
+            restarts: 0,
+            proc: None,
+            ever_started: false,
+            backoff: BACKOFF_START,
+            restart_at: None,
+            kill_at: None,
+            ready: false,
+            liveness_failures: 0,
+            readiness_successes: 0,
+            readiness_failures: 0,
+            next_liveness: None,
+            next_readiness: None,
+            dir,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.as_ref().and_then(|p| u32::try_from(p.pid).ok())
+    }
+
+    pub fn running(&self) -> bool {
+        self.proc.is_some()
+    }
+
+    pub fn exit_code(&self) -> Option<i32> {
+        match &self.state {
+            State::Terminated { exit_code, .. } => Some(*exit_code),
+            _ => None,
+        }
+    }
+
+    /// The log file of the current run (`<restarts>.log`).
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join(format!("{}.log", self.restarts))
+    }
+
+    pub fn fail_to_start(&mut self, reason: &str, message: String) {
+        self.state = State::Waiting {
+            reason: reason.into(),
+            message,
+        };
+        self.restart_at = Some(Instant::now() + self.backoff);
+        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+    }
+
+    /// Whether a start is due (first start, or the back-off has passed).
+    pub fn start_due(&self) -> bool {
+        self.proc.is_none() && self.restart_at.is_none_or(|t| Instant::now() >= t)
+    }
+
+    /// Spawns the process in its own process group, logging to `<restarts>.log`.
+    pub fn start(&mut self, launch: &Launch, default_cwd: &Path) -> Result<(), String> {
+        if self.ever_started {
+            self.restarts += 1;
+            if matches!(self.state, State::Terminated { .. }) {
+                self.last_state = Some(self.state.clone());
+            }
+        }
+        std::fs::create_dir_all(&self.dir).map_err(|e| format!("{}: {e}", self.dir.display()))?;
+        let log = std::fs::File::create(self.log_path()).map_err(|e| e.to_string())?;
+        let log2 = log.try_clone().map_err(|e| e.to_string())?;
+        let cwd = launch.working_dir.as_deref().unwrap_or(default_cwd);
+        if !cwd.is_dir() {
+            return Err(format!(
+                "workingDir {} does not exist on the process node",
+                cwd.display()
+            ));
+        }
+        let mut cmd = tokio::process::Command::new(&launch.program);
+        cmd.args(&launch.args)
+            .env_clear()
+            .env(
+                "PATH",
+                std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()),
+            )
+            .envs(launch.env.iter().map(|(k, v)| (k, v)))
+            .current_dir(cwd)
+            .stdin(std::process::Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .process_group(0)
+            .kill_on_drop(false);
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", launch.program.display()))?;
+        let pid = child
+            .id()
+            .and_then(|p| i32::try_from(p).ok())
+            .unwrap_or_default();
+        // Lets `e2e/stack down` kill the group if the node dies first.
+        let _ = std::fs::write(self.dir.join("pid"), pid.to_string());
+        let started_at = Timestamp::now();
+        self.proc = Some(Running {
+            child,
+            pid,
+            started_at,
+            since: Instant::now(),
+        });
+        self.ever_started = true;
+        self.restart_at = None;
+        self.kill_at = None;
+        self.state = State::Running { started_at };
+        self.ready = false;
+        self.liveness_failures = 0;
+        self.readiness_successes = 0;
+        self.readiness_failures = 0;
+        self.next_liveness = None;
+        self.next_readiness = None;
+        Ok(())
+    }
+
+    /// Notices an exit; returns true when the process just ended.
+    pub fn reap(&mut self) -> bool {
+        let Some(run) = self.proc.as_mut() else {
+            return false;
+        };
+        let status = match run.child.try_wait() {
+            Ok(Some(status)) => status,
+            Ok(None) => return false,
+            Err(_) => return false,
+        };
+        use std::os::unix::process::ExitStatusExt;
+        let signal = status.signal();
+        let exit_code = status.code().unwrap_or_else(|| 128 + signal.unwrap_or(0));
+        let started_at = run.started_at;
+        // The group may still hold children of the container's process.
+        let _ = killpg(Pid::from_raw(run.pid), Signal::SIGKILL);
+        self.proc = None;
+        let _ = std::fs::remove_file(self.dir.join("pid"));
+        self.ready = false;
+        self.kill_at = None;
+        self.state = State::Terminated {
+            exit_code,
+            signal,
+            reason: if exit_code == 0 { "Completed" } else { "Error" }.into(),
+            started_at,
+            finished_at: Timestamp::now(),
+        };
+        true
+    }
+
+    /// Schedules the next start after the back-off.
+    pub fn schedule_restart(&mut self) {
+        if self.restart_at.is_none() {
+            self.restart_at = Some(Instant::now() + self.backoff);
+            // As the kubelet shows it: waiting in back-off, the exit as last state.
+            self.last_state = Some(self.state.clone());
+            self.state = State::Waiting {
+                reason: "CrashLoopBackOff".into(),
+                message: format!(
+                    "back-off {}s restarting container {}",
+                    self.backoff.as_secs(),
+                    self.spec.name
+                ),
+            };
+            self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    /// SIGTERM to the group, SIGKILL after `grace` (see `enforce_kill`).
+    pub fn terminate(&mut self, grace: Duration) {
+        if let Some(run) = &self.proc
+            && self.kill_at.is_none()
+        {
+            let _ = killpg(Pid::from_raw(run.pid), Signal::SIGTERM);
+            self.kill_at = Some(Instant::now() + grace);
+        }
+    }
+
+    /// SIGKILL once the grace period of a terminate has passed.
+    pub fn enforce_kill(&mut self) {
+        if let (Some(run), Some(at)) = (&self.proc, self.kill_at)
+            && Instant::now() >= at
+        {
+            let _ = killpg(Pid::from_raw(run.pid), Signal::SIGKILL);
+        }
+    }
+
+    /// SIGKILL now (node shutdown, pod gone).
+    pub fn kill_now(&mut self) {
+        if let Some(run) = &self.proc {
+            let _ = killpg(Pid::from_raw(run.pid), Signal::SIGKILL);
+        }
+    }
+}

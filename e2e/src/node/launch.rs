@@ -1,0 +1,482 @@
+//! From a container spec to a process launch: environment (literal,
+//! Secret, ConfigMap, downward API), `$(VAR)` expansion, command and args,
+//! and the rewrites that stand in for a container's own filesystem and
+//! network namespace. Pure: Secrets and ConfigMaps are looked up beforehand.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use k8s_openapi::api::core::v1::Container;
+
+use super::images::Entrypoint;
+
+/// What the downward API can tell about the pod.
+#[derive(Debug, Clone, Default)]
+pub struct PodFacts {
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    pub node: String,
+    pub pod_ip: String,
+    pub host_ip: String,
+    pub service_account: String,
+}
+
+/// Secrets and ConfigMaps of the pod's namespace that the container refers to.
+#[derive(Debug, Clone, Default)]
+pub struct Lookups {
+    pub secrets: BTreeMap<String, BTreeMap<String, String>>,
+    pub config_maps: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// Names of the Secrets and ConfigMaps a container's env refers to.
+pub fn referenced(ctr: &Container) -> (BTreeSet<String>, BTreeSet<String>) {
+    let mut secrets = BTreeSet::new();
+    let mut maps = BTreeSet::new();
+    for e in ctr.env.iter().flatten() {
+        if let Some(from) = &e.value_from {
+            if let Some(s) = &from.secret_key_ref {
+                secrets.insert(s.name.clone());
+            }
+            if let Some(c) = &from.config_map_key_ref {
+                maps.insert(c.name.clone());
+            }
+        }
+    }
+    for f in ctr.env_from.iter().flatten() {
+        if let Some(s) = &f.secret_ref {
+            secrets.insert(s.name.clone());
+        }
+        if let Some(c) = &f.config_map_ref {
+            maps.insert(c.name.clone());
+        }
+    }
+    (secrets, maps)
+}
+
+fn field(pod: &PodFacts, path: &str) -> Result<String, String> {
+    Ok(match path {
+        "metadata.name" => pod.name.clone(),
+        "metadata.namespace" => pod.namespace.clone(),
+        "metadata.uid" => pod.uid.clone(),
+        "spec.nodeName" => pod.node.clone(),
+        "spec.serviceAccountName" => pod.service_account.clone(),
+        "status.podIP" | "status.podIPs" => pod.pod_ip.clone(),
+        "status.hostIP" | "status.hostIPs" => pod.host_ip.clone(),
+        other => {
+            return Err(format!(
+                "fieldRef {other} is not supported by the process node"
+            ));
+        }
+    })
+}
+
+/// Expands `$(VAR)` from `vars`; `$$(VAR)` is a literal `$(VAR)`; unknown
+/// references stay as written, as in Kubernetes.
+pub fn expand(s: &str, vars: &BTreeMap<String, String>) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        if let Some(t) = tail.strip_prefix("$$") {
+            out.push('$');
+            rest = t;
+        } else if let Some(inner) = tail.strip_prefix("$(") {
+            match inner.find(')') {
+                Some(end) if vars.contains_key(&inner[..end]) => {
+                    out.push_str(&vars[&inner[..end]]);
+                    rest = &inner[end + 1..];
+                }
+                _ => {
+                    out.push_str("$(");
+                    rest = inner;
+                }
+            }
+        } else {
+            out.push('$');
+            rest = &tail[1..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The container's environment, in Kubernetes order: envFrom, then env.
+pub fn resolve_env(
+    ctr: &Container,
+    pod: &PodFacts,
+    lookups: &Lookups,
+) -> Result<Vec<(String, String)>, String> {
+    let mut vars: BTreeMap<String, String> = BTreeMap::new();
+    let mut order: Vec<String> = Vec::new();
+    let mut set = |vars: &mut BTreeMap<String, String>, k: String, v: String| {
+        if !vars.contains_key(&k) {
+            order.push(k.clone());
+        }
+        vars.insert(k, v);
+    };
+    for from in ctr.env_from.iter().flatten() {
+        let prefix = from.prefix.clone().unwrap_or_default();
+        let source = if let Some(s) = &from.secret_ref {
+            (lookups.secrets.get(&s.name), s.optional, "Secret", &s.name)
+        } else if let Some(c) = &from.config_map_ref {
+            (
+                lookups.config_maps.get(&c.name),
+                c.optional,
+                "ConfigMap",
+                &c.name,
+            )
+        } else {
+            continue;
+        };
+        match source {
+            (Some(data), _, _, _) => {
+                for (k, v) in data {
+                    set(&mut vars, format!("{prefix}{k}"), v.clone());
+                }
+            }
+            (None, Some(true), _, _) => {}
+            (None, _, kind, name) => return Err(format!("{kind} {name:?} not found")),
+        }
+    }
+    for e in ctr.env.iter().flatten() {
+        let value = if let Some(v) = &e.value {
+            Some(expand(v, &vars))
+        } else if let Some(from) = &e.value_from {
+            if let Some(s) = &from.secret_key_ref {
+                match lookups.secrets.get(&s.name).map(|d| d.get(&s.key)) {
+                    Some(Some(v)) => Some(v.clone()),
+                    _ if s.optional == Some(true) => None,
+                    Some(None) => {
+                        return Err(format!("key {:?} not found in Secret {:?}", s.key, s.name));
+                    }
+                    None => return Err(format!("Secret {:?} not found", s.name)),
+                }
+            } else if let Some(c) = &from.config_map_key_ref {
+                match lookups.config_maps.get(&c.name).map(|d| d.get(&c.key)) {
+                    Some(Some(v)) => Some(v.clone()),
+                    _ if c.optional == Some(true) => None,
+                    Some(None) => {
+                        return Err(format!(
+                            "key {:?} not found in ConfigMap {:?}",
+                            c.key, c.name
+                        ));
+                    }
+                    None => return Err(format!("ConfigMap {:?} not found", c.name)),
+                }
+            } else if let Some(f) = &from.field_ref {
+                Some(field(pod, &f.field_path)?)
+            } else {
+                return Err(format!(
+                    "env {}: resourceFieldRef is not supported by the process node",
+                    e.name
+                ));
+            }
+        } else {
+            Some(String::new())
+        };
+        if let Some(v) = value {
+            set(&mut vars, e.name.clone(), v);
+        }
+    }
+    Ok(order
+        .into_iter()
+        .map(|k| {
+            let v = vars[&k].clone();
+            (k, v)
+        })
+        .collect())
+}
+
+/// Stand-ins for the container's own namespaces: a mount path is the pod's
+/// host directory for that volume, and the wildcard address 0.0.0.0 is the
+/// pod's own loopback address (so two pods can serve the same port).
+#[derive(Debug, Clone, Default)]
+pub struct Rewrites {
+    /// (mountPath, host directory), longest mount path first.
+    pub mounts: Vec<(String, PathBuf)>,
+    pub pod_ip: String,
+}
+
+impl Rewrites {
+    pub fn new(mut mounts: Vec<(String, PathBuf)>, pod_ip: &str) -> Rewrites {
+        mounts.sort_by_key(|(m, _)| std::cmp::Reverse(m.len()));
+        Rewrites {
+            mounts,
+            pod_ip: pod_ip.to_string(),
+        }
+    }
+
+    /// Applies the rewrites to one env value or argument.
+    pub fn apply(&self, s: &str) -> String {
+        let mut out = s.to_string();
+        for (mount, host) in &self.mounts {
+            out = replace_path_prefix(
+                &out,
+                mount.trim_end_matches('/'),
+                &host.display().to_string(),
+            );
+        }
+        if !self.pod_ip.is_empty() {
+            // Only the wildcard: 127.0.0.1 in env is usually the host's
+            // broker or API server on the shared loopback, which must stay.
+            out = out.replace("0.0.0.0", &self.pod_ip);
+        }
+        out
+    }
+}
+
+/// Replaces `prefix` where it starts a path (preceded by start, ':', '=' or
+/// space, followed by end, '/' or ':'), so `/data` never touches `/database`.
+fn replace_path_prefix(s: &str, prefix: &str, with: &str) -> String {
+    if prefix.is_empty() {
+        return s.to_string();
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while let Some(pos) = s[i..].find(prefix) {
+        let start = i + pos;
+        let end = start + prefix.len();
+        let before_ok = start == 0 || matches!(s.as_bytes()[start - 1], b':' | b'=' | b' ' | b',');
+        let after_ok = end == s.len() || matches!(s.as_bytes()[end], b'/' | b':' | b' ' | b',');
+        out.push_str(&s[i..start]);
+        out.push_str(if before_ok && after_ok { with } else { prefix });
+        i = end;
+    }
+    out.push_str(&s[i..]);
+    out
+}
+
+/// A ready-to-spawn process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Launch {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub working_dir: Option<PathBuf>,
+}
+
+/// Combines the image's entrypoint, the container's command/args and env, and the rewrites.
+pub fn launch(
+    ctr: &Container,
+    image: &Entrypoint,
+    env: Vec<(String, String)>,
+    rw: &Rewrites,
+) -> Launch {
+    let vars: BTreeMap<String, String> = env.iter().cloned().collect();
+    let args: Vec<String> = ctr
+        .args
+        .clone()
+        .unwrap_or_else(|| image.default_args.clone());
+    let (program, args) = match ctr.command.as_deref() {
+        Some([cmd, rest @ ..]) => {
+            let mut all: Vec<String> = rest.to_vec();
+            all.extend(args);
+            (PathBuf::from(rw.apply(&expand(cmd, &vars))), all)
+        }
+        _ => (image.program.clone(), args),
+    };
+    Launch {
+        program,
+        args: args.iter().map(|a| rw.apply(&expand(a, &vars))).collect(),
+        env: env.into_iter().map(|(k, v)| (k, rw.apply(&v))).collect(),
+        working_dir: ctr
+            .working_dir
+            .as_deref()
+            .map(|w| PathBuf::from(rw.apply(w))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{
+        EnvFromSource, EnvVar, EnvVarSource, ObjectFieldSelector, SecretEnvSource,
+        SecretKeySelector,
+    };
+
+    fn pod() -> PodFacts {
+        PodFacts {
+            name: "p1".into(),
+            namespace: "ns".into(),
+            uid: "u-1".into(),
+            node: "process-node".into(),
+            pod_ip: "127.1.0.7".into(),
+            host_ip: "127.0.0.1".into(),
+            service_account: "default".into(),
+        }
+    }
+
+    fn lookups() -> Lookups {
+        let mut l = Lookups::default();
+        l.secrets.insert(
+            "kafka".into(),
+            [(
+                "bootstrap.servers".to_string(),
+                "127.0.0.1:9092".to_string(),
+            )]
+            .into(),
+        );
+        l
+    }
+
+    fn secret_env(name: &str, secret: &str, key: &str, optional: Option<bool>) -> EnvVar {
+        EnvVar {
+            name: name.into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: secret.into(),
+                    key: key.into(),
+                    optional,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn field_env(name: &str, path: &str) -> EnvVar {
+        EnvVar {
+            name: name.into(),
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: path.into(),
+                    api_version: None,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn env_from_secret_downward_api_and_literals_in_order() {
+        let ctr = Container {
+            env: Some(vec![
+                EnvVar {
+                    name: "A".into(),
+                    value: Some("x".into()),
+                    ..Default::default()
+                },
+                secret_env(
+                    "KAFKA_BOOTSTRAP_SERVERS",
+                    "kafka",
+                    "bootstrap.servers",
+                    None,
+                ),
+                field_env("POD_NAME", "metadata.name"),
+                field_env("POD_UID", "metadata.uid"),
+                field_env("NODE_NAME", "spec.nodeName"),
+                EnvVar {
+                    name: "B".into(),
+                    value: Some("$(A)-$(POD_NAME)-$(NOPE)-$$(A)".into()),
+                    ..Default::default()
+                },
+            ]),
+            ..Default::default()
+        };
+        let env = resolve_env(&ctr, &pod(), &lookups()).expect("env");
+        assert_eq!(
+            env,
+            vec![
+                ("A".to_string(), "x".to_string()),
+                ("KAFKA_BOOTSTRAP_SERVERS".into(), "127.0.0.1:9092".into()),
+                ("POD_NAME".into(), "p1".into()),
+                ("POD_UID".into(), "u-1".into()),
+                ("NODE_NAME".into(), "process-node".into()),
+                ("B".into(), "x-p1-$(NOPE)-$(A)".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_secret_or_key_is_an_error_unless_optional() {
+        let ctr = |e| Container {
+            env: Some(vec![e]),
+            ..Default::default()
+        };
+        let err = resolve_env(&ctr(secret_env("X", "nope", "k", None)), &pod(), &lookups())
+            .expect_err("missing");
+        assert_eq!(err, "Secret \"nope\" not found");
+        let err = resolve_env(
+            &ctr(secret_env("X", "kafka", "k", None)),
+            &pod(),
+            &lookups(),
+        )
+        .expect_err("key");
+        assert!(err.contains("key \"k\""), "{err}");
+        let env = resolve_env(
+            &ctr(secret_env("X", "nope", "k", Some(true))),
+            &pod(),
+            &lookups(),
+        )
+        .expect("optional");
+        assert!(env.is_empty());
+    }
+
+    #[test]
+    fn env_from_secret_with_prefix() {
+        let ctr = Container {
+            env_from: Some(vec![EnvFromSource {
+                prefix: Some("K_".into()),
+                secret_ref: Some(SecretEnvSource {
+                    name: "kafka".into(),
+                    optional: None,
+                }),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        };
+        let env = resolve_env(&ctr, &pod(), &lookups()).expect("env");
+        assert_eq!(
+            env,
+            vec![(
+                "K_bootstrap.servers".to_string(),
+                "127.0.0.1:9092".to_string()
+            )]
+        );
+    }
+
+    #[test]
+    fn rewrites_mount_paths_and_addresses_but_not_lookalikes() {
+        let rw = Rewrites::new(
+            vec![(
+                "/var/run/heartbeat".into(),
+                "/state/pods/p/volumes/hb".into(),
+            )],
+            "127.1.0.7",
+        );
+        assert_eq!(
+            rw.apply("file:/var/run/heartbeat/health:30"),
+            "file:/state/pods/p/volumes/hb/health:30"
+        );
+        assert_eq!(rw.apply("/var/run/heartbeat"), "/state/pods/p/volumes/hb");
+        assert_eq!(rw.apply("/var/run/heartbeats/x"), "/var/run/heartbeats/x");
+        assert_eq!(rw.apply("0.0.0.0:9190"), "127.1.0.7:9190");
+        assert_eq!(rw.apply("127.0.0.1:9092"), "127.0.0.1:9092");
+    }
+
+    #[test]
+    fn command_overrides_entrypoint_and_args_expand() {
+        let image = Entrypoint {
+            program: "/img/entry".into(),
+            default_args: vec!["--default".into()],
+        };
+        let rw = Rewrites::default();
+        let env = vec![("N".to_string(), "3".to_string())];
+        let plain = launch(&Container::default(), &image, env.clone(), &rw);
+        assert_eq!(
+            (plain.program.to_str(), plain.args.clone()),
+            (Some("/img/entry"), vec!["--default".to_string()])
+        );
+        let custom = Container {
+            command: Some(vec!["/bin/sh".into(), "-c".into()]),
+            args: Some(vec!["echo $(N)".into()]),
+            ..Default::default()
+        };
+        let l = launch(&custom, &image, env, &rw);
+        assert_eq!(l.program, PathBuf::from("/bin/sh"));
+        assert_eq!(l.args, vec!["-c".to_string(), "echo 3".to_string()]);
+    }
+}

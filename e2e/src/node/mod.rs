@@ -1,0 +1,176 @@
+//! The process node: a kubelet stand-in for the local stack that runs each
+//! container of the pods bound to it as a local process. Test
+//! infrastructure only; see e2e/README.md for what it does and does not do.
+
+pub mod container;
+pub mod images;
+pub mod launch;
+pub mod probe;
+pub mod registration;
+pub mod status;
+pub mod worker;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::Api;
+use kube::runtime::watcher;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::Error;
+use images::Images;
+use worker::{Msg, Worker};
+
+/// How the node is started.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub kubeconfig: PathBuf,
+    pub node_name: String,
+    pub state_dir: PathBuf,
+    pub repo_dir: PathBuf,
+}
+
+struct PodHandle {
+    tx: mpsc::Sender<Msg>,
+    task: JoinHandle<()>,
+}
+
+/// Kills container process groups a previous, crashed run left behind.
+fn kill_leftovers(pods_dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(pods_dir) else {
+        return;
+    };
+    for pod in entries.flatten() {
+        let Ok(ctrs) = std::fs::read_dir(pod.path()) else {
+            continue;
+        };
+        for ctr in ctrs.flatten() {
+            let pid_file = ctr.path().join("pid");
+            if let Ok(pid) = std::fs::read_to_string(&pid_file).map(|s| s.trim().parse::<i32>()) {
+                if let Ok(pid) = pid {
+                    let _ = nix::sys::signal::killpg(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+                let _ = std::fs::remove_file(pid_file);
+            }
+        }
+    }
+}
+
+/// A distinct loopback address per pod, so pods do not share ports.
+fn pod_ip(n: u32) -> String {
+    format!("127.1.{}.{}", (n / 250) % 250, n % 250 + 1)
+}
+
+pub async fn run(cfg: Config) -> Result<(), Error> {
+    let kc = kube::config::Kubeconfig::read_from(&cfg.kubeconfig)
+        .map_err(|e| Error::Config(e.to_string()))?;
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .map_err(|e| Error::Config(e.to_string()))?;
+    let client = kube::Client::try_from(config)?;
+    let pods_dir = cfg.state_dir.join("pods");
+    std::fs::create_dir_all(&pods_dir)?;
+    kill_leftovers(&pods_dir);
+    let images = Images::new(&cfg.repo_dir);
+    registration::register(&client, &cfg.node_name).await?;
+    tracing::info!(node = %cfg.node_name, sidecar = ?images.sidecar_bin, "process node registered");
+
+    let hb_client = client.clone();
+    let hb_name = cfg.node_name.clone();
+    let heartbeat = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(registration::HEARTBEAT_SECS));
+        loop {
+            tick.tick().await;
+            if let Err(e) = registration::heartbeat(&hb_client, &hb_name).await {
+                tracing::warn!(error = %e, "node heartbeat failed");
+            }
+        }
+    });
+
+    let api: Api<Pod> = Api::all(client.clone());
+    let wc = watcher::Config::default().fields(&format!("spec.nodeName={}", cfg.node_name));
+    let mut events = watcher(api, wc).boxed();
+    let mut pods: HashMap<String, PodHandle> = HashMap::new();
+    let mut next_ip = 0u32;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+
+    loop {
+        let event = tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            e = events.next() => e,
+        };
+        pods.retain(|_, h| !h.task.is_finished());
+        let Some(event) = event else { break };
+        let event = match event {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(error = %e, "pod watch error; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        match event {
+            watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) => {
+                let uid = pod.metadata.uid.clone().unwrap_or_default();
+                if let Some(h) = pods.get(&uid) {
+                    let _ = h.tx.send(Msg::Update(Box::new(pod))).await;
+                    continue;
+                }
+                let phase = pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.phase.as_deref())
+                    .unwrap_or("Pending");
+                if matches!(phase, "Succeeded" | "Failed")
+                    && pod.metadata.deletion_timestamp.is_none()
+                {
+                    continue;
+                }
+                let (tx, rx) = mpsc::channel(16);
+                let w = Worker::new(
+                    client.clone(),
+                    pod,
+                    &pods_dir,
+                    images.clone(),
+                    &cfg.node_name,
+                    pod_ip(next_ip),
+                );
+                next_ip += 1;
+                pods.insert(
+                    uid,
+                    PodHandle {
+                        tx,
+                        task: tokio::spawn(w.run(rx)),
+                    },
+                );
+            }
+            watcher::Event::Delete(pod) => {
+                let uid = pod.metadata.uid.clone().unwrap_or_default();
+                if let Some(h) = pods.get(&uid) {
+                    let _ = h.tx.send(Msg::Gone).await;
+                }
+            }
+            watcher::Event::Init | watcher::Event::InitDone => {}
+        }
+    }
+
+    tracing::info!("process node stopping: stopping every container");
+    heartbeat.abort();
+    for h in pods.values() {
+        let _ = h.tx.send(Msg::Shutdown).await;
+    }
+    for (_, h) in pods {
+        let _ = tokio::time::timeout(Duration::from_secs(8), h.task).await;
+    }
+    Ok(())
+}

@@ -1,0 +1,118 @@
+//! The pod status the process node reports, built from its containers.
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{
+    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
+    ContainerStatus, HostIP, PodCondition, PodIP, PodStatus,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::container::{Ctr, Kind, State};
+
+fn state(s: &State) -> ContainerState {
+    match s {
+        State::Waiting { reason, message } => ContainerState {
+            waiting: Some(ContainerStateWaiting {
+                reason: Some(reason.clone()),
+                message: (!message.is_empty()).then(|| message.clone()),
+            }),
+            ..Default::default()
+        },
+        State::Running { started_at } => ContainerState {
+            running: Some(ContainerStateRunning {
+                started_at: Some(Time(*started_at)),
+            }),
+            ..Default::default()
+        },
+        State::Terminated {
+            exit_code,
+            signal,
+            reason,
+            started_at,
+            finished_at,
+        } => ContainerState {
+            terminated: Some(ContainerStateTerminated {
+                exit_code: *exit_code,
+                signal: *signal,
+                reason: Some(reason.clone()),
+                started_at: Some(Time(*started_at)),
+                finished_at: Some(Time(*finished_at)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    }
+}
+
+fn container_status(c: &Ctr, pid: Option<u32>) -> ContainerStatus {
+    ContainerStatus {
+        name: c.name().to_string(),
+        image: c.spec.image.clone().unwrap_or_default(),
+        image_id: format!(
+            "process-node://{}",
+            c.spec.image.clone().unwrap_or_default()
+        ),
+        container_id: pid.map(|p| format!("process://{p}")),
+        ready: c.ready,
+        started: Some(c.running()),
+        restart_count: c.restarts,
+        state: Some(state(&c.state)),
+        last_state: c.last_state.as_ref().map(state),
+        ..Default::default()
+    }
+}
+
+fn condition(type_: &str, ok: bool, now: Timestamp) -> PodCondition {
+    PodCondition {
+        type_: type_.into(),
+        status: if ok { "True" } else { "False" }.into(),
+        last_transition_time: Some(Time(now)),
+        ..Default::default()
+    }
+}
+
+/// Everything the status says beyond the containers.
+pub struct PodFacts<'a> {
+    pub phase: &'a str,
+    pub initialized: bool,
+    pub pod_ip: &'a str,
+    pub start_time: Timestamp,
+    pub message: Option<String>,
+}
+
+/// Builds the status; condition times are `start_time` so that an unchanged
+/// pod yields an identical status (and no write).
+pub fn build(ctrs: &[Ctr], pids: &[Option<u32>], facts: PodFacts<'_>) -> PodStatus {
+    let apps: Vec<&Ctr> = ctrs.iter().filter(|c| c.kind == Kind::App).collect();
+    let all_ready = !apps.is_empty() && apps.iter().all(|c| c.ready);
+    let t = facts.start_time;
+    let statuses = |want: fn(Kind) -> bool| -> Vec<ContainerStatus> {
+        ctrs.iter()
+            .zip(pids)
+            .filter(|(c, _)| want(c.kind))
+            .map(|(c, pid)| container_status(c, *pid))
+            .collect()
+    };
+    PodStatus {
+        phase: Some(facts.phase.to_string()),
+        message: facts.message,
+        conditions: Some(vec![
+            condition("PodScheduled", true, t),
+            condition("Initialized", facts.initialized, t),
+            condition("ContainersReady", all_ready, t),
+            condition("Ready", all_ready, t),
+        ]),
+        host_ip: Some("127.0.0.1".into()),
+        host_ips: Some(vec![HostIP {
+            ip: "127.0.0.1".into(),
+        }]),
+        pod_ip: Some(facts.pod_ip.to_string()),
+        pod_ips: Some(vec![PodIP {
+            ip: facts.pod_ip.to_string(),
+        }]),
+        start_time: Some(Time(t)),
+        init_container_statuses: Some(statuses(|k| k != Kind::App)),
+        container_statuses: Some(statuses(|k| k == Kind::App)),
+        ..Default::default()
+    }
+}

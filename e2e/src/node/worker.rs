@@ -1,0 +1,505 @@
+//! One pod on the process node: starts its init containers, native sidecars
+//! and app containers in the kubelet's order, restarts them per
+//! restartPolicy, runs probes, reports status, and on deletion stops apps
+//! before sidecars (SIGTERM, grace period, SIGKILL) and removes the pod.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use tokio::sync::mpsc;
+
+use super::container::{Ctr, Kind, State};
+use super::images::Images;
+use super::launch::{self, Lookups, PodFacts, Rewrites};
+use super::probe::{self, Timing};
+use super::status;
+
+/// What the node tells a pod worker.
+pub enum Msg {
+    /// The pod object changed.
+    Update(Box<Pod>),
+    /// The pod object is gone (force-deleted): stop everything.
+    Gone,
+    /// The node is shutting down: stop everything, touch nothing in the API.
+    Shutdown,
+}
+
+pub struct Worker {
+    client: kube::Client,
+    pod: Pod,
+    ctrs: Vec<Ctr>,
+    dir: PathBuf,
+    images: Images,
+    node: String,
+    pod_ip: String,
+    start_time: Timestamp,
+    initialized: bool,
+    completing: bool,
+    final_phase: Option<&'static str>,
+    message: Option<String>,
+    reported: Option<serde_json::Value>,
+}
+
+const TICK: Duration = Duration::from_millis(250);
+
+fn restart_policy(pod: &Pod) -> &str {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.restart_policy.as_deref())
+        .unwrap_or("Always")
+}
+
+impl Worker {
+    pub fn new(
+        client: kube::Client,
+        pod: Pod,
+        pods_dir: &std::path::Path,
+        images: Images,
+        node: &str,
+        pod_ip: String,
+    ) -> Worker {
+        let meta = &pod.metadata;
+        let dir = pods_dir.join(format!(
+            "{}_{}_{}",
+            meta.namespace.as_deref().unwrap_or_default(),
+            meta.name.as_deref().unwrap_or_default(),
+            meta.uid.as_deref().unwrap_or_default()
+        ));
+        let spec = pod.spec.clone().unwrap_or_default();
+        let mut ctrs = Vec::new();
+        for c in spec.init_containers.unwrap_or_default() {
+            let kind = if c.restart_policy.as_deref() == Some("Always") {
+                Kind::Sidecar
+            } else {
+                Kind::Init
+            };
+            ctrs.push(Ctr::new(c, kind, &dir));
+        }
+        for c in spec.containers {
+            ctrs.push(Ctr::new(c, Kind::App, &dir));
+        }
+        Worker {
+            client,
+            pod,
+            ctrs,
+            dir,
+            images,
+            node: node.to_string(),
+            pod_ip,
+            start_time: Timestamp::now(),
+            initialized: false,
+            completing: false,
+            final_phase: None,
+            message: None,
+            reported: None,
+        }
+    }
+
+    fn api(&self) -> Api<Pod> {
+        Api::namespaced(
+            self.client.clone(),
+            self.pod.metadata.namespace.as_deref().unwrap_or("default"),
+        )
+    }
+
+    fn grace(&self) -> Duration {
+        let secs = self
+            .pod
+            .metadata
+            .deletion_grace_period_seconds
+            .or_else(|| {
+                self.pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.termination_grace_period_seconds)
+            })
+            .unwrap_or(30);
+        Duration::from_secs(u64::try_from(secs).unwrap_or(0))
+    }
+
+    /// Runs the pod until it is deleted, gone, or the node stops.
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        let _ = std::fs::create_dir_all(self.dir.join("volumes"));
+        let mut tick = tokio::time::interval(TICK);
+        loop {
+            tokio::select! {
+                msg = rx.recv() => match msg {
+                    Some(Msg::Update(p)) => self.pod = *p,
+                    Some(Msg::Gone) | None => return self.stop_all(Duration::from_secs(2)).await,
+                    Some(Msg::Shutdown) => return self.stop_all(Duration::from_secs(3)).await,
+                },
+                _ = tick.tick() => {}
+            }
+            if self.pod.metadata.deletion_timestamp.is_some() {
+                return self.delete().await;
+            }
+            self.step().await;
+            self.report().await;
+        }
+    }
+
+    fn should_restart(&self, c: &Ctr) -> bool {
+        if self.completing || self.final_phase.is_some() {
+            return false;
+        }
+        let code = c.exit_code().unwrap_or(0);
+        match c.kind {
+            Kind::Sidecar => true,
+            Kind::Init => code != 0 && restart_policy(&self.pod) != "Never",
+            Kind::App => match restart_policy(&self.pod) {
+                "Always" => true,
+                "OnFailure" => code != 0,
+                _ => false,
+            },
+        }
+    }
+
+    async fn step(&mut self) {
+        for i in 0..self.ctrs.len() {
+            if self.ctrs[i].reap() && self.should_restart(&self.ctrs[i]) {
+                self.ctrs[i].schedule_restart();
+            }
+            self.ctrs[i].enforce_kill();
+        }
+        if self.final_phase.is_some() {
+            return;
+        }
+        if self.completing {
+            return self.check_completion();
+        }
+        // Init containers and native sidecars, in order.
+        let mut initialized = true;
+        for i in 0..self.ctrs.len() {
+            let c = &self.ctrs[i];
+            match c.kind {
+                Kind::App => continue,
+                Kind::Sidecar if c.running() => continue,
+                Kind::Init if c.exit_code() == Some(0) => continue,
+                Kind::Init if c.exit_code().is_some() && restart_policy(&self.pod) == "Never" => {
+                    self.final_phase = Some("Failed");
+                    self.message = Some(format!("init container {} failed", c.name()));
+                    return;
+                }
+                _ => {}
+            }
+            if !self.ctrs[i].running() && self.ctrs[i].start_due() {
+                self.start(i).await;
+            }
+            // A native sidecar lets the next container start once it runs.
+            if !(self.ctrs[i].kind == Kind::Sidecar && self.ctrs[i].running()) {
+                initialized = false;
+                break;
+            }
+        }
+        self.initialized = initialized;
+        if !initialized {
+            self.probe_all().await;
+            return;
+        }
+        for i in 0..self.ctrs.len() {
+            let c = &self.ctrs[i];
+            if c.kind != Kind::App || c.running() || self.completing {
+                continue;
+            }
+            let never_ran = !c.ever_started;
+            if (never_ran
+                || (c.exit_code().is_some() && self.should_restart(c))
+                || matches!(c.state, State::Waiting { .. }))
+                && c.start_due()
+            {
+                self.start(i).await;
+            }
+        }
+        self.check_completion();
+        self.probe_all().await;
+    }
+
+    /// With restartPolicy Never/OnFailure, the pod ends once every app
+    /// container is done; native sidecars are then stopped and do not count.
+    fn check_completion(&mut self) {
+        if restart_policy(&self.pod) == "Always" {
+            return;
+        }
+        let apps_done = self.ctrs.iter().filter(|c| c.kind == Kind::App).all(|c| {
+            !c.running()
+                && c.exit_code().is_some()
+                && (c.exit_code() == Some(0) || restart_policy(&self.pod) == "Never")
+        });
+        if !apps_done {
+            return;
+        }
+        self.completing = true;
+        let grace = self.grace().min(Duration::from_secs(10));
+        for c in self.ctrs.iter_mut().filter(|c| c.kind == Kind::Sidecar) {
+            c.terminate(grace);
+        }
+        if self.ctrs.iter().all(|c| !c.running()) {
+            let ok = self
+                .ctrs
+                .iter()
+                .filter(|c| c.kind == Kind::App)
+                .all(|c| c.exit_code() == Some(0));
+            self.final_phase = Some(if ok { "Succeeded" } else { "Failed" });
+        }
+    }
+
+    async fn lookups(&self, i: usize) -> Lookups {
+        let ns = self.pod.metadata.namespace.as_deref().unwrap_or("default");
+        let (secrets, maps) = launch::referenced(&self.ctrs[i].spec);
+        let mut l = Lookups::default();
+        let sapi: Api<Secret> = Api::namespaced(self.client.clone(), ns);
+        for name in secrets {
+            if let Ok(Some(s)) = sapi.get_opt(&name).await {
+                let data = s
+                    .data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+                    .chain(s.string_data.unwrap_or_default())
+                    .collect();
+                l.secrets.insert(name, data);
+            }
+        }
+        let capi: Api<ConfigMap> = Api::namespaced(self.client.clone(), ns);
+        for name in maps {
+            if let Ok(Some(c)) = capi.get_opt(&name).await {
+                l.config_maps.insert(name, c.data.unwrap_or_default());
+            }
+        }
+        l
+    }
+
+    fn rewrites(&self, i: usize) -> Rewrites {
+        let volumes = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.volumes.clone())
+            .unwrap_or_default();
+        let mounts = self.ctrs[i]
+            .spec
+            .volume_mounts
+            .iter()
+            .flatten()
+            .filter_map(|m| {
+                let v = volumes.iter().find(|v| v.name == m.name)?;
+                // Only emptyDir has a meaning here; other volume types are not materialised.
+                v.empty_dir.as_ref()?;
+                let host = self.dir.join("volumes").join(&v.name);
+                let _ = std::fs::create_dir_all(&host);
+                Some((m.mount_path.clone(), host))
+            })
+            .collect();
+        Rewrites::new(mounts, &self.pod_ip)
+    }
+
+    fn facts(&self) -> PodFacts {
+        let m = &self.pod.metadata;
+        PodFacts {
+            name: m.name.clone().unwrap_or_default(),
+            namespace: m.namespace.clone().unwrap_or_default(),
+            uid: m.uid.clone().unwrap_or_default(),
+            node: self.node.clone(),
+            pod_ip: self.pod_ip.clone(),
+            host_ip: "127.0.0.1".into(),
+            service_account: self
+                .pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.service_account_name.clone())
+                .unwrap_or_else(|| "default".into()),
+        }
+    }
+
+    async fn start(&mut self, i: usize) {
+        let image = self.ctrs[i].spec.image.clone().unwrap_or_default();
+        let entry = match self.images.resolve(&image) {
+            Ok(e) => e,
+            Err(msg) => return self.ctrs[i].fail_to_start("ErrImagePull", msg),
+        };
+        let lookups = self.lookups(i).await;
+        let env = match launch::resolve_env(&self.ctrs[i].spec, &self.facts(), &lookups) {
+            Ok(env) => env,
+            Err(msg) => return self.ctrs[i].fail_to_start("CreateContainerConfigError", msg),
+        };
+        let spec = launch::launch(&self.ctrs[i].spec, &entry, env, &self.rewrites(i));
+        if let Err(msg) = self.ctrs[i].start(&spec, &self.dir) {
+            self.ctrs[i].fail_to_start("RunContainerError", msg);
+        }
+    }
+
+    async fn probe_all(&mut self) {
+        let now = Instant::now();
+        let grace = self.grace().min(Duration::from_secs(10));
+        for c in self.ctrs.iter_mut() {
+            let Some(since) = c.proc.as_ref().map(|p| p.since) else {
+                continue;
+            };
+            if c.kill_at.is_some() {
+                continue;
+            }
+            if let Some(p) = c.spec.liveness_probe.clone() {
+                let t = Timing::of(&p);
+                if now >= since + t.initial_delay && c.next_liveness.is_none_or(|n| now >= n) {
+                    c.next_liveness = Some(now + t.period);
+                    match probe::run(&p, &c.spec, &self.pod_ip, &self.dir).await {
+                        Ok(()) => c.liveness_failures = 0,
+                        Err(why) => {
+                            c.liveness_failures += 1;
+                            if c.liveness_failures >= t.failure_threshold {
+                                tracing::info!(container = c.name(), %why, "liveness probe failed; restarting");
+                                c.terminate(grace);
+                            }
+                        }
+                    }
+                }
+            }
+            match c.spec.readiness_probe.clone() {
+                None => c.ready = true,
+                Some(p) => {
+                    let t = Timing::of(&p);
+                    if now >= since + t.initial_delay && c.next_readiness.is_none_or(|n| now >= n) {
+                        c.next_readiness = Some(now + t.period);
+                        match probe::run(&p, &c.spec, &self.pod_ip, &self.dir).await {
+                            Ok(()) => {
+                                c.readiness_failures = 0;
+                                c.readiness_successes += 1;
+                                if c.readiness_successes >= t.success_threshold {
+                                    c.ready = true;
+                                }
+                            }
+                            Err(_) => {
+                                c.readiness_successes = 0;
+                                c.readiness_failures += 1;
+                                if c.readiness_failures >= t.failure_threshold {
+                                    c.ready = false;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn phase(&self) -> &'static str {
+        if let Some(p) = self.final_phase {
+            return p;
+        }
+        let apps_started = self
+            .ctrs
+            .iter()
+            .filter(|c| c.kind == Kind::App)
+            .all(|c| c.ever_started);
+        if self.initialized && apps_started {
+            "Running"
+        } else {
+            "Pending"
+        }
+    }
+
+    async fn report(&mut self) {
+        let pids: Vec<Option<u32>> = self.ctrs.iter().map(Ctr::pid).collect();
+        let status = status::build(
+            &self.ctrs,
+            &pids,
+            status::PodFacts {
+                phase: self.phase(),
+                initialized: self.initialized,
+                pod_ip: &self.pod_ip,
+                start_time: self.start_time,
+                message: self.message.clone(),
+            },
+        );
+        let Ok(value) = serde_json::to_value(&status) else {
+            return;
+        };
+        if self.reported.as_ref() == Some(&value) {
+            return;
+        }
+        let name = self.pod.metadata.name.clone().unwrap_or_default();
+        let patch = serde_json::json!({ "status": value });
+        match self
+            .api()
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => self.reported = Some(value),
+            Err(e) => tracing::debug!(pod = %name, error = %e, "status update failed; retrying"),
+        }
+    }
+
+    async fn wait_until_stopped(&mut self, kinds: &[Kind], deadline: Instant) {
+        loop {
+            for c in self.ctrs.iter_mut() {
+                c.reap();
+            }
+            let running = self
+                .ctrs
+                .iter()
+                .any(|c| kinds.contains(&c.kind) && c.running());
+            if !running || Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Graceful deletion: apps first, then sidecars and init containers,
+    /// within the grace period; then SIGKILL, a final status, and the
+    /// pod object is removed (grace 0), as the kubelet does.
+    async fn delete(mut self) {
+        let grace = self.grace();
+        let deadline = Instant::now() + grace;
+        self.completing = true;
+        for c in self.ctrs.iter_mut().filter(|c| c.kind == Kind::App) {
+            c.terminate(grace);
+        }
+        self.wait_until_stopped(&[Kind::App], deadline).await;
+        let rest = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_secs(2));
+        for c in self.ctrs.iter_mut().rev().filter(|c| c.kind != Kind::App) {
+            c.terminate(rest);
+        }
+        self.wait_until_stopped(&[Kind::Sidecar, Kind::Init], Instant::now() + rest)
+            .await;
+        for c in self.ctrs.iter_mut() {
+            c.kill_now();
+        }
+        self.wait_until_stopped(
+            &[Kind::App, Kind::Sidecar, Kind::Init],
+            Instant::now() + Duration::from_secs(2),
+        )
+        .await;
+        self.report().await;
+        let name = self.pod.metadata.name.clone().unwrap_or_default();
+        let dp = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid: self.pod.metadata.uid.clone(),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        if let Err(e) = self.api().delete(&name, &dp).await {
+            tracing::debug!(pod = %name, error = %e, "final delete failed (already gone?)");
+        }
+    }
+
+    async fn stop_all(mut self, grace: Duration) {
+        for c in self.ctrs.iter_mut() {
+            c.terminate(grace);
+        }
+        let all = [Kind::App, Kind::Sidecar, Kind::Init];
+        self.wait_until_stopped(&all, Instant::now() + grace).await;
+        for c in self.ctrs.iter_mut() {
+            c.kill_now();
+        }
+        self.wait_until_stopped(&all, Instant::now() + Duration::from_secs(2))
+            .await;
+    }
+}
