@@ -351,6 +351,16 @@ cmd_status() {
 	return $rc
 }
 
+# `e2e/stack create-topic NAME [PARTITIONS]` (auto-creation is off on purpose).
+cmd_create_topic() {
+	local name=${1:?usage: e2e/stack create-topic NAME [PARTITIONS]} parts=${2:-1} bootstrap
+	bootstrap=$(stack_var KAFKA_BOOTSTRAP)
+	[ -n "$bootstrap" ] || die "stack is not up ($HB_STACK_DIR)"
+	java -cp "$KAFKA_HOME/libs/*" -Dlog4j2.configurationFile="$HB_STACK_DIR/kafka/log4j2.properties" \
+		org.apache.kafka.tools.TopicCommand --bootstrap-server "$bootstrap" \
+		--create --if-not-exists --topic "$name" --partitions "$parts" --replication-factor 1 >&2
+}
+
 cmd_env() {
 	[ -f "$STACK_ENV" ] || die "stack is not up ($HB_STACK_DIR); run: e2e/stack up"
 	local line
