@@ -70,7 +70,7 @@ require_tools() {
 }
 
 make_pki() {
-	[ -f "$PKI/admin.crt" ] && return 0
+	[ -f "$PKI/kubelet.crt" ] && return 0
 	mkdir -p "$PKI"
 	(
 		cd "$PKI"
@@ -84,6 +84,11 @@ make_pki() {
 		printf 'extendedKeyUsage=clientAuth\n' >client.ext
 		openssl x509 -req -in admin.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
 			-extfile client.ext -out admin.crt 2>/dev/null
+		# Serving certificate of the process node's kubelet log API.
+		openssl req -newkey rsa:2048 -nodes -subj "/CN=process-node" -keyout kubelet.key -out kubelet.csr 2>/dev/null
+		printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:process-node\nextendedKeyUsage=serverAuth\n' >kubelet.ext
+		openssl x509 -req -in kubelet.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 \
+			-extfile kubelet.ext -out kubelet.crt 2>/dev/null
 		openssl genrsa -out sa.key 2048 2>/dev/null
 		openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
 		rm -f ./*.csr ./*.ext
@@ -136,6 +141,7 @@ start_apiserver() {
 		--authorization-mode Node,RBAC \
 		--enable-admission-plugins NamespaceLifecycle,ServiceAccount,MutatingAdmissionWebhook,ValidatingAdmissionWebhook,ValidatingAdmissionPolicy \
 		--endpoint-reconciler-type none \
+		--kubelet-preferred-address-types InternalIP --kubelet-certificate-authority "$PKI/ca.crt" \
 		--allow-privileged=true --profiling=false --v=1
 	wait_for kube-apiserver "'$TOOLS_BIN/kubectl' --kubeconfig '$HB_STACK_DIR/kubeconfig' get --raw /readyz"
 }
@@ -173,11 +179,12 @@ process_node_bin() {
 }
 
 start_process_node() {
-	local bin
+	local port=$1 bin
 	bin=$(process_node_bin) || die "building the process node failed"
 	mkdir -p "$HB_STACK_DIR/node"
 	start_bg process-node "$bin" --kubeconfig "$HB_STACK_DIR/kubeconfig" \
-		--node-name process-node --state-dir "$HB_STACK_DIR/node" --repo-dir "$REPO_DIR"
+		--node-name process-node --state-dir "$HB_STACK_DIR/node" --repo-dir "$REPO_DIR" \
+		--kubelet-port "$port" --tls-cert "$PKI/kubelet.crt" --tls-key "$PKI/kubelet.key"
 	wait_for process-node "'$TOOLS_BIN/kubectl' --kubeconfig '$HB_STACK_DIR/kubeconfig' get node process-node -o jsonpath='{.status.conditions[?(@.type==\"Ready\")].status}' | grep -q True"
 }
 
@@ -276,9 +283,9 @@ cmd_up() {
 	# Anything half-started or left by a crash goes first.
 	cmd_down >/dev/null 2>&1 || true
 	mkdir -p "$PIDS" "$LOGS"
-	local ports etcd peer api kafka ctrl kcm sched env=""
-	ports=$(free_ports 7)
-	read -r etcd peer api kafka ctrl kcm sched <<<"$ports"
+	local ports etcd peer api kafka ctrl kcm sched kubelet env=""
+	ports=$(free_ports 8)
+	read -r etcd peer api kafka ctrl kcm sched kubelet <<<"$ports"
 	if wants kube-apiserver; then
 		make_pki
 		write_kubeconfig "$api"
@@ -295,7 +302,7 @@ cmd_up() {
 	fi
 	if wants process-node; then
 		log "starting the process node"
-		start_process_node
+		start_process_node "$kubelet"
 	fi
 	if wants kafka; then
 		log "starting Kafka $KAFKA_VERSION on 127.0.0.1:$kafka"

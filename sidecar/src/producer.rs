@@ -11,7 +11,8 @@ use rdkafka::ClientConfig;
 use rdkafka::ClientContext;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::util::Timeout;
 
 use crate::metrics::Metrics;
 
@@ -113,7 +114,7 @@ fn defaults(interval: Duration) -> [(&'static str, String); 4] {
 
 /// A producer of beats.
 pub struct BeatProducer {
-    inner: ThreadedProducer<Context>,
+    inner: Arc<BaseProducer<Context>>,
     topic: String,
     delivery: Arc<Delivery>,
     metrics: Arc<Metrics>,
@@ -141,7 +142,17 @@ impl BeatProducer {
         cfg.set("queue.buffering.max.messages", capacity.to_string());
         metrics.queue_capacity.set(i64::from(capacity));
         let delivery = Arc::new(Delivery::new(metrics.clone()));
-        let inner = cfg.create_with_context(Context(delivery.clone()))?;
+        let inner: Arc<BaseProducer<Context>> =
+            Arc::new(cfg.create_with_context(Context(delivery.clone()))?);
+        // Delivery reports are served by a thread blocked in poll until an
+        // event arrives. rdkafka's ThreadedProducer polls with a 100 ms
+        // timeout that busy-waits its last sub-millisecond (the remaining
+        // time is truncated to 0 ms), which cost ~9 ms CPU per second idle.
+        let poller = inner.clone();
+        std::thread::Builder::new()
+            .name("rdkafka-delivery".into())
+            .spawn(move || poller.poll(Timeout::Never))
+            .map_err(|e| KafkaError::ClientCreation(format!("delivery thread: {e}")))?;
         Ok(BeatProducer {
             inner,
             topic: topic.to_string(),

@@ -21,6 +21,15 @@ struct Args {
     /// The repository (for the image map: sidecar binary, e2e/workloads).
     #[arg(long)]
     repo_dir: PathBuf,
+    /// Port of the kubelet log API (`kubectl logs`); needs --tls-cert and --tls-key.
+    #[arg(long, requires_all = ["tls_cert", "tls_key"])]
+    kubelet_port: Option<u16>,
+    /// Serving certificate (PEM) of the kubelet log API.
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -37,6 +46,10 @@ fn main() -> ExitCode {
         node_name: args.node_name,
         state_dir: args.state_dir,
         repo_dir: args.repo_dir,
+        kubelet_api: match (args.kubelet_port, args.tls_cert, args.tls_key) {
+            (Some(p), Some(c), Some(k)) => Some((p, c, k)),
+            _ => None,
+        },
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -4,6 +4,7 @@
 
 pub mod container;
 pub mod images;
+pub mod kubelet_api;
 pub mod launch;
 pub mod probe;
 pub mod registration;
@@ -33,6 +34,8 @@ pub struct Config {
     pub node_name: String,
     pub state_dir: PathBuf,
     pub repo_dir: PathBuf,
+    /// Serve the kubelet log API (for `kubectl logs`) on this port with this certificate.
+    pub kubelet_api: Option<(u16, PathBuf, PathBuf)>,
 }
 
 struct PodHandle {
@@ -80,7 +83,14 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
     std::fs::create_dir_all(&pods_dir)?;
     kill_leftovers(&pods_dir);
     let images = Images::new(&cfg.repo_dir);
-    registration::register(&client, &cfg.node_name).await?;
+    let port = cfg.kubelet_api.as_ref().map(|(p, _, _)| *p);
+    let api_task = match &cfg.kubelet_api {
+        Some((port, cert, key)) => {
+            Some(kubelet_api::serve(*port, cert, key, pods_dir.clone()).await?)
+        }
+        None => None,
+    };
+    registration::register(&client, &cfg.node_name, port).await?;
     tracing::info!(node = %cfg.node_name, sidecar = ?images.sidecar_bin, "process node registered");
 
     let hb_client = client.clone();
@@ -89,7 +99,7 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
         let mut tick = tokio::time::interval(Duration::from_secs(registration::HEARTBEAT_SECS));
         loop {
             tick.tick().await;
-            if let Err(e) = registration::heartbeat(&hb_client, &hb_name).await {
+            if let Err(e) = registration::heartbeat(&hb_client, &hb_name, port).await {
                 tracing::warn!(error = %e, "node heartbeat failed");
             }
         }
@@ -166,6 +176,9 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
 
     tracing::info!("process node stopping: stopping every container");
     heartbeat.abort();
+    if let Some(t) = api_task {
+        t.abort();
+    }
     for h in pods.values() {
         let _ = h.tx.send(Msg::Shutdown).await;
     }

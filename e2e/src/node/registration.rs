@@ -35,7 +35,7 @@ fn condition(
     }
 }
 
-fn status_patch(now: Timestamp) -> serde_json::Value {
+fn status_patch(now: Timestamp, kubelet_port: Option<u16>) -> serde_json::Value {
     let q = |s: &str| Quantity(s.to_string());
     let resources: BTreeMap<String, Quantity> = [
         ("cpu", q("8")),
@@ -57,8 +57,8 @@ fn status_patch(now: Timestamp) -> serde_json::Value {
         ],
         "addresses": [
             NodeAddress { type_: "InternalIP".into(), address: "127.0.0.1".into() },
-            NodeAddress { type_: "Hostname".into(), address: "localhost".into() },
         ],
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet_port.unwrap_or(0)}},
         "nodeInfo": NodeSystemInfo {
             architecture: std::env::consts::ARCH.into(),
             boot_id: "process-node".into(),
@@ -76,7 +76,11 @@ fn status_patch(now: Timestamp) -> serde_json::Value {
 }
 
 /// Creates the Node (if missing) and posts a Ready status.
-pub async fn register(client: &kube::Client, name: &str) -> Result<Node, Error> {
+pub async fn register(
+    client: &kube::Client,
+    name: &str,
+    kubelet_port: Option<u16>,
+) -> Result<Node, Error> {
     let nodes: Api<Node> = Api::all(client.clone());
     if nodes.get_opt(name).await?.is_none() {
         let labels: BTreeMap<String, String> = [
@@ -98,19 +102,23 @@ pub async fn register(client: &kube::Client, name: &str) -> Result<Node, Error> 
         };
         nodes.create(&PostParams::default(), &node).await?;
     }
-    heartbeat(client, name).await?;
+    heartbeat(client, name, kubelet_port).await?;
     Ok(nodes.get(name).await?)
 }
 
 /// Refreshes the Ready condition and renews the Lease.
-pub async fn heartbeat(client: &kube::Client, name: &str) -> Result<(), Error> {
+pub async fn heartbeat(
+    client: &kube::Client,
+    name: &str,
+    kubelet_port: Option<u16>,
+) -> Result<(), Error> {
     let now = Timestamp::now();
     let nodes: Api<Node> = Api::all(client.clone());
     nodes
         .patch_status(
             name,
             &PatchParams::default(),
-            &Patch::Merge(status_patch(now)),
+            &Patch::Merge(status_patch(now, kubelet_port)),
         )
         .await?;
     let node = nodes.get(name).await?;
