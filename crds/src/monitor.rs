@@ -12,7 +12,8 @@ use serde::{Deserialize, Serialize};
 
 /// librdkafka producer properties a monitor may set for its sidecars. Anything
 /// touching where or as whom the sidecar connects comes from the broker
-/// Secret instead, so a monitor cannot redirect or weaken it.
+/// Secret instead, so a monitor cannot redirect or weaken it; the queue
+/// length is the sidecar's own bound (HEARTBEAT_QUEUE_CAPACITY).
 pub const PRODUCER_ALLOWLIST: &[&str] = &[
     "acks",
     "batch.num.messages",
@@ -24,7 +25,6 @@ pub const PRODUCER_ALLOWLIST: &[&str] = &[
     "message.max.bytes",
     "message.timeout.ms",
     "queue.buffering.max.kbytes",
-    "queue.buffering.max.messages",
     "request.timeout.ms",
     "retries",
     "retry.backoff.ms",

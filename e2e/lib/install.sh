@@ -110,7 +110,15 @@ install_debs() {
 		die "apt-get install ${missing[*]} failed"
 }
 
+# What must already be on the machine (the project's machines have it all).
+require_prereqs() {
+	local t missing=()
+	for t in go java mvn python3 openssl cargo curl; do command -v "$t" >/dev/null || missing+=("$t"); done
+	[ ${#missing[@]} -eq 0 ] || die "missing on this machine: ${missing[*]} (Go 1.26, Java 17 with Maven, Python 3, openssl, curl and Rust are prerequisites)"
+}
+
 cmd_install() {
+	require_prereqs
 	mkdir -p "$TOOLS_BIN"
 	install_debs
 	install_kafka

@@ -241,7 +241,7 @@ stop_one() {
 	pid=$(pid_of "$c") || { rm -f "$PIDS/$c.pid"; return 0; }
 	kill -TERM "$pid" 2>/dev/null || true
 	for i in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
-	kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+	kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
 	rm -f "$PIDS/$c.pid"
 	log "stopped $c ($pid)"
 }
@@ -270,19 +270,32 @@ all_running() {
 }
 
 cmd_up() {
-	local owner=""
-	if [ "${1:-}" = "--stop-when-exits" ]; then
-		owner=${2:?"--stop-when-exits needs a pid"}
-	fi
+	local owner="" fresh=""
+	while [ $# -gt 0 ]; do
+		case "$1" in
+		--stop-when-exits) owner=${2:?"--stop-when-exits needs a pid"}; shift 2 ;;
+		--fresh) fresh=1; shift ;;
+		*) die "up: unknown option $1 (known: --stop-when-exits PID, --fresh)" ;;
+		esac
+	done
 	require_tools
 	mkdir -p "$PIDS" "$LOGS"
 	if all_running && [ -f "$STACK_ENV" ]; then
+		# A stack a fixture started, whose owner has exited (the previous test
+		# binary), stays up for this new user.
+		if [ -n "$owner" ] && watcher_alive && ! kill -0 "$(cat "$PIDS/owner" 2>/dev/null)" 2>/dev/null; then
+			echo "$owner" >"$PIDS/owner"
+		fi
 		log "already up ($HB_STACK_DIR)"
 		return 0
 	fi
 	# Anything half-started or left by a crash goes first.
 	cmd_down >/dev/null 2>&1 || true
 	mkdir -p "$PIDS" "$LOGS"
+	if [ -n "$fresh" ]; then
+		# Tests start from an empty cluster and broker, not last run's objects.
+		rm -rf "$HB_STACK_DIR/etcd" "$HB_STACK_DIR/kafka" "$HB_STACK_DIR/node"
+	fi
 	local ports etcd peer api kafka ctrl kcm sched kubelet env=""
 	ports=$(free_ports 8)
 	read -r etcd peer api kafka ctrl kcm sched kubelet <<<"$ports"
@@ -317,10 +330,22 @@ cmd_up() {
 # Test fixtures start a stack for one test binary; this watcher stops it when
 # that process exits, however it exits (pass, panic, abort).
 watch_owner() {
-	local owner=$1
-	setsid bash -c 'while kill -0 "$1" 2>/dev/null; do sleep 1; done; HB_STACK_DIR="$2" "$3" down' \
-		hb-stack-watcher "$owner" "$HB_STACK_DIR" "$E2E_DIR/stack" >>"$LOGS/watcher.log" 2>&1 </dev/null &
+	echo "$1" >"$PIDS/owner"
+	# The owner may be handed on (see cmd_up), so re-read it, and only stop
+	# once it has been gone for two checks in a row.
+	setsid bash -c 'gone=0
+		while [ $gone -lt 2 ]; do
+			if kill -0 "$(cat "$1" 2>/dev/null)" 2>/dev/null; then gone=0; else gone=$((gone + 1)); fi
+			sleep 1
+		done
+		HB_STACK_DIR="$2" "$3" down' \
+		hb-stack-watcher "$PIDS/owner" "$HB_STACK_DIR" "$E2E_DIR/stack" >>"$LOGS/watcher.log" 2>&1 </dev/null &
 	echo $! >"$PIDS/watcher.pid"
+}
+
+watcher_alive() {
+	local pid
+	pid=$(cat "$PIDS/watcher.pid" 2>/dev/null) && grep -qF hb-stack-watcher "/proc/$pid/cmdline" 2>/dev/null
 }
 
 cmd_down() {
@@ -332,19 +357,24 @@ cmd_down() {
 	# The watcher itself, when `down` is run by hand.
 	pid=$(cat "$PIDS/watcher.pid" 2>/dev/null) && [ "$pid" != "$$" ] && [ "$PPID" != "$pid" ] &&
 		grep -qF hb-stack-watcher "/proc/$pid/cmdline" 2>/dev/null && kill "$pid" 2>/dev/null
-	rm -f "$PIDS/watcher.pid"
+	rm -f "$PIDS/watcher.pid" "$PIDS/owner"
 	return 0
 }
 
 # Containers the process node started live in their own process groups; if
 # the node died without cleaning up, their pid files are still here.
 kill_orphaned_containers() {
-	local f pid
+	local f pid start stat now
 	for f in "$HB_STACK_DIR"/node/pods/*/*/pid; do
 		[ -f "$f" ] || continue
-		pid=$(cat "$f")
-		kill -0 "$pid" 2>/dev/null && kill -KILL -- "-$pid" 2>/dev/null && log "killed orphaned container group $pid"
+		read -r pid start <"$f" || true
 		rm -f "$f"
+		[[ "$pid" =~ ^[0-9]+$ ]] && [ "$pid" -gt 1 ] || continue
+		# Only if the pid still names the process the node started (field 22: start time).
+		stat=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
+		read -r -a now <<<"${stat##*) }"
+		[ "${now[19]:-}" = "$start" ] || continue
+		kill -KILL -- "-$pid" 2>/dev/null && log "killed orphaned container group $pid" || true
 	done
 	return 0
 }

@@ -46,8 +46,9 @@ pub fn tools_dir() -> PathBuf {
 }
 
 impl Stack {
-    /// The stack for this test binary: the one already up at `HB_STACK_DIR`,
-    /// or a new one started now and stopped when this process exits.
+    /// The stack for this test binary: the one already up at `HB_STACK_DIR`
+    /// (kept up while this process runs, if a fixture started it), or a new,
+    /// empty one started now and stopped when this process exits.
     /// Panics with `e2e/stack`'s own message (which names any missing tool).
     pub fn get() -> &'static Stack {
         static STACK: OnceLock<Stack> = OnceLock::new();
@@ -56,6 +57,7 @@ impl Stack {
             let script = repo_dir().join("e2e/stack");
             let out = Command::new(&script)
                 .arg("up")
+                .arg("--fresh")
                 .arg("--stop-when-exits")
                 .arg(std::process::id().to_string())
                 .env("HB_STACK_DIR", &dir)

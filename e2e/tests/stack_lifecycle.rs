@@ -35,7 +35,12 @@ fn stack_cmd(dir: &Path, sub: &str) -> Command {
 fn a_second_stack_comes_up_and_down_leaves_no_process() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("stack");
-    run_ok(&mut stack_cmd(&dir, "up"));
+    // If an assertion fails before `down`, the watcher still stops this stack.
+    run_ok(
+        stack_cmd(&dir, "up")
+            .arg("--stop-when-exits")
+            .arg(std::process::id().to_string()),
+    );
     let status = run_ok(&mut stack_cmd(&dir, "status"));
     for c in ["etcd", "kube-apiserver", "kafka"] {
         assert!(status.contains(&format!("{c}: running")), "{status}");

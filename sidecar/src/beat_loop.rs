@@ -65,7 +65,12 @@ pub fn build_beat(config: &Config, facts: BeatFacts) -> Beat {
 }
 
 async fn beat(state: &State, seq: u64, phase: Phase) {
-    let verdict = state.app_verdict().await;
+    // The stopping beat must not wait on an app probe (the exit deadline is
+    // 2 s); it reports the last verdict.
+    let verdict = match phase {
+        Phase::Stopping => state.last_verdict().await,
+        _ => state.app_verdict().await,
+    };
     let facts = BeatFacts {
         seq,
         phase,
@@ -99,7 +104,11 @@ pub async fn run(state: &State, shutdown: impl Future<Output = ()>, flush_for: D
                 seq += 1;
                 state.mark_tick();
                 let phase = if seq == 1 { Phase::Starting } else { Phase::Running };
-                beat(state, seq, phase).await;
+                // A slow app probe must not hold up shutdown: drop this beat then.
+                tokio::select! {
+                    () = beat(state, seq, phase) => {}
+                    () = &mut shutdown => break,
+                }
             }
             () = &mut shutdown => break,
         }
@@ -127,7 +136,12 @@ mod tests {
         ];
         argv.extend_from_slice(extra);
         let args = Args::try_parse_from(argv).expect("args");
-        Config::new(args, [("KAFKA_BOOTSTRAP_SERVERS".into(), "b:1".into())]).expect("config")
+        Config::new(
+            args,
+            [("KAFKA_BOOTSTRAP_SERVERS".into(), "b:1".into())],
+            |_, _| Ok(()),
+        )
+        .expect("config")
     }
 
     fn facts(status: AppStatus) -> BeatFacts {

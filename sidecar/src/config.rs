@@ -170,17 +170,44 @@ fn parse_property(s: &str) -> Result<(String, String), String> {
     }
 }
 
-/// librdkafka properties from `KAFKA_*` env entries: `KAFKA_SASL_PASSWORD` -> `sasl.password`.
-pub fn kafka_properties_from_env<I>(vars: I) -> BTreeMap<String, String>
+/// Whether a `KAFKA_*` name is one Kubernetes injects for a Service named
+/// `kafka...` (service links: `KAFKA_SERVICE_HOST`, `KAFKA_PORT_9092_TCP`,
+/// ...) rather than a librdkafka property; no librdkafka property has a
+/// `port` component.
+fn is_service_link(rest: &str) -> bool {
+    rest == "PORT"
+        || rest.starts_with("PORT_")
+        || rest.ends_with("_PORT")
+        || rest.contains("_PORT_")
+        || rest.contains("SERVICE_HOST")
+        || rest.contains("SERVICE_PORT")
+}
+
+/// librdkafka properties from `KAFKA_*` env entries: `KAFKA_SASL_PASSWORD` ->
+/// `sasl.password`, each with the env name it came from. Service-link
+/// variables and names that are not UTF-8 are left out.
+pub fn kafka_properties_from_env<I>(vars: I) -> BTreeMap<String, (String, String)>
 where
     I: IntoIterator<Item = (String, String)>,
 {
     vars.into_iter()
         .filter_map(|(k, v)| {
-            let name = k.strip_prefix(KAFKA_ENV_PREFIX)?;
-            (!name.is_empty()).then(|| (name.to_ascii_lowercase().replace('_', "."), v))
+            let rest = k.strip_prefix(KAFKA_ENV_PREFIX)?;
+            if rest.is_empty() || is_service_link(rest) {
+                return None;
+            }
+            Some((rest.to_ascii_lowercase().replace('_', "."), (k, v)))
         })
         .collect()
+}
+
+/// Why librdkafka refuses one property.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PropertyProblem {
+    /// librdkafka has no property of that name.
+    Unknown,
+    /// The value is not valid for the property.
+    Invalid(String),
 }
 
 /// The validated configuration the sidecar runs with.
@@ -189,26 +216,68 @@ pub struct Config {
     pub args: Args,
     /// librdkafka producer properties (env, then --kafka overrides).
     pub kafka: BTreeMap<String, String>,
+    /// `KAFKA_*` env entries ignored because librdkafka does not know them (logged at start).
+    pub ignored_env: Vec<String>,
 }
 
 impl Config {
-    /// Builds the config from parsed args and the environment, or a clap error (exit code 2).
-    pub fn new<I>(args: Args, env: I) -> Result<Config, clap::Error>
+    /// Builds the config from parsed args and the environment, or a clap
+    /// error (exit code 2). `check` asks librdkafka about one property: an
+    /// unknown name from the environment is ignored (other software sets
+    /// `KAFKA_*` too), an unknown `--kafka` name or an invalid value is an
+    /// error naming where it came from.
+    pub fn new<I>(
+        args: Args,
+        env: I,
+        check: impl Fn(&str, &str) -> Result<(), PropertyProblem>,
+    ) -> Result<Config, clap::Error>
     where
         I: IntoIterator<Item = (String, String)>,
     {
-        let mut kafka = kafka_properties_from_env(env);
-        kafka.extend(args.kafka.iter().cloned());
+        let mut sources = kafka_properties_from_env(env);
+        for (k, v) in &args.kafka {
+            sources.insert(k.clone(), (format!("--kafka {k}"), v.clone()));
+        }
+        let mut kafka = BTreeMap::new();
+        let mut ignored_env = Vec::new();
+        for (property, (source, value)) in sources {
+            match check(&property, &value) {
+                Ok(()) => {
+                    kafka.insert(property, value);
+                }
+                Err(PropertyProblem::Unknown) if source.starts_with(KAFKA_ENV_PREFIX) => {
+                    ignored_env.push(source);
+                }
+                Err(PropertyProblem::Unknown) => {
+                    return Err(clap::Error::raw(
+                        ErrorKind::InvalidValue,
+                        format!("{source}: librdkafka has no property {property:?}\n"),
+                    ));
+                }
+                Err(PropertyProblem::Invalid(why)) => {
+                    return Err(clap::Error::raw(
+                        ErrorKind::InvalidValue,
+                        format!(
+                            "{source}: invalid value for librdkafka property {property:?}: {why}\n"
+                        ),
+                    ));
+                }
+            }
+        }
         if kafka
             .get("bootstrap.servers")
-            .is_none_or(|v| v.trim().is_empty())
+            .is_none_or(|v: &String| v.trim().is_empty())
         {
             return Err(clap::Error::raw(
                 ErrorKind::MissingRequiredArgument,
                 "bootstrap.servers is not set: set KAFKA_BOOTSTRAP_SERVERS or --kafka bootstrap.servers=host:port\n",
             ));
         }
-        Ok(Config { args, kafka })
+        Ok(Config {
+            args,
+            kafka,
+            ignored_env,
+        })
     }
 
     /// The beat interval.
@@ -236,21 +305,90 @@ mod tests {
         Args::try_parse_from(argv)
     }
 
+    /// Stands in for librdkafka's verdict on a property.
+    fn check(name: &str, value: &str) -> Result<(), PropertyProblem> {
+        match (name, value) {
+            ("bootstrap", _) | ("home", _) => Err(PropertyProblem::Unknown),
+            ("acks", v) if v.parse::<i32>().is_err() && v != "all" => Err(
+                PropertyProblem::Invalid("expected an integer or all".into()),
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
     #[test]
     fn kafka_env_names_map_to_librdkafka_properties() {
-        let env = [
+        let props = kafka_properties_from_env(env(&[
             ("KAFKA_BOOTSTRAP_SERVERS", "b:9092"),
             ("KAFKA_SASL_PASSWORD", "pw"),
             ("KAFKA_SSL_CA_PEM", "pem"),
             ("KAFKA_", "ignored"),
             ("HOME", "/root"),
-        ]
-        .map(|(k, v)| (k.to_string(), v.to_string()));
-        let props = kafka_properties_from_env(env);
+        ]));
         assert_eq!(props.len(), 3);
-        assert_eq!(props["bootstrap.servers"], "b:9092");
-        assert_eq!(props["sasl.password"], "pw");
-        assert_eq!(props["ssl.ca.pem"], "pem");
+        assert_eq!(props["bootstrap.servers"].1, "b:9092");
+        assert_eq!(
+            props["sasl.password"],
+            ("KAFKA_SASL_PASSWORD".to_string(), "pw".to_string())
+        );
+        assert_eq!(props["ssl.ca.pem"].1, "pem");
+    }
+
+    #[test]
+    fn service_link_variables_of_a_kafka_service_are_not_properties() {
+        let props = kafka_properties_from_env(env(&[
+            ("KAFKA_SERVICE_HOST", "10.0.0.7"),
+            ("KAFKA_SERVICE_PORT", "9092"),
+            ("KAFKA_SERVICE_PORT_PLAINTEXT", "9092"),
+            ("KAFKA_PORT", "tcp://10.0.0.7:9092"),
+            ("KAFKA_PORT_9092_TCP", "tcp://10.0.0.7:9092"),
+            ("KAFKA_PORT_9092_TCP_ADDR", "10.0.0.7"),
+            ("KAFKA_BROKER_SERVICE_HOST", "10.0.0.8"),
+            ("KAFKA_CONTROLLER_PORT", "9093"),
+            ("KAFKA_BOOTSTRAP_SERVERS", "b:9092"),
+        ]));
+        assert_eq!(props.keys().collect::<Vec<_>>(), ["bootstrap.servers"]);
+    }
+
+    #[test]
+    fn unknown_env_properties_are_ignored_but_invalid_values_exit_2_naming_the_env() {
+        let a = args(&[]).expect("args");
+        let c = Config::new(
+            a.clone(),
+            env(&[
+                ("KAFKA_BOOTSTRAP_SERVERS", "b:1"),
+                ("KAFKA_BOOTSTRAP", "b:1"),
+                ("KAFKA_HOME", "/opt/kafka"),
+            ]),
+            check,
+        )
+        .expect("unknown env names are ignored");
+        assert_eq!(c.ignored_env, ["KAFKA_BOOTSTRAP", "KAFKA_HOME"]);
+        assert_eq!(c.kafka.len(), 1);
+        let err = Config::new(
+            a,
+            env(&[("KAFKA_BOOTSTRAP_SERVERS", "b:1"), ("KAFKA_ACKS", "most")]),
+            check,
+        )
+        .expect_err("invalid acks");
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("KAFKA_ACKS"), "{err}");
+    }
+
+    #[test]
+    fn unknown_property_in_a_flag_is_an_error() {
+        let a = args(&["--kafka", "bootstrap=b:1"]).expect("args");
+        let err = Config::new(a, env(&[("KAFKA_BOOTSTRAP_SERVERS", "b:1")]), check)
+            .expect_err("unknown flag property");
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("--kafka bootstrap"), "{err}");
     }
 
     #[test]
@@ -328,7 +466,7 @@ mod tests {
     #[test]
     fn missing_bootstrap_servers_is_an_exit_2_error() {
         let a = args(&[]).expect("args");
-        let err = Config::new(a, Vec::new()).expect_err("no bootstrap");
+        let err = Config::new(a, Vec::new(), check).expect_err("no bootstrap");
         assert_eq!(err.exit_code(), 2);
         assert!(err.to_string().contains("bootstrap.servers"), "{err}");
     }
@@ -336,8 +474,8 @@ mod tests {
     #[test]
     fn kafka_flag_overrides_env() {
         let a = args(&["--kafka", "bootstrap.servers=flag:1"]).expect("args");
-        let env = vec![("KAFKA_BOOTSTRAP_SERVERS".to_string(), "env:1".to_string())];
-        let c = Config::new(a, env).expect("config");
+        let c =
+            Config::new(a, env(&[("KAFKA_BOOTSTRAP_SERVERS", "env:1")]), check).expect("config");
         assert_eq!(c.kafka["bootstrap.servers"], "flag:1");
     }
 }

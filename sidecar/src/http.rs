@@ -37,10 +37,11 @@ fn answer(ok: bool, text: String) -> Response {
     (code, text + "\n").into_response()
 }
 
-/// The beat loop is ticking: its last tick is at most two intervals old.
+/// The beat loop is ticking: its last tick is at most two intervals old
+/// (plus one app-probe timeout, since a beat may wait on that probe).
 async fn livez(Extract(s): Extract<Shared>) -> Response {
     let since = s.since_tick();
-    let limit = s.config.interval() * 2;
+    let limit = s.config.interval() * 2 + crate::health::PROBE_TIMEOUT;
     answer(
         since <= limit,
         format!(
@@ -89,10 +90,13 @@ struct PingBody {
 }
 
 fn record(s: &State, kind: PingKind, body: &Bytes) -> Response {
-    let parsed = if body.iter().all(u8::is_ascii_whitespace) {
+    let trimmed = body.trim_ascii();
+    // healthchecks.io clients often POST log text; that is still a ping.
+    // A JSON object is a count report and must be well-formed.
+    let parsed = if !trimmed.starts_with(b"{") {
         Ok(PingBody::default())
     } else {
-        serde_json::from_slice::<PingBody>(body)
+        serde_json::from_slice::<PingBody>(trimmed)
     };
     match parsed {
         Ok(p) => {

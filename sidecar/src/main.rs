@@ -30,7 +30,10 @@ const FLUSH_AT_SHUTDOWN: Duration = Duration::from_millis(1500);
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let config = Config::new(args, std::env::vars()).unwrap_or_else(|e| e.exit());
+    // Non-UTF-8 entries cannot be librdkafka properties; skip them.
+    let env = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+    let config = Config::new(args, env, producer::check_property).unwrap_or_else(|e| e.exit());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("HEARTBEAT_LOG")
@@ -39,6 +42,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    for name in &config.ignored_env {
+        tracing::warn!(env = %name, "ignoring: librdkafka has no such property");
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -51,6 +57,11 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,
+        // librdkafka refusing the combination of properties is a configuration error.
+        Err(e @ Error::Kafka(_)) => {
+            eprintln!("heartbeat-sidecar: invalid Kafka producer configuration: {e}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             tracing::error!(error = %e, "heartbeat-sidecar failed");
             ExitCode::FAILURE

@@ -14,7 +14,9 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::util::Timeout;
 
+use crate::config::PropertyProblem;
 use crate::metrics::Metrics;
+use rdkafka::types::RDKafkaConfRes;
 
 /// Delivery bookkeeping shared with the HTTP server.
 pub struct Delivery {
@@ -96,6 +98,19 @@ impl ProducerContext for Context {
             Ok(_) => self.0.delivered(),
             Err((e, _)) => self.0.failed(e),
         }
+    }
+}
+
+/// librdkafka's verdict on one property (name known? value valid?), without
+/// creating a client.
+pub fn check_property(name: &str, value: &str) -> Result<(), PropertyProblem> {
+    match ClientConfig::new().set(name, value).create_native_config() {
+        Ok(_) => Ok(()),
+        Err(KafkaError::ClientConfig(RDKafkaConfRes::RD_KAFKA_CONF_UNKNOWN, ..)) => {
+            Err(PropertyProblem::Unknown)
+        }
+        Err(KafkaError::ClientConfig(_, desc, _, _)) => Err(PropertyProblem::Invalid(desc)),
+        Err(e) => Err(PropertyProblem::Invalid(e.to_string())),
     }
 }
 

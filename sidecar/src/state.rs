@@ -22,6 +22,7 @@ pub struct State {
     /// Milliseconds after `started` of the beat loop's last tick.
     last_tick_ms: AtomicU64,
     probe_client: reqwest::Client,
+    last_verdict: tokio::sync::Mutex<Option<Verdict>>,
 }
 
 impl State {
@@ -40,6 +41,7 @@ impl State {
             started_at: Timestamp::now(),
             last_tick_ms: AtomicU64::new(0),
             probe_client,
+            last_verdict: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -64,6 +66,22 @@ impl State {
         )
         .await;
         self.metrics.app_healthy.set(i64::from(v.healthy()));
+        *self.last_verdict.lock().await = Some(v.clone());
         v
+    }
+
+    /// The most recent verdict, without probing (judged now only if there is
+    /// none yet and the judgement needs no network: File, Ping, None).
+    pub async fn last_verdict(&self) -> Verdict {
+        if let Some(v) = self.last_verdict.lock().await.clone() {
+            return v;
+        }
+        match self.config.args.app_health {
+            crate::config::AppHealth::Http { .. } => Verdict {
+                status: heartbeat_crds::beat::AppStatus::Unknown,
+                reason: "not probed before shutdown".into(),
+            },
+            _ => self.app_verdict().await,
+        }
     }
 }

@@ -115,3 +115,30 @@ fn help_documents_env_and_openmsistream_names() {
         assert!(help.contains(needle), "--help does not mention {needle}");
     }
 }
+
+#[test]
+fn invalid_kafka_property_value_exits_2_naming_the_env() {
+    let (code, err) = sidecar(
+        &["--topic", "hb", "--program-id", "p"],
+        &[BROKER, ("KAFKA_ACKS", "most")],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("KAFKA_ACKS"), "{err}");
+}
+
+#[test]
+fn unknown_kafka_property_in_a_flag_exits_2() {
+    let (code, err) = sidecar(
+        &[
+            "--topic",
+            "hb",
+            "--program-id",
+            "p",
+            "--kafka",
+            "no.such.thing=1",
+        ],
+        &[BROKER],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("no.such.thing"), "{err}");
+}

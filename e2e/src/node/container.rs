@@ -42,10 +42,28 @@ pub enum State {
     },
 }
 
+/// Field 22 of /proc/<pid>/stat: when the process started (clock ticks after boot).
+pub fn proc_start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; fields resume after its ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// The pid recorded in a container's pid file, if that process still runs.
+pub fn live_pid_from_file(path: &Path) -> Option<i32> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let mut parts = text.split_whitespace();
+    let pid: i32 = parts.next()?.parse().ok().filter(|p| *p > 1)?;
+    let start: u64 = parts.next()?.parse().ok()?;
+    (proc_start_time(pid) == Some(start)).then_some(pid)
+}
+
 /// Restart back-off: 1 s doubling to 20 s (the kubelet's is 10 s to 5 min;
 /// shortened so tests see restarts quickly).
 const BACKOFF_START: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(20);
+const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(60);
 
 pub struct Running {
     child: tokio::process::Child,
@@ -142,14 +160,15 @@ impl Ctr {
 
     /// Spawns the process in its own process group, logging to `<restarts>.log`.
     pub fn start(&mut self, launch: &Launch, default_cwd: &Path) -> Result<(), String> {
-        if self.ever_started {
-            self.restarts += 1;
-            if matches!(self.state, State::Terminated { .. }) {
-                self.last_state = Some(self.state.clone());
-            }
-        }
+        // A restart counts only once the process is really started again.
+        let run = if self.ever_started {
+            self.restarts + 1
+        } else {
+            0
+        };
         std::fs::create_dir_all(&self.dir).map_err(|e| format!("{}: {e}", self.dir.display()))?;
-        let log = std::fs::File::create(self.log_path()).map_err(|e| e.to_string())?;
+        let log = std::fs::File::create(self.dir.join(format!("{run}.log")))
+            .map_err(|e| e.to_string())?;
         let log2 = log.try_clone().map_err(|e| e.to_string())?;
         let cwd = launch.working_dir.as_deref().unwrap_or(default_cwd);
         if !cwd.is_dir() {
@@ -175,12 +194,25 @@ impl Ctr {
         let child = cmd
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", launch.program.display()))?;
-        let pid = child
+        let Some(pid) = child
             .id()
             .and_then(|p| i32::try_from(p).ok())
-            .unwrap_or_default();
-        // Lets `e2e/stack down` kill the group if the node dies first.
-        let _ = std::fs::write(self.dir.join("pid"), pid.to_string());
+            .filter(|p| *p > 1)
+        else {
+            return Err("the process exited before it could be tracked".into());
+        };
+        // Lets `e2e/stack down` kill the group if the node dies first; the
+        // start time tells a reused pid from ours.
+        let _ = std::fs::write(
+            self.dir.join("pid"),
+            format!("{pid} {}", proc_start_time(pid).unwrap_or_default()),
+        );
+        if self.ever_started {
+            self.restarts = run;
+            if matches!(self.state, State::Terminated { .. }) {
+                self.last_state = Some(self.state.clone());
+            }
+        }
         let started_at = Timestamp::now();
         self.proc = Some(Running {
             child,
@@ -215,6 +247,10 @@ impl Ctr {
         let signal = status.signal();
         let exit_code = status.code().unwrap_or_else(|| 128 + signal.unwrap_or(0));
         let started_at = run.started_at;
+        // A run that lasted a while was healthy: the next crash starts the back-off afresh.
+        if run.since.elapsed() >= BACKOFF_RESET_AFTER {
+            self.backoff = BACKOFF_START;
+        }
         // The group may still hold children of the container's process.
         let _ = killpg(Pid::from_raw(run.pid), Signal::SIGKILL);
         self.proc = None;
@@ -273,5 +309,12 @@ impl Ctr {
         if let Some(run) = &self.proc {
             let _ = killpg(Pid::from_raw(run.pid), Signal::SIGKILL);
         }
+    }
+}
+
+impl Drop for Ctr {
+    /// However a worker ends (panic, node shutdown timing out), its processes go with it.
+    fn drop(&mut self) {
+        self.kill_now();
     }
 }

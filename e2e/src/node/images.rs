@@ -41,22 +41,37 @@ pub fn repository(image: &str) -> &str {
 #[derive(Debug, Clone)]
 pub struct Images {
     pub repo_dir: PathBuf,
-    /// The heartbeat sidecar binary, when one is built.
+    /// Pins the heartbeat sidecar binary (tests); `None`: look it up at each start.
     pub sidecar_bin: Option<PathBuf>,
 }
 
 impl Images {
-    /// Uses `$HB_SIDECAR_BIN`, else the workspace's release build, else its debug build.
+    /// Uses `$HB_SIDECAR_BIN` when set.
     pub fn new(repo_dir: &Path) -> Images {
-        let candidates = [
-            std::env::var_os("HB_SIDECAR_BIN").map(PathBuf::from),
-            Some(repo_dir.join("target/release/heartbeat-sidecar")),
-            Some(repo_dir.join("target/debug/heartbeat-sidecar")),
-        ];
         Images {
             repo_dir: repo_dir.to_path_buf(),
-            sidecar_bin: candidates.into_iter().flatten().find(|p| p.is_file()),
+            sidecar_bin: std::env::var_os("HB_SIDECAR_BIN").map(PathBuf::from),
         }
+    }
+
+    /// The pinned sidecar binary, else the newer of the workspace's release
+    /// and debug builds, looked up now so a build made after the node
+    /// started is used.
+    fn sidecar(&self) -> Option<PathBuf> {
+        if let Some(pinned) = &self.sidecar_bin {
+            return pinned.is_file().then(|| pinned.clone());
+        }
+        ["release", "debug"]
+            .iter()
+            .map(|profile| {
+                self.repo_dir
+                    .join("target")
+                    .join(profile)
+                    .join("heartbeat-sidecar")
+            })
+            .filter_map(|p| Some((p.metadata().ok()?.modified().ok()?, p)))
+            .max()
+            .map(|(_, p)| p)
     }
 
     /// The entrypoint for `image`, or the reason it cannot be "pulled".
@@ -64,8 +79,7 @@ impl Images {
         let repo = repository(image);
         if repo == "heartbeat-sidecar" || repo.ends_with("/heartbeat-sidecar") {
             return self
-                .sidecar_bin
-                .clone()
+                .sidecar()
                 .map(|program| Entrypoint {
                     program,
                     default_args: Vec::new(),
@@ -111,7 +125,7 @@ mod tests {
     #[test]
     fn unknown_images_are_refused_with_the_known_list() {
         let images = Images {
-            repo_dir: "/r".into(),
+            repo_dir: "/nonexistent".into(),
             sidecar_bin: None,
         };
         let err = images.resolve("nginx:1.27").expect_err("unknown");
@@ -125,7 +139,7 @@ mod tests {
         assert!(err.contains("cargo build"), "{err}");
         assert_eq!(
             images.resolve("demo/worker:latest").map(|e| e.program),
-            Ok(PathBuf::from("/r/e2e/workloads/worker"))
+            Ok(PathBuf::from("/nonexistent/e2e/workloads/worker"))
         );
     }
 }

@@ -221,7 +221,7 @@ impl Rewrites {
         if !self.pod_ip.is_empty() {
             // Only the wildcard: 127.0.0.1 in env is usually the host's
             // broker or API server on the shared loopback, which must stay.
-            out = out.replace("0.0.0.0", &self.pod_ip);
+            out = replace_address(&out, "0.0.0.0", &self.pod_ip);
         }
         out
     }
@@ -248,6 +248,24 @@ fn replace_path_prefix(s: &str, prefix: &str, with: &str) -> String {
     out
 }
 
+/// Replaces `addr` where it is a whole address (not inside `10.0.0.0/8`).
+fn replace_address(s: &str, addr: &str, with: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut i = 0;
+    while let Some(pos) = s[i..].find(addr) {
+        let start = i + pos;
+        let end = start + addr.len();
+        let inside = |b: u8| b.is_ascii_digit() || b == b'.';
+        let whole = (start == 0 || !inside(s.as_bytes()[start - 1]))
+            && (end == s.len() || (!inside(s.as_bytes()[end]) && s.as_bytes()[end] != b'/'));
+        out.push_str(&s[i..start]);
+        out.push_str(if whole { with } else { addr });
+        i = end;
+    }
+    out.push_str(&s[i..]);
+    out
+}
+
 /// A ready-to-spawn process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Launch {
@@ -265,10 +283,12 @@ pub fn launch(
     rw: &Rewrites,
 ) -> Launch {
     let vars: BTreeMap<String, String> = env.iter().cloned().collect();
-    let args: Vec<String> = ctr
-        .args
-        .clone()
-        .unwrap_or_else(|| image.default_args.clone());
+    // As in Kubernetes: a command replaces the image's ENTRYPOINT and CMD.
+    let args: Vec<String> = match (&ctr.command, &ctr.args) {
+        (_, Some(args)) => args.clone(),
+        (Some(_), None) => Vec::new(),
+        (None, None) => image.default_args.clone(),
+    };
     let (program, args) = match ctr.command.as_deref() {
         Some([cmd, rest @ ..]) => {
             let mut all: Vec<String> = rest.to_vec();
@@ -455,6 +475,9 @@ mod tests {
         assert_eq!(rw.apply("/var/run/heartbeats/x"), "/var/run/heartbeats/x");
         assert_eq!(rw.apply("0.0.0.0:9190"), "127.1.0.7:9190");
         assert_eq!(rw.apply("127.0.0.1:9092"), "127.0.0.1:9092");
+        assert_eq!(rw.apply("10.0.0.0/8"), "10.0.0.0/8");
+        assert_eq!(rw.apply("0.0.0.0/0"), "0.0.0.0/0");
+        assert_eq!(rw.apply("--bind=0.0.0.0"), "--bind=127.1.0.7");
     }
 
     #[test]
@@ -475,8 +498,16 @@ mod tests {
             args: Some(vec!["echo $(N)".into()]),
             ..Default::default()
         };
-        let l = launch(&custom, &image, env, &rw);
+        let l = launch(&custom, &image, env.clone(), &rw);
         assert_eq!(l.program, PathBuf::from("/bin/sh"));
         assert_eq!(l.args, vec!["-c".to_string(), "echo 3".to_string()]);
+        let no_args = Container {
+            command: Some(vec!["/bin/true".into()]),
+            ..Default::default()
+        };
+        assert!(
+            launch(&no_args, &image, env, &rw).args.is_empty(),
+            "command drops the image's CMD"
+        );
     }
 }

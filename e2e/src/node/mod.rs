@@ -39,7 +39,7 @@ pub struct Config {
 }
 
 struct PodHandle {
-    tx: mpsc::Sender<Msg>,
+    tx: mpsc::UnboundedSender<Msg>,
     task: JoinHandle<()>,
 }
 
@@ -53,16 +53,15 @@ fn kill_leftovers(pods_dir: &std::path::Path) {
             continue;
         };
         for ctr in ctrs.flatten() {
+            // Only a pid that still names the process the node started.
             let pid_file = ctr.path().join("pid");
-            if let Ok(pid) = std::fs::read_to_string(&pid_file).map(|s| s.trim().parse::<i32>()) {
-                if let Ok(pid) = pid {
-                    let _ = nix::sys::signal::killpg(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                }
-                let _ = std::fs::remove_file(pid_file);
+            if let Some(pid) = container::live_pid_from_file(&pid_file) {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
+            let _ = std::fs::remove_file(pid_file);
         }
     }
 }
@@ -110,6 +109,7 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
     let mut events = watcher(api, wc).boxed();
     let mut pods: HashMap<String, PodHandle> = HashMap::new();
     let mut next_ip = 0u32;
+    let mut listed: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
 
@@ -132,8 +132,9 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
         match event {
             watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) => {
                 let uid = pod.metadata.uid.clone().unwrap_or_default();
+                listed.insert(uid.clone());
                 if let Some(h) = pods.get(&uid) {
-                    let _ = h.tx.send(Msg::Update(Box::new(pod))).await;
+                    let _ = h.tx.send(Msg::Update(Box::new(pod)));
                     continue;
                 }
                 let phase = pod
@@ -146,7 +147,7 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
                 {
                     continue;
                 }
-                let (tx, rx) = mpsc::channel(16);
+                let (tx, rx) = mpsc::unbounded_channel();
                 let w = Worker::new(
                     client.clone(),
                     pod,
@@ -167,10 +168,19 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
             watcher::Event::Delete(pod) => {
                 let uid = pod.metadata.uid.clone().unwrap_or_default();
                 if let Some(h) = pods.get(&uid) {
-                    let _ = h.tx.send(Msg::Gone).await;
+                    let _ = h.tx.send(Msg::Gone);
                 }
             }
-            watcher::Event::Init | watcher::Event::InitDone => {}
+            watcher::Event::Init => listed.clear(),
+            // After a re-list, pods that vanished during a watch gap get no
+            // Delete event: stop the ones the list no longer has.
+            watcher::Event::InitDone => {
+                for (uid, h) in &pods {
+                    if !listed.contains(uid) {
+                        let _ = h.tx.send(Msg::Gone);
+                    }
+                }
+            }
         }
     }
 
@@ -180,7 +190,7 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
         t.abort();
     }
     for h in pods.values() {
-        let _ = h.tx.send(Msg::Shutdown).await;
+        let _ = h.tx.send(Msg::Shutdown);
     }
     for (_, h) in pods {
         let _ = tokio::time::timeout(Duration::from_secs(8), h.task).await;

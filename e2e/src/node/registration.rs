@@ -31,8 +31,23 @@ fn condition(
         reason: Some(reason.into()),
         message: Some(message.into()),
         last_heartbeat_time: Some(Time(now)),
-        last_transition_time: Some(Time(now)),
+        last_transition_time: Some(Time(since())),
     }
+}
+
+/// Kubernetes (Go) names for the machine architecture.
+fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+/// When this node process started: the conditions have not changed since.
+fn since() -> Timestamp {
+    static SINCE: std::sync::OnceLock<Timestamp> = std::sync::OnceLock::new();
+    *SINCE.get_or_init(Timestamp::now)
 }
 
 fn status_patch(now: Timestamp, kubelet_port: Option<u16>) -> serde_json::Value {
@@ -60,7 +75,7 @@ fn status_patch(now: Timestamp, kubelet_port: Option<u16>) -> serde_json::Value 
         ],
         "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet_port.unwrap_or(0)}},
         "nodeInfo": NodeSystemInfo {
-            architecture: std::env::consts::ARCH.into(),
+            architecture: go_arch().into(),
             boot_id: "process-node".into(),
             container_runtime_version: "process://0.1.0".into(),
             kernel_version: "local".into(),
@@ -86,7 +101,7 @@ pub async fn register(
         let labels: BTreeMap<String, String> = [
             ("kubernetes.io/hostname", name),
             ("kubernetes.io/os", "linux"),
-            ("kubernetes.io/arch", "amd64"),
+            ("kubernetes.io/arch", go_arch()),
             ("heartbeat.dev/process-node", "true"),
         ]
         .into_iter()

@@ -121,7 +121,7 @@ impl Worker {
     }
 
     /// Runs the pod until it is deleted, gone, or the node stops.
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
         let _ = std::fs::create_dir_all(self.dir.join("volumes"));
         let mut tick = tokio::time::interval(TICK);
         loop {
@@ -170,34 +170,48 @@ impl Worker {
         if self.completing {
             return self.check_completion();
         }
-        // Init containers and native sidecars, in order.
-        let mut initialized = true;
-        for i in 0..self.ctrs.len() {
-            let c = &self.ctrs[i];
-            match c.kind {
-                Kind::App => continue,
-                Kind::Sidecar if c.running() => continue,
-                Kind::Init if c.exit_code() == Some(0) => continue,
-                Kind::Init if c.exit_code().is_some() && restart_policy(&self.pod) == "Never" => {
-                    self.final_phase = Some("Failed");
-                    self.message = Some(format!("init container {} failed", c.name()));
-                    return;
+        if self.initialized {
+            // Once initialized, a pod stays so (as with the kubelet); native
+            // sidecars that exit are restarted without holding up the apps.
+            for i in 0..self.ctrs.len() {
+                if self.ctrs[i].kind == Kind::Sidecar
+                    && !self.ctrs[i].running()
+                    && self.ctrs[i].start_due()
+                {
+                    self.start(i).await;
                 }
-                _ => {}
             }
-            if !self.ctrs[i].running() && self.ctrs[i].start_due() {
-                self.start(i).await;
+        } else {
+            // Init containers and native sidecars, in order.
+            let mut initialized = true;
+            for i in 0..self.ctrs.len() {
+                let c = &self.ctrs[i];
+                match c.kind {
+                    Kind::App => continue,
+                    Kind::Sidecar if c.running() => continue,
+                    Kind::Init if c.exit_code() == Some(0) => continue,
+                    Kind::Init
+                        if c.exit_code().is_some() && restart_policy(&self.pod) == "Never" =>
+                    {
+                        self.message = Some(format!("init container {} failed", c.name()));
+                        return self.finish(false);
+                    }
+                    _ => {}
+                }
+                if !self.ctrs[i].running() && self.ctrs[i].start_due() {
+                    self.start(i).await;
+                }
+                // A native sidecar lets the next container start once it runs.
+                if !(self.ctrs[i].kind == Kind::Sidecar && self.ctrs[i].running()) {
+                    initialized = false;
+                    break;
+                }
             }
-            // A native sidecar lets the next container start once it runs.
-            if !(self.ctrs[i].kind == Kind::Sidecar && self.ctrs[i].running()) {
-                initialized = false;
-                break;
+            self.initialized = initialized;
+            if !initialized {
+                self.probe_all().await;
+                return;
             }
-        }
-        self.initialized = initialized;
-        if !initialized {
-            self.probe_all().await;
-            return;
         }
         for i in 0..self.ctrs.len() {
             let c = &self.ctrs[i];
@@ -237,12 +251,24 @@ impl Worker {
             c.terminate(grace);
         }
         if self.ctrs.iter().all(|c| !c.running()) {
-            let ok = self
-                .ctrs
-                .iter()
-                .filter(|c| c.kind == Kind::App)
-                .all(|c| c.exit_code() == Some(0));
-            self.final_phase = Some(if ok { "Succeeded" } else { "Failed" });
+            let ok = self.apps_succeeded();
+            self.finish(ok);
+        }
+    }
+
+    fn apps_succeeded(&self) -> bool {
+        self.ctrs
+            .iter()
+            .filter(|c| c.kind == Kind::App)
+            .all(|c| c.exit_code() == Some(0))
+    }
+
+    /// The pod has ended: record the phase and stop whatever still runs.
+    fn finish(&mut self, succeeded: bool) {
+        self.final_phase = Some(if succeeded { "Succeeded" } else { "Failed" });
+        let grace = self.grace().min(Duration::from_secs(10));
+        for c in self.ctrs.iter_mut() {
+            c.terminate(grace);
         }
     }
 
@@ -459,6 +485,9 @@ impl Worker {
             c.terminate(grace);
         }
         self.wait_until_stopped(&[Kind::App], deadline).await;
+        for c in self.ctrs.iter_mut().filter(|c| c.kind == Kind::App) {
+            c.kill_now();
+        }
         let rest = deadline
             .saturating_duration_since(Instant::now())
             .max(Duration::from_secs(2));
@@ -475,7 +504,15 @@ impl Worker {
             Instant::now() + Duration::from_secs(2),
         )
         .await;
-        self.report().await;
+        // A worker that never ran anything (the pod was already being deleted
+        // when this node saw it) must not overwrite the pod's real status.
+        if self.ctrs.iter().any(|c| c.ever_started) {
+            if self.final_phase.is_none() {
+                let ok = self.apps_succeeded();
+                self.final_phase = Some(if ok { "Succeeded" } else { "Failed" });
+            }
+            self.report().await;
+        }
         let name = self.pod.metadata.name.clone().unwrap_or_default();
         let dp = DeleteParams {
             grace_period_seconds: Some(0),
