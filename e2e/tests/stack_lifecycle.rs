@@ -84,7 +84,13 @@ fn a_second_stack_comes_up_and_down_leaves_no_process() {
         }
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
-    let pid = pid.expect("the pod's container started").trim().to_string();
+    // The pid file holds "<pid> <start time>".
+    let pid = pid
+        .expect("the pod's container started")
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
     assert!(Path::new(&format!("/proc/{pid}")).exists());
 
     run_ok(&mut stack_cmd(&dir, "down"));
