@@ -33,8 +33,9 @@ fn stack_cmd(dir: &Path, sub: &str) -> Command {
 
 #[test]
 fn a_second_stack_comes_up_and_down_leaves_no_process() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = tmp.path().join("stack");
+    // Kept on failure: the watcher needs the state dir to stop what runs.
+    let tmp = tempfile::tempdir().expect("tempdir").keep();
+    let dir = tmp.join("stack");
     // If an assertion fails before `down`, the watcher still stops this stack.
     run_ok(
         stack_cmd(&dir, "up")
@@ -78,7 +79,8 @@ fn a_second_stack_comes_up_and_down_leaves_no_process() {
             .into_iter()
             .flatten()
             .flatten()
-            .find_map(|pod| std::fs::read_to_string(pod.path().join("idle/pid")).ok());
+            .find_map(|pod| std::fs::read_to_string(pod.path().join("idle/pid")).ok())
+            .filter(|text| !text.trim().is_empty());
         if pid.is_some() {
             break;
         }
@@ -107,6 +109,7 @@ fn a_second_stack_comes_up_and_down_leaves_no_process() {
     );
     let (ok, _, _) = run(&mut stack_cmd(&dir, "status"));
     assert!(!ok, "status must fail when the stack is down");
+    let _ = std::fs::remove_dir_all(&tmp);
 }
 
 #[test]

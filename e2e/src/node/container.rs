@@ -203,10 +203,12 @@ impl Ctr {
         };
         // Lets `e2e/stack down` kill the group if the node dies first; the
         // start time tells a reused pid from ours.
-        let _ = std::fs::write(
-            self.dir.join("pid"),
-            format!("{pid} {}", proc_start_time(pid).unwrap_or_default()),
-        );
+        // Written whole (temp file, rename) so a reader never sees half of it.
+        let tmp = self.dir.join("pid.tmp");
+        let record = format!("{pid} {}", proc_start_time(pid).unwrap_or_default());
+        if std::fs::write(&tmp, record).is_ok() {
+            let _ = std::fs::rename(&tmp, self.dir.join("pid"));
+        }
         if self.ever_started {
             self.restarts = run;
             if matches!(self.state, State::Terminated { .. }) {
