@@ -42,10 +42,10 @@ impl Drop for TestTopic {
     }
 }
 
-/// A consumer config reading `topic` from the beginning, without a group commit.
-pub fn consumer_config(stack: &Stack) -> ClientConfig {
+/// A consumer config reading from the beginning, in a group of its own, without commits.
+pub fn consumer_config(bootstrap: &str) -> ClientConfig {
     let mut cfg = ClientConfig::new();
-    cfg.set("bootstrap.servers", &stack.kafka_bootstrap)
+    cfg.set("bootstrap.servers", bootstrap)
         .set("group.id", format!("e2e-{}", crate::unique_suffix()))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false");
@@ -74,13 +74,7 @@ pub async fn read_until(
     use rdkafka::consumer::{Consumer, StreamConsumer};
     use rdkafka::message::Headers;
 
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", format!("e2e-{}", crate::unique_suffix()))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .expect("consumer");
+    let consumer: StreamConsumer = consumer_config(bootstrap).create().expect("consumer");
     consumer.subscribe(&[topic]).expect("subscribe");
     let mut got = Vec::new();
     let deadline = tokio::time::Instant::now() + timeout;

@@ -134,29 +134,10 @@ pub fn run_ok(cmd: &mut Command) -> String {
     stdout
 }
 
-/// The newest log of `container` in pod `namespace/pod` on the process node
-/// (`<stack>/node/pods/<ns>_<pod>_<uid>/<container>/<restarts>.log`).
+/// The current log of `container` in pod `namespace/pod` on the process node.
 pub fn container_log(stack: &Stack, namespace: &str, pod: &str, container: &str) -> String {
     let pods = stack.dir.join("node/pods");
-    let prefix = format!("{namespace}_{pod}_");
-    let newest = |dir: &Path, pick: &dyn Fn(&std::fs::DirEntry) -> bool| {
-        std::fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| pick(e))
-            .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())
-            .map(|e| e.path())
-    };
-    let Some(pod_dir) = newest(&pods, &|e| {
-        e.file_name().to_string_lossy().starts_with(&prefix)
-    }) else {
-        return String::new();
-    };
-    let Some(log) = newest(&pod_dir.join(container), &|e| {
-        e.file_name().to_string_lossy().ends_with(".log")
-    }) else {
-        return String::new();
-    };
-    std::fs::read_to_string(log).unwrap_or_default()
+    crate::node::kubelet_api::log_file(&pods, namespace, pod, container, false)
+        .and_then(|log| std::fs::read_to_string(log).ok())
+        .unwrap_or_default()
 }

@@ -166,7 +166,7 @@ async fn beat_round_trips_through_kafka_and_kcat_reads_it() {
         .map_err(|(e, _)| e)
         .expect("delivery");
 
-    let consumer: StreamConsumer = heartbeat_e2e::kafka::consumer_config(stack)
+    let consumer: StreamConsumer = heartbeat_e2e::kafka::consumer_config(&stack.kafka_bootstrap)
         .create()
         .expect("consumer");
     consumer.subscribe(&[&topic.name]).expect("subscribe");

@@ -80,8 +80,15 @@ struct LogQuery {
     limit_bytes: Option<usize>,
 }
 
-/// The log file of a container's current (or previous) run.
-fn log_file(pods: &Path, ns: &str, pod: &str, container: &str, previous: bool) -> Option<PathBuf> {
+/// The log file of a container's current (or previous) run:
+/// `<pods>/<ns>_<pod>_<uid>/<container>/<restarts>.log`, newest pod first.
+pub fn log_file(
+    pods: &Path,
+    ns: &str,
+    pod: &str,
+    container: &str,
+    previous: bool,
+) -> Option<PathBuf> {
     let prefix = format!("{ns}_{pod}_");
     let pod_dir = std::fs::read_dir(pods)
         .ok()?
