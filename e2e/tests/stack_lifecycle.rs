@@ -32,7 +32,7 @@ fn stack_cmd(dir: &Path, sub: &str) -> Command {
 }
 
 #[test]
-fn a_second_stack_comes_up_and_down_leaves_no_process() {
+fn a_second_stack_comes_up_recovers_from_a_crash_and_down_leaves_no_process() {
     // Kept on failure: the watcher needs the state dir to stop what runs.
     let tmp = tempfile::tempdir().expect("tempdir").keep();
     let dir = tmp.join("stack");
@@ -51,6 +51,22 @@ fn a_second_stack_comes_up_and_down_leaves_no_process() {
         env.contains("export KUBECONFIG=") && env.contains("export KAFKA_BOOTSTRAP=127.0.0.1:"),
         "{env}"
     );
+    // A crashed component: `up` again notices, cleans up and starts afresh.
+    let apiserver = std::fs::read_to_string(dir.join("pids/kube-apiserver.pid")).expect("pid file");
+    run_ok(Command::new("kill").args(["-KILL", apiserver.trim()]));
+    let (ok, status, _) = run(&mut stack_cmd(&dir, "status"));
+    assert!(
+        !ok && status.contains("kube-apiserver: stopped"),
+        "{status}"
+    );
+    run_ok(
+        stack_cmd(&dir, "up")
+            .arg("--stop-when-exits")
+            .arg(std::process::id().to_string()),
+    );
+    let status = run_ok(&mut stack_cmd(&dir, "status"));
+    assert!(status.contains("kube-apiserver: running"), "{status}");
+
     let kubeconfig = dir.join("kubeconfig");
     let version = run_ok(
         Command::new(tools_dir().join("bin/kubectl"))
