@@ -124,6 +124,22 @@ impl TestNamespace {
         }
     }
 
+    /// Waits until pod `name` reports `phase` (Running, Succeeded, ...).
+    pub fn wait_pod_phase(&self, name: &str, phase: &str, timeout: std::time::Duration) {
+        self.wait_jsonpath(&format!("pod/{name}"), "{.status.phase}", timeout, |p| {
+            p == phase
+        });
+    }
+
+    /// The exit code of `container`'s current run, once it has terminated
+    /// (app, init or sidecar container).
+    pub fn exit_code(&self, pod: &str, container: &str) -> Option<i32> {
+        ["containerStatuses", "initContainerStatuses"].iter().find_map(|list| {
+            let path = format!("jsonpath={{.status.{list}[?(@.name==\"{container}\")].state.terminated.exitCode}}");
+            self.kubectl(&["get", "pod", pod, "-o", &path]).trim().parse().ok()
+        })
+    }
+
     /// The current log of a container run by the process node.
     pub fn container_log(&self, pod: &str, container: &str) -> String {
         crate::stack::container_log(&self.stack, &self.name, pod, container)

@@ -89,11 +89,8 @@ spec:
         "jsonpath={.items[0].metadata.name}",
     ]);
     let status = |path: &str| ns.kubectl(&["get", "pod", &pod, "-o", &format!("jsonpath={path}")]);
-    assert_eq!(status("{.status.phase}"), "Succeeded");
-    assert_eq!(
-        status("{.status.containerStatuses[0].state.terminated.exitCode}"),
-        "0"
-    );
+    ns.wait_pod_phase(&pod, "Succeeded", T);
+    assert_eq!(ns.exit_code(&pod, "main"), Some(0));
     // The sidecar ran beside the job and was stopped after it.
     assert!(
         ns.container_log(&pod, "side")

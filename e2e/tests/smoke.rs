@@ -200,3 +200,29 @@ async fn beat_round_trips_through_kafka_and_kcat_reads_it() {
         "{v}"
     );
 }
+
+#[test]
+fn installed_tools_report_their_pinned_versions() {
+    let stack = Stack::get();
+    let versions =
+        std::fs::read_to_string(repo_dir().join("e2e/tools/versions.env")).expect("versions.env");
+    let pinned = |key: &str| {
+        versions
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .unwrap_or_else(|| panic!("{key} not in versions.env"))
+            .to_string()
+    };
+    let server = run_ok(stack.kubectl().args(["version", "-o", "json"]));
+    assert!(
+        server.contains(&format!("\"gitVersion\": \"{}\"", pinned("K8S_VERSION"))),
+        "{server}"
+    );
+    let helm = run_ok(stack.tool("helm").args(["version", "--short"]));
+    assert!(helm.starts_with(&pinned("HELM_VERSION")), "{helm}");
+    let etcd = run_ok(stack.tool("etcd").arg("--version"));
+    assert!(
+        etcd.contains(pinned("ETCD_VERSION").trim_start_matches('v')),
+        "{etcd}"
+    );
+}

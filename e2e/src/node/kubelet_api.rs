@@ -116,6 +116,20 @@ pub fn log_file(
     Some(pod_dir.join(container).join(format!("{run}.log")))
 }
 
+/// Whether `<n>.log` has a sibling `<m>.log` with m > n.
+fn newer_run_exists(file: &Path) -> bool {
+    let run =
+        |p: &Path| -> Option<u32> { p.file_name()?.to_str()?.strip_suffix(".log")?.parse().ok() };
+    let (Some(current), Some(dir)) = (run(file), file.parent()) else {
+        return false;
+    };
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| run(&e.path()).is_some_and(|n| n > current))
+}
+
 fn tail(text: &[u8], lines: usize) -> &[u8] {
     let body = text.strip_suffix(b"\n").unwrap_or(text);
     match body
@@ -174,6 +188,11 @@ async fn container_logs(
                     offset += more.len() as u64;
                     return Some((Ok(more), (None, offset, file)));
                 }
+                // The container was restarted (a newer run's log exists): this
+                // run's log is complete, as with the kubelet.
+                if newer_run_exists(&file) {
+                    return None;
+                }
             }
         },
     );
@@ -201,6 +220,18 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::tail;
+
+    #[test]
+    fn a_newer_run_ends_a_follow() {
+        let dir = std::env::temp_dir().join(format!("hb-logs-{}", crate::unique_suffix()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("0.log"), "a").expect("write");
+        assert!(!super::newer_run_exists(&dir.join("0.log")));
+        std::fs::write(dir.join("1.log"), "b").expect("write");
+        assert!(super::newer_run_exists(&dir.join("0.log")));
+        assert!(!super::newer_run_exists(&dir.join("1.log")));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn tail_keeps_the_last_lines() {
