@@ -117,6 +117,14 @@ require_prereqs() {
 	[ ${#missing[@]} -eq 0 ] || die "missing on this machine: ${missing[*]} (Go 1.26, Java 17 with Maven, Python 3, openssl, curl and Rust are prerequisites)"
 }
 
+# The Go module and build caches (several GiB) only serve a rebuild after a
+# version bump; the binaries are what a warm cache needs, so CI caches little.
+prune_go_caches() {
+	[ -d "$HB_TOOLS_DIR/go" ] || return 0
+	GOMODCACHE="$HB_TOOLS_DIR/go/mod" GOCACHE="$HB_TOOLS_DIR/go/cache" go clean -cache -modcache >/dev/null 2>&1 || true
+	rm -rf "$HB_TOOLS_DIR/go" "$HB_TOOLS_DIR/src"
+}
+
 cmd_install() {
 	require_prereqs
 	mkdir -p "$TOOLS_BIN"
@@ -125,5 +133,6 @@ cmd_install() {
 	install_etcd
 	install_kubernetes
 	install_helm
+	prune_go_caches
 	log "tools ready in $HB_TOOLS_DIR"
 }
