@@ -32,6 +32,14 @@ pub const PRODUCER_ALLOWLIST: &[&str] = &[
     "socket.timeout.ms",
 ];
 
+/// Whether `name` is a legal Kafka topic name (what TOPIC_PATTERN says).
+pub fn is_valid_topic(name: &str) -> bool {
+    (1..=249).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
 /// Regex for a legal Kafka topic name.
 pub const TOPIC_PATTERN: &str = r"^[a-zA-Z0-9._-]{1,249}$";
 /// Regex for a `programId` template: allowed characters and known placeholders only.
@@ -63,7 +71,7 @@ pub const PROGRAM_ID_TEMPLATE_PATTERN: &str =
 #[serde(rename_all = "camelCase")]
 pub struct HeartbeatMonitorSpec {
     /// Kafka topic the beats are produced to and consumed from.
-    #[schemars(regex(pattern = r"^[a-zA-Z0-9._-]{1,249}$"))]
+    #[schemars(pattern(TOPIC_PATTERN))]
     pub topic: String,
 
     /// Seconds between two beats of a member (1..86400).
@@ -93,10 +101,7 @@ pub struct HeartbeatMonitorSpec {
     /// Template of a pod's program id (the beat key is `<programId>_heartbeat`).
     /// Placeholders: {namespace} {pod} {container} {monitor} {node}.
     #[serde(default = "default_program_id")]
-    #[schemars(
-        regex(pattern = r"^([A-Za-z0-9._-]|\{(namespace|pod|container|monitor|node)\})+$"),
-        length(max = 249)
-    )]
+    #[schemars(pattern(PROGRAM_ID_TEMPLATE_PATTERN), length(max = 249))]
     pub program_id: String,
 
     /// How the sidecar judges that the application itself is alive.
@@ -377,7 +382,7 @@ pub struct HeartbeatMonitorStatus {
     pub last_beat_time: Option<Time>,
     /// Up to 50 members, those needing attention first.
     #[serde(default)]
-    #[schemars(length(max = 50))]
+    #[schemars(length(max = MAX_STATUS_MEMBERS))]
     pub members: Vec<MemberStatus>,
 }
 

@@ -7,8 +7,6 @@ use crate::Error;
 pub const KEY_SUFFIX: &str = "_heartbeat";
 /// Longest program id we render (Kafka's topic-name limit, a familiar bound).
 pub const MAX_PROGRAM_ID_LEN: usize = 249;
-/// Placeholders a `programId` template may use.
-pub const PLACEHOLDERS: [&str; 5] = ["namespace", "pod", "container", "monitor", "node"];
 /// The template used when a monitor does not set one.
 pub const DEFAULT_TEMPLATE: &str = "{namespace}.{pod}";
 

@@ -136,10 +136,7 @@ impl AppHealth {
 }
 
 fn parse_topic(s: &str) -> Result<String, String> {
-    let ok = (1..=249).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
+    if heartbeat_crds::monitor::is_valid_topic(s) {
         Ok(s.to_string())
     } else {
         Err(format!(
