@@ -107,10 +107,6 @@ impl SidecarProcess {
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// Sends SIGTERM and waits for the exit (a hang guard of 10 s, not a speed check).
     pub fn terminate(&mut self) -> ExitStatus {
         let _ = Command::new("kill")

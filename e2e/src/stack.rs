@@ -103,16 +103,6 @@ impl Stack {
     pub fn kubectl(&self) -> Command {
         self.tool("kubectl")
     }
-
-    /// A kube client with the stack's admin credentials.
-    pub async fn client(&self) -> kube::Client {
-        use kube::config::{KubeConfigOptions, Kubeconfig};
-        let kc = Kubeconfig::read_from(&self.kubeconfig).expect("read kubeconfig");
-        let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-            .await
-            .expect("kubeconfig");
-        kube::Client::try_from(config).expect("kube client")
-    }
 }
 
 /// Runs a command, returning (success, stdout, stderr).
