@@ -1,7 +1,11 @@
-//! The crate's one error type: every way a beat, a key or a program-id
-//! template can be rejected, each with a low-cardinality metric label.
+//! The crate's one error type: every way a beat, a key, a program-id
+//! template or a sidecar setting can be rejected, each with a low-cardinality
+//! metric label.
 
-/// Why a beat, key or template was rejected.
+use crate::monitor::AppHealthMode;
+use crate::sidecar_contract::MAX_NAME_LEN;
+
+/// Why a beat, key, template or sidecar setting was rejected.
 #[derive(Debug, thiserror::Error, PartialEq, Eq, Clone)]
 pub enum Error {
     #[error("beat value is {size} bytes, over the {limit}-byte limit")]
@@ -20,12 +24,21 @@ pub enum Error {
     WrongFieldType { field: String, detail: String },
     #[error("beat key {0:?} does not end in \"_heartbeat\" after a program id")]
     BadKey(String),
-    #[error("program id {0:?} must be 1-249 characters of [A-Za-z0-9._-]")]
+    #[error("program id {0:?} must be 1-{MAX_NAME_LEN} characters of [A-Za-z0-9._-]")]
     InvalidProgramId(String),
     #[error("program-id template has unknown placeholder {{{0}}}")]
     UnknownPlaceholder(String),
     #[error("program-id template has an unclosed '{{'")]
     UnclosedPlaceholder,
+    /// A topic name outside the Kafka rule (`HEARTBEAT_TOPIC`, `spec.topic`).
+    #[error("topic {0:?} must be 1-{MAX_NAME_LEN} characters of [A-Za-z0-9._-]")]
+    InvalidTopic(String),
+    /// A `HEARTBEAT_APP_HEALTH` value that is not in the documented syntax.
+    #[error("{value:?}: {problem}")]
+    InvalidAppHealth { value: String, problem: String },
+    /// A monitor's `appHealth` the sidecar cannot be configured from.
+    #[error("appHealth mode {mode:?} needs {needs}")]
+    InvalidAppHealthSpec { mode: AppHealthMode, needs: String },
 }
 
 impl Error {
@@ -42,6 +55,10 @@ impl Error {
             Error::BadKey(_) => "bad_key",
             Error::InvalidProgramId(_) => "invalid_program_id",
             Error::UnknownPlaceholder(_) | Error::UnclosedPlaceholder => "bad_template",
+            Error::InvalidTopic(_) => "invalid_topic",
+            Error::InvalidAppHealth { .. } | Error::InvalidAppHealthSpec { .. } => {
+                "invalid_app_health"
+            }
         }
     }
 }

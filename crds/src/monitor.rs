@@ -10,6 +10,8 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::sidecar_contract::{MAX_INTERVAL_SECS, MAX_NAME_LEN, MaxAge, TOPIC_PATTERN};
+
 /// librdkafka producer properties a monitor may set for its sidecars. Anything
 /// touching where or as whom the sidecar connects comes from the broker
 /// Secret instead, so a monitor cannot redirect or weaken it; the queue
@@ -32,16 +34,6 @@ pub const PRODUCER_ALLOWLIST: &[&str] = &[
     "socket.timeout.ms",
 ];
 
-/// Whether `name` is a legal Kafka topic name (what TOPIC_PATTERN says).
-pub fn is_valid_topic(name: &str) -> bool {
-    (1..=249).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
-
-/// Regex for a legal Kafka topic name.
-pub const TOPIC_PATTERN: &str = r"^[a-zA-Z0-9._-]{1,249}$";
 /// Regex for a `programId` template: allowed characters and known placeholders only.
 pub const PROGRAM_ID_TEMPLATE_PATTERN: &str =
     r"^([A-Za-z0-9._-]|\{(namespace|pod|container|monitor|node)\})+$";
@@ -75,7 +67,7 @@ pub struct HeartbeatMonitorSpec {
     pub topic: String,
 
     /// Seconds between two beats of a member (1..86400).
-    #[schemars(range(min = 1, max = 86400))]
+    #[schemars(range(min = 1, max = MAX_INTERVAL_SECS))]
     pub interval_seconds: u32,
 
     /// Beats a member may miss before it is Stale: it is Stale once
@@ -101,7 +93,7 @@ pub struct HeartbeatMonitorSpec {
     /// Template of a pod's program id (the beat key is `<programId>_heartbeat`).
     /// Placeholders: {namespace} {pod} {container} {monitor} {node}.
     #[serde(default = "default_program_id")]
-    #[schemars(pattern(PROGRAM_ID_TEMPLATE_PATTERN), length(max = 249))]
+    #[schemars(pattern(PROGRAM_ID_TEMPLATE_PATTERN), length(max = MAX_NAME_LEN))]
     pub program_id: String,
 
     /// How the sidecar judges that the application itself is alive.
@@ -222,7 +214,7 @@ pub struct FileHealth {
     pub path: String,
     /// The app is failing once the file is older than this.
     #[serde(default = "default_max_age")]
-    #[schemars(range(min = 1, max = 86400))]
+    #[schemars(range(min = MaxAge::MIN_SECS, max = MaxAge::MAX_SECS))]
     pub max_age_seconds: u32,
 }
 
@@ -232,12 +224,20 @@ pub struct FileHealth {
 pub struct PingHealth {
     /// The app is failing once the last ping is older than this.
     #[serde(default = "default_max_age")]
-    #[schemars(range(min = 1, max = 86400))]
+    #[schemars(range(min = MaxAge::MIN_SECS, max = MaxAge::MAX_SECS))]
     pub max_age_seconds: u32,
 }
 
 fn default_max_age() -> u32 {
     30
+}
+
+impl Default for PingHealth {
+    fn default() -> Self {
+        PingHealth {
+            max_age_seconds: default_max_age(),
+        }
+    }
 }
 
 /// Http mode: the sidecar GETs `http://127.0.0.1:<port><path>`; 2xx is alive.

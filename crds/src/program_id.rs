@@ -2,11 +2,10 @@
 //! the key rule `<program_id>_heartbeat` shared with OpenMSIStream.
 
 use crate::Error;
+use crate::sidecar_contract::{MAX_NAME_LEN, validate_program_id};
 
 /// Suffix OpenMSIStream appends to a program id to form a heartbeat key.
 pub const KEY_SUFFIX: &str = "_heartbeat";
-/// Longest program id we render (Kafka's topic-name limit, a familiar bound).
-pub const MAX_PROGRAM_ID_LEN: usize = 249;
 /// The template used when a monitor does not set one.
 pub const DEFAULT_TEMPLATE: &str = "{namespace}.{pod}";
 
@@ -33,7 +32,8 @@ impl TemplateVars<'_> {
     }
 }
 
-/// Renders `template` with `vars`; the result must be a valid program id.
+/// Renders `template` with `vars`; the result must be a valid program id
+/// (see [`validate_program_id`]).
 pub fn render(template: &str, vars: &TemplateVars<'_>) -> Result<String, Error> {
     let mut out = String::with_capacity(template.len() + 32);
     let mut rest = template;
@@ -49,22 +49,8 @@ pub fn render(template: &str, vars: &TemplateVars<'_>) -> Result<String, Error> 
         rest = &after[close + 1..];
     }
     out.push_str(rest);
-    validate(&out)?;
+    validate_program_id(&out)?;
     Ok(out)
-}
-
-/// A program id is 1-249 characters of `[A-Za-z0-9._-]`.
-pub fn validate(program_id: &str) -> Result<(), Error> {
-    let ok = !program_id.is_empty()
-        && program_id.len() <= MAX_PROGRAM_ID_LEN
-        && program_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::InvalidProgramId(program_id.to_string()))
-    }
 }
 
 /// The Kafka message key for a program id.
@@ -79,9 +65,7 @@ pub fn program_id_from_key(key: &[u8]) -> Result<&str, Error> {
     let key = std::str::from_utf8(key).map_err(|_| Error::NotUtf8 { part: "key" })?;
     match key.strip_suffix(KEY_SUFFIX) {
         Some(id)
-            if !id.is_empty()
-                && id.len() <= MAX_PROGRAM_ID_LEN
-                && !id.chars().any(char::is_control) =>
+            if !id.is_empty() && id.len() <= MAX_NAME_LEN && !id.chars().any(char::is_control) =>
         {
             Ok(id)
         }

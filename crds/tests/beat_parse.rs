@@ -242,6 +242,11 @@ fn every_rejection_has_a_distinct_metric_label() {
             detail: String::new(),
         },
         Error::BadKey(String::new()),
+        Error::InvalidTopic(String::new()),
+        Error::InvalidAppHealth {
+            value: String::new(),
+            problem: String::new(),
+        },
     ];
     let labels: std::collections::BTreeSet<_> = errors.iter().map(Error::metric_label).collect();
     assert_eq!(labels.len(), errors.len());

@@ -1,17 +1,19 @@
 //! Flags and environment -> a validated [`Config`]. Every flag has an env
 //! twin (the webhook sets env); OpenMSIStream's flag names are aliases. A bad
 //! value is a clap error, so the process exits with code 2 naming the field.
+//! The env names and value syntaxes are the contract in
+//! [`heartbeat_crds::sidecar_contract`]; this module only binds them to flags.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
 use clap::error::ErrorKind;
-
-/// Prefix of env entries that carry librdkafka properties.
-pub const KAFKA_ENV_PREFIX: &str = "KAFKA_";
+use heartbeat_crds::SidecarAppHealth;
+use heartbeat_crds::sidecar_contract::{
+    self as contract, DEFAULT_HTTP_ADDR, MAX_INTERVAL_SECS, env as env_name,
+};
 
 /// heartbeat-sidecar: produces a heartbeat to Kafka every interval and serves
 /// liveness endpoints for itself and the application next to it.
@@ -23,44 +25,44 @@ pub const KAFKA_ENV_PREFIX: &str = "KAFKA_";
 #[command(name = "heartbeat-sidecar", version, about, long_about)]
 pub struct Args {
     /// Kafka topic to produce beats to.
-    #[arg(long, env = "HEARTBEAT_TOPIC", visible_alias = "heartbeat_topic_name", value_parser = parse_topic)]
+    #[arg(long, env = env_name::TOPIC, visible_alias = "heartbeat_topic_name", value_parser = parse_topic)]
     pub topic: String,
 
     /// Program id (already rendered); the beat key is `<program-id>_heartbeat`.
-    #[arg(long, env = "HEARTBEAT_PROGRAM_ID", visible_alias = "heartbeat_program_id", value_parser = parse_program_id)]
+    #[arg(long, env = env_name::PROGRAM_ID, visible_alias = "heartbeat_program_id", value_parser = parse_program_id)]
     pub program_id: String,
 
     /// Seconds between beats (1..86400).
-    #[arg(long, env = "HEARTBEAT_INTERVAL_SECS", visible_alias = "heartbeat_interval_secs", default_value_t = 10,
-          value_parser = clap::value_parser!(u32).range(1..=86400))]
+    #[arg(long, env = env_name::INTERVAL_SECS, visible_alias = "heartbeat_interval_secs", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_INTERVAL_SECS)))]
     pub interval_secs: u32,
 
     /// Benchmarks only: a sub-second beat period in milliseconds, overriding
     /// --interval-secs (which still goes into the beats).
-    #[arg(long, env = "HEARTBEAT_BENCH_INTERVAL_MS", hide = true,
+    #[arg(long, env = env_name::BENCH_INTERVAL_MS, hide = true,
           value_parser = clap::value_parser!(u64).range(1..=86_400_000))]
     pub bench_interval_ms: Option<u64>,
 
     /// The HeartbeatMonitor that covers this pod, as namespace/name.
-    #[arg(long, env = "HEARTBEAT_MONITOR", value_parser = parse_monitor)]
+    #[arg(long, env = env_name::MONITOR, value_parser = parse_monitor)]
     pub monitor: Option<String>,
 
     /// Address of the HTTP server (/livez /readyz /healthz/app /ping /metrics).
-    #[arg(long, env = "HEARTBEAT_HTTP_ADDR", default_value = "0.0.0.0:9190")]
+    #[arg(long, env = env_name::HTTP_ADDR, default_value_t = DEFAULT_HTTP_ADDR)]
     pub http_addr: SocketAddr,
 
     /// How to judge the application: none, file:<path>:<maxAgeSecs>,
     /// ping:<maxAgeSecs>, or http://127.0.0.1:<port><path>.
-    #[arg(long, env = "HEARTBEAT_APP_HEALTH", default_value = "none", value_parser = AppHealth::parse)]
-    pub app_health: AppHealth,
+    #[arg(long, env = env_name::APP_HEALTH, default_value_t = SidecarAppHealth::None, value_parser = SidecarAppHealth::parse)]
+    pub app_health: SidecarAppHealth,
 
     /// Key for HMAC-SHA256 beat signatures (header `heartbeat-signature`); unset: unsigned.
-    #[arg(long, env = "HEARTBEAT_SIGNING_KEY", hide_env_values = true)]
+    #[arg(long, env = env_name::SIGNING_KEY, hide_env_values = true)]
     pub signing_key: Option<String>,
 
     /// Most beats held in memory for delivery; beyond it a beat is dropped and
     /// counted as undelivered, so a broker outage never grows memory.
-    #[arg(long, env = "HEARTBEAT_QUEUE_CAPACITY", default_value_t = 100,
+    #[arg(long, env = env_name::QUEUE_CAPACITY, default_value_t = 100,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub queue_capacity: u32,
 
@@ -69,86 +71,25 @@ pub struct Args {
     pub kafka: Vec<(String, String)>,
 
     /// Pod name (downward API).
-    #[arg(long, env = "POD_NAME")]
+    #[arg(long, env = env_name::POD_NAME)]
     pub pod_name: Option<String>,
     /// Pod namespace (downward API).
-    #[arg(long, env = "POD_NAMESPACE")]
+    #[arg(long, env = env_name::POD_NAMESPACE)]
     pub pod_namespace: Option<String>,
     /// Pod UID (downward API).
-    #[arg(long, env = "POD_UID")]
+    #[arg(long, env = env_name::POD_UID)]
     pub pod_uid: Option<String>,
     /// Node name (downward API).
-    #[arg(long, env = "NODE_NAME")]
+    #[arg(long, env = env_name::NODE_NAME)]
     pub node_name: Option<String>,
 }
 
-/// How the sidecar judges the application.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AppHealth {
-    None,
-    File { path: PathBuf, max_age: Duration },
-    Ping { max_age: Duration },
-    Http { url: String },
+fn parse_topic(s: &str) -> Result<String, heartbeat_crds::Error> {
+    contract::validate_topic(s).map(|()| s.to_string())
 }
 
-impl AppHealth {
-    /// Parses the `HEARTBEAT_APP_HEALTH` syntax.
-    pub fn parse(s: &str) -> Result<AppHealth, String> {
-        let age = |v: &str| -> Result<Duration, String> {
-            match v.parse::<u64>() {
-                Ok(n) if (1..=86_400).contains(&n) => Ok(Duration::from_secs(n)),
-                _ => Err(format!("max age {v:?} must be whole seconds in 1..86400")),
-            }
-        };
-        if s == "none" {
-            Ok(AppHealth::None)
-        } else if let Some(rest) = s.strip_prefix("file:") {
-            let (path, max) = rest
-                .rsplit_once(':')
-                .ok_or_else(|| format!("{s:?}: expected file:<path>:<maxAgeSecs>"))?;
-            if !path.starts_with('/') {
-                return Err(format!("{s:?}: the touch-file path must be absolute"));
-            }
-            Ok(AppHealth::File {
-                path: PathBuf::from(path),
-                max_age: age(max)?,
-            })
-        } else if let Some(max) = s.strip_prefix("ping:") {
-            Ok(AppHealth::Ping { max_age: age(max)? })
-        } else if s.starts_with("http://") && s.len() > "http://".len() {
-            Ok(AppHealth::Http { url: s.to_string() })
-        } else {
-            Err(format!(
-                "{s:?}: expected none, file:<path>:<maxAgeSecs>, ping:<maxAgeSecs> or http://127.0.0.1:<port><path>"
-            ))
-        }
-    }
-
-    /// The mode name, for logs and metrics.
-    pub fn mode(&self) -> &'static str {
-        match self {
-            AppHealth::None => "none",
-            AppHealth::File { .. } => "file",
-            AppHealth::Ping { .. } => "ping",
-            AppHealth::Http { .. } => "http",
-        }
-    }
-}
-
-fn parse_topic(s: &str) -> Result<String, String> {
-    if heartbeat_crds::monitor::is_valid_topic(s) {
-        Ok(s.to_string())
-    } else {
-        Err(format!(
-            "{s:?} is not a Kafka topic name (1-249 of [a-zA-Z0-9._-])"
-        ))
-    }
-}
-
-fn parse_program_id(s: &str) -> Result<String, String> {
-    heartbeat_crds::program_id::validate(s)
-        .map(|()| s.to_string())
-        .map_err(|e| e.to_string())
+fn parse_program_id(s: &str) -> Result<String, heartbeat_crds::Error> {
+    contract::validate_program_id(s).map(|()| s.to_string())
 }
 
 fn parse_monitor(s: &str) -> Result<String, String> {
@@ -167,34 +108,15 @@ fn parse_property(s: &str) -> Result<(String, String), String> {
     }
 }
 
-/// Whether a `KAFKA_*` name is one Kubernetes injects for a Service named
-/// `kafka...` (service links: `KAFKA_SERVICE_HOST`, `KAFKA_PORT_9092_TCP`,
-/// ...) rather than a librdkafka property; no librdkafka property has a
-/// `port` component.
-fn is_service_link(rest: &str) -> bool {
-    rest == "PORT"
-        || rest.starts_with("PORT_")
-        || rest.ends_with("_PORT")
-        || rest.contains("_PORT_")
-        || rest.contains("SERVICE_HOST")
-        || rest.contains("SERVICE_PORT")
-}
-
-/// librdkafka properties from `KAFKA_*` env entries: `KAFKA_SASL_PASSWORD` ->
-/// `sasl.password`, each with the env name it came from. Service-link
-/// variables and names that are not UTF-8 are left out.
+/// librdkafka properties from `KAFKA_*` env entries (named as
+/// [`contract::kafka_property_for_env`] says), each with the env name it came
+/// from. Service-link variables and other env entries are left out.
 pub fn kafka_properties_from_env<I>(vars: I) -> BTreeMap<String, (String, String)>
 where
     I: IntoIterator<Item = (String, String)>,
 {
     vars.into_iter()
-        .filter_map(|(k, v)| {
-            let rest = k.strip_prefix(KAFKA_ENV_PREFIX)?;
-            if rest.is_empty() || is_service_link(rest) {
-                return None;
-            }
-            Some((rest.to_ascii_lowercase().replace('_', "."), (k, v)))
-        })
+        .filter_map(|(k, v)| Some((contract::kafka_property_for_env(&k)?, (k, v))))
         .collect()
 }
 
@@ -242,7 +164,7 @@ impl Config {
                 Ok(()) => {
                     kafka.insert(property, value);
                 }
-                Err(PropertyProblem::Unknown) if source.starts_with(KAFKA_ENV_PREFIX) => {
+                Err(PropertyProblem::Unknown) if source.starts_with(env_name::KAFKA_PREFIX) => {
                     ignored_env.push(source);
                 }
                 Err(PropertyProblem::Unknown) => {
@@ -426,38 +348,21 @@ mod tests {
     }
 
     #[test]
-    fn app_health_syntax() {
-        assert_eq!(AppHealth::parse("none"), Ok(AppHealth::None));
+    fn app_health_flag_takes_the_contract_syntax_and_defaults_to_none() {
+        assert_eq!(args(&[]).expect("args").app_health, SidecarAppHealth::None);
+        let a = args(&["--app-health", "ping:60"]).expect("args");
+        assert_eq!(a.app_health.render(), "ping:60");
+        let err = args(&["--app-health", "file:relative:30"]).expect_err("relative");
+        assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("--app-health"), "{err}");
+    }
+
+    #[test]
+    fn http_addr_defaults_to_the_contract_port_on_all_interfaces() {
         assert_eq!(
-            AppHealth::parse("file:/var/run/hb/health:30"),
-            Ok(AppHealth::File {
-                path: "/var/run/hb/health".into(),
-                max_age: Duration::from_secs(30)
-            })
+            args(&[]).expect("args").http_addr.to_string(),
+            "0.0.0.0:9190"
         );
-        assert_eq!(
-            AppHealth::parse("ping:60"),
-            Ok(AppHealth::Ping {
-                max_age: Duration::from_secs(60)
-            })
-        );
-        assert_eq!(
-            AppHealth::parse("http://127.0.0.1:8080/healthz"),
-            Ok(AppHealth::Http {
-                url: "http://127.0.0.1:8080/healthz".into()
-            })
-        );
-        for bad in [
-            "file:relative:30",
-            "file:/x",
-            "file:/x:0",
-            "ping:",
-            "ping:abc",
-            "tcp:1",
-            "http://",
-        ] {
-            assert!(AppHealth::parse(bad).is_err(), "{bad}");
-        }
     }
 
     #[test]

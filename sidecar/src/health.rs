@@ -4,9 +4,9 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
+use heartbeat_crds::SidecarAppHealth;
 use heartbeat_crds::beat::AppStatus;
 
-use crate::config::AppHealth;
 use crate::signals::AppSignals;
 
 /// Timeout of one HTTP probe of the application.
@@ -85,7 +85,7 @@ pub fn decide_http(url: &str, outcome: Result<u16, String>) -> Verdict {
 
 /// Judges the application now.
 pub async fn check(
-    mode: &AppHealth,
+    mode: &SidecarAppHealth,
     signals: &AppSignals,
     started: Instant,
     http: &reqwest::Client,
@@ -94,25 +94,25 @@ pub async fn check(
         return Verdict::failing(failure);
     }
     match mode {
-        AppHealth::None => Verdict {
+        SidecarAppHealth::None => Verdict {
             status: AppStatus::Unknown,
             reason: "no application health check configured".into(),
         },
-        AppHealth::File { path, max_age } => {
+        SidecarAppHealth::File { path, max_age } => {
             let age = tokio::fs::metadata(path)
                 .await
                 .and_then(|m| m.modified())
                 .ok()
                 // A file from the future (clock step) counts as fresh.
                 .map(|mtime| SystemTime::now().duration_since(mtime).unwrap_or_default());
-            decide_file(&path.display().to_string(), age, *max_age)
+            decide_file(path, age, max_age.as_duration())
         }
-        AppHealth::Ping { max_age } => {
+        SidecarAppHealth::Ping { max_age } => {
             let last = signals.last_signal().map(|(at, _)| at);
             let since = last.unwrap_or(started).elapsed();
-            decide_ping(since, last.is_some(), *max_age)
+            decide_ping(since, last.is_some(), max_age.as_duration())
         }
-        AppHealth::Http { url } => {
+        SidecarAppHealth::Http { url } => {
             let outcome = http
                 .get(url)
                 .send()

@@ -77,7 +77,7 @@ impl State {
             return v;
         }
         match self.config.args.app_health {
-            crate::config::AppHealth::Http { .. } => Verdict {
+            heartbeat_crds::SidecarAppHealth::Http { .. } => Verdict {
                 status: heartbeat_crds::beat::AppStatus::Unknown,
                 reason: "not probed before shutdown".into(),
             },
