@@ -183,13 +183,17 @@ impl Config {
                 }
             }
         }
+        const BOOTSTRAP: &str = "bootstrap.servers";
         if kafka
-            .get("bootstrap.servers")
+            .get(BOOTSTRAP)
             .is_none_or(|v: &String| v.trim().is_empty())
         {
             return Err(clap::Error::raw(
                 ErrorKind::MissingRequiredArgument,
-                "bootstrap.servers is not set: set KAFKA_BOOTSTRAP_SERVERS or --kafka bootstrap.servers=host:port\n",
+                format!(
+                    "{BOOTSTRAP} is not set: set {} or --kafka {BOOTSTRAP}=host:port\n",
+                    contract::kafka_env_for_property(BOOTSTRAP)
+                ),
             ));
         }
         Ok(Config {

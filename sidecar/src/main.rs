@@ -36,7 +36,7 @@ fn main() -> ExitCode {
     let config = Config::new(args, env, producer::check_property).unwrap_or_else(|e| e.exit());
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HEARTBEAT_LOG")
+            tracing_subscriber::EnvFilter::try_from_env(heartbeat_crds::sidecar_contract::env::LOG)
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
