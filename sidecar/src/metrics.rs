@@ -104,3 +104,60 @@ impl Default for Metrics {
         Metrics::new()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sample names on /metrics: dashboards, the Kafka tests and the README use them.
+    const EXPOSED: [&str; 10] = [
+        "heartbeat_sidecar_beats_enqueued_total",
+        "heartbeat_sidecar_beats_delivered_total",
+        "heartbeat_sidecar_beats_undelivered_total",
+        "heartbeat_sidecar_queue_depth",
+        "heartbeat_sidecar_queue_capacity",
+        "heartbeat_sidecar_pings_total",
+        "heartbeat_sidecar_ping_starts_total",
+        "heartbeat_sidecar_ping_failures_total",
+        "heartbeat_sidecar_app_healthy",
+        "heartbeat_sidecar_last_delivery_timestamp_seconds",
+    ];
+
+    #[test]
+    fn metrics_page_exposes_exactly_the_documented_names() {
+        let text = Metrics::new().encode().expect("encodes");
+        let samples: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        assert_eq!(samples, EXPOSED, "{text}");
+    }
+
+    #[test]
+    fn every_metric_has_help_text() {
+        let text = Metrics::new().encode().expect("encodes");
+        assert_eq!(text.matches("# HELP ").count(), EXPOSED.len(), "{text}");
+    }
+
+    #[test]
+    fn updates_show_on_the_metrics_page() {
+        let m = Metrics::new();
+        m.beats_delivered.inc();
+        m.queue_capacity.set(100);
+        m.last_delivery_seconds.set(1.5);
+        let text = m.encode().expect("encodes");
+        assert!(
+            text.contains("heartbeat_sidecar_beats_delivered_total 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("heartbeat_sidecar_queue_capacity 100\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("heartbeat_sidecar_last_delivery_timestamp_seconds 1.5\n"),
+            "{text}"
+        );
+    }
+}
