@@ -5,9 +5,11 @@ use std::sync::atomic::AtomicU64;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 
-/// The sidecar's metrics. Counters are cheap clones of shared atomics.
+/// The sidecar's metrics, exposed with the prefix `heartbeat_sidecar_`. Each
+/// one is named and described once, where [`Metrics::new`] registers it.
+/// Counters and gauges are cheap clones of shared atomics.
 pub struct Metrics {
     registry: Registry,
     pub beats_enqueued: Counter,
@@ -19,76 +21,42 @@ pub struct Metrics {
     pub ping_starts: Counter,
     pub ping_failures: Counter,
     pub app_healthy: Gauge,
-    pub last_delivery_seconds: Gauge<f64, AtomicU64>,
+    pub last_delivery_timestamp_seconds: Gauge<f64, AtomicU64>,
+}
+
+/// A new metric, registered under `name` (counters get `_total`) with `help`.
+fn registered<M: Metric + Clone + Default>(registry: &mut Registry, name: &str, help: &str) -> M {
+    let metric = M::default();
+    registry.register(name, help, metric.clone());
+    metric
 }
 
 impl Metrics {
+    /// Creates and registers every metric.
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("heartbeat_sidecar");
-        let m = Metrics {
-            beats_enqueued: Counter::default(),
-            beats_delivered: Counter::default(),
-            beats_undelivered: Counter::default(),
-            queue_depth: Gauge::default(),
-            queue_capacity: Gauge::default(),
-            pings: Counter::default(),
-            ping_starts: Counter::default(),
-            ping_failures: Counter::default(),
-            app_healthy: Gauge::default(),
-            last_delivery_seconds: Gauge::default(),
-            registry: Registry::default(),
-        };
-        registry.register(
-            "beats_enqueued",
-            "Beats handed to the producer",
-            m.beats_enqueued.clone(),
-        );
-        registry.register(
-            "beats_delivered",
-            "Beats the broker acknowledged",
-            m.beats_delivered.clone(),
-        );
-        registry.register(
-            "beats_undelivered",
-            "Beats dropped: queue full, delivery timeout or broker error",
-            m.beats_undelivered.clone(),
-        );
-        registry.register(
-            "queue_depth",
-            "Beats waiting for delivery",
-            m.queue_depth.clone(),
-        );
-        registry.register(
-            "queue_capacity",
-            "Most beats held for delivery",
-            m.queue_capacity.clone(),
-        );
-        registry.register(
-            "pings",
-            "Progress pings from the application",
-            m.pings.clone(),
-        );
-        registry.register(
-            "ping_starts",
-            "Start pings from the application",
-            m.ping_starts.clone(),
-        );
-        registry.register(
-            "ping_failures",
-            "Failure pings from the application",
-            m.ping_failures.clone(),
-        );
-        registry.register(
-            "app_healthy",
-            "1 when the application is judged alive",
-            m.app_healthy.clone(),
-        );
-        registry.register(
-            "last_delivery_timestamp_seconds",
-            "Unix time of the last delivered beat",
-            m.last_delivery_seconds.clone(),
-        );
-        Metrics { registry, ..m }
+        let r = &mut registry;
+        Metrics {
+            beats_enqueued: registered(r, "beats_enqueued", "Beats handed to the producer"),
+            beats_delivered: registered(r, "beats_delivered", "Beats the broker acknowledged"),
+            beats_undelivered: registered(
+                r,
+                "beats_undelivered",
+                "Beats dropped: queue full, delivery timeout or broker error",
+            ),
+            queue_depth: registered(r, "queue_depth", "Beats waiting for delivery"),
+            queue_capacity: registered(r, "queue_capacity", "Most beats held for delivery"),
+            pings: registered(r, "pings", "Progress pings from the application"),
+            ping_starts: registered(r, "ping_starts", "Start pings from the application"),
+            ping_failures: registered(r, "ping_failures", "Failure pings from the application"),
+            app_healthy: registered(r, "app_healthy", "1 when the application is judged alive"),
+            last_delivery_timestamp_seconds: registered(
+                r,
+                "last_delivery_timestamp_seconds",
+                "Unix time of the last delivered beat",
+            ),
+            registry,
+        }
     }
 
     /// The Prometheus text exposition.
@@ -145,7 +113,7 @@ mod tests {
         let m = Metrics::new();
         m.beats_delivered.inc();
         m.queue_capacity.set(100);
-        m.last_delivery_seconds.set(1.5);
+        m.last_delivery_timestamp_seconds.set(1.5);
         let text = m.encode().expect("encodes");
         assert!(
             text.contains("heartbeat_sidecar_beats_delivered_total 1\n"),

@@ -62,7 +62,7 @@ impl Delivery {
         self.last_delivery_ms
             .store(self.now_ms(), Ordering::Relaxed);
         let unix = jiff::Timestamp::now().as_millisecond() as f64 / 1000.0;
-        self.metrics.last_delivery_seconds.set(unix);
+        self.metrics.last_delivery_timestamp_seconds.set(unix);
     }
 
     fn failed(&self, error: &KafkaError) {
