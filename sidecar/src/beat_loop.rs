@@ -3,7 +3,8 @@
 //! cadence does not drift), and a `stopping` beat when shutdown is asked.
 
 use std::future::Future;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use heartbeat_crds::beat::{self, AppStatus};
 use heartbeat_crds::program_id::key_for;
@@ -13,7 +14,36 @@ use tokio::time::MissedTickBehavior;
 
 use crate::config::Config;
 use crate::health::Verdict;
-use crate::state::State;
+use crate::sidecar::Sidecar;
+
+/// When the beat loop last ticked, for /livez.
+pub struct LoopLiveness {
+    started: Instant,
+    /// Milliseconds after `started` of the last tick.
+    last_tick_ms: AtomicU64,
+}
+
+impl LoopLiveness {
+    /// Liveness of a loop that starts at `started` (which counts as a tick).
+    pub fn new(started: Instant) -> LoopLiveness {
+        LoopLiveness {
+            started,
+            last_tick_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Records a tick now.
+    pub fn mark_tick(&self) {
+        let ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_tick_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Time since the last tick.
+    pub fn since_tick(&self) -> Duration {
+        let at = Duration::from_millis(self.last_tick_ms.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(at)
+    }
+}
 
 /// Everything one beat reports, gathered by the loop.
 pub struct BeatFacts {
@@ -64,36 +94,36 @@ pub fn build_beat(config: &Config, facts: BeatFacts) -> Beat {
     }
 }
 
-async fn beat(state: &State, seq: u64, phase: Phase) {
+async fn beat(sidecar: &Sidecar, seq: u64, phase: Phase) {
     // The stopping beat must not wait on an app probe (the exit deadline is
     // 2 s); it reports the last verdict.
     let verdict = match phase {
-        Phase::Stopping => state.last_verdict().await,
-        _ => state.app_verdict().await,
+        Phase::Stopping => sidecar.last_app_verdict().await,
+        _ => sidecar.app_verdict().await,
     };
     let facts = BeatFacts {
         seq,
         phase,
         now: Timestamp::now(),
         verdict,
-        last_signal: state.signals.last_signal().map(|(_, wall)| wall),
-        processed: state.signals.take_counts(),
-        started_at: state.started_at,
-        undelivered: state.producer.delivery().undelivered(),
+        last_signal: sidecar.signals.last_signal().map(|(_, wall)| wall),
+        processed: sidecar.signals.take_counts(),
+        started_at: sidecar.started_at,
+        undelivered: sidecar.producer.delivery().undelivered(),
     };
-    let beat = build_beat(&state.config, facts);
+    let beat = build_beat(&sidecar.config, facts);
     match beat.render() {
-        Ok(value) => state
+        Ok(value) => sidecar
             .producer
-            .send(&key_for(&state.config.args.program_id), &value),
+            .send(&key_for(&sidecar.config.args.program_id), &value),
         Err(e) => tracing::error!(error = %e, "cannot render beat"),
     }
 }
 
 /// Runs until `shutdown` resolves, then sends the stopping beat and flushes
 /// for at most `flush_for`.
-pub async fn run(state: &State, shutdown: impl Future<Output = ()>, flush_for: Duration) {
-    let mut ticker = tokio::time::interval(state.config.interval());
+pub async fn run(sidecar: &Sidecar, shutdown: impl Future<Output = ()>, flush_for: Duration) {
+    let mut ticker = tokio::time::interval(sidecar.config.interval());
     // After a stall, skip the missed ticks rather than bursting beats.
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
     tokio::pin!(shutdown);
@@ -102,11 +132,11 @@ pub async fn run(state: &State, shutdown: impl Future<Output = ()>, flush_for: D
         tokio::select! {
             _ = ticker.tick() => {
                 seq += 1;
-                state.mark_tick();
+                sidecar.liveness.mark_tick();
                 let phase = if seq == 1 { Phase::Starting } else { Phase::Running };
                 // A slow app probe must not hold up shutdown: drop this beat then.
                 tokio::select! {
-                    () = beat(state, seq, phase) => {}
+                    () = beat(sidecar, seq, phase) => {}
                     () = &mut shutdown => break,
                 }
             }
@@ -114,8 +144,8 @@ pub async fn run(state: &State, shutdown: impl Future<Output = ()>, flush_for: D
         }
     }
     seq += 1;
-    beat(state, seq, Phase::Stopping).await;
-    state.producer.flush(flush_for);
+    beat(sidecar, seq, Phase::Stopping).await;
+    sidecar.producer.flush(flush_for);
 }
 
 #[cfg(test)]
@@ -188,6 +218,17 @@ mod tests {
         assert_eq!(b.monitor.as_deref(), Some("ns/ingest"));
         assert_eq!(b.sidecar.expect("sidecar").undelivered, 2);
         assert_eq!(b.app.expect("app").reason, None);
+    }
+
+    #[test]
+    fn liveness_counts_from_start_until_the_first_tick_then_from_the_last_tick() {
+        let started = Instant::now()
+            .checked_sub(Duration::from_secs(5))
+            .expect("5 s after boot");
+        let liveness = LoopLiveness::new(started);
+        assert!(liveness.since_tick() >= Duration::from_secs(5));
+        liveness.mark_tick();
+        assert!(liveness.since_tick() < Duration::from_secs(1));
     }
 
     #[test]

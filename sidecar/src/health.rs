@@ -1,6 +1,7 @@
 //! appHealth: is the application next to the sidecar still making progress?
 //! The decisions are pure functions of ages and answers; `check` gathers
-//! those (file mtime, last ping, an HTTP probe) and applies them.
+//! those (file mtime, last ping, an HTTP probe) and applies them, and
+//! [`AppJudge`] keeps the last verdict.
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -124,6 +125,49 @@ pub async fn check(
     }
 }
 
+/// Judges the application per its appHealth mode and remembers the last
+/// verdict (the stopping beat reports it instead of waiting on a probe).
+pub struct AppJudge {
+    mode: SidecarAppHealth,
+    started: Instant,
+    probe_client: reqwest::Client,
+    last: tokio::sync::Mutex<Option<Verdict>>,
+}
+
+impl AppJudge {
+    /// A judge for `mode`; in Ping mode the app has until `started` plus the
+    /// max age to send its first ping.
+    pub fn new(
+        mode: SidecarAppHealth,
+        started: Instant,
+        probe_client: reqwest::Client,
+    ) -> AppJudge {
+        AppJudge {
+            mode,
+            started,
+            probe_client,
+            last: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Judges the application now and remembers the verdict.
+    pub async fn judge(&self, signals: &AppSignals) -> Verdict {
+        let v = check(&self.mode, signals, self.started, &self.probe_client).await;
+        *self.last.lock().await = Some(v.clone());
+        v
+    }
+
+    /// The most recent verdict, if any.
+    pub async fn last_verdict(&self) -> Option<Verdict> {
+        self.last.lock().await.clone()
+    }
+
+    /// Whether judging means an HTTP request to the application.
+    pub fn probes_over_http(&self) -> bool {
+        matches!(self.mode, SidecarAppHealth::Http { .. })
+    }
+}
+
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
@@ -161,6 +205,20 @@ mod tests {
         assert!(decide_ping(Duration::from_secs(29), true, MAX).healthy());
         let late = decide_ping(Duration::from_secs(45), true, MAX);
         assert_eq!(late.reason, "last ping 45s ago (max 30s)");
+    }
+
+    #[tokio::test]
+    async fn judge_remembers_its_last_verdict() {
+        let judge = AppJudge::new(
+            SidecarAppHealth::None,
+            Instant::now(),
+            reqwest::Client::new(),
+        );
+        assert_eq!(judge.last_verdict().await, None);
+        let v = judge.judge(&AppSignals::default()).await;
+        assert_eq!(v.status, AppStatus::Unknown);
+        assert_eq!(judge.last_verdict().await, Some(v));
+        assert!(!judge.probes_over_http());
     }
 
     #[test]

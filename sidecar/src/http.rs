@@ -5,18 +5,17 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State as Extract;
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 
+use crate::sidecar::Sidecar;
 use crate::signals::PingKind;
-use crate::state::State;
 
-type Shared = Arc<State>;
-
-pub fn router(state: Shared) -> Router {
+/// The routes, each handler given the shared [`Sidecar`] as axum state.
+pub fn router(sidecar: Arc<Sidecar>) -> Router {
     Router::new()
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
@@ -25,7 +24,7 @@ pub fn router(state: Shared) -> Router {
         .route("/ping/start", get(ping_start).post(ping_start))
         .route("/ping/fail", get(ping_fail).post(ping_fail))
         .route("/metrics", get(metrics))
-        .with_state(state)
+        .with_state(sidecar)
 }
 
 fn answer(ok: bool, text: String) -> Response {
@@ -39,9 +38,9 @@ fn answer(ok: bool, text: String) -> Response {
 
 /// The beat loop is ticking: its last tick is at most two intervals old
 /// (plus one app-probe timeout, since a beat may wait on that probe).
-async fn livez(Extract(s): Extract<Shared>) -> Response {
-    let since = s.since_tick();
-    let limit = s.config.interval() * 2 + crate::health::PROBE_TIMEOUT;
+async fn livez(State(sidecar): State<Arc<Sidecar>>) -> Response {
+    let since = sidecar.liveness.since_tick();
+    let limit = sidecar.config.interval() * 2 + crate::health::PROBE_TIMEOUT;
     answer(
         since <= limit,
         format!(
@@ -53,9 +52,9 @@ async fn livez(Extract(s): Extract<Shared>) -> Response {
 }
 
 /// A beat was delivered within the last two intervals.
-async fn readyz(Extract(s): Extract<Shared>) -> Response {
-    let limit = s.config.interval() * 2;
-    match s.producer.delivery().since_last_delivery() {
+async fn readyz(State(sidecar): State<Arc<Sidecar>>) -> Response {
+    let limit = sidecar.config.interval() * 2;
+    match sidecar.producer.delivery().since_last_delivery() {
         Some(since) if since <= limit => answer(
             true,
             format!("last beat delivered {}ms ago", since.as_millis()),
@@ -66,7 +65,7 @@ async fn readyz(Extract(s): Extract<Shared>) -> Response {
                 "no beat delivered for {}s (limit {}s); undelivered: {}",
                 since.as_secs(),
                 limit.as_secs(),
-                s.producer.delivery().undelivered()
+                sidecar.producer.delivery().undelivered()
             ),
         ),
         None => answer(false, "no beat delivered yet".into()),
@@ -74,8 +73,8 @@ async fn readyz(Extract(s): Extract<Shared>) -> Response {
 }
 
 /// The application is alive per the configured appHealth mode.
-async fn app(Extract(s): Extract<Shared>) -> Response {
-    let v = s.app_verdict().await;
+async fn app(State(sidecar): State<Arc<Sidecar>>) -> Response {
+    let v = sidecar.app_verdict().await;
     answer(v.healthy(), v.reason)
 }
 
@@ -89,7 +88,7 @@ struct PingBody {
     bytes: u64,
 }
 
-fn record(s: &State, kind: PingKind, body: &Bytes) -> Response {
+fn record(sidecar: &Sidecar, kind: PingKind, body: &Bytes) -> Response {
     let trimmed = body.trim_ascii();
     // healthchecks.io clients often POST log text; that is still a ping.
     // A JSON object is a count report and must be well-formed.
@@ -100,11 +99,11 @@ fn record(s: &State, kind: PingKind, body: &Bytes) -> Response {
     };
     match parsed {
         Ok(p) => {
-            s.signals.record(kind, p.messages, p.bytes);
+            sidecar.signals.record(kind, p.messages, p.bytes);
             match kind {
-                PingKind::Ping => s.metrics.pings.inc(),
-                PingKind::Start => s.metrics.ping_starts.inc(),
-                PingKind::Fail => s.metrics.ping_failures.inc(),
+                PingKind::Ping => sidecar.metrics.pings.inc(),
+                PingKind::Start => sidecar.metrics.ping_starts.inc(),
+                PingKind::Fail => sidecar.metrics.ping_failures.inc(),
             };
             (StatusCode::OK, "ok\n").into_response()
         }
@@ -118,23 +117,24 @@ fn record(s: &State, kind: PingKind, body: &Bytes) -> Response {
     }
 }
 
-async fn ping(Extract(s): Extract<Shared>, body: Bytes) -> Response {
-    record(&s, PingKind::Ping, &body)
+async fn ping(State(sidecar): State<Arc<Sidecar>>, body: Bytes) -> Response {
+    record(&sidecar, PingKind::Ping, &body)
 }
 
-async fn ping_start(Extract(s): Extract<Shared>, body: Bytes) -> Response {
-    record(&s, PingKind::Start, &body)
+async fn ping_start(State(sidecar): State<Arc<Sidecar>>, body: Bytes) -> Response {
+    record(&sidecar, PingKind::Start, &body)
 }
 
-async fn ping_fail(Extract(s): Extract<Shared>, body: Bytes) -> Response {
-    record(&s, PingKind::Fail, &body)
+async fn ping_fail(State(sidecar): State<Arc<Sidecar>>, body: Bytes) -> Response {
+    record(&sidecar, PingKind::Fail, &body)
 }
 
-async fn metrics(Extract(s): Extract<Shared>) -> Response {
-    s.metrics
+async fn metrics(State(sidecar): State<Arc<Sidecar>>) -> Response {
+    sidecar
+        .metrics
         .queue_depth
-        .set(i64::from(s.producer.queue_depth()));
-    match s.metrics.encode() {
+        .set(i64::from(sidecar.producer.queue_depth()));
+    match sidecar.metrics.encode() {
         Ok(text) => (
             [(
                 header::CONTENT_TYPE,

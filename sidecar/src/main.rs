@@ -9,8 +9,8 @@ mod health;
 mod http;
 mod metrics;
 mod producer;
+mod sidecar;
 mod signals;
-mod state;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -23,7 +23,7 @@ use crate::config::{Args, Config};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::producer::BeatProducer;
-use crate::state::State;
+use crate::sidecar::Sidecar;
 
 /// The process must be gone within 2 s of SIGTERM; this leaves room to exit.
 const FLUSH_AT_SHUTDOWN: Duration = Duration::from_millis(1500);
@@ -100,8 +100,8 @@ async fn run(config: Config) -> Result<(), Error> {
         %addr,
         "heartbeat-sidecar started"
     );
-    let state = Arc::new(State::new(config, metrics, producer, probe_client));
-    let server = axum::serve(listener, http::router(state.clone()));
+    let sidecar = Arc::new(Sidecar::new(config, metrics, producer, probe_client));
+    let server = axum::serve(listener, http::router(sidecar.clone()));
     let server = tokio::spawn(async move { server.await });
 
     let mut term = signal(SignalKind::terminate()).map_err(Error::Signal)?;
@@ -112,7 +112,7 @@ async fn run(config: Config) -> Result<(), Error> {
             _ = int.recv() => tracing::info!("SIGINT: sending the stopping beat"),
         }
     };
-    beat_loop::run(&state, shutdown, FLUSH_AT_SHUTDOWN).await;
+    beat_loop::run(&sidecar, shutdown, FLUSH_AT_SHUTDOWN).await;
     server.abort();
     Ok(())
 }
