@@ -1,12 +1,52 @@
-//! A Kafka topic owned by one test, and small rdkafka helpers.
+//! The Kafka tier: a broker-only stack, a topic owned by one test, a
+//! private broker a test may stop, and small rdkafka helpers.
 
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 
-use crate::stack::Stack;
+use heartbeat_testbed::layout::default_stack_dir;
+
+use crate::stack::{run_ok, stack_command, up_for_this_binary};
+
+/// A running broker-only stack (`HB_COMPONENTS=kafka`), shared by the
+/// Kafka-tier tests of one binary.
+#[derive(Debug, Clone)]
+pub struct KafkaStack {
+    /// `host:port` of the broker.
+    pub bootstrap: String,
+}
+
+/// `HB_KAFKA_STACK_DIR`, or the full stack's directory with `-kafka` added.
+pub fn kafka_stack_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("HB_KAFKA_STACK_DIR") {
+        return PathBuf::from(dir);
+    }
+    let mut dir = default_stack_dir().into_os_string();
+    dir.push("-kafka");
+    PathBuf::from(dir)
+}
+
+impl KafkaStack {
+    /// The broker-only stack at `HB_KAFKA_STACK_DIR`: the one already up, or
+    /// a new, empty one stopped when this test binary exits.
+    pub fn get() -> &'static KafkaStack {
+        static STACK: OnceLock<KafkaStack> = OnceLock::new();
+        STACK.get_or_init(|| {
+            let dir = kafka_stack_dir();
+            let env = up_for_this_binary(&dir, "kafka", true);
+            KafkaStack {
+                bootstrap: env
+                    .kafka_bootstrap
+                    .unwrap_or_else(|| panic!("{} has no KAFKA_BOOTSTRAP", dir.display())),
+            }
+        })
+    }
+}
 
 /// A test's own topic; dropped means deleted.
 pub struct TestTopic {
@@ -22,13 +62,13 @@ fn admin(bootstrap: &str) -> AdminClient<DefaultClientContext> {
 }
 
 impl TestTopic {
-    /// Creates `<prefix>-<random>` with one partition.
-    pub async fn create(stack: &Stack, prefix: &str) -> TestTopic {
+    /// Creates `<prefix>-<random>` with one partition on the broker at `bootstrap`.
+    pub async fn create(bootstrap: &str, prefix: &str) -> TestTopic {
         let name = format!("{prefix}-{}", crate::unique_suffix());
-        create_topic(&stack.kafka_bootstrap, &name).await;
+        create_topic(bootstrap, &name).await;
         TestTopic {
             name,
-            bootstrap: stack.kafka_bootstrap.clone(),
+            bootstrap: bootstrap.to_string(),
         }
     }
 }
@@ -115,47 +155,32 @@ pub async fn read_until(
 /// A broker of its own, for tests that stop and restart it. Stopped on drop
 /// (and by `e2e/stack` if this process dies first).
 pub struct PrivateKafka {
-    dir: std::path::PathBuf,
+    dir: PathBuf,
     pub bootstrap: String,
 }
 
 impl PrivateKafka {
     pub fn start() -> PrivateKafka {
         let dir = std::env::temp_dir().join(format!("hb-private-kafka-{}", crate::unique_suffix()));
-        let out = Self::stack(&dir)
-            .arg("up")
-            .arg("--stop-when-exits")
-            .arg(std::process::id().to_string())
-            .output()
-            .expect("run e2e/stack");
-        assert!(
-            out.status.success(),
-            "e2e/stack up (kafka only) failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let env = std::fs::read_to_string(dir.join("stack.env")).expect("stack.env");
-        let bootstrap = env
-            .lines()
-            .find_map(|l| l.strip_prefix("KAFKA_BOOTSTRAP="))
-            .expect("KAFKA_BOOTSTRAP")
-            .to_string();
+        let env = up_for_this_binary(&dir, "kafka", false);
+        let bootstrap = env.kafka_bootstrap.expect("KAFKA_BOOTSTRAP");
         PrivateKafka { dir, bootstrap }
     }
 
-    fn stack(dir: &std::path::Path) -> std::process::Command {
-        let mut cmd = std::process::Command::new(crate::stack::repo_dir().join("e2e/stack"));
-        cmd.env("HB_STACK_DIR", dir).env("HB_COMPONENTS", "kafka");
+    fn stack(dir: &Path) -> std::process::Command {
+        let mut cmd = stack_command(dir);
+        cmd.env("HB_COMPONENTS", "kafka");
         cmd
     }
 
     /// Stops the broker (the port stays reserved in the stack's state).
     pub fn stop_broker(&self) {
-        crate::stack::run_ok(Self::stack(&self.dir).args(["stop", "kafka"]));
+        run_ok(Self::stack(&self.dir).args(["stop", "kafka"]));
     }
 
     /// Starts the broker again on the same port and waits until it answers.
     pub fn start_broker(&self) {
-        crate::stack::run_ok(Self::stack(&self.dir).args(["start", "kafka"]));
+        run_ok(Self::stack(&self.dir).args(["start", "kafka"]));
     }
 
     /// Creates a topic on this broker.

@@ -142,6 +142,6 @@ impl TestNamespace {
 
     /// The current log of a container run by the process node.
     pub fn container_log(&self, pod: &str, container: &str) -> String {
-        crate::stack::container_log(&self.stack, &self.name, pod, container)
+        self.stack.container_log(&self.name, pod, container)
     }
 }

@@ -1,21 +1,23 @@
-//! Fixtures for end-to-end tests on the local real stack (kube-apiserver,
-//! etcd, Kafka) that `e2e/stack` runs.
+//! Fixtures for the tests that need servers, in two tiers:
 //!
-//! [`Stack::get`] uses the stack named by `HB_STACK_DIR` when it is already
-//! up, and otherwise starts one for this test binary, which `e2e/stack`
+//! - **Kafka tier** ([`KafkaStack::get`], [`TestTopic`], [`PrivateKafka`],
+//!   [`process::SidecarProcess`]): a broker only (`HB_COMPONENTS=kafka`).
+//! - **Cluster tier** ([`Stack::get`], [`TestNamespace`]): the full local
+//!   stack (API server, controller-manager, scheduler, process node, Kafka).
+//!
+//! Each `get` uses the stack already up in its state directory (test-all
+//! starts one per tier), or starts one for this test binary that `e2e/stack`
 //! stops when the binary exits. A missing tool is a test failure that names
-//! the tool, never a skip.
+//! the tool, never a skip. Fixtures panic with what went wrong: they are
+//! test code. Nothing here compiles the process node or kube-runtime.
 #![forbid(unsafe_code)]
 
-pub mod error;
 pub mod kafka;
 pub mod kube_env;
-pub mod node;
 pub mod process;
 pub mod stack;
 
-pub use error::Error;
-pub use kafka::TestTopic;
+pub use kafka::{KafkaStack, PrivateKafka, TestTopic};
 pub use kube_env::TestNamespace;
 pub use stack::Stack;
 

@@ -1,14 +1,17 @@
-//! Finding or starting the local stack, and what it exposes.
+//! Finding or starting a local stack through `e2e/stack`, and what it
+//! exposes (read from its `stack.env` through the test bed's layout).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-/// A running local stack.
+use heartbeat_testbed::layout::{StackEnv, StackLayout, default_stack_dir};
+
+/// A running full local stack (the cluster tier).
 #[derive(Debug, Clone)]
 pub struct Stack {
-    /// State directory (`HB_STACK_DIR`).
-    pub dir: PathBuf,
+    /// Its state directory (`HB_STACK_DIR`).
+    pub layout: StackLayout,
     /// Admin kubeconfig for the API server.
     pub kubeconfig: PathBuf,
     /// `host:port` of the Kafka broker.
@@ -25,70 +28,59 @@ pub fn repo_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-fn default_dir(var: &str, xdg: &str, fallback: &str, leaf: &str) -> PathBuf {
-    if let Some(dir) = std::env::var_os(var) {
-        return PathBuf::from(dir);
-    }
-    let base = std::env::var_os(xdg).map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(fallback)
-    });
-    base.join("heartbeat-operator").join(leaf)
+/// `e2e/stack <args>` on the stack at `dir`.
+pub fn stack_command(dir: &Path) -> Command {
+    let mut cmd = Command::new(repo_dir().join("e2e/stack"));
+    cmd.env("HB_STACK_DIR", dir);
+    cmd
 }
 
-/// `HB_STACK_DIR`, defaulting as `e2e/stack` does.
-pub fn stack_dir() -> PathBuf {
-    default_dir("HB_STACK_DIR", "XDG_STATE_HOME", ".local/state", "stack")
-}
-
-/// `HB_TOOLS_DIR`, defaulting as `e2e/stack` does.
-pub fn tools_dir() -> PathBuf {
-    default_dir("HB_TOOLS_DIR", "XDG_CACHE_HOME", ".cache", "tools")
+/// Brings up (or keeps) the stack at `dir` for this test binary, with
+/// `components` (empty: all), and reads what it exposes. Panics with
+/// `e2e/stack`'s own message (which names any missing tool).
+pub fn up_for_this_binary(dir: &Path, components: &str, fresh: bool) -> StackEnv {
+    let mut cmd = stack_command(dir);
+    cmd.arg("up")
+        .args(fresh.then_some("--fresh"))
+        .arg("--stop-when-exits")
+        .arg(std::process::id().to_string())
+        .env("HB_COMPONENTS", components);
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run e2e/stack: {e}"));
+    assert!(
+        out.status.success(),
+        "e2e/stack up failed (HB_STACK_DIR={}, HB_COMPONENTS={components:?}):\n{}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    StackEnv::read(&StackLayout::new(dir)).unwrap_or_else(|e| panic!("{e}"))
 }
 
 impl Stack {
-    /// The stack for this test binary: the one already up at `HB_STACK_DIR`
-    /// (kept up while this process runs, if a fixture started it), or a new,
-    /// empty one started now and stopped when this process exits.
-    /// Panics with `e2e/stack`'s own message (which names any missing tool).
+    /// The full stack for this test binary: the one already up at
+    /// `HB_STACK_DIR` (kept up while this process runs, if a fixture
+    /// started it), or a new, empty one started now and stopped when this
+    /// process exits.
     pub fn get() -> &'static Stack {
         static STACK: OnceLock<Stack> = OnceLock::new();
         STACK.get_or_init(|| {
-            let dir = stack_dir();
-            let script = repo_dir().join("e2e/stack");
-            let out = Command::new(&script)
-                .arg("up")
-                .arg("--fresh")
-                .arg("--stop-when-exits")
-                .arg(std::process::id().to_string())
-                .env("HB_STACK_DIR", &dir)
-                .output()
-                .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-            assert!(
-                out.status.success(),
-                "e2e/stack up failed (HB_STACK_DIR={}):\n{}",
-                dir.display(),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            Stack::read(&dir).unwrap_or_else(|e| panic!("{e}"))
+            let dir = default_stack_dir();
+            let env = up_for_this_binary(&dir, "", true);
+            Stack::from_env(StackLayout::new(dir), env).unwrap_or_else(|e| panic!("{e}"))
         })
     }
 
-    /// Reads a running stack's `stack.env`.
-    pub fn read(dir: &Path) -> Result<Stack, String> {
-        let env_file = dir.join("stack.env");
-        let text = std::fs::read_to_string(&env_file)
-            .map_err(|e| format!("stack is not up: {}: {e}", env_file.display()))?;
-        let get = |key: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
-                .map(str::to_string)
-                .ok_or_else(|| format!("{} has no {key}", env_file.display()))
-        };
+    /// A stack from what its `stack.env` says.
+    pub fn from_env(layout: StackLayout, env: StackEnv) -> Result<Stack, String> {
+        let missing = |key: &str| format!("{} has no {key}", layout.stack_env().display());
         Ok(Stack {
-            dir: dir.to_path_buf(),
-            kubeconfig: PathBuf::from(get("KUBECONFIG")?),
-            kafka_bootstrap: get("KAFKA_BOOTSTRAP")?,
-            tools_bin: tools_dir().join("bin"),
+            kubeconfig: env.kubeconfig.ok_or_else(|| missing("KUBECONFIG"))?,
+            kafka_bootstrap: env
+                .kafka_bootstrap
+                .ok_or_else(|| missing("KAFKA_BOOTSTRAP"))?,
+            tools_bin: env.tools_bin.ok_or_else(|| missing("HB_TOOLS_BIN"))?,
+            layout,
         })
     }
 
@@ -102,6 +94,16 @@ impl Stack {
     /// `kubectl` against this stack.
     pub fn kubectl(&self) -> Command {
         self.tool("kubectl")
+    }
+
+    /// The current log of `container` in pod `namespace/pod` on the process node.
+    pub fn container_log(&self, namespace: &str, pod: &str, container: &str) -> String {
+        self.layout
+            .pods()
+            .newest(namespace, pod)
+            .and_then(|p| p.container(container).current_log(false))
+            .and_then(|log| std::fs::read_to_string(log).ok())
+            .unwrap_or_default()
     }
 }
 
@@ -122,12 +124,4 @@ pub fn run_ok(cmd: &mut Command) -> String {
     let (ok, stdout, stderr) = run(cmd);
     assert!(ok, "{cmd:?} failed:\n{stdout}\n{stderr}");
     stdout
-}
-
-/// The current log of `container` in pod `namespace/pod` on the process node.
-pub fn container_log(stack: &Stack, namespace: &str, pod: &str, container: &str) -> String {
-    let pods = stack.dir.join("node/pods");
-    crate::node::kubelet_api::log_file(&pods, namespace, pod, container, false)
-        .and_then(|log| std::fs::read_to_string(log).ok())
-        .unwrap_or_default()
 }

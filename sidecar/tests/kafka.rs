@@ -7,7 +7,7 @@ use std::time::Duration;
 use heartbeat_crds::{Beat, Phase};
 use heartbeat_e2e::kafka::{PrivateKafka, Received, read_until};
 use heartbeat_e2e::process::SidecarProcess;
-use heartbeat_e2e::{Stack, TestTopic};
+use heartbeat_e2e::{KafkaStack, TestTopic};
 
 const BIN: &str = env!("CARGO_BIN_EXE_heartbeat-sidecar");
 
@@ -47,19 +47,14 @@ fn has_stopping(received: &[Received]) -> bool {
 
 #[tokio::test]
 async fn beats_arrive_with_key_fields_increasing_seq_and_the_interval_cadence() {
-    let stack = Stack::get();
-    let topic = TestTopic::create(stack, "sidecar-cadence").await;
-    let mut env = injected_env(
-        &stack.kafka_bootstrap,
-        &topic.name,
-        "e2e.ingest-7d9f-abc",
-        1,
-    );
+    let stack = KafkaStack::get();
+    let topic = TestTopic::create(&stack.bootstrap, "sidecar-cadence").await;
+    let mut env = injected_env(&stack.bootstrap, &topic.name, "e2e.ingest-7d9f-abc", 1);
     env.push(("HEARTBEAT_SIGNING_KEY", "s3cret".to_string()));
     let mut sidecar = SidecarProcess::spawn(BIN.as_ref(), &env, &[]);
     // Let at least 6 beats arrive, then stop it.
     read_until(
-        &stack.kafka_bootstrap,
+        &stack.bootstrap,
         &topic.name,
         Duration::from_secs(30),
         |r| r.len() >= 6,
@@ -68,7 +63,7 @@ async fn beats_arrive_with_key_fields_increasing_seq_and_the_interval_cadence() 
     let status = sidecar.terminate();
     assert!(status.success(), "exit {status:?}\n{}", sidecar.log());
     let received = read_until(
-        &stack.kafka_bootstrap,
+        &stack.bootstrap,
         &topic.name,
         Duration::from_secs(30),
         has_stopping,
@@ -134,11 +129,11 @@ async fn beats_arrive_with_key_fields_increasing_seq_and_the_interval_cadence() 
 
 #[tokio::test]
 async fn app_health_file_mode_follows_the_touch_file_age() {
-    let stack = Stack::get();
-    let topic = TestTopic::create(stack, "sidecar-file").await;
+    let stack = KafkaStack::get();
+    let topic = TestTopic::create(&stack.bootstrap, "sidecar-file").await;
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("health");
-    let mut env = injected_env(&stack.kafka_bootstrap, &topic.name, "e2e.file", 1);
+    let mut env = injected_env(&stack.bootstrap, &topic.name, "e2e.file", 1);
     env.push(("HEARTBEAT_APP_HEALTH", format!("file:{}:2", file.display())));
     let sidecar = SidecarProcess::spawn(BIN.as_ref(), &env, &[]);
 
@@ -162,7 +157,7 @@ async fn app_health_file_mode_follows_the_touch_file_age() {
 
     // The beats carry the verdict too.
     let received = read_until(
-        &stack.kafka_bootstrap,
+        &stack.bootstrap,
         &topic.name,
         Duration::from_secs(30),
         |r| {
@@ -179,9 +174,9 @@ async fn app_health_file_mode_follows_the_touch_file_age() {
 
 #[tokio::test]
 async fn app_health_ping_mode_follows_pings_and_counts_work() {
-    let stack = Stack::get();
-    let topic = TestTopic::create(stack, "sidecar-ping").await;
-    let mut env = injected_env(&stack.kafka_bootstrap, &topic.name, "e2e.ping", 1);
+    let stack = KafkaStack::get();
+    let topic = TestTopic::create(&stack.bootstrap, "sidecar-ping").await;
+    let mut env = injected_env(&stack.bootstrap, &topic.name, "e2e.ping", 1);
     env.push(("HEARTBEAT_APP_HEALTH", "ping:2".to_string()));
     let mut sidecar = SidecarProcess::spawn(BIN.as_ref(), &env, &[]);
 
@@ -237,7 +232,7 @@ async fn app_health_ping_mode_follows_pings_and_counts_work() {
 
     assert!(sidecar.terminate().success());
     let received = read_until(
-        &stack.kafka_bootstrap,
+        &stack.bootstrap,
         &topic.name,
         Duration::from_secs(30),
         has_stopping,
@@ -255,8 +250,8 @@ async fn app_health_ping_mode_follows_pings_and_counts_work() {
 
 #[tokio::test]
 async fn app_health_http_mode_follows_the_apps_probe() {
-    let stack = Stack::get();
-    let topic = TestTopic::create(stack, "sidecar-http").await;
+    let stack = KafkaStack::get();
+    let topic = TestTopic::create(&stack.bootstrap, "sidecar-http").await;
     let healthy = Arc::new(AtomicBool::new(true));
     let flag = healthy.clone();
     let app = axum::Router::new().route(
@@ -278,7 +273,7 @@ async fn app_health_http_mode_follows_the_apps_probe() {
     let port = listener.local_addr().expect("addr").port();
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let mut env = injected_env(&stack.kafka_bootstrap, &topic.name, "e2e.http", 1);
+    let mut env = injected_env(&stack.bootstrap, &topic.name, "e2e.http", 1);
     env.push((
         "HEARTBEAT_APP_HEALTH",
         format!("http://127.0.0.1:{port}/healthz"),
@@ -382,19 +377,19 @@ async fn broker_outage_keeps_livez_fails_readyz_bounds_the_queue_and_recovers() 
 
 #[tokio::test]
 async fn sigterm_with_a_hung_app_probe_still_leaves_a_stopping_beat_within_two_seconds() {
-    let stack = Stack::get();
-    let topic = TestTopic::create(stack, "sidecar-stop").await;
+    let stack = KafkaStack::get();
+    let topic = TestTopic::create(&stack.bootstrap, "sidecar-stop").await;
     // An "app" that accepts connections and never answers.
     let hung = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = hung.local_addr().expect("addr").port();
-    let mut env = injected_env(&stack.kafka_bootstrap, &topic.name, "e2e.stop", 1);
+    let mut env = injected_env(&stack.bootstrap, &topic.name, "e2e.stop", 1);
     env.push((
         "HEARTBEAT_APP_HEALTH",
         format!("http://127.0.0.1:{port}/healthz"),
     ));
     let mut sidecar = SidecarProcess::spawn(BIN.as_ref(), &env, &[]);
     read_until(
-        &stack.kafka_bootstrap,
+        &stack.bootstrap,
         &topic.name,
         Duration::from_secs(30),
         |r| r.len() >= 2,
@@ -412,7 +407,7 @@ async fn sigterm_with_a_hung_app_probe_still_leaves_a_stopping_beat_within_two_s
         sidecar.log()
     );
     read_until(
-        &stack.kafka_bootstrap,
+        &stack.bootstrap,
         &topic.name,
         Duration::from_secs(30),
         has_stopping,
@@ -423,9 +418,9 @@ async fn sigterm_with_a_hung_app_probe_still_leaves_a_stopping_beat_within_two_s
 
 #[tokio::test]
 async fn kafka_service_links_and_foreign_kafka_env_do_not_break_the_producer() {
-    let stack = Stack::get();
-    let topic = TestTopic::create(stack, "sidecar-links").await;
-    let mut env = injected_env(&stack.kafka_bootstrap, &topic.name, "e2e.links", 1);
+    let stack = KafkaStack::get();
+    let topic = TestTopic::create(&stack.bootstrap, "sidecar-links").await;
+    let mut env = injected_env(&stack.bootstrap, &topic.name, "e2e.links", 1);
     // What a pod gets when a Service named kafka exists, and what shells export.
     for (k, v) in [
         ("KAFKA_SERVICE_HOST", "10.0.0.7"),

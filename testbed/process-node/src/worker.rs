@@ -3,19 +3,19 @@
 //! restartPolicy, runs probes, reports status, and on deletion stops apps
 //! before sidecars (SIGTERM, grace period, SIGKILL) and removes the pod.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use heartbeat_testbed::layout::{PodDir, PodsDir};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use tokio::sync::mpsc;
 
-use super::container::{Ctr, Kind, State};
-use super::images::Images;
-use super::launch::{self, Lookups, PodFacts, Rewrites};
-use super::probe::{self, Timing};
-use super::status;
+use crate::container::{Ctr, Kind, State};
+use crate::images::Images;
+use crate::launch::{self, Lookups, PodFacts, Rewrites};
+use crate::probe::{self, Timing};
+use crate::status;
 
 /// What the node tells a pod worker.
 pub enum Msg {
@@ -31,7 +31,7 @@ pub struct Worker {
     client: kube::Client,
     pod: Pod,
     ctrs: Vec<Ctr>,
-    dir: PathBuf,
+    dir: PodDir,
     images: Images,
     node: String,
     pod_ip: String,
@@ -56,18 +56,17 @@ impl Worker {
     pub fn new(
         client: kube::Client,
         pod: Pod,
-        pods_dir: &std::path::Path,
+        pods: &PodsDir,
         images: Images,
         node: &str,
         pod_ip: String,
     ) -> Worker {
         let meta = &pod.metadata;
-        let dir = pods_dir.join(format!(
-            "{}_{}_{}",
+        let dir = pods.pod(
             meta.namespace.as_deref().unwrap_or_default(),
             meta.name.as_deref().unwrap_or_default(),
-            meta.uid.as_deref().unwrap_or_default()
-        ));
+            meta.uid.as_deref().unwrap_or_default(),
+        );
         let spec = pod.spec.clone().unwrap_or_default();
         let mut ctrs = Vec::new();
         for c in spec.init_containers.unwrap_or_default() {
@@ -122,7 +121,7 @@ impl Worker {
 
     /// Runs the pod until it is deleted, gone, or the node stops.
     pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
-        let _ = std::fs::create_dir_all(self.dir.join("volumes"));
+        let _ = std::fs::create_dir_all(self.dir.volumes_dir());
         let mut tick = tokio::time::interval(TICK);
         loop {
             tokio::select! {
@@ -314,7 +313,7 @@ impl Worker {
                 let v = volumes.iter().find(|v| v.name == m.name)?;
                 // Only emptyDir has a meaning here; other volume types are not materialised.
                 v.empty_dir.as_ref()?;
-                let host = self.dir.join("volumes").join(&v.name);
+                let host = self.dir.volume(&v.name);
                 let _ = std::fs::create_dir_all(&host);
                 Some((m.mount_path.clone(), host))
             })
@@ -352,7 +351,7 @@ impl Worker {
             Err(msg) => return self.ctrs[i].fail_to_start("CreateContainerConfigError", msg),
         };
         let spec = launch::launch(&self.ctrs[i].spec, &entry, env, &self.rewrites(i));
-        if let Err(msg) = self.ctrs[i].start(&spec, &self.dir) {
+        if let Err(msg) = self.ctrs[i].start(&spec, self.dir.path()) {
             self.ctrs[i].fail_to_start("RunContainerError", msg);
         }
     }
@@ -371,7 +370,7 @@ impl Worker {
                 let t = Timing::of(&p);
                 if now >= since + t.initial_delay && c.next_liveness.is_none_or(|n| now >= n) {
                     c.next_liveness = Some(now + t.period);
-                    match probe::run(&p, &c.spec, &self.pod_ip, &self.dir).await {
+                    match probe::run(&p, &c.spec, &self.pod_ip, self.dir.path()).await {
                         Ok(()) => c.liveness_failures = 0,
                         Err(why) => {
                             c.liveness_failures += 1;
@@ -389,7 +388,7 @@ impl Worker {
                     let t = Timing::of(&p);
                     if now >= since + t.initial_delay && c.next_readiness.is_none_or(|n| now >= n) {
                         c.next_readiness = Some(now + t.period);
-                        match probe::run(&p, &c.spec, &self.pod_ip, &self.dir).await {
+                        match probe::run(&p, &c.spec, &self.pod_ip, self.dir.path()).await {
                             Ok(()) => {
                                 c.readiness_failures = 0;
                                 c.readiness_successes += 1;

@@ -41,7 +41,7 @@ fn main() -> ExitCode {
         )
         .with_ansi(false)
         .init();
-    let cfg = heartbeat_e2e::node::Config {
+    let cfg = heartbeat_process_node::Config {
         kubeconfig: args.kubeconfig,
         node_name: args.node_name,
         state_dir: args.state_dir,
@@ -62,7 +62,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(heartbeat_e2e::node::run(cfg)) {
+    match runtime.block_on(heartbeat_process_node::run(cfg)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("process-node: {e}");

@@ -97,7 +97,19 @@ pub async fn register(
     kubelet_port: Option<u16>,
 ) -> Result<Node, Error> {
     let nodes: Api<Node> = Api::all(client.clone());
-    if nodes.get_opt(name).await?.is_none() {
+    let node_err = |verb: &'static str| {
+        move |source| Error::Node {
+            verb,
+            name: name.to_string(),
+            source,
+        }
+    };
+    if nodes
+        .get_opt(name)
+        .await
+        .map_err(node_err("getting"))?
+        .is_none()
+    {
         let labels: BTreeMap<String, String> = [
             ("kubernetes.io/hostname", name),
             ("kubernetes.io/os", "linux"),
@@ -115,10 +127,13 @@ pub async fn register(
             },
             ..Default::default()
         };
-        nodes.create(&PostParams::default(), &node).await?;
+        nodes
+            .create(&PostParams::default(), &node)
+            .await
+            .map_err(node_err("creating"))?;
     }
     heartbeat(client, name, kubelet_port).await?;
-    Ok(nodes.get(name).await?)
+    nodes.get(name).await.map_err(node_err("getting"))
 }
 
 /// Refreshes the Ready condition and renews the Lease.
@@ -135,8 +150,17 @@ pub async fn heartbeat(
             &PatchParams::default(),
             &Patch::Merge(status_patch(now, kubelet_port)),
         )
-        .await?;
-    let node = nodes.get(name).await?;
+        .await
+        .map_err(|source| Error::Node {
+            verb: "patching the status of",
+            name: name.into(),
+            source,
+        })?;
+    let node = nodes.get(name).await.map_err(|source| Error::Node {
+        verb: "getting",
+        name: name.into(),
+        source,
+    })?;
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
     let lease = Lease {
         metadata: ObjectMeta {
@@ -163,6 +187,10 @@ pub async fn heartbeat(
             &PatchParams::apply("process-node").force(),
             &Patch::Apply(&lease),
         )
-        .await?;
+        .await
+        .map_err(|source| Error::Lease {
+            name: name.into(),
+            source,
+        })?;
     Ok(())
 }

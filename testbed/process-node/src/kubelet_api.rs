@@ -12,6 +12,7 @@ use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use heartbeat_testbed::layout::{PodsDir, run_of};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
@@ -52,8 +53,10 @@ impl axum::serve::Listener for TlsListener {
 }
 
 fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, Error> {
-    let bad =
-        |what: &Path, e: &dyn std::fmt::Display| Error::Config(format!("{}: {e}", what.display()));
+    let bad = |what: &Path, e: &dyn std::fmt::Display| Error::Tls {
+        path: what.to_path_buf(),
+        why: e.to_string(),
+    };
     let certs = CertificateDer::pem_file_iter(cert)
         .map_err(|e| bad(cert, &e))?
         .collect::<Result<Vec<_>, _>>()
@@ -62,10 +65,10 @@ fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, Error> {
     let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
     let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Config(e.to_string()))?
+        .map_err(|e| bad(cert, &e))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .map_err(|e| Error::Config(e.to_string()))?;
+        .map_err(|e| bad(cert, &e))?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
@@ -80,54 +83,30 @@ struct LogQuery {
     limit_bytes: Option<usize>,
 }
 
-/// The log file of a container's current (or previous) run:
-/// `<pods>/<ns>_<pod>_<uid>/<container>/<restarts>.log`, newest pod first.
+/// The log file of a container's current (or previous) run, in the newest
+/// directory of the pod.
 pub fn log_file(
-    pods: &Path,
+    pods: &PodsDir,
     ns: &str,
     pod: &str,
     container: &str,
     previous: bool,
 ) -> Option<PathBuf> {
-    let prefix = format!("{ns}_{pod}_");
-    let pod_dir = std::fs::read_dir(pods)
-        .ok()?
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-        .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok())?
-        .path();
-    let mut runs: Vec<u32> = std::fs::read_dir(pod_dir.join(container))
-        .ok()?
-        .flatten()
-        .filter_map(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .strip_suffix(".log")?
-                .parse()
-                .ok()
-        })
-        .collect();
-    runs.sort_unstable();
-    let run = if previous {
-        runs.iter().rev().nth(1)?
-    } else {
-        runs.last()?
-    };
-    Some(pod_dir.join(container).join(format!("{run}.log")))
+    pods.newest(ns, pod)?
+        .container(container)
+        .current_log(previous)
 }
 
-/// Whether `<n>.log` has a sibling `<m>.log` with m > n.
+/// Whether the run after this log's run has a log too.
 fn newer_run_exists(file: &Path) -> bool {
-    let run =
-        |p: &Path| -> Option<u32> { p.file_name()?.to_str()?.strip_suffix(".log")?.parse().ok() };
-    let (Some(current), Some(dir)) = (run(file), file.parent()) else {
+    let (Some(current), Some(dir)) = (run_of(file), file.parent()) else {
         return false;
     };
     std::fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
-        .any(|e| run(&e.path()).is_some_and(|n| n > current))
+        .any(|e| run_of(&e.path()).is_some_and(|n| n > current))
 }
 
 fn tail(text: &[u8], lines: usize) -> &[u8] {
@@ -146,7 +125,7 @@ fn tail(text: &[u8], lines: usize) -> &[u8] {
 }
 
 async fn container_logs(
-    State(pods): State<Arc<PathBuf>>,
+    State(pods): State<Arc<PodsDir>>,
     UrlPath((ns, pod, container)): UrlPath<(String, String, String)>,
     Query(q): Query<LogQuery>,
 ) -> Response {
@@ -204,14 +183,16 @@ pub async fn serve(
     port: u16,
     cert: &Path,
     key: &Path,
-    pods_dir: PathBuf,
+    pods: PodsDir,
 ) -> Result<tokio::task::JoinHandle<()>, Error> {
     let tls = acceptor(cert, key)?;
-    let tcp = TcpListener::bind(("127.0.0.1", port)).await?;
+    let tcp = TcpListener::bind(("127.0.0.1", port))
+        .await
+        .map_err(|source| Error::Bind { port, source })?;
     let app = Router::new()
         .route("/containerLogs/{ns}/{pod}/{container}", get(container_logs))
         .route("/healthz", get(|| async { "ok" }))
-        .with_state(Arc::new(pods_dir));
+        .with_state(Arc::new(pods));
     Ok(tokio::spawn(async move {
         let _ = axum::serve(TlsListener { tcp, tls }, app).await;
     }))
@@ -223,7 +204,7 @@ mod tests {
 
     #[test]
     fn a_newer_run_ends_a_follow() {
-        let dir = std::env::temp_dir().join(format!("hb-logs-{}", crate::unique_suffix()));
+        let dir = std::env::temp_dir().join(format!("hb-logs-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         std::fs::write(dir.join("0.log"), "a").expect("write");
         assert!(!super::newer_run_exists(&dir.join("0.log")));

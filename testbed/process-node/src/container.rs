@@ -10,7 +10,9 @@ use k8s_openapi::api::core::v1::Container;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
-use super::launch::Launch;
+use heartbeat_testbed::layout::{ContainerDir, PidRecord, PodDir};
+
+use crate::launch::Launch;
 
 /// Where a container stands in the pod.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,23 +42,6 @@ pub enum State {
         started_at: Timestamp,
         finished_at: Timestamp,
     },
-}
-
-/// Field 22 of /proc/<pid>/stat: when the process started (clock ticks after boot).
-pub fn proc_start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces; fields resume after its ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
-}
-
-/// The pid recorded in a container's pid file, if that process still runs.
-pub fn live_pid_from_file(path: &Path) -> Option<i32> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let mut parts = text.split_whitespace();
-    let pid: i32 = parts.next()?.parse().ok().filter(|p| *p > 1)?;
-    let start: u64 = parts.next()?.parse().ok()?;
-    (proc_start_time(pid) == Some(start)).then_some(pid)
 }
 
 /// Restart back-off: 1 s doubling to 20 s (the kubelet's is 10 s to 5 min;
@@ -90,12 +75,12 @@ pub struct Ctr {
     pub readiness_failures: u32,
     pub next_liveness: Option<Instant>,
     pub next_readiness: Option<Instant>,
-    dir: PathBuf,
+    dir: ContainerDir,
 }
 
 impl Ctr {
-    pub fn new(spec: Container, kind: Kind, pod_dir: &Path) -> Ctr {
-        let dir = pod_dir.join(&spec.name);
+    pub fn new(spec: Container, kind: Kind, pod_dir: &PodDir) -> Ctr {
+        let dir = pod_dir.container(&spec.name);
         Ctr {
             spec,
             kind,
@@ -141,7 +126,8 @@ impl Ctr {
 
     /// The log file of the current run (`<restarts>.log`).
     pub fn log_path(&self) -> PathBuf {
-        self.dir.join(format!("{}.log", self.restarts))
+        self.dir
+            .log(u32::try_from(self.restarts).unwrap_or_default())
     }
 
     pub fn fail_to_start(&mut self, reason: &str, message: String) {
@@ -166,8 +152,9 @@ impl Ctr {
         } else {
             0
         };
-        std::fs::create_dir_all(&self.dir).map_err(|e| format!("{}: {e}", self.dir.display()))?;
-        let log = std::fs::File::create(self.dir.join(format!("{run}.log")))
+        let dir = self.dir.path();
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let log = std::fs::File::create(self.dir.log(u32::try_from(run).unwrap_or_default()))
             .map_err(|e| e.to_string())?;
         let log2 = log.try_clone().map_err(|e| e.to_string())?;
         let cwd = launch.working_dir.as_deref().unwrap_or(default_cwd);
@@ -201,13 +188,9 @@ impl Ctr {
         else {
             return Err("the process exited before it could be tracked".into());
         };
-        // Lets `e2e/stack down` kill the group if the node dies first; the
-        // start time tells a reused pid from ours.
-        // Written whole (temp file, rename) so a reader never sees half of it.
-        let tmp = self.dir.join("pid.tmp");
-        let record = format!("{pid} {}", proc_start_time(pid).unwrap_or_default());
-        if std::fs::write(&tmp, record).is_ok() {
-            let _ = std::fs::rename(&tmp, self.dir.join("pid"));
+        // Lets `e2e/stack down` kill the group if the node dies first.
+        if let Some(record) = PidRecord::of(pid) {
+            let _ = record.write(&self.dir.pid_file());
         }
         if self.ever_started {
             self.restarts = run;
@@ -256,7 +239,7 @@ impl Ctr {
         // The group may still hold children of the container's process.
         let _ = killpg(Pid::from_raw(run.pid), Signal::SIGKILL);
         self.proc = None;
-        let _ = std::fs::remove_file(self.dir.join("pid"));
+        let _ = std::fs::remove_file(self.dir.pid_file());
         self.ready = false;
         self.kill_at = None;
         self.state = State::Terminated {

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use k8s_openapi::api::core::v1::Container;
 
-use super::images::Entrypoint;
+use crate::images::Entrypoint;
 
 /// What the downward API can tell about the pod.
 #[derive(Debug, Clone, Default)]

@@ -4,7 +4,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use heartbeat_e2e::stack::{repo_dir, run, run_ok, tools_dir};
+use heartbeat_e2e::stack::{repo_dir, run, run_ok};
+use heartbeat_testbed::layout::{PidRecord, StackLayout, default_tools_dir};
 
 /// Processes whose command line mentions `needle`.
 fn processes_mentioning(needle: &str) -> Vec<String> {
@@ -52,8 +53,9 @@ fn a_second_stack_comes_up_recovers_from_a_crash_and_down_leaves_no_process() {
         "{env}"
     );
     // A crashed component: `up` again notices, cleans up and starts afresh.
-    let apiserver = std::fs::read_to_string(dir.join("pids/kube-apiserver.pid")).expect("pid file");
-    run_ok(Command::new("kill").args(["-KILL", apiserver.trim()]));
+    let layout = StackLayout::new(&dir);
+    let apiserver = PidRecord::read(&layout.pid_file("kube-apiserver")).expect("pid file");
+    run_ok(Command::new("kill").args(["-KILL", &apiserver.pid.to_string()]));
     let (ok, status, _) = run(&mut stack_cmd(&dir, "status"));
     assert!(
         !ok && status.contains("kube-apiserver: stopped"),
@@ -67,9 +69,9 @@ fn a_second_stack_comes_up_recovers_from_a_crash_and_down_leaves_no_process() {
     let status = run_ok(&mut stack_cmd(&dir, "status"));
     assert!(status.contains("kube-apiserver: running"), "{status}");
 
-    let kubeconfig = dir.join("kubeconfig");
+    let kubeconfig = layout.kubeconfig();
     let version = run_ok(
-        Command::new(tools_dir().join("bin/kubectl"))
+        Command::new(default_tools_dir().join("bin/kubectl"))
             .env("KUBECONFIG", &kubeconfig)
             .args(["version", "-o", "json"]),
     );
@@ -78,7 +80,7 @@ fn a_second_stack_comes_up_recovers_from_a_crash_and_down_leaves_no_process() {
 
     // A pod on the process node is a process too; down must stop it.
     let kubectl = || {
-        let mut c = Command::new(tools_dir().join("bin/kubectl"));
+        let mut c = Command::new(default_tools_dir().join("bin/kubectl"));
         c.env("KUBECONFIG", &kubeconfig);
         c
     };
@@ -91,24 +93,16 @@ fn a_second_stack_comes_up_recovers_from_a_crash_and_down_leaves_no_process() {
     run_ok(kubectl().args(["run", "idle", "--image=demo/worker", "--restart=Never"]));
     let mut pid = None;
     for _ in 0..120 {
-        pid = std::fs::read_dir(dir.join("node/pods"))
-            .into_iter()
-            .flatten()
-            .flatten()
-            .find_map(|pod| std::fs::read_to_string(pod.path().join("idle/pid")).ok())
-            .filter(|text| !text.trim().is_empty());
+        pid = layout
+            .pods()
+            .newest("default", "idle")
+            .and_then(|pod| PidRecord::live_pid(&pod.container("idle").pid_file()));
         if pid.is_some() {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
-    // The pid file holds "<pid> <start time>".
-    let pid = pid
-        .expect("the pod's container started")
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string();
+    let pid = pid.expect("the pod's container started");
     assert!(Path::new(&format!("/proc/{pid}")).exists());
 
     run_ok(&mut stack_cmd(&dir, "down"));

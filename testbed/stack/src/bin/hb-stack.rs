@@ -1,0 +1,142 @@
+//! hb-stack: the local stack's supervisor behind `e2e/stack` (which
+//! installs the tools itself and hands every other command to this).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use heartbeat_testbed::components::{Component, Tools};
+use heartbeat_testbed::layout::{StackLayout, default_stack_dir, default_tools_dir};
+use heartbeat_testbed::supervisor::{Stack, UpOptions, repo_dir};
+use heartbeat_testbed::{Error, owner, say};
+
+/// Runs etcd, kube-apiserver, kube-controller-manager, kube-scheduler, the
+/// process node and a KRaft Kafka broker on loopback for tests and the demo.
+#[derive(Parser, Debug)]
+#[command(name = "e2e/stack", version, about)]
+struct Args {
+    /// The stack's state directory.
+    #[arg(long, env = "HB_STACK_DIR", global = true)]
+    stack_dir: Option<PathBuf>,
+    /// Where `e2e/stack install` put the tools.
+    #[arg(long, env = "HB_TOOLS_DIR", global = true)]
+    tools_dir: Option<PathBuf>,
+    /// The Kafka distribution (`e2e/stack` sets it from tools/versions.env).
+    #[arg(long, env = "HB_KAFKA_HOME", global = true)]
+    kafka_home: Option<PathBuf>,
+    /// The components to run, space-separated (e.g. "kafka" for a private broker).
+    #[arg(long, env = "HB_COMPONENTS", global = true, default_value = "")]
+    components: String,
+    /// Seconds each component gets to become healthy.
+    #[arg(long, env = "HB_UP_TIMEOUT", global = true, default_value_t = 120)]
+    up_timeout: u64,
+    /// A prebuilt process node (otherwise target/{debug,release}, or built).
+    #[arg(long, env = "HB_PROCESS_NODE_BIN", global = true)]
+    process_node_bin: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Start everything and wait until healthy (an up stack is kept).
+    Up {
+        /// Start from an empty cluster and broker.
+        #[arg(long)]
+        fresh: bool,
+        /// Stop the stack once this process exits.
+        #[arg(long, value_name = "PID")]
+        stop_when_exits: Option<i32>,
+    },
+    /// Stop exactly what `up` started.
+    Down,
+    /// Show what runs (exit 1 when something is stopped).
+    Status,
+    /// Print export lines: eval "$(e2e/stack env)".
+    Env,
+    /// Take a component away (for outage tests).
+    Stop { component: Stoppable },
+    /// Bring it back on the same port.
+    Start { component: Stoppable },
+    /// Create a Kafka topic (auto-creation is off).
+    CreateTopic {
+        name: String,
+        #[arg(default_value_t = 1)]
+        partitions: u32,
+    },
+    /// Print the pid (and process group) of a pod's running container.
+    ContainerPid {
+        namespace: String,
+        pod: String,
+        container: String,
+    },
+    /// Stop the stack when its owner exits (started by `up --stop-when-exits`).
+    #[command(hide = true)]
+    WatchOwner,
+}
+
+/// What `stop` and `start` take away and bring back.
+#[derive(ValueEnum, Debug, Clone, Copy)]
+enum Stoppable {
+    Kafka,
+}
+
+fn run(args: Args) -> Result<ExitCode, Error> {
+    let tools_dir = args.tools_dir.unwrap_or_else(default_tools_dir);
+    let stack = Stack {
+        layout: StackLayout::new(args.stack_dir.unwrap_or_else(default_stack_dir)),
+        tools: Tools {
+            kafka_home: args.kafka_home.unwrap_or_else(|| tools_dir.join("kafka")),
+            dir: tools_dir,
+            repo: repo_dir(),
+            process_node_bin: args.process_node_bin,
+        },
+        components: Component::parse_list(&args.components)?,
+        up_timeout: Duration::from_secs(args.up_timeout),
+    };
+    match args.command {
+        Cmd::Up {
+            fresh,
+            stop_when_exits,
+        } => stack.up(&UpOptions {
+            fresh,
+            owner: stop_when_exits,
+        })?,
+        Cmd::Down => stack.down(),
+        Cmd::Status => {
+            if !stack.status() {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Cmd::Env => print!("{}", stack.env()?),
+        Cmd::Stop {
+            component: Stoppable::Kafka,
+        } => stack.stop_kafka(),
+        Cmd::Start {
+            component: Stoppable::Kafka,
+        } => stack.start_kafka()?,
+        Cmd::CreateTopic { name, partitions } => stack.create_topic(&name, partitions)?,
+        Cmd::ContainerPid {
+            namespace,
+            pod,
+            container,
+        } => println!("{}", stack.container_pid(&namespace, &pod, &container)?),
+        Cmd::WatchOwner => {
+            owner::wait_until_owner_gone(&stack.layout);
+            say("owner gone: stopping the stack");
+            stack.down();
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            say(format!("error: {e}"));
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,640 @@
+//! The component table: each part of the stack with how it is started and
+//! how it is known to be healthy, one function each.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::Error;
+use crate::layout::StackLayout;
+
+/// One process of the stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Component {
+    Etcd,
+    KubeApiserver,
+    KubeControllerManager,
+    KubeScheduler,
+    ProcessNode,
+    Kafka,
+}
+
+impl Component {
+    /// In the order they start (each needs the ones before it).
+    pub const START_ORDER: [Component; 6] = [
+        Component::Etcd,
+        Component::KubeApiserver,
+        Component::KubeControllerManager,
+        Component::KubeScheduler,
+        Component::ProcessNode,
+        Component::Kafka,
+    ];
+    /// In the order they stop: the node first, so it stops its containers
+    /// while the API server still answers.
+    pub const STOP_ORDER: [Component; 6] = [
+        Component::ProcessNode,
+        Component::KubeScheduler,
+        Component::KubeControllerManager,
+        Component::Kafka,
+        Component::KubeApiserver,
+        Component::Etcd,
+    ];
+
+    /// The name used in `HB_COMPONENTS`, pid files, logs and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Component::Etcd => "etcd",
+            Component::KubeApiserver => "kube-apiserver",
+            Component::KubeControllerManager => "kube-controller-manager",
+            Component::KubeScheduler => "kube-scheduler",
+            Component::ProcessNode => "process-node",
+            Component::Kafka => "kafka",
+        }
+    }
+
+    /// The tools of `e2e/stack install` it runs or is checked with.
+    fn go_tools(self) -> &'static [&'static str] {
+        match self {
+            Component::Etcd => &["etcd"],
+            Component::KubeApiserver => &["kube-apiserver", "kubectl"],
+            Component::KubeControllerManager => &["kube-controller-manager"],
+            Component::KubeScheduler => &["kube-scheduler"],
+            Component::ProcessNode => &["kubectl"],
+            Component::Kafka => &[],
+        }
+    }
+
+    /// The component with this name.
+    pub fn from_name(name: &str) -> Option<Component> {
+        Component::START_ORDER
+            .into_iter()
+            .find(|c| c.name() == name)
+    }
+
+    /// Parses `HB_COMPONENTS` (space-separated names); empty means all.
+    pub fn parse_list(list: &str) -> Result<Vec<Component>, Error> {
+        let names: Vec<&str> = list.split_whitespace().collect();
+        if names.is_empty() {
+            return Ok(Component::START_ORDER.to_vec());
+        }
+        let mut wanted = Vec::new();
+        for name in names {
+            let c = Component::from_name(name).ok_or_else(|| {
+                Error::Usage(format!(
+                    "HB_COMPONENTS: unknown component {name:?} (known: {})",
+                    Component::START_ORDER.map(Component::name).join(" ")
+                ))
+            })?;
+            wanted.push(c);
+        }
+        // Always started in dependency order, whatever order was asked.
+        Ok(Component::START_ORDER
+            .into_iter()
+            .filter(|c| wanted.contains(c))
+            .collect())
+    }
+}
+
+/// Where the installed tools and the repository are.
+#[derive(Debug, Clone)]
+pub struct Tools {
+    /// `HB_TOOLS_DIR`.
+    pub dir: PathBuf,
+    /// The Kafka distribution (`<tools>/kafka-<version>`).
+    pub kafka_home: PathBuf,
+    /// The repository (the image map of the process node, its build).
+    pub repo: PathBuf,
+    /// A prebuilt process node, if given (`HB_PROCESS_NODE_BIN`).
+    pub process_node_bin: Option<PathBuf>,
+}
+
+impl Tools {
+    /// `<tools>/bin`, where the built Go tools live.
+    pub fn bin(&self) -> PathBuf {
+        self.dir.join("bin")
+    }
+    /// A Go tool's path.
+    pub fn tool(&self, name: &str) -> PathBuf {
+        self.bin().join(name)
+    }
+
+    /// What `components` need that is not installed.
+    pub fn missing(&self, components: &[Component]) -> Vec<String> {
+        let mut missing: Vec<String> = Vec::new();
+        for tool in components.iter().flat_map(|c| c.go_tools()) {
+            if !self.tool(tool).is_file() && !missing.iter().any(|m| m == tool) {
+                missing.push(tool.to_string());
+            }
+        }
+        if components.contains(&Component::Kafka) {
+            if !self.kafka_home.join("libs").is_dir() {
+                missing.push(path(&self.kafka_home));
+            }
+            missing.extend(
+                ["java", "kcat"]
+                    .into_iter()
+                    .filter(|cmd| !on_path(cmd))
+                    .map(String::from),
+            );
+        }
+        missing
+    }
+
+    /// The Java command line for Kafka's classes.
+    pub fn java(&self, layout: &StackLayout) -> Vec<String> {
+        vec![
+            "-Xms128m".into(),
+            "-Xmx512m".into(),
+            "-XX:+UseSerialGC".into(),
+            format!(
+                "-Dlog4j2.configurationFile={}",
+                layout.kafka_dir().join("log4j2.properties").display()
+            ),
+            "-cp".into(),
+            // Java expands the trailing `*` itself.
+            format!("{}/libs/*", self.kafka_home.display()),
+        ]
+    }
+}
+
+fn on_path(cmd: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(cmd).is_file()))
+}
+
+/// The loopback ports of one stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ports {
+    pub etcd: u16,
+    pub etcd_peer: u16,
+    pub apiserver: u16,
+    pub controller_manager: u16,
+    pub scheduler: u16,
+    pub kubelet: u16,
+    pub kafka: u16,
+    pub kafka_controller: u16,
+}
+
+impl Ports {
+    /// Eight distinct free ports.
+    pub fn free() -> Result<Ports, Error> {
+        let [
+            etcd,
+            etcd_peer,
+            apiserver,
+            controller_manager,
+            scheduler,
+            kubelet,
+            kafka,
+            kafka_controller,
+        ] = crate::ports::free_ports::<8>()?;
+        Ok(Ports {
+            etcd,
+            etcd_peer,
+            apiserver,
+            controller_manager,
+            scheduler,
+            kubelet,
+            kafka,
+            kafka_controller,
+        })
+    }
+}
+
+/// Everything a component's start and health check need.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub layout: StackLayout,
+    pub tools: Tools,
+    pub ports: Ports,
+}
+
+/// A program with its arguments.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+}
+
+fn path(p: &Path) -> String {
+    p.display().to_string()
+}
+
+impl Plan {
+    /// How `component` is started (preparing its files first).
+    pub fn launch(&self, component: Component) -> Result<Launch, Error> {
+        match component {
+            Component::Etcd => Ok(self.etcd()),
+            Component::KubeApiserver => Ok(self.apiserver()),
+            Component::KubeControllerManager => Ok(self.controller_manager()),
+            Component::KubeScheduler => Ok(self.scheduler()),
+            Component::ProcessNode => self.process_node(),
+            Component::Kafka => self.kafka(),
+        }
+    }
+
+    /// Whether `component` answers as it should once up.
+    pub fn healthy(&self, component: Component) -> bool {
+        match component {
+            Component::Etcd => self.etcd_healthy(),
+            Component::KubeApiserver => self.apiserver_healthy(),
+            Component::KubeControllerManager => https_healthz_ok(self.ports.controller_manager),
+            Component::KubeScheduler => https_healthz_ok(self.ports.scheduler),
+            Component::ProcessNode => self.node_ready(),
+            Component::Kafka => self.kafka_answers(),
+        }
+    }
+
+    fn pki(&self, file: &str) -> String {
+        path(&self.layout.pki_dir().join(file))
+    }
+
+    fn etcd(&self) -> Launch {
+        let client = format!("http://127.0.0.1:{}", self.ports.etcd);
+        let peer = format!("http://127.0.0.1:{}", self.ports.etcd_peer);
+        Launch {
+            program: self.tools.tool("etcd"),
+            args: vec![
+                "--name".into(),
+                "hb-local".into(),
+                "--data-dir".into(),
+                path(&self.layout.etcd_dir()),
+                "--listen-client-urls".into(),
+                client.clone(),
+                "--advertise-client-urls".into(),
+                client,
+                "--listen-peer-urls".into(),
+                peer.clone(),
+                "--initial-advertise-peer-urls".into(),
+                peer.clone(),
+                "--initial-cluster".into(),
+                format!("hb-local={peer}"),
+                "--log-level".into(),
+                "warn".into(),
+                "--quota-backend-bytes".into(),
+                "2147483648".into(),
+                // A throwaway test cluster: speed over durability.
+                "--unsafe-no-fsync".into(),
+            ],
+        }
+    }
+
+    fn etcd_healthy(&self) -> bool {
+        let url = format!("http://127.0.0.1:{}/health", self.ports.etcd);
+        command_output(Command::new("curl").args(["-sf", &url])).is_some_and(|o| o.contains("true"))
+    }
+
+    fn apiserver(&self) -> Launch {
+        let root = self.layout.root();
+        Launch {
+            program: self.tools.tool("kube-apiserver"),
+            args: [
+                "--etcd-servers",
+                &format!("http://127.0.0.1:{}", self.ports.etcd),
+                "--bind-address",
+                "127.0.0.1",
+                "--advertise-address",
+                "127.0.0.1",
+                "--secure-port",
+                &self.ports.apiserver.to_string(),
+                "--cert-dir",
+                &path(&root.join("apiserver-certs")),
+                "--tls-cert-file",
+                &self.pki("apiserver.crt"),
+                "--tls-private-key-file",
+                &self.pki("apiserver.key"),
+                "--client-ca-file",
+                &self.pki("ca.crt"),
+                "--service-account-issuer",
+                "https://kubernetes.default.svc.cluster.local",
+                "--service-account-key-file",
+                &self.pki("sa.pub"),
+                "--service-account-signing-key-file",
+                &self.pki("sa.key"),
+                "--service-cluster-ip-range",
+                "10.0.0.0/24",
+                "--authorization-mode",
+                "Node,RBAC",
+                "--enable-admission-plugins",
+                "NamespaceLifecycle,ServiceAccount,MutatingAdmissionWebhook,\
+                 ValidatingAdmissionWebhook,ValidatingAdmissionPolicy",
+                "--endpoint-reconciler-type",
+                "none",
+                "--kubelet-preferred-address-types",
+                "InternalIP",
+                "--kubelet-certificate-authority",
+                &self.pki("ca.crt"),
+                "--allow-privileged=true",
+                "--profiling=false",
+                "--v=1",
+            ]
+            .map(String::from)
+            .to_vec(),
+        }
+    }
+
+    fn kubectl(&self) -> Command {
+        let mut cmd = Command::new(self.tools.tool("kubectl"));
+        cmd.arg("--kubeconfig").arg(self.layout.kubeconfig());
+        cmd
+    }
+
+    fn apiserver_healthy(&self) -> bool {
+        command_output(self.kubectl().args(["get", "--raw", "/readyz"])).is_some()
+    }
+
+    /// Flags kube-controller-manager and kube-scheduler share.
+    fn control_plane_flags(&self, port: u16, cert_dir: &str) -> Vec<String> {
+        let kc = path(&self.layout.kubeconfig());
+        [
+            "--kubeconfig",
+            &kc,
+            "--authentication-kubeconfig",
+            &kc,
+            "--authorization-kubeconfig",
+            &kc,
+            "--bind-address",
+            "127.0.0.1",
+            "--secure-port",
+            &port.to_string(),
+            "--cert-dir",
+            &path(&self.layout.root().join(cert_dir)),
+            "--leader-elect=false",
+            "--v=1",
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
+    fn controller_manager(&self) -> Launch {
+        let mut args = self.control_plane_flags(self.ports.controller_manager, "kcm-certs");
+        args.extend(
+            [
+                "--service-account-private-key-file",
+                &self.pki("sa.key"),
+                "--root-ca-file",
+                &self.pki("ca.crt"),
+                "--use-service-account-credentials=false",
+                "--controllers",
+                "*",
+                "--concurrent-gc-syncs",
+                "5",
+            ]
+            .map(String::from),
+        );
+        Launch {
+            program: self.tools.tool("kube-controller-manager"),
+            args,
+        }
+    }
+
+    fn scheduler(&self) -> Launch {
+        Launch {
+            program: self.tools.tool("kube-scheduler"),
+            args: self.control_plane_flags(self.ports.scheduler, "scheduler-certs"),
+        }
+    }
+
+    fn process_node(&self) -> Result<Launch, Error> {
+        let node_dir = self.layout.node_dir();
+        std::fs::create_dir_all(&node_dir).map_err(|e| Error::io(&node_dir, e))?;
+        Ok(Launch {
+            program: self.process_node_bin()?,
+            args: [
+                "--kubeconfig",
+                &path(&self.layout.kubeconfig()),
+                "--node-name",
+                crate::supervisor::NODE_NAME,
+                "--state-dir",
+                &path(&node_dir),
+                "--repo-dir",
+                &path(&self.tools.repo),
+                "--kubelet-port",
+                &self.ports.kubelet.to_string(),
+                "--tls-cert",
+                &self.pki("kubelet.crt"),
+                "--tls-key",
+                &self.pki("kubelet.key"),
+            ]
+            .map(String::from)
+            .to_vec(),
+        })
+    }
+
+    /// The process node's binary: the one given, a built one, or built now.
+    fn process_node_bin(&self) -> Result<PathBuf, Error> {
+        if let Some(bin) = self.tools.process_node_bin.as_ref().filter(|b| b.is_file()) {
+            return Ok(bin.clone());
+        }
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| self.tools.repo.join("target"));
+        for profile in ["debug", "release"] {
+            let bin = target.join(profile).join("process-node");
+            if bin.is_file() {
+                return Ok(bin);
+            }
+        }
+        crate::say("building the process node (cargo build -p heartbeat-process-node)");
+        let out = Command::new("cargo")
+            .args([
+                "build",
+                "-q",
+                "-p",
+                "heartbeat-process-node",
+                "--bin",
+                "process-node",
+            ])
+            .current_dir(&self.tools.repo)
+            .output()
+            .map_err(|source| Error::Spawn {
+                program: "cargo".into(),
+                source,
+            })?;
+        if !out.status.success() {
+            return Err(Error::Command {
+                what: "building the process node".into(),
+                output: String::from_utf8_lossy(&out.stderr).into_owned(),
+            });
+        }
+        Ok(target.join("debug").join("process-node"))
+    }
+
+    fn node_ready(&self) -> bool {
+        let jsonpath = "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}";
+        command_output(self.kubectl().args([
+            "get",
+            "node",
+            crate::supervisor::NODE_NAME,
+            "-o",
+            jsonpath,
+        ]))
+        .is_some_and(|o| o.trim() == "True")
+    }
+
+    /// `host:port` clients use for Kafka.
+    pub fn kafka_bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.ports.kafka)
+    }
+
+    fn kafka(&self) -> Result<Launch, Error> {
+        let dir = self.layout.kafka_dir();
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let props = dir.join("server.properties");
+        let write =
+            |file: &Path, text: String| std::fs::write(file, text).map_err(|e| Error::io(file, e));
+        write(&props, self.kafka_properties())?;
+        write(&dir.join("log4j2.properties"), KAFKA_LOG4J.to_string())?;
+        if !dir.join("data/meta.properties").is_file() {
+            self.format_kafka_storage(&props)?;
+        }
+        let mut args = self.tools.java(&self.layout);
+        args.extend(["kafka.Kafka".to_string(), path(&props)]);
+        Ok(Launch {
+            program: PathBuf::from("java"),
+            args,
+        })
+    }
+
+    fn kafka_properties(&self) -> String {
+        let (port, ctrl) = (self.ports.kafka, self.ports.kafka_controller);
+        let data = self.layout.kafka_dir().join("data");
+        format!(
+            "process.roles=broker,controller\n\
+             node.id=1\n\
+             controller.quorum.voters=1@127.0.0.1:{ctrl}\n\
+             listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{ctrl}\n\
+             advertised.listeners=PLAINTEXT://127.0.0.1:{port}\n\
+             controller.listener.names=CONTROLLER\n\
+             inter.broker.listener.name=PLAINTEXT\n\
+             listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n\
+             log.dirs={}\n\
+             num.partitions=1\n\
+             auto.create.topics.enable=false\n\
+             offsets.topic.replication.factor=1\n\
+             offsets.topic.num.partitions=4\n\
+             transaction.state.log.replication.factor=1\n\
+             transaction.state.log.min.isr=1\n\
+             share.coordinator.state.topic.replication.factor=1\n\
+             share.coordinator.state.topic.min.isr=1\n\
+             group.initial.rebalance.delay.ms=0\n",
+            data.display()
+        )
+    }
+
+    fn format_kafka_storage(&self, props: &Path) -> Result<(), Error> {
+        let java = self.tools.java(&self.layout);
+        let id = command_output(
+            Command::new("java")
+                .args(&java)
+                .args(["kafka.tools.StorageTool", "random-uuid"]),
+        )
+        .ok_or_else(|| Error::Command {
+            what: "kafka StorageTool random-uuid".into(),
+            output: String::new(),
+        })?;
+        let out = Command::new("java")
+            .args(&java)
+            .args(["kafka.tools.StorageTool", "format", "-t", id.trim(), "-c"])
+            .arg(props)
+            .output()
+            .map_err(|source| Error::Spawn {
+                program: "java".into(),
+                source,
+            })?;
+        if out.status.success() {
+            return Ok(());
+        }
+        Err(Error::Command {
+            what: "kafka: formatting storage".into(),
+            output: format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        })
+    }
+
+    fn kafka_answers(&self) -> bool {
+        command_output(Command::new("kcat").args([
+            "-L",
+            "-b",
+            &self.kafka_bootstrap(),
+            "-m",
+            "3",
+            "-J",
+        ]))
+        .is_some_and(|o| o.contains("\"brokers\":[{"))
+    }
+
+    /// The admin kubeconfig's text.
+    pub fn kubeconfig(&self) -> String {
+        format!(
+            "apiVersion: v1\n\
+             kind: Config\n\
+             clusters:\n\
+             - name: heartbeat-local\n  \
+               cluster:\n    \
+                 server: https://127.0.0.1:{}\n    \
+                 certificate-authority: {}\n\
+             users:\n\
+             - name: admin\n  \
+               user:\n    \
+                 client-certificate: {}\n    \
+                 client-key: {}\n\
+             contexts:\n\
+             - name: heartbeat-local\n  \
+               context: {{cluster: heartbeat-local, user: admin, namespace: default}}\n\
+             current-context: heartbeat-local\n",
+            self.ports.apiserver,
+            self.pki("ca.crt"),
+            self.pki("admin.crt"),
+            self.pki("admin.key"),
+        )
+    }
+}
+
+const KAFKA_LOG4J: &str = "rootLogger.level = WARN
+rootLogger.appenderRef.stdout.ref = STDOUT
+appender.stdout.type = Console
+appender.stdout.name = STDOUT
+appender.stdout.layout.type = PatternLayout
+appender.stdout.layout.pattern = [%d] %p %m (%c)%n
+logger.kafka.name = kafka.server.KafkaServer
+logger.kafka.level = INFO
+";
+
+/// `GET https://127.0.0.1:<port>/healthz` answers 2xx (self-signed serving
+/// certificates, so not verified).
+fn https_healthz_ok(port: u16) -> bool {
+    let url = format!("https://127.0.0.1:{port}/healthz");
+    command_output(Command::new("curl").args(["-skf", &url])).is_some()
+}
+
+/// A command's stdout when it succeeds.
+fn command_output(cmd: &mut Command) -> Option<String> {
+    let out = cmd.stdin(std::process::Stdio::null()).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn components_are_named_and_listed_in_dependency_order() {
+        let all = Component::parse_list("").expect("all");
+        assert_eq!(all, Component::START_ORDER.to_vec());
+        assert_eq!(
+            Component::parse_list("kafka etcd").expect("two"),
+            vec![Component::Etcd, Component::Kafka]
+        );
+        let err = Component::parse_list("kafka zookeeper").expect_err("unknown");
+        assert!(err.to_string().contains("zookeeper"), "{err}");
+        for c in Component::START_ORDER {
+            assert_eq!(Component::from_name(c.name()), Some(c));
+            assert!(Component::STOP_ORDER.contains(&c));
+        }
+    }
+}

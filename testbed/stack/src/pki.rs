@@ -1,0 +1,130 @@
+//! The stack's certificates: a CA, the API server's and the process node's
+//! serving certificates, an admin client certificate and the
+//! service-account key pair, made once per state directory with openssl.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::Error;
+
+/// A certificate the CA signs: file stem, subject, and its extensions.
+struct Leaf {
+    stem: &'static str,
+    subject: &'static str,
+    extensions: &'static str,
+}
+
+const LEAVES: [Leaf; 3] = [
+    Leaf {
+        stem: "apiserver",
+        subject: "/CN=kube-apiserver",
+        extensions: "subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,\
+                     DNS:kubernetes.default,DNS:kubernetes.default.svc\n\
+                     extendedKeyUsage=serverAuth\n",
+    },
+    Leaf {
+        stem: "admin",
+        subject: "/O=system:masters/CN=admin",
+        extensions: "extendedKeyUsage=clientAuth\n",
+    },
+    // Serving certificate of the process node's kubelet log API.
+    Leaf {
+        stem: "kubelet",
+        subject: "/CN=process-node",
+        extensions: "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:process-node\n\
+                     extendedKeyUsage=serverAuth\n",
+    },
+];
+
+fn openssl(dir: &Path, args: &[&str]) -> Result<(), Error> {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .map_err(|source| Error::Spawn {
+            program: "openssl".into(),
+            source,
+        })?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(Error::Command {
+        what: format!("openssl {}", args.join(" ")),
+        output: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+/// Makes the certificates in `dir` unless they are there already.
+pub fn ensure(dir: &Path) -> Result<(), Error> {
+    if dir.join("kubelet.crt").is_file() && dir.join("sa.pub").is_file() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "3650",
+            "-subj",
+            "/CN=heartbeat-local-ca",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+        ],
+    )?;
+    for leaf in &LEAVES {
+        let (key, csr, ext, crt) = (
+            format!("{}.key", leaf.stem),
+            format!("{}.csr", leaf.stem),
+            format!("{}.ext", leaf.stem),
+            format!("{}.crt", leaf.stem),
+        );
+        openssl(
+            dir,
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                leaf.subject,
+                "-keyout",
+                &key,
+                "-out",
+                &csr,
+            ],
+        )?;
+        std::fs::write(dir.join(&ext), leaf.extensions)
+            .map_err(|e| Error::io(&dir.join(&ext), e))?;
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "3650",
+                "-extfile",
+                &ext,
+                "-out",
+                &crt,
+            ],
+        )?;
+        let _ = std::fs::remove_file(dir.join(&csr));
+        let _ = std::fs::remove_file(dir.join(&ext));
+    }
+    openssl(dir, &["genrsa", "-out", "sa.key", "2048"])?;
+    openssl(dir, &["rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub"])
+}

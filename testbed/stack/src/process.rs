@@ -1,0 +1,84 @@
+//! The stack's component processes: started detached in a session of their
+//! own with output to their log, recorded in a pid file, stopped by that
+//! record only (a reused pid is never signalled).
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::Error;
+use crate::layout::PidRecord;
+
+/// Starts `program args...` through `setsid` (so it outlives this process
+/// and a closed terminal), appending its output to `log`, and records it
+/// in `pid_file`.
+pub fn start_detached(
+    program: &Path,
+    args: &[String],
+    env: &[(String, String)],
+    log: &Path,
+    pid_file: &Path,
+) -> Result<PidRecord, Error> {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| Error::io(log, e))?;
+    let err = out.try_clone().map_err(|e| Error::io(log, e))?;
+    // Not a group leader, so setsid execs in place and keeps the pid.
+    let child = Command::new("setsid")
+        .arg(program)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .map_err(|source| Error::Spawn {
+            program: program.display().to_string(),
+            source,
+        })?;
+    let pid = i32::try_from(child.id()).map_err(|_| Error::Command {
+        what: format!("starting {}", program.display()),
+        output: "pid out of range".into(),
+    })?;
+    let record = PidRecord::of(pid).ok_or_else(|| Error::Command {
+        what: format!("starting {}", program.display()),
+        output: format!("exited at once; see {}", log.display()),
+    })?;
+    record.write(pid_file)?;
+    Ok(record)
+}
+
+/// The running process recorded in `pid_file`, if any.
+pub fn running(pid_file: &Path) -> Option<PidRecord> {
+    PidRecord::read(pid_file).filter(PidRecord::is_alive)
+}
+
+/// Stops the process recorded in `pid_file`: SIGTERM, up to `grace` to
+/// exit, then SIGKILL; the pid file is removed. Returns the pid it stopped.
+pub fn stop(pid_file: &Path, grace: Duration) -> Option<i32> {
+    let record = running(pid_file);
+    let _ = std::fs::remove_file(pid_file);
+    let record = record?;
+    let pid = Pid::from_raw(record.pid);
+    let _ = kill(pid, Signal::SIGTERM);
+    let deadline = Instant::now() + grace;
+    while record.is_alive() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if record.is_alive() {
+        let _ = kill(pid, Signal::SIGKILL);
+    }
+    Some(record.pid)
+}
+
+/// The last `n` lines of a log file.
+pub fn tail(log: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}

@@ -1,0 +1,366 @@
+//! `e2e/stack up|down|status|env|stop|start|create-topic`: starting the
+//! wanted components in order and waiting for each to be healthy, and
+//! stopping exactly what was started (the node's containers included).
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+use crate::components::{Component, Plan, Ports, Tools};
+use crate::layout::{PidRecord, StackEnv, StackLayout};
+use crate::{Error, owner, pki, process, say};
+
+/// The Node the process node registers.
+pub const NODE_NAME: &str = "process-node";
+
+/// How long a component gets to exit after SIGTERM.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// One stack: where it lives, what it runs, with which tools.
+#[derive(Debug, Clone)]
+pub struct Stack {
+    pub layout: StackLayout,
+    pub tools: Tools,
+    /// The components this stack runs (`HB_COMPONENTS`).
+    pub components: Vec<Component>,
+    /// How long each component gets to become healthy.
+    pub up_timeout: Duration,
+}
+
+/// Options of `up`.
+#[derive(Debug, Clone, Default)]
+pub struct UpOptions {
+    /// Start from an empty cluster and broker.
+    pub fresh: bool,
+    /// Stop the stack once this process exits.
+    pub owner: Option<i32>,
+}
+
+impl Stack {
+    fn wants(&self, c: Component) -> bool {
+        self.components.contains(&c)
+    }
+
+    fn running(&self, c: Component) -> Option<PidRecord> {
+        process::running(&self.layout.pid_file(c.name()))
+    }
+
+    fn mkdirs(&self) -> Result<(), Error> {
+        for dir in [self.layout.pids_dir(), self.layout.logs_dir()] {
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        }
+        Ok(())
+    }
+
+    /// Starts the stack, or keeps the one that is up (handing it to `owner`).
+    pub fn up(&self, opts: &UpOptions) -> Result<(), Error> {
+        let missing = self.tools.missing(&self.components);
+        if !missing.is_empty() {
+            return Err(Error::MissingTools(missing));
+        }
+        self.mkdirs()?;
+        let all_running = self.components.iter().all(|c| self.running(*c).is_some());
+        if all_running && self.layout.stack_env().is_file() {
+            // A stack a fixture started, whose owner (the previous test
+            // binary) has exited, stays up for the new one.
+            if let Some(pid) = opts.owner
+                && owner::watcher_alive(&self.layout)
+                && !owner::owner_alive(&self.layout)
+            {
+                owner::hand_over(&self.layout, pid)?;
+            }
+            say(format!("already up ({})", self.layout.root().display()));
+            return Ok(());
+        }
+        // Anything half-started or left by a crash goes first.
+        self.down_quietly();
+        self.mkdirs()?;
+        if opts.fresh {
+            for dir in [
+                self.layout.etcd_dir(),
+                self.layout.kafka_dir(),
+                self.layout.node_dir(),
+            ] {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+        let plan = Plan {
+            layout: self.layout.clone(),
+            tools: self.tools.clone(),
+            ports: Ports::free()?,
+        };
+        if let Err(e) = self.start_all(&plan) {
+            self.down_quietly();
+            return Err(e);
+        }
+        if let Some(pid) = opts.owner {
+            owner::watch(&self.layout, pid)?;
+        }
+        say("up: eval \"$(e2e/stack env)\" to use it");
+        Ok(())
+    }
+
+    fn start_all(&self, plan: &Plan) -> Result<(), Error> {
+        let mut env = StackEnv {
+            tools_bin: Some(self.tools.bin()),
+            ..StackEnv::default()
+        };
+        if self.wants(Component::KubeApiserver) {
+            pki::ensure(&self.layout.pki_dir())?;
+            let kc = self.layout.kubeconfig();
+            std::fs::write(&kc, plan.kubeconfig()).map_err(|e| Error::io(&kc, e))?;
+            env.kubeconfig = Some(kc);
+            env.kube_apiserver = Some(format!("https://127.0.0.1:{}", plan.ports.apiserver));
+            env.etcd_endpoint = Some(format!("http://127.0.0.1:{}", plan.ports.etcd));
+        }
+        if self.wants(Component::Kafka) {
+            env.kafka_bootstrap = Some(plan.kafka_bootstrap());
+            env.kafka_controller_port = Some(plan.ports.kafka_controller);
+        }
+        for c in &self.components {
+            say(format!("starting {}", c.name()));
+            self.start_one(plan, *c)?;
+        }
+        env.write(&self.layout)
+    }
+
+    fn start_one(&self, plan: &Plan, c: Component) -> Result<(), Error> {
+        let launch = plan.launch(c)?;
+        let log = self.layout.log_file(c.name());
+        // Each start has a log of its own, so a failure shows only its lines.
+        let _ = std::fs::remove_file(&log);
+        let record = process::start_detached(
+            &launch.program,
+            &launch.args,
+            &[],
+            &log,
+            &self.layout.pid_file(c.name()),
+        )?;
+        let unhealthy = |why: String| Error::Unhealthy {
+            component: c.name(),
+            why,
+            log_tail: process::tail(&log, 30),
+            log: log.clone(),
+        };
+        let deadline = Instant::now() + self.up_timeout;
+        while !plan.healthy(c) {
+            if !record.is_alive() {
+                return Err(unhealthy("process exited".into()));
+            }
+            if Instant::now() >= deadline {
+                return Err(unhealthy(format!(
+                    "not healthy after {}s",
+                    self.up_timeout.as_secs()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        Ok(())
+    }
+
+    /// Stops what `up` started, the node's containers and the watcher.
+    pub fn down(&self) {
+        self.stop_all(&mut |msg| say(msg));
+    }
+
+    fn down_quietly(&self) {
+        self.stop_all(&mut |_| ());
+    }
+
+    fn stop_all(&self, report: &mut dyn FnMut(String)) {
+        for c in Component::STOP_ORDER {
+            if let Some(pid) = process::stop(&self.layout.pid_file(c.name()), STOP_GRACE) {
+                report(format!("stopped {} ({pid})", c.name()));
+            }
+        }
+        self.kill_orphaned_containers(report);
+        let _ = std::fs::remove_file(self.layout.stack_env());
+        owner::stop_watcher(&self.layout);
+    }
+
+    /// Container process groups of a node that died without stopping them.
+    fn kill_orphaned_containers(&self, report: &mut dyn FnMut(String)) {
+        for pod in self.layout.pods().all() {
+            for ctr in pod.containers() {
+                let file = ctr.pid_file();
+                if let Some(pid) = PidRecord::live_pid(&file)
+                    && killpg(Pid::from_raw(pid), Signal::SIGKILL).is_ok()
+                {
+                    report(format!("killed orphaned container group {pid}"));
+                }
+                let _ = std::fs::remove_file(file);
+            }
+        }
+    }
+
+    /// Prints each component's state and the stack's env; false when one is stopped.
+    pub fn status(&self) -> bool {
+        let mut all = true;
+        for c in &self.components {
+            match self.running(*c) {
+                Some(r) => println!("{}: running (pid {})", c.name(), r.pid),
+                None => {
+                    println!("{}: stopped", c.name());
+                    all = false;
+                }
+            }
+        }
+        if let Ok(env) = StackEnv::read(&self.layout) {
+            print!("{}", env.render());
+        }
+        all
+    }
+
+    /// `export` lines for a shell: `eval "$(e2e/stack env)"`.
+    pub fn env(&self) -> Result<String, Error> {
+        let env = StackEnv::read(&self.layout)?;
+        let mut out = String::new();
+        for (k, v) in env.pairs() {
+            out += &format!("export {k}={}\n", shell_quote(&v));
+        }
+        out += &format!(
+            "export HB_STACK_DIR={}\n",
+            shell_quote(&self.layout.root().display().to_string())
+        );
+        out += &format!(
+            "export HB_TOOLS_DIR={}\n",
+            shell_quote(&self.tools.dir.display().to_string())
+        );
+        out += &format!(
+            "export PATH={}:\"$PATH\"\n",
+            shell_quote(&self.tools.bin().display().to_string())
+        );
+        Ok(out)
+    }
+
+    fn kafka_plan(&self) -> Result<(Plan, String), Error> {
+        let env = StackEnv::read(&self.layout)?;
+        let not_up = |why: &str| Error::NotUp {
+            dir: self.layout.root().to_path_buf(),
+            why: why.into(),
+        };
+        let bootstrap = env
+            .kafka_bootstrap
+            .ok_or_else(|| not_up("no Kafka in stack.env"))?;
+        let port = bootstrap
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .ok_or_else(|| not_up("KAFKA_BOOTSTRAP has no port"))?;
+        let ctrl = env
+            .kafka_controller_port
+            .ok_or_else(|| not_up("no Kafka controller port in stack.env"))?;
+        let ports = Ports {
+            etcd: 0,
+            etcd_peer: 0,
+            apiserver: 0,
+            controller_manager: 0,
+            scheduler: 0,
+            kubelet: 0,
+            kafka: port,
+            kafka_controller: ctrl,
+        };
+        let plan = Plan {
+            layout: self.layout.clone(),
+            tools: self.tools.clone(),
+            ports,
+        };
+        Ok((plan, bootstrap))
+    }
+
+    /// `stop kafka`: takes the broker away (its ports stay in stack.env).
+    pub fn stop_kafka(&self) {
+        if let Some(pid) = process::stop(&self.layout.pid_file(Component::Kafka.name()), STOP_GRACE)
+        {
+            say(format!("stopped kafka ({pid})"));
+        }
+    }
+
+    /// `start kafka`: brings the broker back on the same ports.
+    pub fn start_kafka(&self) -> Result<(), Error> {
+        if self.running(Component::Kafka).is_some() {
+            return Ok(());
+        }
+        let (plan, bootstrap) = self.kafka_plan()?;
+        self.start_one(&plan, Component::Kafka)?;
+        say(format!("started kafka on {bootstrap}"));
+        Ok(())
+    }
+
+    /// `create-topic NAME [PARTITIONS]` (auto-creation is off on purpose).
+    pub fn create_topic(&self, name: &str, partitions: u32) -> Result<(), Error> {
+        let (_, bootstrap) = self.kafka_plan()?;
+        let out = Command::new("java")
+            .args(self.tools.java(&self.layout))
+            .args([
+                "org.apache.kafka.tools.TopicCommand",
+                "--bootstrap-server",
+                &bootstrap,
+            ])
+            .args(["--create", "--if-not-exists", "--topic", name])
+            .args([
+                "--partitions",
+                &partitions.to_string(),
+                "--replication-factor",
+                "1",
+            ])
+            .output()
+            .map_err(|source| Error::Spawn {
+                program: "java".into(),
+                source,
+            })?;
+        if out.status.success() {
+            return Ok(());
+        }
+        Err(Error::Command {
+            what: format!("creating topic {name}"),
+            output: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+
+    /// The pid (also the process group) of a pod's running container.
+    pub fn container_pid(&self, namespace: &str, pod: &str, container: &str) -> Result<i32, Error> {
+        let pod_dir =
+            self.layout.pods().newest(namespace, pod).ok_or_else(|| {
+                Error::Usage(format!("no pod {namespace}/{pod} on the process node"))
+            })?;
+        let file = pod_dir.container(container).pid_file();
+        PidRecord::live_pid(&file).ok_or_else(|| {
+            Error::Usage(format!(
+                "container {container} of {namespace}/{pod} is not running"
+            ))
+        })
+    }
+}
+
+/// `v` as one shell word.
+fn shell_quote(v: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "/._-:,+=@%".contains(c);
+    if !v.is_empty() && v.chars().all(plain) {
+        v.to_string()
+    } else {
+        format!("'{}'", v.replace('\'', r"'\''"))
+    }
+}
+
+/// The repository this binary was built from.
+pub fn repo_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn shell_quote_leaves_plain_words_and_quotes_the_rest() {
+        assert_eq!(super::shell_quote("127.0.0.1:9092"), "127.0.0.1:9092");
+        assert_eq!(super::shell_quote("/a b"), "'/a b'");
+        assert_eq!(super::shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(super::shell_quote(""), "''");
+    }
+}
