@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
+use heartbeat_crds::sidecar_contract::env;
+
 /// A free loopback port (bound then released; fine for tests on one machine).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -31,8 +33,8 @@ impl SidecarProcess {
         let mut cmd = Command::new(bin);
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HEARTBEAT_HTTP_ADDR", addr.to_string())
-            .env("HEARTBEAT_LOG", "info");
+            .env(env::HTTP_ADDR, addr.to_string())
+            .env(env::LOG, "info");
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use heartbeat_crds::sidecar_contract::env;
 use heartbeat_crds::{Beat, Phase};
 use heartbeat_e2e::kafka::{PrivateKafka, Received, read_until};
 use heartbeat_e2e::process::SidecarProcess;
@@ -11,7 +12,8 @@ use heartbeat_e2e::{KafkaStack, TestTopic};
 
 const BIN: &str = env!("CARGO_BIN_EXE_heartbeat-sidecar");
 
-/// The env the webhook gives an injected sidecar.
+/// The env the webhook gives an injected sidecar, named by the one contract
+/// the webhook renders from (tests/cli.rs pins the names themselves).
 fn injected_env(
     bootstrap: &str,
     topic: &str,
@@ -19,14 +21,14 @@ fn injected_env(
     interval: u32,
 ) -> Vec<(&'static str, String)> {
     vec![
-        ("HEARTBEAT_TOPIC", topic.to_string()),
-        ("HEARTBEAT_PROGRAM_ID", program_id.to_string()),
-        ("HEARTBEAT_INTERVAL_SECS", interval.to_string()),
-        ("HEARTBEAT_MONITOR", "e2e/sidecar".to_string()),
-        ("POD_NAME", "ingest-7d9f-abc".to_string()),
-        ("POD_NAMESPACE", "e2e".to_string()),
-        ("POD_UID", "0b6c-11".to_string()),
-        ("NODE_NAME", "node-1".to_string()),
+        (env::TOPIC, topic.to_string()),
+        (env::PROGRAM_ID, program_id.to_string()),
+        (env::INTERVAL_SECS, interval.to_string()),
+        (env::MONITOR, "e2e/sidecar".to_string()),
+        (env::POD_NAME, "ingest-7d9f-abc".to_string()),
+        (env::POD_NAMESPACE, "e2e".to_string()),
+        (env::POD_UID, "0b6c-11".to_string()),
+        (env::NODE_NAME, "node-1".to_string()),
         ("KAFKA_BOOTSTRAP_SERVERS", bootstrap.to_string()),
     ]
 }
@@ -50,7 +52,7 @@ async fn beats_arrive_with_key_fields_increasing_seq_and_the_interval_cadence() 
     let stack = KafkaStack::get();
     let topic = TestTopic::create(&stack.bootstrap, "sidecar-cadence").await;
     let mut env = injected_env(&stack.bootstrap, &topic.name, "e2e.ingest-7d9f-abc", 1);
-    env.push(("HEARTBEAT_SIGNING_KEY", "s3cret".to_string()));
+    env.push((env::SIGNING_KEY, "s3cret".to_string()));
     let mut sidecar = SidecarProcess::spawn(BIN.as_ref(), &env, &[]);
     // Let at least 6 beats arrive, then stop it.
     read_until(
@@ -134,7 +136,7 @@ async fn app_health_file_mode_follows_the_touch_file_age() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("health");
     let mut env = injected_env(&stack.bootstrap, &topic.name, "e2e.file", 1);
-    env.push(("HEARTBEAT_APP_HEALTH", format!("file:{}:2", file.display())));
+    env.push((env::APP_HEALTH, format!("file:{}:2", file.display())));
     let sidecar = SidecarProcess::spawn(BIN.as_ref(), &env, &[]);
 
     let body = sidecar
@@ -177,7 +179,7 @@ async fn app_health_ping_mode_follows_pings_and_counts_work() {
     let stack = KafkaStack::get();
     let topic = TestTopic::create(&stack.bootstrap, "sidecar-ping").await;
     let mut env = injected_env(&stack.bootstrap, &topic.name, "e2e.ping", 1);
-    env.push(("HEARTBEAT_APP_HEALTH", "ping:2".to_string()));
+    env.push((env::APP_HEALTH, "ping:2".to_string()));
     let mut sidecar = SidecarProcess::spawn(BIN.as_ref(), &env, &[]);
 
     // No ping since start: failing once the 2 s allowance is over.
@@ -274,10 +276,7 @@ async fn app_health_http_mode_follows_the_apps_probe() {
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
     let mut env = injected_env(&stack.bootstrap, &topic.name, "e2e.http", 1);
-    env.push((
-        "HEARTBEAT_APP_HEALTH",
-        format!("http://127.0.0.1:{port}/healthz"),
-    ));
+    env.push((env::APP_HEALTH, format!("http://127.0.0.1:{port}/healthz")));
     let sidecar = SidecarProcess::spawn(BIN.as_ref(), &env, &[]);
     sidecar
         .wait_for("/healthz/app", 200, Duration::from_secs(20))
@@ -305,7 +304,7 @@ async fn broker_outage_keeps_livez_fails_readyz_bounds_the_queue_and_recovers() 
     let topic = format!("outage-{}", heartbeat_e2e::unique_suffix());
     kafka.create_topic(&topic).await;
     let mut env = injected_env(&kafka.bootstrap, &topic, "e2e.outage", 1);
-    env.push(("HEARTBEAT_QUEUE_CAPACITY", "3".to_string()));
+    env.push((env::QUEUE_CAPACITY, "3".to_string()));
     // Long delivery timeout, so beats pile up against the queue cap.
     env.push(("KAFKA_MESSAGE_TIMEOUT_MS", "120000".to_string()));
     let sidecar = SidecarProcess::spawn(BIN.as_ref(), &env, &[]);
@@ -383,10 +382,7 @@ async fn sigterm_with_a_hung_app_probe_still_leaves_a_stopping_beat_within_two_s
     let hung = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = hung.local_addr().expect("addr").port();
     let mut env = injected_env(&stack.bootstrap, &topic.name, "e2e.stop", 1);
-    env.push((
-        "HEARTBEAT_APP_HEALTH",
-        format!("http://127.0.0.1:{port}/healthz"),
-    ));
+    env.push((env::APP_HEALTH, format!("http://127.0.0.1:{port}/healthz")));
     let mut sidecar = SidecarProcess::spawn(BIN.as_ref(), &env, &[]);
     read_until(
         &stack.bootstrap,
