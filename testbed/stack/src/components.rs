@@ -6,6 +6,7 @@ use std::process::Command;
 
 use crate::Error;
 use crate::layout::StackLayout;
+use crate::process::run_checked;
 
 /// One process of the stack.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,25 +178,16 @@ pub struct Ports {
 impl Ports {
     /// Eight distinct free ports.
     pub fn free() -> Result<Ports, Error> {
-        let [
-            etcd,
-            etcd_peer,
-            apiserver,
-            controller_manager,
-            scheduler,
-            kubelet,
-            kafka,
-            kafka_controller,
-        ] = crate::ports::free_ports::<8>()?;
+        let p = crate::ports::free_ports::<8>()?;
         Ok(Ports {
-            etcd,
-            etcd_peer,
-            apiserver,
-            controller_manager,
-            scheduler,
-            kubelet,
-            kafka,
-            kafka_controller,
+            etcd: p[0],
+            etcd_peer: p[1],
+            apiserver: p[2],
+            controller_manager: p[3],
+            scheduler: p[4],
+            kubelet: p[5],
+            kafka: p[6],
+            kafka_controller: p[7],
         })
     }
 }
@@ -435,27 +427,19 @@ impl Plan {
             }
         }
         crate::say("building the process node (cargo build -p heartbeat-process-node)");
-        let out = Command::new("cargo")
-            .args([
-                "build",
-                "-q",
-                "-p",
-                "heartbeat-process-node",
-                "--bin",
-                "process-node",
-            ])
-            .current_dir(&self.tools.repo)
-            .output()
-            .map_err(|source| Error::Spawn {
-                program: "cargo".into(),
-                source,
-            })?;
-        if !out.status.success() {
-            return Err(Error::Command {
-                what: "building the process node".into(),
-                output: String::from_utf8_lossy(&out.stderr).into_owned(),
-            });
-        }
+        run_checked(
+            Command::new("cargo")
+                .args([
+                    "build",
+                    "-q",
+                    "-p",
+                    "heartbeat-process-node",
+                    "--bin",
+                    "process-node",
+                ])
+                .current_dir(&self.tools.repo),
+            "building the process node",
+        )?;
         Ok(target.join("debug").join("process-node"))
     }
 
@@ -523,35 +507,20 @@ impl Plan {
 
     fn format_kafka_storage(&self, props: &Path) -> Result<(), Error> {
         let java = self.tools.java(&self.layout);
-        let id = command_output(
+        let id = run_checked(
             Command::new("java")
                 .args(&java)
                 .args(["kafka.tools.StorageTool", "random-uuid"]),
+            "kafka: StorageTool random-uuid",
+        )?;
+        run_checked(
+            Command::new("java")
+                .args(&java)
+                .args(["kafka.tools.StorageTool", "format", "-t", id.trim(), "-c"])
+                .arg(props),
+            "kafka: formatting storage",
         )
-        .ok_or_else(|| Error::Command {
-            what: "kafka StorageTool random-uuid".into(),
-            output: String::new(),
-        })?;
-        let out = Command::new("java")
-            .args(&java)
-            .args(["kafka.tools.StorageTool", "format", "-t", id.trim(), "-c"])
-            .arg(props)
-            .output()
-            .map_err(|source| Error::Spawn {
-                program: "java".into(),
-                source,
-            })?;
-        if out.status.success() {
-            return Ok(());
-        }
-        Err(Error::Command {
-            what: "kafka: formatting storage".into(),
-            output: format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        })
+        .map(drop)
     }
 
     fn kafka_answers(&self) -> bool {

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::Error;
+use crate::process::run_checked;
 
 /// A certificate the CA signs: file stem, subject, and its extensions.
 struct Leaf {
@@ -37,21 +38,8 @@ const LEAVES: [Leaf; 3] = [
 ];
 
 fn openssl(dir: &Path, args: &[&str]) -> Result<(), Error> {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .map_err(|source| Error::Spawn {
-            program: "openssl".into(),
-            source,
-        })?;
-    if out.status.success() {
-        return Ok(());
-    }
-    Err(Error::Command {
-        what: format!("openssl {}", args.join(" ")),
-        output: String::from_utf8_lossy(&out.stderr).into_owned(),
-    })
+    let what = format!("openssl {}", args.join(" "));
+    run_checked(Command::new("openssl").args(args).current_dir(dir), what).map(drop)
 }
 
 /// Makes the certificates in `dir` unless they are there already.

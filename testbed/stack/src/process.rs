@@ -76,6 +76,27 @@ pub fn stop(pid_file: &Path, grace: Duration) -> Option<i32> {
     Some(record.pid)
 }
 
+/// Runs a short command to its end: its stdout, or an error saying `what`
+/// failed with the command's output.
+pub fn run_checked(cmd: &mut Command, what: impl Into<String>) -> Result<String, Error> {
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| Error::Spawn { program, source })?;
+    if out.status.success() {
+        return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+    }
+    Err(Error::Command {
+        what: what.into(),
+        output: format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    })
+}
+
 /// The last `n` lines of a log file.
 pub fn tail(log: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();

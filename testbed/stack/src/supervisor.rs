@@ -292,32 +292,15 @@ impl Stack {
     /// `create-topic NAME [PARTITIONS]` (auto-creation is off on purpose).
     pub fn create_topic(&self, name: &str, partitions: u32) -> Result<(), Error> {
         let (_, bootstrap) = self.kafka_plan()?;
-        let out = Command::new("java")
-            .args(self.tools.java(&self.layout))
-            .args([
-                "org.apache.kafka.tools.TopicCommand",
-                "--bootstrap-server",
-                &bootstrap,
-            ])
+        let mut cmd = Command::new("java");
+        cmd.args(self.tools.java(&self.layout))
+            .args(["org.apache.kafka.tools.TopicCommand", "--bootstrap-server"])
+            .arg(&bootstrap)
             .args(["--create", "--if-not-exists", "--topic", name])
-            .args([
-                "--partitions",
-                &partitions.to_string(),
-                "--replication-factor",
-                "1",
-            ])
-            .output()
-            .map_err(|source| Error::Spawn {
-                program: "java".into(),
-                source,
-            })?;
-        if out.status.success() {
-            return Ok(());
-        }
-        Err(Error::Command {
-            what: format!("creating topic {name}"),
-            output: String::from_utf8_lossy(&out.stderr).into_owned(),
-        })
+            .arg("--partitions")
+            .arg(partitions.to_string())
+            .args(["--replication-factor", "1"]);
+        process::run_checked(&mut cmd, format!("creating topic {name}")).map(drop)
     }
 
     /// The pid (also the process group) of a pod's running container.
