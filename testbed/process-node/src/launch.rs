@@ -10,15 +10,22 @@ use k8s_openapi::api::core::v1::Container;
 
 use crate::images::Entrypoint;
 
-/// What the downward API can tell about the pod.
+/// Who the pod is, as far as the downward API (`fieldRef`) can tell.
 #[derive(Debug, Clone, Default)]
-pub struct PodFacts {
+pub struct PodIdentity {
+    /// `metadata.name`
     pub name: String,
+    /// `metadata.namespace`
     pub namespace: String,
+    /// `metadata.uid`
     pub uid: String,
+    /// `spec.nodeName`
     pub node: String,
+    /// `status.podIP` (and `status.podIPs`)
     pub pod_ip: String,
+    /// `status.hostIP` (and `status.hostIPs`)
     pub host_ip: String,
+    /// `spec.serviceAccountName`
     pub service_account: String,
 }
 
@@ -54,7 +61,7 @@ pub fn referenced(ctr: &Container) -> (BTreeSet<String>, BTreeSet<String>) {
     (secrets, maps)
 }
 
-fn field(pod: &PodFacts, path: &str) -> Result<String, String> {
+fn field(pod: &PodIdentity, path: &str) -> Result<String, String> {
     Ok(match path {
         "metadata.name" => pod.name.clone(),
         "metadata.namespace" => pod.namespace.clone(),
@@ -105,7 +112,7 @@ pub fn expand(s: &str, vars: &BTreeMap<String, String>) -> String {
 /// The container's environment, in Kubernetes order: envFrom, then env.
 pub fn resolve_env(
     ctr: &Container,
-    pod: &PodFacts,
+    pod: &PodIdentity,
     lookups: &Lookups,
 ) -> Result<Vec<(String, String)>, String> {
     let mut vars: BTreeMap<String, String> = BTreeMap::new();
@@ -316,8 +323,8 @@ mod tests {
         SecretKeySelector,
     };
 
-    fn pod() -> PodFacts {
-        PodFacts {
+    fn pod() -> PodIdentity {
+        PodIdentity {
             name: "p1".into(),
             namespace: "ns".into(),
             uid: "u-1".into(),

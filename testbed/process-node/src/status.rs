@@ -108,21 +108,28 @@ fn condition(type_: &str, ok: bool, now: Timestamp) -> PodCondition {
     }
 }
 
-/// Everything the status says beyond the containers.
-pub struct PodFacts<'a> {
+/// What the status is built from besides the containers: the worker's
+/// view of the pod as a whole.
+pub struct StatusInputs<'a> {
+    /// The pod's phase.
     pub phase: &'a str,
+    /// Whether every init container has completed and every native sidecar
+    /// has started (the Initialized condition).
     pub initialized: bool,
+    /// The pod's own loopback address.
     pub pod_ip: &'a str,
+    /// When this node took the pod on; also every condition's transition time.
     pub start_time: Timestamp,
+    /// Why the pod failed, if it did.
     pub message: Option<String>,
 }
 
 /// Builds the status; condition times are `start_time` so that an unchanged
 /// pod yields an identical status (and no write).
-pub fn build(ctrs: &[Ctr], pids: &[Option<u32>], facts: PodFacts<'_>) -> PodStatus {
+pub fn build(ctrs: &[Ctr], pids: &[Option<u32>], inputs: StatusInputs<'_>) -> PodStatus {
     let apps: Vec<&Ctr> = ctrs.iter().filter(|c| c.kind == Kind::App).collect();
     let all_ready = !apps.is_empty() && apps.iter().all(|c| c.ready);
-    let t = facts.start_time;
+    let t = inputs.start_time;
     let statuses = |want: fn(Kind) -> bool| -> Vec<ContainerStatus> {
         ctrs.iter()
             .zip(pids)
@@ -131,11 +138,11 @@ pub fn build(ctrs: &[Ctr], pids: &[Option<u32>], facts: PodFacts<'_>) -> PodStat
             .collect()
     };
     PodStatus {
-        phase: Some(facts.phase.to_string()),
-        message: facts.message,
+        phase: Some(inputs.phase.to_string()),
+        message: inputs.message,
         conditions: Some(vec![
             condition("PodScheduled", true, t),
-            condition("Initialized", facts.initialized, t),
+            condition("Initialized", inputs.initialized, t),
             condition("ContainersReady", all_ready, t),
             condition("Ready", all_ready, t),
         ]),
@@ -143,9 +150,9 @@ pub fn build(ctrs: &[Ctr], pids: &[Option<u32>], facts: PodFacts<'_>) -> PodStat
         host_ips: Some(vec![HostIP {
             ip: "127.0.0.1".into(),
         }]),
-        pod_ip: Some(facts.pod_ip.to_string()),
+        pod_ip: Some(inputs.pod_ip.to_string()),
         pod_ips: Some(vec![PodIP {
-            ip: facts.pod_ip.to_string(),
+            ip: inputs.pod_ip.to_string(),
         }]),
         start_time: Some(Time(t)),
         init_container_statuses: Some(statuses(|k| k != Kind::App)),

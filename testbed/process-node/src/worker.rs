@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::container::{Ctr, Kind, State};
 use crate::images::Images;
-use crate::launch::{self, Lookups, PodFacts, Rewrites};
+use crate::launch::{self, Lookups, PodIdentity, Rewrites};
 use crate::probe::{self, Timing};
 use crate::status;
 
@@ -321,9 +321,9 @@ impl Worker {
         Rewrites::new(mounts, &self.pod_ip)
     }
 
-    fn facts(&self) -> PodFacts {
+    fn identity(&self) -> PodIdentity {
         let m = &self.pod.metadata;
-        PodFacts {
+        PodIdentity {
             name: m.name.clone().unwrap_or_default(),
             namespace: m.namespace.clone().unwrap_or_default(),
             uid: m.uid.clone().unwrap_or_default(),
@@ -346,7 +346,7 @@ impl Worker {
             Err(msg) => return self.ctrs[i].fail_to_start("ErrImagePull", msg),
         };
         let lookups = self.lookups(i).await;
-        let env = match launch::resolve_env(&self.ctrs[i].spec, &self.facts(), &lookups) {
+        let env = match launch::resolve_env(&self.ctrs[i].spec, &self.identity(), &lookups) {
             Ok(env) => env,
             Err(msg) => return self.ctrs[i].fail_to_start("CreateContainerConfigError", msg),
         };
@@ -431,7 +431,7 @@ impl Worker {
         let status = status::build(
             &self.ctrs,
             &pids,
-            status::PodFacts {
+            status::StatusInputs {
                 phase: self.phase(),
                 initialized: self.initialized,
                 pod_ip: &self.pod_ip,
