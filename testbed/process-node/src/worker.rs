@@ -15,7 +15,7 @@ use crate::container::{Ctr, Kind, State};
 use crate::images::Images;
 use crate::launch::{self, Lookups, PodIdentity, Rewrites};
 use crate::probe::{self, Timing};
-use crate::status;
+use crate::status::{self, PodPhase};
 
 /// What the node tells a pod worker.
 pub enum Msg {
@@ -38,7 +38,7 @@ pub struct Worker {
     start_time: Timestamp,
     initialized: bool,
     completing: bool,
-    final_phase: Option<&'static str>,
+    final_phase: Option<PodPhase>,
     message: Option<String>,
     reported: Option<serde_json::Value>,
 }
@@ -264,7 +264,7 @@ impl Worker {
 
     /// The pod has ended: record the phase and stop whatever still runs.
     fn finish(&mut self, succeeded: bool) {
-        self.final_phase = Some(if succeeded { "Succeeded" } else { "Failed" });
+        self.final_phase = Some(PodPhase::ended(succeeded));
         let grace = self.grace().min(Duration::from_secs(10));
         for c in self.ctrs.iter_mut() {
             c.terminate(grace);
@@ -410,7 +410,7 @@ impl Worker {
         }
     }
 
-    fn phase(&self) -> &'static str {
+    fn phase(&self) -> PodPhase {
         if let Some(p) = self.final_phase {
             return p;
         }
@@ -420,9 +420,9 @@ impl Worker {
             .filter(|c| c.kind == Kind::App)
             .all(|c| c.ever_started);
         if self.initialized && apps_started {
-            "Running"
+            PodPhase::Running
         } else {
-            "Pending"
+            PodPhase::Pending
         }
     }
 
@@ -507,8 +507,7 @@ impl Worker {
         // when this node saw it) must not overwrite the pod's real status.
         if self.ctrs.iter().any(|c| c.ever_started) {
             if self.final_phase.is_none() {
-                let ok = self.apps_succeeded();
-                self.final_phase = Some(if ok { "Succeeded" } else { "Failed" });
+                self.final_phase = Some(PodPhase::ended(self.apps_succeeded()));
             }
             self.report().await;
         }
