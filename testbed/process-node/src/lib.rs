@@ -10,6 +10,7 @@ pub mod kubelet_api;
 pub mod launch;
 pub mod probe;
 pub mod registration;
+pub mod restart;
 pub mod status;
 pub mod worker;
 

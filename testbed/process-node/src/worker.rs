@@ -15,6 +15,7 @@ use crate::container::{Ctr, Kind, State};
 use crate::images::Images;
 use crate::launch::{self, Lookups, PodIdentity, Rewrites};
 use crate::probe::{self, Timing};
+use crate::restart::{self, RestartPolicy};
 use crate::status::{self, PodPhase};
 
 /// What the node tells a pod worker.
@@ -30,6 +31,8 @@ pub enum Msg {
 pub struct Worker {
     client: kube::Client,
     pod: Pod,
+    /// The pod's restartPolicy (immutable in the API, so read once).
+    restart_policy: RestartPolicy,
     ctrs: Vec<Ctr>,
     dir: PodDir,
     images: Images,
@@ -44,13 +47,6 @@ pub struct Worker {
 }
 
 const TICK: Duration = Duration::from_millis(250);
-
-fn restart_policy(pod: &Pod) -> &str {
-    pod.spec
-        .as_ref()
-        .and_then(|s| s.restart_policy.as_deref())
-        .unwrap_or("Always")
-}
 
 impl Worker {
     pub fn new(
@@ -70,7 +66,7 @@ impl Worker {
         let spec = pod.spec.clone().unwrap_or_default();
         let mut ctrs = Vec::new();
         for c in spec.init_containers.unwrap_or_default() {
-            let kind = if c.restart_policy.as_deref() == Some("Always") {
+            let kind = if RestartPolicy::of_container(&c) == Some(RestartPolicy::Always) {
                 Kind::Sidecar
             } else {
                 Kind::Init
@@ -82,6 +78,7 @@ impl Worker {
         }
         Worker {
             client,
+            restart_policy: RestartPolicy::of_pod(pod.spec.as_ref()),
             pod,
             ctrs,
             dir,
@@ -140,20 +137,13 @@ impl Worker {
         }
     }
 
+    /// Whether `c`, which has exited, is started again: never once the pod
+    /// is completing or has ended, otherwise as its restartPolicy says.
     fn should_restart(&self, c: &Ctr) -> bool {
         if self.completing || self.final_phase.is_some() {
             return false;
         }
-        let code = c.exit_code().unwrap_or(0);
-        match c.kind {
-            Kind::Sidecar => true,
-            Kind::Init => code != 0 && restart_policy(&self.pod) != "Never",
-            Kind::App => match restart_policy(&self.pod) {
-                "Always" => true,
-                "OnFailure" => code != 0,
-                _ => false,
-            },
-        }
+        restart::should_restart(c.kind, self.restart_policy, c.exit_code().unwrap_or(0))
     }
 
     async fn step(&mut self) {
@@ -190,7 +180,8 @@ impl Worker {
                     Kind::Sidecar if c.running() => continue,
                     Kind::Init if c.exit_code() == Some(0) => continue,
                     Kind::Init
-                        if c.exit_code().is_some() && restart_policy(&self.pod) == "Never" =>
+                        if c.exit_code().is_some()
+                            && self.restart_policy == RestartPolicy::Never =>
                     {
                         self.message = Some(format!("init container {} failed", c.name()));
                         return self.finish(false);
@@ -233,13 +224,13 @@ impl Worker {
     /// With restartPolicy Never/OnFailure, the pod ends once every app
     /// container is done; native sidecars are then stopped and do not count.
     fn check_completion(&mut self) {
-        if restart_policy(&self.pod) == "Always" {
+        if self.restart_policy == RestartPolicy::Always {
             return;
         }
         let apps_done = self.ctrs.iter().filter(|c| c.kind == Kind::App).all(|c| {
             !c.running()
                 && c.exit_code().is_some()
-                && (c.exit_code() == Some(0) || restart_policy(&self.pod) == "Never")
+                && (c.exit_code() == Some(0) || self.restart_policy == RestartPolicy::Never)
         });
         if !apps_done {
             return;
