@@ -1,6 +1,6 @@
 //! One container as a local process: its state machine (waiting, running,
-//! terminated), restarts with back-off, probe bookkeeping, and signals to
-//! its process group.
+//! terminated), restarts with back-off, its liveness and readiness probes,
+//! and signals to its process group.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -13,6 +13,7 @@ use nix::unistd::Pid;
 use heartbeat_testbed::layout::{ContainerDir, PidRecord, PodDir};
 
 use crate::launch::Launch;
+use crate::probe::{ProbeTracker, Verdict};
 
 /// Where a container stands in the pod.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,17 +71,16 @@ pub struct Ctr {
     /// SIGKILL after this, once SIGTERM was sent.
     pub kill_at: Option<Instant>,
     pub ready: bool,
-    pub liveness_failures: u32,
-    pub readiness_successes: u32,
-    pub readiness_failures: u32,
-    pub next_liveness: Option<Instant>,
-    pub next_readiness: Option<Instant>,
+    liveness: Option<ProbeTracker>,
+    readiness: Option<ProbeTracker>,
     dir: ContainerDir,
 }
 
 impl Ctr {
     pub fn new(spec: Container, kind: Kind, pod_dir: &PodDir) -> Ctr {
         let dir = pod_dir.container(&spec.name);
+        let liveness = spec.liveness_probe.clone().map(ProbeTracker::new);
+        let readiness = spec.readiness_probe.clone().map(ProbeTracker::new);
         Ctr {
             spec,
             kind,
@@ -96,11 +96,8 @@ impl Ctr {
             restart_at: None,
             kill_at: None,
             ready: false,
-            liveness_failures: 0,
-            readiness_successes: 0,
-            readiness_failures: 0,
-            next_liveness: None,
-            next_readiness: None,
+            liveness,
+            readiness,
             dir,
         }
     }
@@ -210,12 +207,46 @@ impl Ctr {
         self.kill_at = None;
         self.state = State::Running { started_at };
         self.ready = false;
-        self.liveness_failures = 0;
-        self.readiness_successes = 0;
-        self.readiness_failures = 0;
-        self.next_liveness = None;
-        self.next_readiness = None;
+        if let Some(liveness) = &mut self.liveness {
+            liveness.reset();
+        }
+        if let Some(readiness) = &mut self.readiness {
+            readiness.reset();
+        }
         Ok(())
+    }
+
+    /// Runs the probes that are due at `now`, while the process runs and is
+    /// not being stopped. Readiness sets `ready` (a container without a
+    /// readiness probe is ready while it runs); a failed liveness probe stops
+    /// the process within `grace`, for its restart policy to start it again.
+    pub async fn run_due_probes(
+        &mut self,
+        pod_ip: &str,
+        cwd: &Path,
+        now: Instant,
+        grace: Duration,
+    ) {
+        let Some(since) = self.proc.as_ref().map(|p| p.since) else {
+            return;
+        };
+        if self.kill_at.is_some() {
+            return;
+        }
+        if let Some(liveness) = &mut self.liveness
+            && let Some(Verdict::Failing(why)) =
+                liveness.check(&self.spec, pod_ip, cwd, since, now).await
+        {
+            tracing::info!(container = self.name(), %why, "liveness probe failed; restarting");
+            self.terminate(grace);
+        }
+        let Some(readiness) = &mut self.readiness else {
+            self.ready = true;
+            return;
+        };
+        if let Some(verdict) = readiness.check(&self.spec, pod_ip, cwd, since, now).await {
+            self.ready = verdict == Verdict::Passing;
+        }
     }
 
     /// Notices an exit; returns true when the process just ended.

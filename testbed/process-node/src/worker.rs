@@ -14,7 +14,6 @@ use tokio::sync::mpsc;
 use crate::container::{Ctr, Kind, State};
 use crate::images::Images;
 use crate::launch::{self, Lookups, PodIdentity, Rewrites};
-use crate::probe::{self, Timing};
 use crate::restart::{self, RestartPolicy};
 use crate::status::{self, PodPhase};
 
@@ -347,57 +346,13 @@ impl Worker {
         }
     }
 
+    /// Runs each container's probes that are due.
     async fn probe_all(&mut self) {
         let now = Instant::now();
         let grace = self.grace().min(Duration::from_secs(10));
         for c in self.ctrs.iter_mut() {
-            let Some(since) = c.proc.as_ref().map(|p| p.since) else {
-                continue;
-            };
-            if c.kill_at.is_some() {
-                continue;
-            }
-            if let Some(p) = c.spec.liveness_probe.clone() {
-                let t = Timing::of(&p);
-                if now >= since + t.initial_delay && c.next_liveness.is_none_or(|n| now >= n) {
-                    c.next_liveness = Some(now + t.period);
-                    match probe::run(&p, &c.spec, &self.pod_ip, self.dir.path()).await {
-                        Ok(()) => c.liveness_failures = 0,
-                        Err(why) => {
-                            c.liveness_failures += 1;
-                            if c.liveness_failures >= t.failure_threshold {
-                                tracing::info!(container = c.name(), %why, "liveness probe failed; restarting");
-                                c.terminate(grace);
-                            }
-                        }
-                    }
-                }
-            }
-            match c.spec.readiness_probe.clone() {
-                None => c.ready = true,
-                Some(p) => {
-                    let t = Timing::of(&p);
-                    if now >= since + t.initial_delay && c.next_readiness.is_none_or(|n| now >= n) {
-                        c.next_readiness = Some(now + t.period);
-                        match probe::run(&p, &c.spec, &self.pod_ip, self.dir.path()).await {
-                            Ok(()) => {
-                                c.readiness_failures = 0;
-                                c.readiness_successes += 1;
-                                if c.readiness_successes >= t.success_threshold {
-                                    c.ready = true;
-                                }
-                            }
-                            Err(_) => {
-                                c.readiness_successes = 0;
-                                c.readiness_failures += 1;
-                                if c.readiness_failures >= t.failure_threshold {
-                                    c.ready = false;
-                                }
-                            }
-                        }
-                    }
-                }
-            }
+            c.run_due_probes(&self.pod_ip, self.dir.path(), now, grace)
+                .await;
         }
     }
 
