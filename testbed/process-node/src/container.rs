@@ -29,18 +29,29 @@ pub enum Kind {
 /// The container's observable state, as in ContainerState.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
+    /// Not running: not started yet, in back-off, or a start failed.
     Waiting {
+        /// ContainerCreating, CrashLoopBackOff, or why the start failed.
         reason: String,
+        /// Details; empty when there are none.
         message: String,
     },
+    /// The process runs.
     Running {
+        /// When the process was started.
         started_at: Timestamp,
     },
+    /// The process has exited (and is not waiting to restart).
     Terminated {
+        /// The exit code; 128 + the signal number when a signal ended it.
         exit_code: i32,
+        /// The signal that ended the process, if one did.
         signal: Option<i32>,
+        /// Completed (exit 0) or Error.
         reason: String,
+        /// When the process was started.
         started_at: Timestamp,
+        /// When the exit was noticed.
         finished_at: Timestamp,
     },
 }
@@ -51,25 +62,37 @@ const BACKOFF_START: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(20);
 const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(60);
 
+/// A running process: the leader of its own process group.
 pub struct Running {
     child: tokio::process::Child,
     pid: i32,
     started_at: Timestamp,
+    /// When it was started, on the monotonic clock (probe delays count from here).
     pub since: Instant,
 }
 
+/// One container of a pod and its process, if it runs.
 pub struct Ctr {
+    /// The container as the pod spec has it.
     pub spec: Container,
+    /// Init container, native sidecar, or app container.
     pub kind: Kind,
+    /// The state the status reports.
     pub state: State,
+    /// The state before the last restart (the previous exit).
     pub last_state: Option<State>,
+    /// How often it was started again (restartCount).
     pub restarts: i32,
+    /// The process, while it runs.
     pub proc: Option<Running>,
+    /// Whether it was ever started.
     pub ever_started: bool,
     backoff: Duration,
+    /// No start before this (back-off after an exit or a failed start).
     pub restart_at: Option<Instant>,
     /// SIGKILL after this, once SIGTERM was sent.
     pub kill_at: Option<Instant>,
+    /// Whether it is ready (readiness probe, or simply running without one).
     pub ready: bool,
     liveness: Option<ProbeTracker>,
     readiness: Option<ProbeTracker>,
@@ -77,6 +100,7 @@ pub struct Ctr {
 }
 
 impl Ctr {
+    /// A container that has not started yet, its files under `pod_dir`.
     pub fn new(spec: Container, kind: Kind, pod_dir: &PodDir) -> Ctr {
         let dir = pod_dir.container(&spec.name);
         let liveness = spec.liveness_probe.clone().map(ProbeTracker::new);
@@ -102,18 +126,22 @@ impl Ctr {
         }
     }
 
+    /// The container's name.
     pub fn name(&self) -> &str {
         &self.spec.name
     }
 
+    /// The process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.proc.as_ref().and_then(|p| u32::try_from(p.pid).ok())
     }
 
+    /// Whether its process runs (until its exit is noticed by `reap`).
     pub fn running(&self) -> bool {
         self.proc.is_some()
     }
 
+    /// The exit code, while it is terminated (not while it waits to restart).
     pub fn exit_code(&self) -> Option<i32> {
         match &self.state {
             State::Terminated { exit_code, .. } => Some(*exit_code),
@@ -127,6 +155,7 @@ impl Ctr {
             .log(u32::try_from(self.restarts).unwrap_or_default())
     }
 
+    /// Records a start that failed: waiting with `reason`, retried after the back-off.
     pub fn fail_to_start(&mut self, reason: &str, message: String) {
         self.state = State::Waiting {
             reason: reason.into(),

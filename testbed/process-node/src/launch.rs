@@ -32,7 +32,9 @@ pub struct PodIdentity {
 /// Secrets and ConfigMaps of the pod's namespace that the container refers to.
 #[derive(Debug, Clone, Default)]
 pub struct Lookups {
+    /// Secret name -> its data, decoded as text.
     pub secrets: BTreeMap<String, BTreeMap<String, String>>,
+    /// ConfigMap name -> its data.
     pub config_maps: BTreeMap<String, BTreeMap<String, String>>,
 }
 
@@ -203,10 +205,12 @@ pub fn resolve_env(
 pub struct Rewrites {
     /// (mountPath, host directory), longest mount path first.
     pub mounts: Vec<(String, PathBuf)>,
+    /// The pod's own loopback address, which stands in for 0.0.0.0.
     pub pod_ip: String,
 }
 
 impl Rewrites {
+    /// Rewrites for these (mountPath, host directory) pairs and this pod address.
     pub fn new(mut mounts: Vec<(String, PathBuf)>, pod_ip: &str) -> Rewrites {
         mounts.sort_by_key(|(m, _)| std::cmp::Reverse(m.len()));
         Rewrites {
@@ -276,9 +280,13 @@ fn replace_address(s: &str, addr: &str, with: &str) -> String {
 /// A ready-to-spawn process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Launch {
+    /// The program to run.
     pub program: PathBuf,
+    /// Its arguments, expanded and rewritten.
     pub args: Vec<String>,
+    /// Its environment in Kubernetes order (the node adds only its own PATH).
     pub env: Vec<(String, String)>,
+    /// The container's workingDir, rewritten; None: the pod's directory.
     pub working_dir: Option<PathBuf>,
 }
 
