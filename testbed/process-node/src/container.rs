@@ -1,6 +1,6 @@
 //! One container as a local process: its state machine (waiting, running,
-//! terminated), restarts with back-off, probe bookkeeping, and signals to
-//! its process group.
+//! terminated), restarts with back-off, its liveness and readiness probes,
+//! and signals to its process group.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -13,6 +13,7 @@ use nix::unistd::Pid;
 use heartbeat_testbed::layout::{ContainerDir, PidRecord, PodDir};
 
 use crate::launch::Launch;
+use crate::probe::{ProbeTracker, Verdict};
 
 /// Where a container stands in the pod.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,18 +29,29 @@ pub enum Kind {
 /// The container's observable state, as in ContainerState.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
+    /// Not running: not started yet, in back-off, or a start failed.
     Waiting {
+        /// ContainerCreating, CrashLoopBackOff, or why the start failed.
         reason: String,
+        /// Details; empty when there are none.
         message: String,
     },
+    /// The process runs.
     Running {
+        /// When the process was started.
         started_at: Timestamp,
     },
+    /// The process has exited (and is not waiting to restart).
     Terminated {
+        /// The exit code; 128 + the signal number when a signal ended it.
         exit_code: i32,
+        /// The signal that ended the process, if one did.
         signal: Option<i32>,
+        /// Completed (exit 0) or Error.
         reason: String,
+        /// When the process was started.
         started_at: Timestamp,
+        /// When the exit was noticed.
         finished_at: Timestamp,
     },
 }
@@ -50,37 +62,49 @@ const BACKOFF_START: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(20);
 const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(60);
 
+/// A running process: the leader of its own process group.
 pub struct Running {
     child: tokio::process::Child,
     pid: i32,
     started_at: Timestamp,
+    /// When it was started, on the monotonic clock (probe delays count from here).
     pub since: Instant,
 }
 
+/// One container of a pod and its process, if it runs.
 pub struct Ctr {
+    /// The container as the pod spec has it.
     pub spec: Container,
+    /// Init container, native sidecar, or app container.
     pub kind: Kind,
+    /// The state the status reports.
     pub state: State,
+    /// The state before the last restart (the previous exit).
     pub last_state: Option<State>,
+    /// How often it was started again (restartCount).
     pub restarts: i32,
+    /// The process, while it runs.
     pub proc: Option<Running>,
+    /// Whether it was ever started.
     pub ever_started: bool,
     backoff: Duration,
+    /// No start before this (back-off after an exit or a failed start).
     pub restart_at: Option<Instant>,
     /// SIGKILL after this, once SIGTERM was sent.
     pub kill_at: Option<Instant>,
+    /// Whether it is ready (readiness probe, or simply running without one).
     pub ready: bool,
-    pub liveness_failures: u32,
-    pub readiness_successes: u32,
-    pub readiness_failures: u32,
-    pub next_liveness: Option<Instant>,
-    pub next_readiness: Option<Instant>,
+    liveness: Option<ProbeTracker>,
+    readiness: Option<ProbeTracker>,
     dir: ContainerDir,
 }
 
 impl Ctr {
+    /// A container that has not started yet, its files under `pod_dir`.
     pub fn new(spec: Container, kind: Kind, pod_dir: &PodDir) -> Ctr {
         let dir = pod_dir.container(&spec.name);
+        let liveness = spec.liveness_probe.clone().map(ProbeTracker::new);
+        let readiness = spec.readiness_probe.clone().map(ProbeTracker::new);
         Ctr {
             spec,
             kind,
@@ -96,27 +120,28 @@ impl Ctr {
             restart_at: None,
             kill_at: None,
             ready: false,
-            liveness_failures: 0,
-            readiness_successes: 0,
-            readiness_failures: 0,
-            next_liveness: None,
-            next_readiness: None,
+            liveness,
+            readiness,
             dir,
         }
     }
 
+    /// The container's name.
     pub fn name(&self) -> &str {
         &self.spec.name
     }
 
+    /// The process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.proc.as_ref().and_then(|p| u32::try_from(p.pid).ok())
     }
 
+    /// Whether its process runs (until its exit is noticed by `reap`).
     pub fn running(&self) -> bool {
         self.proc.is_some()
     }
 
+    /// The exit code, while it is terminated (not while it waits to restart).
     pub fn exit_code(&self) -> Option<i32> {
         match &self.state {
             State::Terminated { exit_code, .. } => Some(*exit_code),
@@ -130,6 +155,7 @@ impl Ctr {
             .log(u32::try_from(self.restarts).unwrap_or_default())
     }
 
+    /// Records a start that failed: waiting with `reason`, retried after the back-off.
     pub fn fail_to_start(&mut self, reason: &str, message: String) {
         self.state = State::Waiting {
             reason: reason.into(),
@@ -210,12 +236,46 @@ impl Ctr {
         self.kill_at = None;
         self.state = State::Running { started_at };
         self.ready = false;
-        self.liveness_failures = 0;
-        self.readiness_successes = 0;
-        self.readiness_failures = 0;
-        self.next_liveness = None;
-        self.next_readiness = None;
+        if let Some(liveness) = &mut self.liveness {
+            liveness.reset();
+        }
+        if let Some(readiness) = &mut self.readiness {
+            readiness.reset();
+        }
         Ok(())
+    }
+
+    /// Runs the probes that are due at `now`, while the process runs and is
+    /// not being stopped. Readiness sets `ready` (a container without a
+    /// readiness probe is ready while it runs); a failed liveness probe stops
+    /// the process within `grace`, for its restart policy to start it again.
+    pub async fn run_due_probes(
+        &mut self,
+        pod_ip: &str,
+        cwd: &Path,
+        now: Instant,
+        grace: Duration,
+    ) {
+        let Some(since) = self.proc.as_ref().map(|p| p.since) else {
+            return;
+        };
+        if self.kill_at.is_some() {
+            return;
+        }
+        if let Some(liveness) = &mut self.liveness
+            && let Some(Verdict::Failing(why)) =
+                liveness.check(&self.spec, pod_ip, cwd, since, now).await
+        {
+            tracing::info!(container = self.name(), %why, "liveness probe failed; restarting");
+            self.terminate(grace);
+        }
+        let Some(readiness) = &mut self.readiness else {
+            self.ready = true;
+            return;
+        };
+        if let Some(verdict) = readiness.check(&self.spec, pod_ip, cwd, since, now).await {
+            self.ready = verdict == Verdict::Passing;
+        }
     }
 
     /// Notices an exit; returns true when the process just ended.

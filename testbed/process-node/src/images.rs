@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 /// image's ENTRYPOINT and CMD).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entrypoint {
+    /// The program (ENTRYPOINT).
     pub program: PathBuf,
+    /// Its arguments when the container gives neither command nor args (CMD).
     pub default_args: Vec<String>,
 }
 
@@ -40,6 +42,7 @@ pub fn repository(image: &str) -> &str {
 /// Resolves images to local programs.
 #[derive(Debug, Clone)]
 pub struct Images {
+    /// The workspace checkout: its sidecar builds and `e2e/workloads/` scripts.
     pub repo_dir: PathBuf,
     /// Pins the heartbeat sidecar binary (tests); `None`: look it up at each start.
     pub sidecar_bin: Option<PathBuf>,

@@ -10,22 +10,31 @@ use k8s_openapi::api::core::v1::Container;
 
 use crate::images::Entrypoint;
 
-/// What the downward API can tell about the pod.
+/// Who the pod is, as far as the downward API (`fieldRef`) can tell.
 #[derive(Debug, Clone, Default)]
-pub struct PodFacts {
+pub struct PodIdentity {
+    /// `metadata.name`
     pub name: String,
+    /// `metadata.namespace`
     pub namespace: String,
+    /// `metadata.uid`
     pub uid: String,
+    /// `spec.nodeName`
     pub node: String,
+    /// `status.podIP` (and `status.podIPs`)
     pub pod_ip: String,
+    /// `status.hostIP` (and `status.hostIPs`)
     pub host_ip: String,
+    /// `spec.serviceAccountName`
     pub service_account: String,
 }
 
 /// Secrets and ConfigMaps of the pod's namespace that the container refers to.
 #[derive(Debug, Clone, Default)]
 pub struct Lookups {
+    /// Secret name -> its data, decoded as text.
     pub secrets: BTreeMap<String, BTreeMap<String, String>>,
+    /// ConfigMap name -> its data.
     pub config_maps: BTreeMap<String, BTreeMap<String, String>>,
 }
 
@@ -54,7 +63,7 @@ pub fn referenced(ctr: &Container) -> (BTreeSet<String>, BTreeSet<String>) {
     (secrets, maps)
 }
 
-fn field(pod: &PodFacts, path: &str) -> Result<String, String> {
+fn field(pod: &PodIdentity, path: &str) -> Result<String, String> {
     Ok(match path {
         "metadata.name" => pod.name.clone(),
         "metadata.namespace" => pod.namespace.clone(),
@@ -105,7 +114,7 @@ pub fn expand(s: &str, vars: &BTreeMap<String, String>) -> String {
 /// The container's environment, in Kubernetes order: envFrom, then env.
 pub fn resolve_env(
     ctr: &Container,
-    pod: &PodFacts,
+    pod: &PodIdentity,
     lookups: &Lookups,
 ) -> Result<Vec<(String, String)>, String> {
     let mut vars: BTreeMap<String, String> = BTreeMap::new();
@@ -196,10 +205,12 @@ pub fn resolve_env(
 pub struct Rewrites {
     /// (mountPath, host directory), longest mount path first.
     pub mounts: Vec<(String, PathBuf)>,
+    /// The pod's own loopback address, which stands in for 0.0.0.0.
     pub pod_ip: String,
 }
 
 impl Rewrites {
+    /// Rewrites for these (mountPath, host directory) pairs and this pod address.
     pub fn new(mut mounts: Vec<(String, PathBuf)>, pod_ip: &str) -> Rewrites {
         mounts.sort_by_key(|(m, _)| std::cmp::Reverse(m.len()));
         Rewrites {
@@ -269,9 +280,13 @@ fn replace_address(s: &str, addr: &str, with: &str) -> String {
 /// A ready-to-spawn process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Launch {
+    /// The program to run.
     pub program: PathBuf,
+    /// Its arguments, expanded and rewritten.
     pub args: Vec<String>,
+    /// Its environment in Kubernetes order (the node adds only its own PATH).
     pub env: Vec<(String, String)>,
+    /// The container's workingDir, rewritten; None: the pod's directory.
     pub working_dir: Option<PathBuf>,
 }
 
@@ -316,8 +331,8 @@ mod tests {
         SecretKeySelector,
     };
 
-    fn pod() -> PodFacts {
-        PodFacts {
+    fn pod() -> PodIdentity {
+        PodIdentity {
             name: "p1".into(),
             namespace: "ns".into(),
             uid: "u-1".into(),

@@ -10,6 +10,7 @@ pub mod kubelet_api;
 pub mod launch;
 pub mod probe;
 pub mod registration;
+pub mod restart;
 pub mod status;
 pub mod worker;
 
@@ -34,10 +35,13 @@ use worker::{Msg, Worker};
 /// How the node is started.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// The kubeconfig the node talks to the API server with.
     pub kubeconfig: PathBuf,
+    /// The Node object's name (pods with this `spec.nodeName` run here).
     pub node_name: String,
     /// The node's state directory (pods live under `<state>/pods`).
     pub state_dir: PathBuf,
+    /// The workspace checkout that images resolve into (see [`images`]).
     pub repo_dir: PathBuf,
     /// Serve the kubelet log API (for `kubectl logs`) on this port with this certificate.
     pub kubelet_api: Option<(u16, PathBuf, PathBuf)>,

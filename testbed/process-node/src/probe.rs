@@ -1,7 +1,10 @@
 //! Container probes as the kubelet runs them: httpGet (2xx/3xx passes),
-//! tcpSocket (a connect passes) and exec (exit 0 passes).
+//! tcpSocket (a connect passes) and exec (exit 0 passes); and the
+//! bookkeeping shared by liveness and readiness (when a probe is due, and
+//! its consecutive passes and failures against its thresholds).
 
-use std::time::Duration;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Container, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -9,10 +12,15 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 /// Timing of a probe, with the kubelet's defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timing {
+    /// initialDelaySeconds (default 0): no probe before the process has run this long.
     pub initial_delay: Duration,
+    /// periodSeconds (default 10, at least 1).
     pub period: Duration,
+    /// timeoutSeconds (default 1, at least 1).
     pub timeout: Duration,
+    /// failureThreshold (default 3, at least 1): failures in a row that fail the probe.
     pub failure_threshold: u32,
+    /// successThreshold (default 1, at least 1): passes in a row that pass the probe.
     pub success_threshold: u32,
 }
 
@@ -21,6 +29,7 @@ fn secs(v: Option<i32>, default: u64) -> Duration {
 }
 
 impl Timing {
+    /// The probe's timing, with the kubelet's defaults and minimums.
     pub fn of(p: &Probe) -> Timing {
         Timing {
             initial_delay: secs(p.initial_delay_seconds, 0),
@@ -54,12 +63,7 @@ fn port(ctr: &Container, p: &IntOrString) -> Result<u16, String> {
 }
 
 /// Runs one probe against a container at `pod_ip`; Err carries the failure reason.
-pub async fn run(
-    probe: &Probe,
-    ctr: &Container,
-    pod_ip: &str,
-    cwd: &std::path::Path,
-) -> Result<(), String> {
+pub async fn run(probe: &Probe, ctr: &Container, pod_ip: &str, cwd: &Path) -> Result<(), String> {
     let timeout = Timing::of(probe).timeout;
     if let Some(h) = &probe.http_get {
         if h.scheme
@@ -119,4 +123,183 @@ pub async fn run(
         };
     }
     Err("probe has no handler".into())
+}
+
+/// What a probe's results in a row add up to, once they reach a threshold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// successThreshold passes in a row.
+    Passing,
+    /// failureThreshold failures in a row, with the last failure's reason.
+    Failing(String),
+}
+
+/// One probe (liveness or readiness) of one container, with the kubelet's
+/// bookkeeping: when it is next due, and how many passes or failures in a
+/// row it has seen.
+#[derive(Debug, Clone)]
+pub struct ProbeTracker {
+    probe: Probe,
+    timing: Timing,
+    next_at: Option<Instant>,
+    successes: u32,
+    failures: u32,
+}
+
+impl ProbeTracker {
+    /// A tracker for `probe` that has seen no result yet.
+    pub fn new(probe: Probe) -> ProbeTracker {
+        ProbeTracker {
+            timing: Timing::of(&probe),
+            probe,
+            next_at: None,
+            successes: 0,
+            failures: 0,
+        }
+    }
+
+    /// Forgets the schedule and the counts, for a new run of the container.
+    pub fn reset(&mut self) {
+        self.next_at = None;
+        self.successes = 0;
+        self.failures = 0;
+    }
+
+    /// Whether the probe is due at `now` for a process running since
+    /// `since`: first after the initial delay, then once per period. When it
+    /// is, the next run is scheduled one period from `now`.
+    pub fn take_due(&mut self, since: Instant, now: Instant) -> bool {
+        let due = now >= since + self.timing.initial_delay && self.next_at.is_none_or(|n| now >= n);
+        if due {
+            self.next_at = Some(now + self.timing.period);
+        }
+        due
+    }
+
+    /// Counts one result. A pass breaks a run of failures and a failure a
+    /// run of passes; the verdict comes once a run reaches its threshold,
+    /// and again with every result that extends it.
+    pub fn record(&mut self, result: Result<(), String>) -> Option<Verdict> {
+        match result {
+            Ok(()) => {
+                self.failures = 0;
+                self.successes = self.successes.saturating_add(1);
+                (self.successes >= self.timing.success_threshold).then_some(Verdict::Passing)
+            }
+            Err(why) => {
+                self.successes = 0;
+                self.failures = self.failures.saturating_add(1);
+                (self.failures >= self.timing.failure_threshold).then_some(Verdict::Failing(why))
+            }
+        }
+    }
+
+    /// Runs the probe against `ctr` (at `pod_ip`, exec probes in `cwd`) if
+    /// it is due, and returns the verdict its results have reached, if any.
+    pub async fn check(
+        &mut self,
+        ctr: &Container,
+        pod_ip: &str,
+        cwd: &Path,
+        since: Instant,
+        now: Instant,
+    ) -> Option<Verdict> {
+        if !self.take_due(since, now) {
+            return None;
+        }
+        let result = run(&self.probe, ctr, pod_ip, cwd).await;
+        self.record(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tracker() -> ProbeTracker {
+        ProbeTracker::new(Probe {
+            initial_delay_seconds: Some(10),
+            period_seconds: Some(5),
+            failure_threshold: Some(3),
+            success_threshold: Some(2),
+            ..Default::default()
+        })
+    }
+
+    fn fail(why: &str) -> Result<(), String> {
+        Err(why.to_string())
+    }
+
+    #[test]
+    fn timing_defaults_are_the_kubelets() {
+        assert_eq!(
+            Timing::of(&Probe::default()),
+            Timing {
+                initial_delay: Duration::ZERO,
+                period: Duration::from_secs(10),
+                timeout: Duration::from_secs(1),
+                failure_threshold: 3,
+                success_threshold: 1,
+            }
+        );
+    }
+
+    #[test]
+    fn a_probe_is_first_due_after_the_initial_delay_then_once_per_period() {
+        let mut t = tracker();
+        let since = Instant::now();
+        let at = |secs| since + Duration::from_secs(secs);
+        assert!(!t.take_due(since, at(9)));
+        assert!(t.take_due(since, at(10)));
+        assert!(!t.take_due(since, at(10)), "one run per slot");
+        assert!(!t.take_due(since, at(14)));
+        assert!(t.take_due(since, at(15)));
+        assert!(t.take_due(since, at(30)), "a late tick runs at once");
+        assert!(
+            !t.take_due(since, at(34)),
+            "and the period counts from then"
+        );
+    }
+
+    #[test]
+    fn failures_fail_the_probe_only_at_the_threshold_with_the_last_reason() {
+        let mut t = tracker();
+        assert_eq!(t.record(fail("a")), None);
+        assert_eq!(t.record(fail("b")), None);
+        assert_eq!(t.record(fail("c")), Some(Verdict::Failing("c".into())));
+        assert_eq!(t.record(fail("d")), Some(Verdict::Failing("d".into())));
+    }
+
+    #[test]
+    fn passes_pass_the_probe_only_at_the_success_threshold() {
+        let mut t = tracker();
+        assert_eq!(t.record(Ok(())), None);
+        assert_eq!(t.record(Ok(())), Some(Verdict::Passing));
+        assert_eq!(t.record(Ok(())), Some(Verdict::Passing));
+    }
+
+    #[test]
+    fn a_pass_breaks_a_run_of_failures_and_a_failure_a_run_of_passes() {
+        let mut t = tracker();
+        assert_eq!(t.record(fail("a")), None);
+        assert_eq!(t.record(fail("b")), None);
+        assert_eq!(t.record(Ok(())), None);
+        assert_eq!(t.record(fail("c")), None, "counting starts over");
+        assert_eq!(t.record(Ok(())), None, "counting starts over");
+    }
+
+    #[test]
+    fn reset_forgets_the_schedule_and_the_counts() {
+        let mut t = tracker();
+        let since = Instant::now();
+        let at = |secs| since + Duration::from_secs(secs);
+        assert!(t.take_due(since, at(10)));
+        t.record(fail("a"));
+        t.record(fail("b"));
+        t.reset();
+        assert!(t.take_due(since, at(11)), "due again at once");
+        assert_eq!(t.record(fail("c")), None);
+        assert_eq!(t.record(fail("d")), None);
+        assert_eq!(t.record(fail("e")), Some(Verdict::Failing("e".into())));
+    }
 }

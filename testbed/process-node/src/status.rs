@@ -12,9 +12,14 @@ use crate::container::{Ctr, Kind, State};
 /// A pod's phase, as the node reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PodPhase {
+    /// Init containers or native sidecars are still starting, or an app
+    /// container has not started yet.
     Pending,
+    /// Initialized, and every app container has started at least once.
     Running,
+    /// Ended with every app container exiting 0.
     Succeeded,
+    /// Ended otherwise.
     Failed,
 }
 
@@ -37,6 +42,15 @@ impl PodPhase {
             Some("Succeeded") => PodPhase::Succeeded,
             Some("Failed") => PodPhase::Failed,
             _ => PodPhase::Pending,
+        }
+    }
+
+    /// How a pod ends: Succeeded when every app container succeeded.
+    pub fn ended(succeeded: bool) -> PodPhase {
+        if succeeded {
+            PodPhase::Succeeded
+        } else {
+            PodPhase::Failed
         }
     }
 
@@ -108,21 +122,28 @@ fn condition(type_: &str, ok: bool, now: Timestamp) -> PodCondition {
     }
 }
 
-/// Everything the status says beyond the containers.
-pub struct PodFacts<'a> {
-    pub phase: &'a str,
+/// What the status is built from besides the containers: the worker's
+/// view of the pod as a whole.
+pub struct StatusInputs<'a> {
+    /// The pod's phase.
+    pub phase: PodPhase,
+    /// Whether every init container has completed and every native sidecar
+    /// has started (the Initialized condition).
     pub initialized: bool,
+    /// The pod's own loopback address.
     pub pod_ip: &'a str,
+    /// When this node took the pod on; also every condition's transition time.
     pub start_time: Timestamp,
+    /// Why the pod failed, if it did.
     pub message: Option<String>,
 }
 
 /// Builds the status; condition times are `start_time` so that an unchanged
 /// pod yields an identical status (and no write).
-pub fn build(ctrs: &[Ctr], pids: &[Option<u32>], facts: PodFacts<'_>) -> PodStatus {
+pub fn build(ctrs: &[Ctr], pids: &[Option<u32>], inputs: StatusInputs<'_>) -> PodStatus {
     let apps: Vec<&Ctr> = ctrs.iter().filter(|c| c.kind == Kind::App).collect();
     let all_ready = !apps.is_empty() && apps.iter().all(|c| c.ready);
-    let t = facts.start_time;
+    let t = inputs.start_time;
     let statuses = |want: fn(Kind) -> bool| -> Vec<ContainerStatus> {
         ctrs.iter()
             .zip(pids)
@@ -131,11 +152,11 @@ pub fn build(ctrs: &[Ctr], pids: &[Option<u32>], facts: PodFacts<'_>) -> PodStat
             .collect()
     };
     PodStatus {
-        phase: Some(facts.phase.to_string()),
-        message: facts.message,
+        phase: Some(inputs.phase.as_str().to_string()),
+        message: inputs.message,
         conditions: Some(vec![
             condition("PodScheduled", true, t),
-            condition("Initialized", facts.initialized, t),
+            condition("Initialized", inputs.initialized, t),
             condition("ContainersReady", all_ready, t),
             condition("Ready", all_ready, t),
         ]),
@@ -143,13 +164,56 @@ pub fn build(ctrs: &[Ctr], pids: &[Option<u32>], facts: PodFacts<'_>) -> PodStat
         host_ips: Some(vec![HostIP {
             ip: "127.0.0.1".into(),
         }]),
-        pod_ip: Some(facts.pod_ip.to_string()),
+        pod_ip: Some(inputs.pod_ip.to_string()),
         pod_ips: Some(vec![PodIP {
-            ip: facts.pod_ip.to_string(),
+            ip: inputs.pod_ip.to_string(),
         }]),
         start_time: Some(Time(t)),
         init_container_statuses: Some(statuses(|k| k != Kind::App)),
         container_statuses: Some(statuses(|k| k == Kind::App)),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::PodStatus;
+
+    fn pod_in(phase: Option<&str>) -> Pod {
+        Pod {
+            status: Some(PodStatus {
+                phase: phase.map(str::to_string),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_phase_reads_back_from_its_api_spelling() {
+        for phase in [
+            PodPhase::Pending,
+            PodPhase::Running,
+            PodPhase::Succeeded,
+            PodPhase::Failed,
+        ] {
+            assert_eq!(PodPhase::of(&pod_in(Some(phase.as_str()))), phase);
+        }
+    }
+
+    #[test]
+    fn a_missing_or_unknown_phase_reads_as_pending() {
+        assert_eq!(PodPhase::of(&Pod::default()), PodPhase::Pending);
+        assert_eq!(PodPhase::of(&pod_in(None)), PodPhase::Pending);
+        assert_eq!(PodPhase::of(&pod_in(Some("Unknown"))), PodPhase::Pending);
+    }
+
+    #[test]
+    fn only_succeeded_and_failed_are_final() {
+        assert_eq!(PodPhase::ended(true), PodPhase::Succeeded);
+        assert_eq!(PodPhase::ended(false), PodPhase::Failed);
+        assert!(PodPhase::ended(true).is_final() && PodPhase::ended(false).is_final());
+        assert!(!PodPhase::Pending.is_final() && !PodPhase::Running.is_final());
     }
 }

@@ -13,9 +13,9 @@ use tokio::sync::mpsc;
 
 use crate::container::{Ctr, Kind, State};
 use crate::images::Images;
-use crate::launch::{self, Lookups, PodFacts, Rewrites};
-use crate::probe::{self, Timing};
-use crate::status;
+use crate::launch::{self, Lookups, PodIdentity, Rewrites};
+use crate::restart::{self, RestartPolicy};
+use crate::status::{self, PodPhase};
 
 /// What the node tells a pod worker.
 pub enum Msg {
@@ -27,32 +27,50 @@ pub enum Msg {
     Shutdown,
 }
 
+/// The task that runs one pod: its containers, its progress through the
+/// pod lifecycle, and the status last reported for it.
 pub struct Worker {
     client: kube::Client,
+    /// The pod object as last seen.
     pod: Pod,
+    /// The pod's restartPolicy (immutable in the API, so read once).
+    restart_policy: RestartPolicy,
+    /// Init containers and native sidecars in spec order, then app containers.
     ctrs: Vec<Ctr>,
     dir: PodDir,
     images: Images,
     node: String,
     pod_ip: String,
+    /// When this node took the pod on.
     start_time: Timestamp,
+    /// The init sequence is done (and stays so).
     initialized: bool,
+    /// The pod is winding down (its apps are done, or it is being deleted):
+    /// nothing is started or restarted any more.
     completing: bool,
-    final_phase: Option<&'static str>,
+    /// Succeeded or Failed, once the pod has ended.
+    final_phase: Option<PodPhase>,
+    /// Why the pod failed, for its status.
     message: Option<String>,
+    /// The status last written, to skip writes that change nothing.
     reported: Option<serde_json::Value>,
 }
 
 const TICK: Duration = Duration::from_millis(250);
 
-fn restart_policy(pod: &Pod) -> &str {
-    pod.spec
-        .as_ref()
-        .and_then(|s| s.restart_policy.as_deref())
-        .unwrap_or("Always")
+/// How far a pod's init sequence has got.
+enum InitProgress {
+    /// Every init container has exited 0 and every native sidecar runs.
+    Done,
+    /// A container of the sequence is starting, running, or waiting to restart.
+    Waiting,
+    /// An init container failed, and restartPolicy Never ends the pod.
+    Failed { container: String },
 }
 
 impl Worker {
+    /// A worker for `pod`, which gets the address `pod_ip` and its files in
+    /// its own directory under `pods`; nothing runs until [`Worker::run`].
     pub fn new(
         client: kube::Client,
         pod: Pod,
@@ -70,7 +88,7 @@ impl Worker {
         let spec = pod.spec.clone().unwrap_or_default();
         let mut ctrs = Vec::new();
         for c in spec.init_containers.unwrap_or_default() {
-            let kind = if c.restart_policy.as_deref() == Some("Always") {
+            let kind = if RestartPolicy::of_container(&c) == Some(RestartPolicy::Always) {
                 Kind::Sidecar
             } else {
                 Kind::Init
@@ -82,6 +100,7 @@ impl Worker {
         }
         Worker {
             client,
+            restart_policy: RestartPolicy::of_pod(pod.spec.as_ref()),
             pod,
             ctrs,
             dir,
@@ -104,6 +123,8 @@ impl Worker {
         )
     }
 
+    /// The pod's termination grace period: the deletion's, else the spec's,
+    /// else 30 s.
     fn grace(&self) -> Duration {
         let secs = self
             .pod
@@ -117,6 +138,12 @@ impl Worker {
             })
             .unwrap_or(30);
         Duration::from_secs(u64::try_from(secs).unwrap_or(0))
+    }
+
+    /// The grace period for stops the node decides on itself (the pod has
+    /// completed, a liveness probe failed): the pod's, at most 10 s.
+    fn stop_grace(&self) -> Duration {
+        self.grace().min(Duration::from_secs(10))
     }
 
     /// Runs the pod until it is deleted, gone, or the node stops.
@@ -140,29 +167,20 @@ impl Worker {
         }
     }
 
+    /// Whether `c`, which has exited, is started again: never once the pod
+    /// is completing or has ended, otherwise as its restartPolicy says.
     fn should_restart(&self, c: &Ctr) -> bool {
         if self.completing || self.final_phase.is_some() {
             return false;
         }
-        let code = c.exit_code().unwrap_or(0);
-        match c.kind {
-            Kind::Sidecar => true,
-            Kind::Init => code != 0 && restart_policy(&self.pod) != "Never",
-            Kind::App => match restart_policy(&self.pod) {
-                "Always" => true,
-                "OnFailure" => code != 0,
-                _ => false,
-            },
-        }
+        restart::should_restart(c.kind, self.restart_policy, c.exit_code().unwrap_or(0))
     }
 
+    /// One tick of the pod's life: notice exits, start what is due in the
+    /// kubelet's order (init sequence, then apps), end the pod once its apps
+    /// are done, and run the probes that are due.
     async fn step(&mut self) {
-        for i in 0..self.ctrs.len() {
-            if self.ctrs[i].reap() && self.should_restart(&self.ctrs[i]) {
-                self.ctrs[i].schedule_restart();
-            }
-            self.ctrs[i].enforce_kill();
-        }
+        self.reap_exits();
         if self.final_phase.is_some() {
             return;
         }
@@ -170,82 +188,101 @@ impl Worker {
             return self.check_completion();
         }
         if self.initialized {
-            // Once initialized, a pod stays so (as with the kubelet); native
-            // sidecars that exit are restarted without holding up the apps.
-            for i in 0..self.ctrs.len() {
-                if self.ctrs[i].kind == Kind::Sidecar
-                    && !self.ctrs[i].running()
-                    && self.ctrs[i].start_due()
-                {
-                    self.start(i).await;
-                }
-            }
+            self.restart_sidecars().await;
         } else {
-            // Init containers and native sidecars, in order.
-            let mut initialized = true;
-            for i in 0..self.ctrs.len() {
-                let c = &self.ctrs[i];
-                match c.kind {
-                    Kind::App => continue,
-                    Kind::Sidecar if c.running() => continue,
-                    Kind::Init if c.exit_code() == Some(0) => continue,
-                    Kind::Init
-                        if c.exit_code().is_some() && restart_policy(&self.pod) == "Never" =>
-                    {
-                        self.message = Some(format!("init container {} failed", c.name()));
-                        return self.finish(false);
-                    }
-                    _ => {}
+            match self.advance_init().await {
+                InitProgress::Done => self.initialized = true,
+                InitProgress::Waiting => return self.probe_all().await,
+                InitProgress::Failed { container } => {
+                    self.message = Some(format!("init container {container} failed"));
+                    return self.finish(false);
                 }
-                if !self.ctrs[i].running() && self.ctrs[i].start_due() {
-                    self.start(i).await;
-                }
-                // A native sidecar lets the next container start once it runs.
-                if !(self.ctrs[i].kind == Kind::Sidecar && self.ctrs[i].running()) {
-                    initialized = false;
-                    break;
-                }
-            }
-            self.initialized = initialized;
-            if !initialized {
-                self.probe_all().await;
-                return;
             }
         }
-        for i in 0..self.ctrs.len() {
-            let c = &self.ctrs[i];
-            if c.kind != Kind::App || c.running() || self.completing {
-                continue;
-            }
-            let never_ran = !c.ever_started;
-            if (never_ran
-                || (c.exit_code().is_some() && self.should_restart(c))
-                || matches!(c.state, State::Waiting { .. }))
-                && c.start_due()
-            {
-                self.start(i).await;
-            }
-        }
+        self.start_apps().await;
         self.check_completion();
         self.probe_all().await;
     }
 
-    /// With restartPolicy Never/OnFailure, the pod ends once every app
+    /// Notices the containers that exited and schedules the restarts their
+    /// policy asks for; SIGKILLs those whose stop grace period has passed.
+    fn reap_exits(&mut self) {
+        for i in 0..self.ctrs.len() {
+            if self.ctrs[i].reap() && self.should_restart(&self.ctrs[i]) {
+                self.ctrs[i].schedule_restart();
+            }
+            self.ctrs[i].enforce_kill();
+        }
+    }
+
+    /// Once initialized, a pod stays so (as with the kubelet): native
+    /// sidecars that exit are started again without holding up the apps.
+    async fn restart_sidecars(&mut self) {
+        for i in 0..self.ctrs.len() {
+            let c = &self.ctrs[i];
+            if c.kind == Kind::Sidecar && !c.running() && c.start_due() {
+                self.start(i).await;
+            }
+        }
+    }
+
+    /// Moves the init sequence on: init containers and native sidecars, one
+    /// at a time and in order. The next one starts once an init container
+    /// has exited 0, or once a native sidecar runs.
+    async fn advance_init(&mut self) -> InitProgress {
+        for i in 0..self.ctrs.len() {
+            let c = &self.ctrs[i];
+            match c.kind {
+                Kind::App => continue,
+                Kind::Sidecar if c.running() => continue,
+                Kind::Init if c.exit_code() == Some(0) => continue,
+                Kind::Init
+                    if c.exit_code().is_some() && self.restart_policy == RestartPolicy::Never =>
+                {
+                    return InitProgress::Failed {
+                        container: c.name().to_string(),
+                    };
+                }
+                _ => {}
+            }
+            if !c.running() && c.start_due() {
+                self.start(i).await;
+            }
+            let c = &self.ctrs[i];
+            if !(c.kind == Kind::Sidecar && c.running()) {
+                return InitProgress::Waiting;
+            }
+        }
+        InitProgress::Done
+    }
+
+    /// Starts the app containers that are stopped and due to start.
+    async fn start_apps(&mut self) {
+        for i in 0..self.ctrs.len() {
+            let c = &self.ctrs[i];
+            if c.kind == Kind::App && !c.running() && self.wants_start(c) && c.start_due() {
+                self.start(i).await;
+            }
+        }
+    }
+
+    /// Whether a stopped app container is to be started: it never ran, it
+    /// exited and its policy restarts it, or it waits (in back-off, or after
+    /// a start that failed).
+    fn wants_start(&self, c: &Ctr) -> bool {
+        !c.ever_started
+            || (c.exit_code().is_some() && self.should_restart(c))
+            || matches!(c.state, State::Waiting { .. })
+    }
+
+    /// With restartPolicy Never or OnFailure, the pod ends once every app
     /// container is done; native sidecars are then stopped and do not count.
     fn check_completion(&mut self) {
-        if restart_policy(&self.pod) == "Always" {
-            return;
-        }
-        let apps_done = self.ctrs.iter().filter(|c| c.kind == Kind::App).all(|c| {
-            !c.running()
-                && c.exit_code().is_some()
-                && (c.exit_code() == Some(0) || restart_policy(&self.pod) == "Never")
-        });
-        if !apps_done {
+        if self.restart_policy == RestartPolicy::Always || !self.apps_done() {
             return;
         }
         self.completing = true;
-        let grace = self.grace().min(Duration::from_secs(10));
+        let grace = self.stop_grace();
         for c in self.ctrs.iter_mut().filter(|c| c.kind == Kind::Sidecar) {
             c.terminate(grace);
         }
@@ -255,6 +292,18 @@ impl Worker {
         }
     }
 
+    /// Whether every app container has exited and its policy will not start
+    /// it again.
+    fn apps_done(&self) -> bool {
+        self.ctrs.iter().filter(|c| c.kind == Kind::App).all(|c| {
+            !c.running()
+                && c.exit_code().is_some_and(|code| {
+                    !restart::should_restart(Kind::App, self.restart_policy, code)
+                })
+        })
+    }
+
+    /// Whether every app container exited 0.
     fn apps_succeeded(&self) -> bool {
         self.ctrs
             .iter()
@@ -264,8 +313,8 @@ impl Worker {
 
     /// The pod has ended: record the phase and stop whatever still runs.
     fn finish(&mut self, succeeded: bool) {
-        self.final_phase = Some(if succeeded { "Succeeded" } else { "Failed" });
-        let grace = self.grace().min(Duration::from_secs(10));
+        self.final_phase = Some(PodPhase::ended(succeeded));
+        let grace = self.stop_grace();
         for c in self.ctrs.iter_mut() {
             c.terminate(grace);
         }
@@ -321,9 +370,9 @@ impl Worker {
         Rewrites::new(mounts, &self.pod_ip)
     }
 
-    fn facts(&self) -> PodFacts {
+    fn identity(&self) -> PodIdentity {
         let m = &self.pod.metadata;
-        PodFacts {
+        PodIdentity {
             name: m.name.clone().unwrap_or_default(),
             namespace: m.namespace.clone().unwrap_or_default(),
             uid: m.uid.clone().unwrap_or_default(),
@@ -339,6 +388,9 @@ impl Worker {
         }
     }
 
+    /// Starts container `i`; a start that fails leaves it waiting with the
+    /// kubelet's reason (ErrImagePull, CreateContainerConfigError,
+    /// RunContainerError) and retries after the back-off.
     async fn start(&mut self, i: usize) {
         let image = self.ctrs[i].spec.image.clone().unwrap_or_default();
         let entry = match self.images.resolve(&image) {
@@ -346,7 +398,7 @@ impl Worker {
             Err(msg) => return self.ctrs[i].fail_to_start("ErrImagePull", msg),
         };
         let lookups = self.lookups(i).await;
-        let env = match launch::resolve_env(&self.ctrs[i].spec, &self.facts(), &lookups) {
+        let env = match launch::resolve_env(&self.ctrs[i].spec, &self.identity(), &lookups) {
             Ok(env) => env,
             Err(msg) => return self.ctrs[i].fail_to_start("CreateContainerConfigError", msg),
         };
@@ -356,61 +408,19 @@ impl Worker {
         }
     }
 
+    /// Runs each container's probes that are due.
     async fn probe_all(&mut self) {
         let now = Instant::now();
-        let grace = self.grace().min(Duration::from_secs(10));
+        let grace = self.stop_grace();
         for c in self.ctrs.iter_mut() {
-            let Some(since) = c.proc.as_ref().map(|p| p.since) else {
-                continue;
-            };
-            if c.kill_at.is_some() {
-                continue;
-            }
-            if let Some(p) = c.spec.liveness_probe.clone() {
-                let t = Timing::of(&p);
-                if now >= since + t.initial_delay && c.next_liveness.is_none_or(|n| now >= n) {
-                    c.next_liveness = Some(now + t.period);
-                    match probe::run(&p, &c.spec, &self.pod_ip, self.dir.path()).await {
-                        Ok(()) => c.liveness_failures = 0,
-                        Err(why) => {
-                            c.liveness_failures += 1;
-                            if c.liveness_failures >= t.failure_threshold {
-                                tracing::info!(container = c.name(), %why, "liveness probe failed; restarting");
-                                c.terminate(grace);
-                            }
-                        }
-                    }
-                }
-            }
-            match c.spec.readiness_probe.clone() {
-                None => c.ready = true,
-                Some(p) => {
-                    let t = Timing::of(&p);
-                    if now >= since + t.initial_delay && c.next_readiness.is_none_or(|n| now >= n) {
-                        c.next_readiness = Some(now + t.period);
-                        match probe::run(&p, &c.spec, &self.pod_ip, self.dir.path()).await {
-                            Ok(()) => {
-                                c.readiness_failures = 0;
-                                c.readiness_successes += 1;
-                                if c.readiness_successes >= t.success_threshold {
-                                    c.ready = true;
-                                }
-                            }
-                            Err(_) => {
-                                c.readiness_successes = 0;
-                                c.readiness_failures += 1;
-                                if c.readiness_failures >= t.failure_threshold {
-                                    c.ready = false;
-                                }
-                            }
-                        }
-                    }
-                }
-            }
+            c.run_due_probes(&self.pod_ip, self.dir.path(), now, grace)
+                .await;
         }
     }
 
-    fn phase(&self) -> &'static str {
+    /// The phase to report: Running once initialized and every app container
+    /// has started, until the pod ends.
+    fn phase(&self) -> PodPhase {
         if let Some(p) = self.final_phase {
             return p;
         }
@@ -420,9 +430,9 @@ impl Worker {
             .filter(|c| c.kind == Kind::App)
             .all(|c| c.ever_started);
         if self.initialized && apps_started {
-            "Running"
+            PodPhase::Running
         } else {
-            "Pending"
+            PodPhase::Pending
         }
     }
 
@@ -431,7 +441,7 @@ impl Worker {
         let status = status::build(
             &self.ctrs,
             &pids,
-            status::PodFacts {
+            status::StatusInputs {
                 phase: self.phase(),
                 initialized: self.initialized,
                 pod_ip: &self.pod_ip,
@@ -507,8 +517,7 @@ impl Worker {
         // when this node saw it) must not overwrite the pod's real status.
         if self.ctrs.iter().any(|c| c.ever_started) {
             if self.final_phase.is_none() {
-                let ok = self.apps_succeeded();
-                self.final_phase = Some(if ok { "Succeeded" } else { "Failed" });
+                self.final_phase = Some(PodPhase::ended(self.apps_succeeded()));
             }
             self.report().await;
         }
