@@ -91,7 +91,8 @@ impl TestNamespace {
         run_ok(self.stack.kubectl().arg("-n").arg(&self.name).args(args))
     }
 
-    /// Polls `kubectl get <what> -o jsonpath=<path>` until `pred` holds, or
+    /// Polls `kubectl get <what> -o jsonpath=<path>` (`what` may hold
+    /// several words, such as a label selector) until `pred` holds, or
     /// panics after `timeout` with the last value.
     pub fn wait_jsonpath(
         &self,
@@ -106,7 +107,9 @@ impl TestNamespace {
             let (_, out, err) = run(self
                 .stack
                 .kubectl()
-                .args(["get", "-n", &self.name, what, "-o", &jp]));
+                .args(["get", "-n", &self.name])
+                .args(what.split_whitespace())
+                .args(["-o", &jp]));
             if pred(&out) {
                 return out;
             }
@@ -143,5 +146,34 @@ impl TestNamespace {
     /// The current log of a container run by the process node.
     pub fn container_log(&self, pod: &str, container: &str) -> String {
         self.stack.container_log(&self.name, pod, container)
+    }
+
+    /// Polls a container's log until `pred` holds, or panics after
+    /// `timeout` showing the log; returns the log.
+    pub fn wait_log(
+        &self,
+        pod: &str,
+        container: &str,
+        timeout: std::time::Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> String {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let log = self.container_log(pod, container);
+            if pred(&log) {
+                return log;
+            }
+            if std::time::Instant::now() >= deadline {
+                let pods = run(self
+                    .stack
+                    .kubectl()
+                    .args(["get", "pods", "-n", &self.name, "-o", "wide"]))
+                .1;
+                panic!(
+                    "log of {pod}/{container}: condition not met within {timeout:?}:\n{log}\npods:\n{pods}"
+                );
+            }
+            std::thread::sleep(std::time::Duration::from_millis(250));
+        }
     }
 }

@@ -18,6 +18,8 @@ pub struct Stack {
     pub kafka_bootstrap: String,
     /// Directory of the installed tools (kubectl, helm, ...).
     pub tools_bin: PathBuf,
+    /// Everything its `stack.env` says (addresses, network namespace, ...).
+    pub env: StackEnv,
 }
 
 /// The repository root (where `e2e/stack` lives).
@@ -75,11 +77,19 @@ impl Stack {
     pub fn from_env(layout: StackLayout, env: StackEnv) -> Result<Stack, String> {
         let missing = |key: &str| format!("{} has no {key}", layout.stack_env().display());
         Ok(Stack {
-            kubeconfig: env.kubeconfig.ok_or_else(|| missing("KUBECONFIG"))?,
+            kubeconfig: env
+                .kubeconfig
+                .clone()
+                .ok_or_else(|| missing("KUBECONFIG"))?,
             kafka_bootstrap: env
                 .kafka_bootstrap
+                .clone()
                 .ok_or_else(|| missing("KAFKA_BOOTSTRAP"))?,
-            tools_bin: env.tools_bin.ok_or_else(|| missing("HB_TOOLS_BIN"))?,
+            tools_bin: env
+                .tools_bin
+                .clone()
+                .ok_or_else(|| missing("HB_TOOLS_BIN"))?,
+            env,
             layout,
         })
     }

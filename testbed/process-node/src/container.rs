@@ -12,6 +12,7 @@ use nix::unistd::Pid;
 
 use heartbeat_testbed::layout::{ContainerDir, PidRecord, PodDir};
 
+use crate::enter::Entry;
 use crate::launch::Launch;
 use crate::probe::{ProbeTracker, Verdict};
 
@@ -97,6 +98,8 @@ pub struct Ctr {
     liveness: Option<ProbeTracker>,
     readiness: Option<ProbeTracker>,
     dir: ContainerDir,
+    /// How its process was entered, for exec probes.
+    entry: Option<Entry>,
 }
 
 impl Ctr {
@@ -123,6 +126,7 @@ impl Ctr {
             liveness,
             readiness,
             dir,
+            entry: None,
         }
     }
 
@@ -170,8 +174,9 @@ impl Ctr {
         self.proc.is_none() && self.restart_at.is_none_or(|t| Instant::now() >= t)
     }
 
-    /// Spawns the process in its own process group, logging to `<restarts>.log`.
-    pub fn start(&mut self, launch: &Launch, default_cwd: &Path) -> Result<(), String> {
+    /// Spawns the process inside its pod (`entry`) in its own process
+    /// group, logging to `<restarts>.log`.
+    pub fn start(&mut self, launch: &Launch, entry: Entry) -> Result<(), String> {
         // A restart counts only once the process is really started again.
         let run = if self.ever_started {
             self.restarts + 1
@@ -183,22 +188,15 @@ impl Ctr {
         let log = std::fs::File::create(self.dir.log(u32::try_from(run).unwrap_or_default()))
             .map_err(|e| e.to_string())?;
         let log2 = log.try_clone().map_err(|e| e.to_string())?;
-        let cwd = launch.working_dir.as_deref().unwrap_or(default_cwd);
-        if !cwd.is_dir() {
-            return Err(format!(
-                "workingDir {} does not exist on the process node",
-                cwd.display()
-            ));
-        }
-        let mut cmd = tokio::process::Command::new(&launch.program);
-        cmd.args(&launch.args)
-            .env_clear()
+        // pod-enter reports a workingDir that does not exist, as a runtime does.
+        let cwd = launch.working_dir.as_deref().unwrap_or(Path::new("/"));
+        let mut cmd = entry.command(cwd, &launch.program, &launch.args);
+        cmd.env_clear()
             .env(
                 "PATH",
                 std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()),
             )
             .envs(launch.env.iter().map(|(k, v)| (k, v)))
-            .current_dir(cwd)
             .stdin(std::process::Stdio::null())
             .stdout(log)
             .stderr(log2)
@@ -232,6 +230,7 @@ impl Ctr {
             since: Instant::now(),
         });
         self.ever_started = true;
+        self.entry = Some(entry);
         self.restart_at = None;
         self.kill_at = None;
         self.state = State::Running { started_at };
@@ -249,14 +248,9 @@ impl Ctr {
     /// not being stopped. Readiness sets `ready` (a container without a
     /// readiness probe is ready while it runs); a failed liveness probe stops
     /// the process within `grace`, for its restart policy to start it again.
-    pub async fn run_due_probes(
-        &mut self,
-        pod_ip: &str,
-        cwd: &Path,
-        now: Instant,
-        grace: Duration,
-    ) {
-        let Some(since) = self.proc.as_ref().map(|p| p.since) else {
+    pub async fn run_due_probes(&mut self, now: Instant, grace: Duration) {
+        let (Some(since), Some(entry)) = (self.proc.as_ref().map(|p| p.since), self.entry.clone())
+        else {
             return;
         };
         if self.kill_at.is_some() {
@@ -264,7 +258,7 @@ impl Ctr {
         }
         if let Some(liveness) = &mut self.liveness
             && let Some(Verdict::Failing(why)) =
-                liveness.check(&self.spec, pod_ip, cwd, since, now).await
+                liveness.check(&self.spec, &entry, since, now).await
         {
             tracing::info!(container = self.name(), %why, "liveness probe failed; restarting");
             self.terminate(grace);
@@ -273,7 +267,7 @@ impl Ctr {
             self.ready = true;
             return;
         };
-        if let Some(verdict) = readiness.check(&self.spec, pod_ip, cwd, since, now).await {
+        if let Some(verdict) = readiness.check(&self.spec, &entry, since, now).await {
             self.ready = verdict == Verdict::Passing;
         }
     }

@@ -19,7 +19,14 @@ pub const DEMO_IMAGES: &[(&str, &str)] = &[
     ("demo/job", "job"),
     ("demo/http", "http-app"),
     ("demo/printenv", "printenv"),
+    ("demo/kubeapi", "kubeapi"),
+    ("demo/webhook", "webhook"),
 ];
+
+/// Images that run a binary of the workspace: any image whose last path
+/// segment is one of these (so a chart's `ghcr.io/x/heartbeat-operator:1.2`
+/// runs the local build).
+pub const WORKSPACE_IMAGES: &[&str] = &["heartbeat-sidecar", "heartbeat-operator"];
 
 /// `registry/path/name:tag@digest` -> `path/name` without registry, tag or digest.
 pub fn repository(image: &str) -> &str {
@@ -44,34 +51,37 @@ pub fn repository(image: &str) -> &str {
 pub struct Images {
     /// The workspace checkout: its sidecar builds and `e2e/workloads/` scripts.
     pub repo_dir: PathBuf,
+    /// Where the workspace's binaries are built.
+    pub target_dir: PathBuf,
     /// Pins the heartbeat sidecar binary (tests); `None`: look it up at each start.
     pub sidecar_bin: Option<PathBuf>,
 }
 
 impl Images {
-    /// Uses `$HB_SIDECAR_BIN` when set.
+    /// Uses `$HB_SIDECAR_BIN` and `$CARGO_TARGET_DIR` when set.
     pub fn new(repo_dir: &Path) -> Images {
         Images {
             repo_dir: repo_dir.to_path_buf(),
+            target_dir: std::env::var_os("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| repo_dir.join("target")),
             sidecar_bin: std::env::var_os("HB_SIDECAR_BIN").map(PathBuf::from),
         }
     }
 
-    /// The pinned sidecar binary, else the newer of the workspace's release
-    /// and debug builds, looked up now so a build made after the node
-    /// started is used.
-    fn sidecar(&self) -> Option<PathBuf> {
-        if let Some(pinned) = &self.sidecar_bin {
+    /// The workspace binary `name`: the pinned sidecar, else the newer of
+    /// the release and debug builds, looked up now so a build made after
+    /// the node started is used.
+    fn workspace_binary(&self, name: &str) -> Option<PathBuf> {
+        if name == "heartbeat-sidecar"
+            && let Some(pinned) = &self.sidecar_bin
+        {
             return pinned.is_file().then(|| pinned.clone());
         }
+        let target = &self.target_dir;
         ["release", "debug"]
             .iter()
-            .map(|profile| {
-                self.repo_dir
-                    .join("target")
-                    .join(profile)
-                    .join("heartbeat-sidecar")
-            })
+            .map(|profile| target.join(profile).join(name))
             .filter_map(|p| Some((p.metadata().ok()?.modified().ok()?, p)))
             .max()
             .map(|(_, p)| p)
@@ -80,17 +90,19 @@ impl Images {
     /// The entrypoint for `image`, or the reason it cannot be "pulled".
     pub fn resolve(&self, image: &str) -> Result<Entrypoint, String> {
         let repo = repository(image);
-        if repo == "heartbeat-sidecar" || repo.ends_with("/heartbeat-sidecar") {
+        let last = repo.rsplit('/').next().unwrap_or(repo);
+        if let Some(name) = WORKSPACE_IMAGES.iter().find(|n| **n == last) {
             return self
-                .sidecar()
+                .workspace_binary(name)
                 .map(|program| Entrypoint {
                     program,
                     default_args: Vec::new(),
                 })
                 .ok_or_else(|| {
-                    "image heartbeat-sidecar maps to the workspace's sidecar binary, which is not built: \
-                     run cargo build --release -p heartbeat-sidecar"
-                        .to_string()
+                    format!(
+                        "image {image} maps to the workspace's {name} binary, which is not built: \
+                         run cargo build -p {name}"
+                    )
                 });
         }
         if let Some((_, script)) = DEMO_IMAGES.iter().find(|(name, _)| *name == repo) {
@@ -99,7 +111,9 @@ impl Images {
                 default_args: Vec::new(),
             });
         }
-        let known: Vec<&str> = std::iter::once("heartbeat-sidecar")
+        let known: Vec<&str> = WORKSPACE_IMAGES
+            .iter()
+            .copied()
             .chain(DEMO_IMAGES.iter().map(|(n, _)| *n))
             .collect();
         Err(format!(
@@ -129,6 +143,7 @@ mod tests {
     fn unknown_images_are_refused_with_the_known_list() {
         let images = Images {
             repo_dir: "/nonexistent".into(),
+            target_dir: "/nonexistent/target".into(),
             sidecar_bin: None,
         };
         let err = images.resolve("nginx:1.27").expect_err("unknown");
@@ -136,10 +151,13 @@ mod tests {
             err.contains("nginx") && err.contains("demo/worker"),
             "{err}"
         );
-        let err = images
-            .resolve("heartbeat-sidecar:0.1.0")
-            .expect_err("not built");
-        assert!(err.contains("cargo build"), "{err}");
+        for image in [
+            "heartbeat-sidecar:0.1.0",
+            "ghcr.io/acme/heartbeat-operator:1.2",
+        ] {
+            let err = images.resolve(image).expect_err("not built");
+            assert!(err.contains("cargo build"), "{err}");
+        }
         assert_eq!(
             images.resolve("demo/worker:latest").map(|e| e.program),
             Ok(PathBuf::from("/nonexistent/e2e/workloads/worker"))

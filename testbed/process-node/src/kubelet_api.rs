@@ -178,15 +178,16 @@ async fn container_logs(
     Body::from_stream(stream).into_response()
 }
 
-/// Serves the API on 127.0.0.1:`port` until the task is aborted.
+/// Serves the API on `ip`:`port` until the task is aborted.
 pub async fn serve(
+    ip: &str,
     port: u16,
     cert: &Path,
     key: &Path,
     pods: PodsDir,
 ) -> Result<tokio::task::JoinHandle<()>, Error> {
     let tls = acceptor(cert, key)?;
-    let tcp = TcpListener::bind(("127.0.0.1", port))
+    let tcp = TcpListener::bind((ip, port))
         .await
         .map_err(|source| Error::Bind { port, source })?;
     let app = Router::new()

@@ -1,7 +1,8 @@
-//! From a container spec to a process launch: environment (literal,
-//! Secret, ConfigMap, downward API), `$(VAR)` expansion, command and args,
-//! and the rewrites that stand in for a container's own filesystem and
-//! network namespace. Pure: Secrets and ConfigMaps are looked up beforehand.
+//! From a container spec to a process launch: environment (the API
+//! server's service variables, literal, Secret, ConfigMap, downward API),
+//! `$(VAR)` expansion, command and args. Pure: Secrets and ConfigMaps are
+//! looked up beforehand. The container's own network and mounts come from
+//! `pod-enter`, so nothing in env or args is rewritten.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -27,6 +28,10 @@ pub struct PodIdentity {
     pub host_ip: String,
     /// `spec.serviceAccountName`
     pub service_account: String,
+    /// Where in-cluster clients find the API server (`KUBERNETES_SERVICE_HOST`
+    /// and `_PORT`); there is no ClusterIP routing, so it is the API server's
+    /// own address.
+    pub api_server: Option<(String, u16)>,
 }
 
 /// Secrets and ConfigMaps of the pod's namespace that the container refers to.
@@ -125,6 +130,20 @@ pub fn resolve_env(
         }
         vars.insert(k, v);
     };
+    // As the kubelet: the `kubernetes` Service's variables come first.
+    if let Some((host, port)) = &pod.api_server {
+        set(&mut vars, "KUBERNETES_SERVICE_HOST".into(), host.clone());
+        set(
+            &mut vars,
+            "KUBERNETES_SERVICE_PORT".into(),
+            port.to_string(),
+        );
+        set(
+            &mut vars,
+            "KUBERNETES_SERVICE_PORT_HTTPS".into(),
+            port.to_string(),
+        );
+    }
     for from in ctr.env_from.iter().flatten() {
         let prefix = from.prefix.clone().unwrap_or_default();
         let source = if let Some(s) = &from.secret_ref {
@@ -198,105 +217,21 @@ pub fn resolve_env(
         .collect())
 }
 
-/// Stand-ins for the container's own namespaces: a mount path is the pod's
-/// host directory for that volume, and the wildcard address 0.0.0.0 is the
-/// pod's own loopback address (so two pods can serve the same port).
-#[derive(Debug, Clone, Default)]
-pub struct Rewrites {
-    /// (mountPath, host directory), longest mount path first.
-    pub mounts: Vec<(String, PathBuf)>,
-    /// The pod's own loopback address, which stands in for 0.0.0.0.
-    pub pod_ip: String,
-}
-
-impl Rewrites {
-    /// Rewrites for these (mountPath, host directory) pairs and this pod address.
-    pub fn new(mut mounts: Vec<(String, PathBuf)>, pod_ip: &str) -> Rewrites {
-        mounts.sort_by_key(|(m, _)| std::cmp::Reverse(m.len()));
-        Rewrites {
-            mounts,
-            pod_ip: pod_ip.to_string(),
-        }
-    }
-
-    /// Applies the rewrites to one env value or argument.
-    pub fn apply(&self, s: &str) -> String {
-        let mut out = s.to_string();
-        for (mount, host) in &self.mounts {
-            out = replace_path_prefix(
-                &out,
-                mount.trim_end_matches('/'),
-                &host.display().to_string(),
-            );
-        }
-        if !self.pod_ip.is_empty() {
-            // Only the wildcard: 127.0.0.1 in env is usually the host's
-            // broker or API server on the shared loopback, which must stay.
-            out = replace_address(&out, "0.0.0.0", &self.pod_ip);
-        }
-        out
-    }
-}
-
-/// Replaces `prefix` where it starts a path (preceded by start, ':', '=' or
-/// space, followed by end, '/' or ':'), so `/data` never touches `/database`.
-fn replace_path_prefix(s: &str, prefix: &str, with: &str) -> String {
-    if prefix.is_empty() {
-        return s.to_string();
-    }
-    let mut out = String::with_capacity(s.len());
-    let mut i = 0;
-    while let Some(pos) = s[i..].find(prefix) {
-        let start = i + pos;
-        let end = start + prefix.len();
-        let before_ok = start == 0 || matches!(s.as_bytes()[start - 1], b':' | b'=' | b' ' | b',');
-        let after_ok = end == s.len() || matches!(s.as_bytes()[end], b'/' | b':' | b' ' | b',');
-        out.push_str(&s[i..start]);
-        out.push_str(if before_ok && after_ok { with } else { prefix });
-        i = end;
-    }
-    out.push_str(&s[i..]);
-    out
-}
-
-/// Replaces `addr` where it is a whole address (not inside `10.0.0.0/8`).
-fn replace_address(s: &str, addr: &str, with: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut i = 0;
-    while let Some(pos) = s[i..].find(addr) {
-        let start = i + pos;
-        let end = start + addr.len();
-        let inside = |b: u8| b.is_ascii_digit() || b == b'.';
-        let whole = (start == 0 || !inside(s.as_bytes()[start - 1]))
-            && (end == s.len() || (!inside(s.as_bytes()[end]) && s.as_bytes()[end] != b'/'));
-        out.push_str(&s[i..start]);
-        out.push_str(if whole { with } else { addr });
-        i = end;
-    }
-    out.push_str(&s[i..]);
-    out
-}
-
 /// A ready-to-spawn process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Launch {
     /// The program to run.
     pub program: PathBuf,
-    /// Its arguments, expanded and rewritten.
+    /// Its arguments, expanded.
     pub args: Vec<String>,
     /// Its environment in Kubernetes order (the node adds only its own PATH).
     pub env: Vec<(String, String)>,
-    /// The container's workingDir, rewritten; None: the pod's directory.
+    /// The container's workingDir; None: the image's (`/`).
     pub working_dir: Option<PathBuf>,
 }
 
-/// Combines the image's entrypoint, the container's command/args and env, and the rewrites.
-pub fn launch(
-    ctr: &Container,
-    image: &Entrypoint,
-    env: Vec<(String, String)>,
-    rw: &Rewrites,
-) -> Launch {
+/// Combines the image's entrypoint with the container's command, args and env.
+pub fn launch(ctr: &Container, image: &Entrypoint, env: Vec<(String, String)>) -> Launch {
     let vars: BTreeMap<String, String> = env.iter().cloned().collect();
     // As in Kubernetes: a command replaces the image's ENTRYPOINT and CMD.
     let args: Vec<String> = match (&ctr.command, &ctr.args) {
@@ -308,18 +243,15 @@ pub fn launch(
         Some([cmd, rest @ ..]) => {
             let mut all: Vec<String> = rest.to_vec();
             all.extend(args);
-            (PathBuf::from(rw.apply(&expand(cmd, &vars))), all)
+            (PathBuf::from(expand(cmd, &vars)), all)
         }
         _ => (image.program.clone(), args),
     };
     Launch {
         program,
-        args: args.iter().map(|a| rw.apply(&expand(a, &vars))).collect(),
-        env: env.into_iter().map(|(k, v)| (k, rw.apply(&v))).collect(),
-        working_dir: ctr
-            .working_dir
-            .as_deref()
-            .map(|w| PathBuf::from(rw.apply(w))),
+        args: args.iter().map(|a| expand(a, &vars)).collect(),
+        env,
+        working_dir: ctr.working_dir.as_deref().map(PathBuf::from),
     }
 }
 
@@ -337,9 +269,10 @@ mod tests {
             namespace: "ns".into(),
             uid: "u-1".into(),
             node: "process-node".into(),
-            pod_ip: "127.1.0.7".into(),
-            host_ip: "127.0.0.1".into(),
+            pod_ip: "10.192.0.7".into(),
+            host_ip: "10.191.0.2".into(),
             service_account: "default".into(),
+            api_server: None,
         }
     }
 
@@ -474,25 +407,32 @@ mod tests {
     }
 
     #[test]
-    fn rewrites_mount_paths_and_addresses_but_not_lookalikes() {
-        let rw = Rewrites::new(
-            vec![(
-                "/var/run/heartbeat".into(),
-                "/state/pods/p/volumes/hb".into(),
-            )],
-            "127.1.0.7",
-        );
+    fn the_api_servers_service_variables_come_first_and_env_may_override() {
+        let mut pod = pod();
+        pod.api_server = Some(("10.191.0.2".into(), 6443));
+        let ctr = Container {
+            env: Some(vec![EnvVar {
+                name: "KUBERNETES_SERVICE_PORT".into(),
+                value: Some("443".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        };
+        let env = resolve_env(&ctr, &pod, &lookups()).expect("env");
         assert_eq!(
-            rw.apply("file:/var/run/heartbeat/health:30"),
-            "file:/state/pods/p/volumes/hb/health:30"
+            env,
+            vec![
+                (
+                    "KUBERNETES_SERVICE_HOST".to_string(),
+                    "10.191.0.2".to_string()
+                ),
+                ("KUBERNETES_SERVICE_PORT".to_string(), "443".to_string()),
+                (
+                    "KUBERNETES_SERVICE_PORT_HTTPS".to_string(),
+                    "6443".to_string()
+                ),
+            ]
         );
-        assert_eq!(rw.apply("/var/run/heartbeat"), "/state/pods/p/volumes/hb");
-        assert_eq!(rw.apply("/var/run/heartbeats/x"), "/var/run/heartbeats/x");
-        assert_eq!(rw.apply("0.0.0.0:9190"), "127.1.0.7:9190");
-        assert_eq!(rw.apply("127.0.0.1:9092"), "127.0.0.1:9092");
-        assert_eq!(rw.apply("10.0.0.0/8"), "10.0.0.0/8");
-        assert_eq!(rw.apply("0.0.0.0/0"), "0.0.0.0/0");
-        assert_eq!(rw.apply("--bind=0.0.0.0"), "--bind=127.1.0.7");
     }
 
     #[test]
@@ -501,9 +441,8 @@ mod tests {
             program: "/img/entry".into(),
             default_args: vec!["--default".into()],
         };
-        let rw = Rewrites::default();
         let env = vec![("N".to_string(), "3".to_string())];
-        let plain = launch(&Container::default(), &image, env.clone(), &rw);
+        let plain = launch(&Container::default(), &image, env.clone());
         assert_eq!(
             (plain.program.to_str(), plain.args.clone()),
             (Some("/img/entry"), vec!["--default".to_string()])
@@ -513,7 +452,7 @@ mod tests {
             args: Some(vec!["echo $(N)".into()]),
             ..Default::default()
         };
-        let l = launch(&custom, &image, env.clone(), &rw);
+        let l = launch(&custom, &image, env.clone());
         assert_eq!(l.program, PathBuf::from("/bin/sh"));
         assert_eq!(l.args, vec!["-c".to_string(), "echo 3".to_string()]);
         let no_args = Container {
@@ -521,7 +460,7 @@ mod tests {
             ..Default::default()
         };
         assert!(
-            launch(&no_args, &image, env, &rw).args.is_empty(),
+            launch(&no_args, &image, env).args.is_empty(),
             "command drops the image's CMD"
         );
     }

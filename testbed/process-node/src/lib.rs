@@ -4,22 +4,26 @@
 #![forbid(unsafe_code)]
 
 pub mod container;
+pub mod enter;
 pub mod error;
 pub mod images;
 pub mod kubelet_api;
 pub mod launch;
+pub mod pod_network;
 pub mod probe;
 pub mod registration;
 pub mod restart;
 pub mod status;
+pub mod volumes;
 pub mod worker;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use heartbeat_testbed::layout::{PidRecord, PodsDir};
+use heartbeat_testbed::layout::{NodeDir, PidRecord, PodsDir};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::Api;
 use kube::runtime::watcher;
@@ -29,6 +33,7 @@ use tokio::task::JoinHandle;
 
 pub use error::Error;
 use images::Images;
+use pod_network::{NetConfig, PodNetwork, Slots};
 use status::PodPhase;
 use worker::{Msg, Worker};
 
@@ -45,6 +50,32 @@ pub struct Config {
     pub repo_dir: PathBuf,
     /// Serve the kubelet log API (for `kubectl logs`) on this port with this certificate.
     pub kubelet_api: Option<(u16, PathBuf, PathBuf)>,
+    /// The node's address (its InternalIP, the pods' hostIP, where the
+    /// kubelet API listens).
+    pub node_ip: String,
+    /// The API server's address for in-cluster clients.
+    pub api_server: (String, u16),
+    /// How pods are networked.
+    pub net: NetConfig,
+    /// The `pod-enter` binary.
+    pub pod_enter: PathBuf,
+}
+
+/// What every pod worker of the node shares.
+#[derive(Debug, Clone)]
+pub struct NodeSettings {
+    /// The Node's name.
+    pub name: String,
+    /// The node's address.
+    pub ip: String,
+    /// The API server's address for in-cluster clients.
+    pub api_server: (String, u16),
+    /// How pods are networked.
+    pub net: NetConfig,
+    /// The `pod-enter` binary.
+    pub pod_enter: PathBuf,
+    /// Where mount points made on the host are listed.
+    pub mountpoints_log: PathBuf,
 }
 
 /// Kills container process groups a previous, crashed run left behind.
@@ -63,11 +94,6 @@ fn kill_leftovers(pods: &PodsDir) {
     }
 }
 
-/// A distinct loopback address per pod, so pods do not share ports.
-fn pod_ip(n: u32) -> String {
-    format!("127.1.{}.{}", (n / 250) % 250, n % 250 + 1)
-}
-
 async fn connect(kubeconfig: &std::path::Path) -> Result<kube::Client, Error> {
     let bad = |why: String| Error::Kubeconfig {
         path: kubeconfig.to_path_buf(),
@@ -81,12 +107,17 @@ async fn connect(kubeconfig: &std::path::Path) -> Result<kube::Client, Error> {
 }
 
 /// Keeps the Node Ready and its Lease fresh until aborted.
-fn spawn_node_heartbeat(client: kube::Client, name: String, port: Option<u16>) -> JoinHandle<()> {
+fn spawn_node_heartbeat(
+    client: kube::Client,
+    name: String,
+    ip: String,
+    port: Option<u16>,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(registration::HEARTBEAT_SECS));
         loop {
             tick.tick().await;
-            if let Err(e) = registration::heartbeat(&client, &name, port).await {
+            if let Err(e) = registration::heartbeat(&client, &name, &ip, port).await {
                 tracing::warn!(error = %e, "node heartbeat failed");
             }
         }
@@ -96,6 +127,8 @@ fn spawn_node_heartbeat(client: kube::Client, name: String, port: Option<u16>) -
 struct PodHandle {
     tx: mpsc::UnboundedSender<Msg>,
     task: JoinHandle<()>,
+    /// The pod network slot, given back when the worker ends.
+    slot: u32,
 }
 
 /// The pods this node runs, one worker task each, keyed by uid.
@@ -103,16 +136,23 @@ struct Pods {
     client: kube::Client,
     dir: PodsDir,
     images: Images,
-    node_name: String,
+    node: Arc<NodeSettings>,
     running: HashMap<String, PodHandle>,
     /// The uids seen since the watcher's last (re-)list began.
     listed: HashSet<String>,
-    next_ip: u32,
+    slots: Slots,
 }
 
 impl Pods {
     fn on_event(&mut self, event: watcher::Event<Pod>) {
-        self.running.retain(|_, h| !h.task.is_finished());
+        let slots = &mut self.slots;
+        self.running.retain(|_, h| {
+            let done = h.task.is_finished();
+            if done {
+                slots.free(h.slot);
+            }
+            !done
+        });
         match event {
             watcher::Event::Apply(pod) | watcher::Event::InitApply(pod) => self.apply(pod),
             watcher::Event::Delete(pod) => {
@@ -149,18 +189,21 @@ impl Pods {
         if PodPhase::of(&pod).is_final() && pod.metadata.deletion_timestamp.is_none() {
             return;
         }
+        let Some(slot) = self.slots.take(&self.node.net) else {
+            tracing::warn!(pod = ?pod.metadata.name, "the pod network is full");
+            return;
+        };
         let (tx, rx) = mpsc::unbounded_channel();
         let worker = Worker::new(
             self.client.clone(),
             pod,
             &self.dir,
             self.images.clone(),
-            &self.node_name,
-            pod_ip(self.next_ip),
+            self.node.clone(),
+            PodNetwork::plan(&self.node.net, slot),
         );
-        self.next_ip += 1;
         let task = tokio::spawn(worker.run(rx));
-        self.running.insert(uid, PodHandle { tx, task });
+        self.running.insert(uid, PodHandle { tx, task, slot });
     }
 
     /// Stops every container, giving each pod a bounded time.
@@ -177,23 +220,30 @@ impl Pods {
 /// Registers the node and runs its pods until SIGTERM or SIGINT.
 pub async fn run(cfg: Config) -> Result<(), Error> {
     let client = connect(&cfg.kubeconfig).await?;
-    let pods_dir = PodsDir::new(cfg.state_dir.join("pods"));
+    let node_dir = NodeDir::new(&cfg.state_dir);
+    let pods_dir = node_dir.pods();
     std::fs::create_dir_all(pods_dir.root()).map_err(|source| Error::Io {
         path: pods_dir.root().to_path_buf(),
         source,
     })?;
     kill_leftovers(&pods_dir);
+    pod_network::remove_leftovers(&cfg.net.netns_prefix);
     let images = Images::new(&cfg.repo_dir);
     let port = cfg.kubelet_api.as_ref().map(|(p, _, _)| *p);
     let api_task = match &cfg.kubelet_api {
         Some((port, cert, key)) => {
-            Some(kubelet_api::serve(*port, cert, key, pods_dir.clone()).await?)
+            Some(kubelet_api::serve(&cfg.node_ip, *port, cert, key, pods_dir.clone()).await?)
         }
         None => None,
     };
-    registration::register(&client, &cfg.node_name, port).await?;
+    registration::register(&client, &cfg.node_name, &cfg.node_ip, port).await?;
     tracing::info!(node = %cfg.node_name, sidecar = ?images.sidecar_bin, "process node registered");
-    let heartbeat = spawn_node_heartbeat(client.clone(), cfg.node_name.clone(), port);
+    let heartbeat = spawn_node_heartbeat(
+        client.clone(),
+        cfg.node_name.clone(),
+        cfg.node_ip.clone(),
+        port,
+    );
 
     let api: Api<Pod> = Api::all(client.clone());
     let wc = watcher::Config::default().fields(&format!("spec.nodeName={}", cfg.node_name));
@@ -202,10 +252,17 @@ pub async fn run(cfg: Config) -> Result<(), Error> {
         client,
         dir: pods_dir,
         images,
-        node_name: cfg.node_name.clone(),
+        node: Arc::new(NodeSettings {
+            name: cfg.node_name.clone(),
+            ip: cfg.node_ip.clone(),
+            api_server: cfg.api_server.clone(),
+            net: cfg.net.clone(),
+            pod_enter: cfg.pod_enter.clone(),
+            mountpoints_log: node_dir.created_mountpoints(),
+        }),
         running: HashMap::new(),
         listed: HashSet::new(),
-        next_ip: 0,
+        slots: Slots::default(),
     };
     let mut term = signal(SignalKind::terminate()).map_err(Error::Signals)?;
     let mut int = signal(SignalKind::interrupt()).map_err(Error::Signals)?;

@@ -1,9 +1,11 @@
 //! process-node: the local stack's kubelet stand-in (see e2e/README.md).
 
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use heartbeat_process_node::pod_network::NetConfig;
 
 /// Registers a Node and runs the containers of its pods as local processes.
 #[derive(Parser, Debug)]
@@ -30,6 +32,36 @@ struct Args {
     /// Its private key (PEM).
     #[arg(long)]
     tls_key: Option<PathBuf>,
+    /// The node's address: its InternalIP, the pods' hostIP.
+    #[arg(long)]
+    node_ip: String,
+    /// `host:port` of the API server for in-cluster clients
+    /// (KUBERNETES_SERVICE_HOST/_PORT).
+    #[arg(long, value_parser = parse_host_port)]
+    api_server: (String, u16),
+    /// The pod network (`a.b.c.d/len`).
+    #[arg(long, value_parser = NetConfig::parse_cidr)]
+    pod_cidr: (Ipv4Addr, u8),
+    /// The pods' default gateway (the bridge's address).
+    #[arg(long)]
+    pod_gateway: Ipv4Addr,
+    /// The bridge pods are joined to (in the node's network namespace).
+    #[arg(long)]
+    bridge: String,
+    /// Prefix of the pods' network namespace names (unique to the stack).
+    #[arg(long)]
+    netns_prefix: String,
+    /// The pod-enter binary (default: next to this one).
+    #[arg(long)]
+    pod_enter: Option<PathBuf>,
+}
+
+fn parse_host_port(s: &str) -> Result<(String, u16), String> {
+    let (host, port) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{s:?} is not host:port"))?;
+    let port = port.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    Ok((host.to_string(), port))
 }
 
 fn main() -> ExitCode {
@@ -41,6 +73,18 @@ fn main() -> ExitCode {
         )
         .with_ansi(false)
         .init();
+    let pod_enter = match args
+        .pod_enter
+        .or_else(|| Some(std::env::current_exe().ok()?.parent()?.join("pod-enter")))
+    {
+        Some(p) if p.is_file() => p,
+        other => {
+            eprintln!(
+                "process-node: pod-enter not found ({other:?}); build it: cargo build -p heartbeat-process-node"
+            );
+            return ExitCode::FAILURE;
+        }
+    };
     let cfg = heartbeat_process_node::Config {
         kubeconfig: args.kubeconfig,
         node_name: args.node_name,
@@ -50,6 +94,16 @@ fn main() -> ExitCode {
             (Some(p), Some(c), Some(k)) => Some((p, c, k)),
             _ => None,
         },
+        node_ip: args.node_ip,
+        api_server: args.api_server,
+        net: NetConfig {
+            network: args.pod_cidr.0,
+            prefix_len: args.pod_cidr.1,
+            gateway: args.pod_gateway,
+            bridge: args.bridge,
+            netns_prefix: args.netns_prefix,
+        },
+        pod_enter,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -7,6 +7,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{Container, Probe};
+
+use crate::enter::Entry;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 /// Timing of a probe, with the kubelet's defaults.
@@ -63,7 +65,8 @@ fn port(ctr: &Container, p: &IntOrString) -> Result<u16, String> {
 }
 
 /// Runs one probe against a container at `pod_ip`; Err carries the failure reason.
-pub async fn run(probe: &Probe, ctr: &Container, pod_ip: &str, cwd: &Path) -> Result<(), String> {
+pub async fn run(probe: &Probe, ctr: &Container, entry: &Entry) -> Result<(), String> {
+    let pod_ip = entry.pod_ip.as_str();
     let timeout = Timing::of(probe).timeout;
     if let Some(h) = &probe.http_get {
         if h.scheme
@@ -110,9 +113,11 @@ pub async fn run(probe: &Probe, ctr: &Container, pod_ip: &str, cwd: &Path) -> Re
         let Some((prog, args)) = cmd.split_first() else {
             return Err("exec probe without a command".into());
         };
-        let child = tokio::process::Command::new(prog)
-            .args(args)
-            .current_dir(cwd)
+        // In the container's own namespaces, as a runtime's exec.
+        let child = entry
+            .command(Path::new("/"), Path::new(prog), args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
             .kill_on_drop(true)
             .status();
         return match tokio::time::timeout(timeout, child).await {
@@ -194,20 +199,19 @@ impl ProbeTracker {
         }
     }
 
-    /// Runs the probe against `ctr` (at `pod_ip`, exec probes in `cwd`) if
-    /// it is due, and returns the verdict its results have reached, if any.
+    /// Runs the probe against `ctr` (at its pod's IP, exec probes inside
+    /// it) if it is due, and returns the verdict its results have reached.
     pub async fn check(
         &mut self,
         ctr: &Container,
-        pod_ip: &str,
-        cwd: &Path,
+        entry: &Entry,
         since: Instant,
         now: Instant,
     ) -> Option<Verdict> {
         if !self.take_due(since, now) {
             return None;
         }
-        let result = run(&self.probe, ctr, pod_ip, cwd).await;
+        let result = run(&self.probe, ctr, entry).await;
         self.record(result)
     }
 }

@@ -50,7 +50,7 @@ fn since() -> Timestamp {
     *SINCE.get_or_init(Timestamp::now)
 }
 
-fn status_patch(now: Timestamp, kubelet_port: Option<u16>) -> serde_json::Value {
+fn status_patch(now: Timestamp, ip: &str, kubelet_port: Option<u16>) -> serde_json::Value {
     let q = |s: &str| Quantity(s.to_string());
     let resources: BTreeMap<String, Quantity> = [
         ("cpu", q("8")),
@@ -71,7 +71,7 @@ fn status_patch(now: Timestamp, kubelet_port: Option<u16>) -> serde_json::Value 
             condition("PIDPressure", "False", "KubeletHasSufficientPID", "no pressure", now),
         ],
         "addresses": [
-            NodeAddress { type_: "InternalIP".into(), address: "127.0.0.1".into() },
+            NodeAddress { type_: "InternalIP".into(), address: ip.into() },
         ],
         "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet_port.unwrap_or(0)}},
         "nodeInfo": NodeSystemInfo {
@@ -94,6 +94,7 @@ fn status_patch(now: Timestamp, kubelet_port: Option<u16>) -> serde_json::Value 
 pub async fn register(
     client: &kube::Client,
     name: &str,
+    ip: &str,
     kubelet_port: Option<u16>,
 ) -> Result<Node, Error> {
     let nodes: Api<Node> = Api::all(client.clone());
@@ -132,7 +133,7 @@ pub async fn register(
             .await
             .map_err(node_err("creating"))?;
     }
-    heartbeat(client, name, kubelet_port).await?;
+    heartbeat(client, name, ip, kubelet_port).await?;
     nodes.get(name).await.map_err(node_err("getting"))
 }
 
@@ -140,6 +141,7 @@ pub async fn register(
 pub async fn heartbeat(
     client: &kube::Client,
     name: &str,
+    ip: &str,
     kubelet_port: Option<u16>,
 ) -> Result<(), Error> {
     let now = Timestamp::now();
@@ -148,7 +150,7 @@ pub async fn heartbeat(
         .patch_status(
             name,
             &PatchParams::default(),
-            &Patch::Merge(status_patch(now, kubelet_port)),
+            &Patch::Merge(status_patch(now, ip, kubelet_port)),
         )
         .await
         .map_err(|source| Error::Node {

@@ -130,8 +130,10 @@ pub struct StatusInputs<'a> {
     /// Whether every init container has completed and every native sidecar
     /// has started (the Initialized condition).
     pub initialized: bool,
-    /// The pod's own loopback address.
-    pub pod_ip: &'a str,
+    /// The pod's IP, once its network is made.
+    pub pod_ip: Option<String>,
+    /// The node's address.
+    pub host_ip: &'a str,
     /// When this node took the pod on; also every condition's transition time.
     pub start_time: Timestamp,
     /// Why the pod failed, if it did.
@@ -160,14 +162,12 @@ pub fn build(ctrs: &[Ctr], pids: &[Option<u32>], inputs: StatusInputs<'_>) -> Po
             condition("ContainersReady", all_ready, t),
             condition("Ready", all_ready, t),
         ]),
-        host_ip: Some("127.0.0.1".into()),
+        host_ip: Some(inputs.host_ip.to_string()),
         host_ips: Some(vec![HostIP {
-            ip: "127.0.0.1".into(),
+            ip: inputs.host_ip.to_string(),
         }]),
-        pod_ip: Some(inputs.pod_ip.to_string()),
-        pod_ips: Some(vec![PodIP {
-            ip: inputs.pod_ip.to_string(),
-        }]),
+        pod_ips: inputs.pod_ip.clone().map(|ip| vec![PodIP { ip }]),
+        pod_ip: inputs.pod_ip,
         start_time: Some(Time(t)),
         init_container_statuses: Some(statuses(|k| k != Kind::App)),
         container_statuses: Some(statuses(|k| k == Kind::App)),

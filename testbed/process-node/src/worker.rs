@@ -3,6 +3,7 @@
 //! restartPolicy, runs probes, reports status, and on deletion stops apps
 //! before sidecars (SIGTERM, grace period, SIGKILL) and removes the pod.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use heartbeat_testbed::layout::{PodDir, PodsDir};
@@ -11,11 +12,15 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use tokio::sync::mpsc;
 
+use crate::NodeSettings;
 use crate::container::{Ctr, Kind, State};
+use crate::enter::Entry;
 use crate::images::Images;
-use crate::launch::{self, Lookups, PodIdentity, Rewrites};
+use crate::launch::{self, Lookups, PodIdentity};
+use crate::pod_network::PodNetwork;
 use crate::restart::{self, RestartPolicy};
 use crate::status::{self, PodPhase};
+use crate::volumes::{self, PodVolumes};
 
 /// What the node tells a pod worker.
 pub enum Msg {
@@ -39,8 +44,16 @@ pub struct Worker {
     ctrs: Vec<Ctr>,
     dir: PodDir,
     images: Images,
-    node: String,
-    pod_ip: String,
+    /// What every pod on this node shares (addresses, pod-enter, ...).
+    node: Arc<NodeSettings>,
+    /// The pod's network namespace and address.
+    network: PodNetwork,
+    /// The pod's volumes.
+    volumes: PodVolumes,
+    /// The network and the volumes are in place (the pod's "sandbox").
+    sandbox_ready: bool,
+    /// No new attempt at the sandbox before this, after a failed one.
+    sandbox_retry_at: Option<Instant>,
     /// When this node took the pod on.
     start_time: Timestamp,
     /// The init sequence is done (and stays so).
@@ -69,15 +82,15 @@ enum InitProgress {
 }
 
 impl Worker {
-    /// A worker for `pod`, which gets the address `pod_ip` and its files in
-    /// its own directory under `pods`; nothing runs until [`Worker::run`].
+    /// A worker for `pod`, which gets the network `network` and its files
+    /// in its own directory under `pods`; nothing runs until [`Worker::run`].
     pub fn new(
         client: kube::Client,
         pod: Pod,
         pods: &PodsDir,
         images: Images,
-        node: &str,
-        pod_ip: String,
+        node: Arc<NodeSettings>,
+        network: PodNetwork,
     ) -> Worker {
         let meta = &pod.metadata;
         let dir = pods.pod(
@@ -99,14 +112,17 @@ impl Worker {
             ctrs.push(Ctr::new(c, Kind::App, &dir));
         }
         Worker {
+            volumes: PodVolumes::new(client.clone(), dir.clone()),
             client,
             restart_policy: RestartPolicy::of_pod(pod.spec.as_ref()),
             pod,
             ctrs,
             dir,
             images,
-            node: node.to_string(),
-            pod_ip,
+            node,
+            network,
+            sandbox_ready: false,
+            sandbox_retry_at: None,
             start_time: Timestamp::now(),
             initialized: false,
             completing: false,
@@ -183,6 +199,14 @@ impl Worker {
         self.reap_exits();
         if self.final_phase.is_some() {
             return;
+        }
+        if !self.sandbox_ready {
+            return self.prepare_sandbox().await;
+        }
+        if self.volumes.refresh_due()
+            && let Err(e) = self.volumes.prepare(&self.pod).await
+        {
+            tracing::warn!(pod = ?self.pod.metadata.name, error = %e, "refreshing volumes failed");
         }
         if self.completing {
             return self.check_completion();
@@ -346,28 +370,48 @@ impl Worker {
         l
     }
 
-    fn rewrites(&self, i: usize) -> Rewrites {
-        let volumes = self
-            .pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.volumes.clone())
-            .unwrap_or_default();
-        let mounts = self.ctrs[i]
-            .spec
-            .volume_mounts
-            .iter()
-            .flatten()
-            .filter_map(|m| {
-                let v = volumes.iter().find(|v| v.name == m.name)?;
-                // Only emptyDir has a meaning here; other volume types are not materialised.
-                v.empty_dir.as_ref()?;
-                let host = self.dir.volume(&v.name);
-                let _ = std::fs::create_dir_all(&host);
-                Some((m.mount_path.clone(), host))
-            })
-            .collect();
-        Rewrites::new(mounts, &self.pod_ip)
+    /// Makes the pod's network and volumes; a failure is shown in the pod's
+    /// status and tried again a little later (a Secret may appear).
+    async fn prepare_sandbox(&mut self) {
+        if self.sandbox_retry_at.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        let result = match self.network.create(&self.node.net) {
+            Ok(()) => self.volumes.prepare(&self.pod).await,
+            Err(e) => Err(format!("creating the pod network: {e}")),
+        };
+        match result {
+            Ok(()) => {
+                self.sandbox_ready = true;
+                self.message = None;
+            }
+            Err(e) => {
+                tracing::info!(pod = ?self.pod.metadata.name, error = %e, "pod not ready to start");
+                self.message = Some(e);
+                self.sandbox_retry_at = Some(Instant::now() + Duration::from_secs(2));
+            }
+        }
+    }
+
+    /// How container `i` is entered: the pod's namespaces, its mounts.
+    fn entry(&self, i: usize) -> Result<Entry, String> {
+        let mounts = volumes::mounts(
+            &self.pod,
+            &self.dir,
+            self.ctrs[i]
+                .spec
+                .volume_mounts
+                .as_deref()
+                .unwrap_or_default(),
+        )?;
+        Ok(Entry {
+            pod_enter: self.node.pod_enter.clone(),
+            netns: self.network.netns_path(),
+            pod_ip: self.network.ip.to_string(),
+            hostname: self.pod.metadata.name.clone().unwrap_or_default(),
+            mountpoints_log: self.node.mountpoints_log.clone(),
+            mounts,
+        })
     }
 
     fn identity(&self) -> PodIdentity {
@@ -376,15 +420,16 @@ impl Worker {
             name: m.name.clone().unwrap_or_default(),
             namespace: m.namespace.clone().unwrap_or_default(),
             uid: m.uid.clone().unwrap_or_default(),
-            node: self.node.clone(),
-            pod_ip: self.pod_ip.clone(),
-            host_ip: "127.0.0.1".into(),
+            node: self.node.name.clone(),
+            pod_ip: self.network.ip.to_string(),
+            host_ip: self.node.ip.clone(),
             service_account: self
                 .pod
                 .spec
                 .as_ref()
                 .and_then(|s| s.service_account_name.clone())
                 .unwrap_or_else(|| "default".into()),
+            api_server: Some(self.node.api_server.clone()),
         }
     }
 
@@ -393,7 +438,7 @@ impl Worker {
     /// RunContainerError) and retries after the back-off.
     async fn start(&mut self, i: usize) {
         let image = self.ctrs[i].spec.image.clone().unwrap_or_default();
-        let entry = match self.images.resolve(&image) {
+        let image_entry = match self.images.resolve(&image) {
             Ok(e) => e,
             Err(msg) => return self.ctrs[i].fail_to_start("ErrImagePull", msg),
         };
@@ -402,8 +447,12 @@ impl Worker {
             Ok(env) => env,
             Err(msg) => return self.ctrs[i].fail_to_start("CreateContainerConfigError", msg),
         };
-        let spec = launch::launch(&self.ctrs[i].spec, &entry, env, &self.rewrites(i));
-        if let Err(msg) = self.ctrs[i].start(&spec, self.dir.path()) {
+        let spec = launch::launch(&self.ctrs[i].spec, &image_entry, env);
+        let entry = match self.entry(i) {
+            Ok(entry) => entry,
+            Err(msg) => return self.ctrs[i].fail_to_start("CreateContainerConfigError", msg),
+        };
+        if let Err(msg) = self.ctrs[i].start(&spec, entry) {
             self.ctrs[i].fail_to_start("RunContainerError", msg);
         }
     }
@@ -413,8 +462,7 @@ impl Worker {
         let now = Instant::now();
         let grace = self.stop_grace();
         for c in self.ctrs.iter_mut() {
-            c.run_due_probes(&self.pod_ip, self.dir.path(), now, grace)
-                .await;
+            c.run_due_probes(now, grace).await;
         }
     }
 
@@ -444,7 +492,8 @@ impl Worker {
             status::StatusInputs {
                 phase: self.phase(),
                 initialized: self.initialized,
-                pod_ip: &self.pod_ip,
+                pod_ip: self.sandbox_ready.then(|| self.network.ip.to_string()),
+                host_ip: &self.node.ip,
                 start_time: self.start_time,
                 message: self.message.clone(),
             },
@@ -521,6 +570,7 @@ impl Worker {
             }
             self.report().await;
         }
+        self.network.remove();
         let name = self.pod.metadata.name.clone().unwrap_or_default();
         let dp = DeleteParams {
             grace_period_seconds: Some(0),
@@ -546,5 +596,6 @@ impl Worker {
         }
         self.wait_until_stopped(&all, Instant::now() + Duration::from_secs(2))
             .await;
+        self.network.remove();
     }
 }

@@ -6,6 +6,7 @@ use std::process::Command;
 
 use crate::Error;
 use crate::layout::StackLayout;
+use crate::network::StackNet;
 use crate::process::run_checked;
 
 /// One process of the stack.
@@ -162,34 +163,17 @@ fn on_path(cmd: &str) -> bool {
         .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(cmd).is_file()))
 }
 
-/// The loopback ports of one stack.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ports {
-    pub etcd: u16,
-    pub etcd_peer: u16,
-    pub apiserver: u16,
-    pub controller_manager: u16,
-    pub scheduler: u16,
-    pub kubelet: u16,
-    pub kafka: u16,
-    pub kafka_controller: u16,
-}
-
-impl Ports {
-    /// Eight distinct free ports.
-    pub fn free() -> Result<Ports, Error> {
-        let p = crate::ports::free_ports::<8>()?;
-        Ok(Ports {
-            etcd: p[0],
-            etcd_peer: p[1],
-            apiserver: p[2],
-            controller_manager: p[3],
-            scheduler: p[4],
-            kubelet: p[5],
-            kafka: p[6],
-            kafka_controller: p[7],
-        })
-    }
+/// The ports of the stack's listeners. Each stack has a network namespace
+/// and an address of its own, so the well-known ports never collide.
+pub mod port {
+    pub const ETCD: u16 = 2379;
+    pub const ETCD_PEER: u16 = 2380;
+    pub const APISERVER: u16 = 6443;
+    pub const KUBELET: u16 = 10250;
+    pub const CONTROLLER_MANAGER: u16 = 10257;
+    pub const SCHEDULER: u16 = 10259;
+    pub const KAFKA: u16 = 9092;
+    pub const KAFKA_CONTROLLER: u16 = 9093;
 }
 
 /// Everything a component's start and health check need.
@@ -197,7 +181,7 @@ impl Ports {
 pub struct Plan {
     pub layout: StackLayout,
     pub tools: Tools,
-    pub ports: Ports,
+    pub net: StackNet,
 }
 
 /// A program with its arguments.
@@ -229,8 +213,8 @@ impl Plan {
         match component {
             Component::Etcd => self.etcd_healthy(),
             Component::KubeApiserver => self.apiserver_healthy(),
-            Component::KubeControllerManager => https_healthz_ok(self.ports.controller_manager),
-            Component::KubeScheduler => https_healthz_ok(self.ports.scheduler),
+            Component::KubeControllerManager => self.https_healthz_ok(port::CONTROLLER_MANAGER),
+            Component::KubeScheduler => self.https_healthz_ok(port::SCHEDULER),
             Component::ProcessNode => self.node_ready(),
             Component::Kafka => self.kafka_answers(),
         }
@@ -241,8 +225,9 @@ impl Plan {
     }
 
     fn etcd(&self) -> Launch {
-        let client = format!("http://127.0.0.1:{}", self.ports.etcd);
-        let peer = format!("http://127.0.0.1:{}", self.ports.etcd_peer);
+        // Only the API server, in the same namespace, talks to etcd.
+        let client = format!("http://127.0.0.1:{}", port::ETCD);
+        let peer = format!("http://127.0.0.1:{}", port::ETCD_PEER);
         Launch {
             program: self.tools.tool("etcd"),
             args: vec![
@@ -271,23 +256,25 @@ impl Plan {
     }
 
     fn etcd_healthy(&self) -> bool {
-        let url = format!("http://127.0.0.1:{}/health", self.ports.etcd);
-        command_output(Command::new("curl").args(["-sf", &url])).is_some_and(|o| o.contains("true"))
+        let url = format!("http://127.0.0.1:{}/health", port::ETCD);
+        command_output(self.net.enter("curl").args(["-sf", &url]))
+            .is_some_and(|o| o.contains("true"))
     }
 
     fn apiserver(&self) -> Launch {
         let root = self.layout.root();
+        let addr = self.net.stack_addr().to_string();
         Launch {
             program: self.tools.tool("kube-apiserver"),
             args: [
                 "--etcd-servers",
-                &format!("http://127.0.0.1:{}", self.ports.etcd),
+                &format!("http://127.0.0.1:{}", port::ETCD),
                 "--bind-address",
-                "127.0.0.1",
+                &addr,
                 "--advertise-address",
-                "127.0.0.1",
+                &addr,
                 "--secure-port",
-                &self.ports.apiserver.to_string(),
+                &port::APISERVER.to_string(),
                 "--cert-dir",
                 &path(&root.join("apiserver-certs")),
                 "--tls-cert-file",
@@ -309,8 +296,9 @@ impl Plan {
                 "--enable-admission-plugins",
                 "NamespaceLifecycle,ServiceAccount,MutatingAdmissionWebhook,\
                  ValidatingAdmissionWebhook,ValidatingAdmissionPolicy",
-                "--endpoint-reconciler-type",
-                "none",
+                // Webhooks and aggregated APIs are called through their
+                // Service's endpoints: there is no kube-proxy.
+                "--enable-aggregator-routing=true",
                 "--kubelet-preferred-address-types",
                 "InternalIP",
                 "--kubelet-certificate-authority",
@@ -337,6 +325,7 @@ impl Plan {
     /// Flags kube-controller-manager and kube-scheduler share.
     fn control_plane_flags(&self, port: u16, cert_dir: &str) -> Vec<String> {
         let kc = path(&self.layout.kubeconfig());
+        let addr = self.net.stack_addr().to_string();
         [
             "--kubeconfig",
             &kc,
@@ -345,7 +334,7 @@ impl Plan {
             "--authorization-kubeconfig",
             &kc,
             "--bind-address",
-            "127.0.0.1",
+            &addr,
             "--secure-port",
             &port.to_string(),
             "--cert-dir",
@@ -358,7 +347,7 @@ impl Plan {
     }
 
     fn controller_manager(&self) -> Launch {
-        let mut args = self.control_plane_flags(self.ports.controller_manager, "kcm-certs");
+        let mut args = self.control_plane_flags(port::CONTROLLER_MANAGER, "kcm-certs");
         args.extend(
             [
                 "--service-account-private-key-file",
@@ -382,7 +371,7 @@ impl Plan {
     fn scheduler(&self) -> Launch {
         Launch {
             program: self.tools.tool("kube-scheduler"),
-            args: self.control_plane_flags(self.ports.scheduler, "scheduler-certs"),
+            args: self.control_plane_flags(port::SCHEDULER, "scheduler-certs"),
         }
     }
 
@@ -401,7 +390,19 @@ impl Plan {
                 "--repo-dir",
                 &path(&self.tools.repo),
                 "--kubelet-port",
-                &self.ports.kubelet.to_string(),
+                &port::KUBELET.to_string(),
+                "--node-ip",
+                &self.net.stack_addr().to_string(),
+                "--api-server",
+                &format!("{}:{}", self.net.stack_addr(), port::APISERVER),
+                "--pod-cidr",
+                &self.net.pod_cidr(),
+                "--pod-gateway",
+                &self.net.pod_gateway().to_string(),
+                "--bridge",
+                crate::network::BRIDGE,
+                "--netns-prefix",
+                &self.net.pod_netns_prefix(),
                 "--tls-cert",
                 &self.pki("kubelet.crt"),
                 "--tls-key",
@@ -420,9 +421,10 @@ impl Plan {
         let target = std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| self.tools.repo.join("target"));
+        // It starts containers through pod-enter, built beside it.
         for profile in ["debug", "release"] {
             let bin = target.join(profile).join("process-node");
-            if bin.is_file() {
+            if bin.is_file() && target.join(profile).join("pod-enter").is_file() {
                 return Ok(bin);
             }
         }
@@ -457,7 +459,7 @@ impl Plan {
 
     /// `host:port` clients use for Kafka.
     pub fn kafka_bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.ports.kafka)
+        format!("{}:{}", self.net.stack_addr(), port::KAFKA)
     }
 
     fn kafka(&self) -> Result<Launch, Error> {
@@ -480,14 +482,14 @@ impl Plan {
     }
 
     fn kafka_properties(&self) -> String {
-        let (port, ctrl) = (self.ports.kafka, self.ports.kafka_controller);
+        let (bootstrap, ctrl) = (self.kafka_bootstrap(), port::KAFKA_CONTROLLER);
         let data = self.layout.kafka_dir().join("data");
         format!(
             "process.roles=broker,controller\n\
              node.id=1\n\
              controller.quorum.voters=1@127.0.0.1:{ctrl}\n\
-             listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{ctrl}\n\
-             advertised.listeners=PLAINTEXT://127.0.0.1:{port}\n\
+             listeners=PLAINTEXT://{bootstrap},CONTROLLER://127.0.0.1:{ctrl}\n\
+             advertised.listeners=PLAINTEXT://{bootstrap}\n\
              controller.listener.names=CONTROLLER\n\
              inter.broker.listener.name=PLAINTEXT\n\
              listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n\
@@ -535,6 +537,13 @@ impl Plan {
         .is_some_and(|o| o.contains("\"brokers\":[{"))
     }
 
+    /// `GET https://<stack address>:<port>/healthz` answers 2xx (the
+    /// components' self-signed serving certificates are not verified).
+    fn https_healthz_ok(&self, port: u16) -> bool {
+        let url = format!("https://{}:{port}/healthz", self.net.stack_addr());
+        command_output(Command::new("curl").args(["-skf", &url])).is_some()
+    }
+
     /// The admin kubeconfig's text.
     pub fn kubeconfig(&self) -> String {
         format!(
@@ -543,7 +552,7 @@ impl Plan {
              clusters:\n\
              - name: heartbeat-local\n  \
                cluster:\n    \
-                 server: https://127.0.0.1:{}\n    \
+                 server: https://{}:{}\n    \
                  certificate-authority: {}\n\
              users:\n\
              - name: admin\n  \
@@ -554,7 +563,8 @@ impl Plan {
              - name: heartbeat-local\n  \
                context: {{cluster: heartbeat-local, user: admin, namespace: default}}\n\
              current-context: heartbeat-local\n",
-            self.ports.apiserver,
+            self.net.stack_addr(),
+            port::APISERVER,
             self.pki("ca.crt"),
             self.pki("admin.crt"),
             self.pki("admin.key"),
@@ -571,13 +581,6 @@ appender.stdout.layout.pattern = [%d] %p %m (%c)%n
 logger.kafka.name = kafka.server.KafkaServer
 logger.kafka.level = INFO
 ";
-
-/// `GET https://127.0.0.1:<port>/healthz` answers 2xx (self-signed serving
-/// certificates, so not verified).
-fn https_healthz_ok(port: u16) -> bool {
-    let url = format!("https://127.0.0.1:{port}/healthz");
-    command_output(Command::new("curl").args(["-skf", &url])).is_some()
-}
 
 /// A command's stdout when it succeeds.
 fn command_output(cmd: &mut Command) -> Option<String> {

@@ -76,6 +76,11 @@ impl StackLayout {
     pub fn kubeconfig(&self) -> PathBuf {
         self.root.join("kubeconfig")
     }
+    /// The stack's network number (see `network::StackNet`), written before
+    /// the network is made so `down` finds it even after a crash.
+    pub fn net_file(&self) -> PathBuf {
+        self.root.join("net")
+    }
     /// What a running stack exposes (see [`StackEnv`]).
     pub fn stack_env(&self) -> PathBuf {
         self.root.join("stack.env")
@@ -92,9 +97,38 @@ impl StackLayout {
     pub fn node_dir(&self) -> PathBuf {
         self.root.join("node")
     }
+    /// The process node's files.
+    pub fn node(&self) -> NodeDir {
+        NodeDir::new(self.node_dir())
+    }
     /// Where the process node keeps its pods.
     pub fn pods(&self) -> PodsDir {
-        PodsDir::new(self.node_dir().join("pods"))
+        self.node().pods()
+    }
+}
+
+/// The process node's state directory (its `--state-dir`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeDir {
+    root: PathBuf,
+}
+
+impl NodeDir {
+    /// The node's files under `root`.
+    pub fn new(root: impl Into<PathBuf>) -> NodeDir {
+        NodeDir { root: root.into() }
+    }
+    /// Its pods.
+    pub fn pods(&self) -> PodsDir {
+        PodsDir::new(self.root.join("pods"))
+    }
+    /// Directories made on the host filesystem as volume mount points (one
+    /// path a line, in the order made): a container sees its volumes at
+    /// their real paths, and a path that did not exist needs a directory to
+    /// mount on. Removed (deepest first, only if empty) once no container
+    /// runs, by `e2e/stack down`.
+    pub fn created_mountpoints(&self) -> PathBuf {
+        self.root.join("created-mountpoints")
     }
 }
 
@@ -320,21 +354,27 @@ pub struct StackEnv {
     pub kubeconfig: Option<PathBuf>,
     /// `https://host:port` of the API server.
     pub kube_apiserver: Option<String>,
-    /// `http://host:port` of etcd.
-    pub etcd_endpoint: Option<String>,
+    /// The stack's network namespace (`e2e/stack exec` runs in it).
+    pub netns: Option<String>,
+    /// The stack side of the host-stack /30: the control plane and Kafka.
+    pub stack_addr: Option<String>,
+    /// The host side of the host-stack /30.
+    pub host_addr: Option<String>,
+    /// The pod network (CIDR), routed from the host through the stack address.
+    pub pod_cidr: Option<String>,
     /// `host:port` of the Kafka broker.
     pub kafka_bootstrap: Option<String>,
-    /// Port of Kafka's controller listener (kept so `start kafka` reuses it).
-    pub kafka_controller_port: Option<u16>,
     /// Directory of the installed tools (kubectl, helm, kcat is on PATH).
     pub tools_bin: Option<PathBuf>,
 }
 
 const KUBECONFIG: &str = "KUBECONFIG";
 const KUBE_APISERVER: &str = "KUBE_APISERVER";
-const ETCD_ENDPOINT: &str = "ETCD_ENDPOINT";
+const NETNS: &str = "HB_STACK_NETNS";
+const STACK_ADDR: &str = "HB_STACK_ADDR";
+const HOST_ADDR: &str = "HB_HOST_ADDR";
+const POD_CIDR: &str = "HB_POD_CIDR";
 const KAFKA_BOOTSTRAP: &str = "KAFKA_BOOTSTRAP";
-const KAFKA_CONTROLLER_PORT: &str = "KAFKA_CONTROLLER_PORT";
 const TOOLS_BIN: &str = "HB_TOOLS_BIN";
 
 impl StackEnv {
@@ -344,12 +384,11 @@ impl StackEnv {
         [
             (KUBECONFIG, path(&self.kubeconfig)),
             (KUBE_APISERVER, self.kube_apiserver.clone()),
-            (ETCD_ENDPOINT, self.etcd_endpoint.clone()),
+            (NETNS, self.netns.clone()),
+            (STACK_ADDR, self.stack_addr.clone()),
+            (HOST_ADDR, self.host_addr.clone()),
+            (POD_CIDR, self.pod_cidr.clone()),
             (KAFKA_BOOTSTRAP, self.kafka_bootstrap.clone()),
-            (
-                KAFKA_CONTROLLER_PORT,
-                self.kafka_controller_port.map(|p| p.to_string()),
-            ),
             (TOOLS_BIN, path(&self.tools_bin)),
         ]
         .into_iter()
@@ -377,15 +416,11 @@ impl StackEnv {
             match key {
                 KUBECONFIG => env.kubeconfig = Some(value.into()),
                 KUBE_APISERVER => env.kube_apiserver = Some(value),
-                ETCD_ENDPOINT => env.etcd_endpoint = Some(value),
+                NETNS => env.netns = Some(value),
+                STACK_ADDR => env.stack_addr = Some(value),
+                HOST_ADDR => env.host_addr = Some(value),
+                POD_CIDR => env.pod_cidr = Some(value),
                 KAFKA_BOOTSTRAP => env.kafka_bootstrap = Some(value),
-                KAFKA_CONTROLLER_PORT => {
-                    env.kafka_controller_port = Some(
-                        value
-                            .parse()
-                            .map_err(|_| format!("{KAFKA_CONTROLLER_PORT}={value} is no port"))?,
-                    )
-                }
                 TOOLS_BIN => env.tools_bin = Some(value.into()),
                 other => return Err(format!("unknown key {other}")),
             }
@@ -421,14 +456,16 @@ mod tests {
         let env = StackEnv {
             kubeconfig: Some("/s/kubeconfig".into()),
             kube_apiserver: Some("https://127.0.0.1:6443".into()),
-            etcd_endpoint: None,
+            netns: Some("hbs0".into()),
+            stack_addr: Some("10.191.0.2".into()),
+            host_addr: None,
+            pod_cidr: Some("10.192.0.0/16".into()),
             kafka_bootstrap: Some("127.0.0.1:9092".into()),
-            kafka_controller_port: Some(9093),
             tools_bin: Some("/t/bin".into()),
         };
         assert_eq!(StackEnv::parse(&env.render()), Ok(env));
         assert!(StackEnv::parse("SURPRISE=1").is_err());
-        assert!(StackEnv::parse("KAFKA_CONTROLLER_PORT=x").is_err());
+        assert!(StackEnv::parse("no equals sign").is_err());
     }
 
     #[test]

@@ -12,9 +12,9 @@
 pub mod components;
 pub mod error;
 pub mod layout;
+pub mod network;
 pub mod owner;
 pub mod pki;
-pub mod ports;
 pub mod process;
 pub mod supervisor;
 

@@ -2,6 +2,7 @@
 //! serving certificates, an admin client certificate and the
 //! service-account key pair, made once per state directory with openssl.
 
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::Command;
 
@@ -12,39 +13,50 @@ use crate::process::run_checked;
 struct Leaf {
     stem: &'static str,
     subject: &'static str,
-    extensions: &'static str,
+    extensions: String,
 }
 
-const LEAVES: [Leaf; 3] = [
-    Leaf {
-        stem: "apiserver",
-        subject: "/CN=kube-apiserver",
-        extensions: "subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,\
-                     DNS:kubernetes.default,DNS:kubernetes.default.svc\n\
-                     extendedKeyUsage=serverAuth\n",
-    },
-    Leaf {
-        stem: "admin",
-        subject: "/O=system:masters/CN=admin",
-        extensions: "extendedKeyUsage=clientAuth\n",
-    },
-    // Serving certificate of the process node's kubelet log API.
-    Leaf {
-        stem: "kubelet",
-        subject: "/CN=process-node",
-        extensions: "subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:process-node\n\
-                     extendedKeyUsage=serverAuth\n",
-    },
-];
+/// The stack's leaf certificates; the serving ones name the stack-side
+/// address, where the API server and the process node listen.
+fn leaves(addr: Ipv4Addr) -> [Leaf; 3] {
+    [
+        Leaf {
+            stem: "apiserver",
+            subject: "/CN=kube-apiserver",
+            extensions: format!(
+                "subjectAltName=IP:{addr},IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,\
+                 DNS:kubernetes.default,DNS:kubernetes.default.svc,\
+                 DNS:kubernetes.default.svc.cluster.local\n\
+                 extendedKeyUsage=serverAuth\n"
+            ),
+        },
+        Leaf {
+            stem: "admin",
+            subject: "/O=system:masters/CN=admin",
+            extensions: "extendedKeyUsage=clientAuth\n".into(),
+        },
+        // Serving certificate of the process node's kubelet API.
+        Leaf {
+            stem: "kubelet",
+            subject: "/CN=process-node",
+            extensions: format!(
+                "subjectAltName=IP:{addr},IP:127.0.0.1,DNS:localhost,DNS:process-node\n\
+                 extendedKeyUsage=serverAuth\n"
+            ),
+        },
+    ]
+}
 
 fn openssl(dir: &Path, args: &[&str]) -> Result<(), Error> {
     let what = format!("openssl {}", args.join(" "));
     run_checked(Command::new("openssl").args(args).current_dir(dir), what).map(drop)
 }
 
-/// Makes the certificates in `dir` unless they are there already.
-pub fn ensure(dir: &Path) -> Result<(), Error> {
-    if dir.join("kubelet.crt").is_file() && dir.join("sa.pub").is_file() {
+/// Makes the certificates in `dir` unless they are there already for `addr`.
+pub fn ensure(dir: &Path, addr: Ipv4Addr) -> Result<(), Error> {
+    let stamp = dir.join("address");
+    let made_for = std::fs::read_to_string(&stamp).ok();
+    if made_for.as_deref() == Some(&addr.to_string()) && dir.join("sa.pub").is_file() {
         return Ok(());
     }
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -66,7 +78,7 @@ pub fn ensure(dir: &Path) -> Result<(), Error> {
             "ca.crt",
         ],
     )?;
-    for leaf in &LEAVES {
+    for leaf in &leaves(addr) {
         let (key, csr, ext, crt) = (
             format!("{}.key", leaf.stem),
             format!("{}.csr", leaf.stem),
@@ -88,7 +100,7 @@ pub fn ensure(dir: &Path) -> Result<(), Error> {
                 &csr,
             ],
         )?;
-        std::fs::write(dir.join(&ext), leaf.extensions)
+        std::fs::write(dir.join(&ext), &leaf.extensions)
             .map_err(|e| Error::io(&dir.join(&ext), e))?;
         openssl(
             dir,
@@ -114,5 +126,6 @@ pub fn ensure(dir: &Path) -> Result<(), Error> {
         let _ = std::fs::remove_file(dir.join(&ext));
     }
     openssl(dir, &["genrsa", "-out", "sa.key", "2048"])?;
-    openssl(dir, &["rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub"])
+    openssl(dir, &["rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub"])?;
+    std::fs::write(&stamp, addr.to_string()).map_err(|e| Error::io(&stamp, e))
 }

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
-use crate::components::{Component, Plan, Ports, Tools};
+use crate::components::{Component, Plan, Tools, port};
 use crate::layout::{PidRecord, StackEnv, StackLayout};
+use crate::network::{self, StackNet};
 use crate::{Error, owner, pki, process, say};
 
 /// The Node the process node registers.
@@ -62,7 +63,8 @@ impl Stack {
             return Err(Error::MissingTools(missing));
         }
         self.mkdirs()?;
-        let all_running = self.components.iter().all(|c| self.running(*c).is_some());
+        let all_running = self.components.iter().all(|c| self.running(*c).is_some())
+            && StackNet::read(&self.layout).is_some_and(|n| network::netns_exists(&n.netns()));
         if all_running && self.layout.stack_env().is_file() {
             // A stack a fixture started, whose owner (the previous test
             // binary) has exited, stays up for the new one.
@@ -87,10 +89,11 @@ impl Stack {
                 let _ = std::fs::remove_dir_all(dir);
             }
         }
+        let net = network::create(&self.layout)?;
         let plan = Plan {
             layout: self.layout.clone(),
             tools: self.tools.clone(),
-            ports: Ports::free()?,
+            net,
         };
         if let Err(e) = self.start_all(&plan) {
             self.down_quietly();
@@ -104,21 +107,24 @@ impl Stack {
     }
 
     fn start_all(&self, plan: &Plan) -> Result<(), Error> {
+        let net = &plan.net;
         let mut env = StackEnv {
             tools_bin: Some(self.tools.bin()),
+            netns: Some(net.netns()),
+            stack_addr: Some(net.stack_addr().to_string()),
+            host_addr: Some(net.host_addr().to_string()),
+            pod_cidr: Some(net.pod_cidr()),
             ..StackEnv::default()
         };
         if self.wants(Component::KubeApiserver) {
-            pki::ensure(&self.layout.pki_dir())?;
+            pki::ensure(&self.layout.pki_dir(), net.stack_addr())?;
             let kc = self.layout.kubeconfig();
             std::fs::write(&kc, plan.kubeconfig()).map_err(|e| Error::io(&kc, e))?;
             env.kubeconfig = Some(kc);
-            env.kube_apiserver = Some(format!("https://127.0.0.1:{}", plan.ports.apiserver));
-            env.etcd_endpoint = Some(format!("http://127.0.0.1:{}", plan.ports.etcd));
+            env.kube_apiserver = Some(format!("https://{}:{}", net.stack_addr(), port::APISERVER));
         }
         if self.wants(Component::Kafka) {
             env.kafka_bootstrap = Some(plan.kafka_bootstrap());
-            env.kafka_controller_port = Some(plan.ports.kafka_controller);
         }
         for c in &self.components {
             say(format!("starting {}", c.name()));
@@ -132,9 +138,16 @@ impl Stack {
         let log = self.layout.log_file(c.name());
         // Each start has a log of its own, so a failure shows only its lines.
         let _ = std::fs::remove_file(&log);
+        // Every component runs in the stack's network namespace.
+        let mut args = vec![
+            format!("--net=/run/netns/{}", plan.net.netns()),
+            "--".to_string(),
+            launch.program.display().to_string(),
+        ];
+        args.extend(launch.args);
         let record = process::start_detached(
-            &launch.program,
-            &launch.args,
+            std::path::Path::new("nsenter"),
+            &args,
             &[],
             &log,
             &self.layout.pid_file(c.name()),
@@ -177,6 +190,15 @@ impl Stack {
             }
         }
         self.kill_orphaned_containers(report);
+        self.remove_created_mountpoints();
+        if let Some(net) = StackNet::read(&self.layout) {
+            network::destroy(&net);
+            report(format!(
+                "removed network namespace {} and its links",
+                net.netns()
+            ));
+        }
+        let _ = std::fs::remove_file(self.layout.net_file());
         let _ = std::fs::remove_file(self.layout.stack_env());
         owner::stop_watcher(&self.layout);
     }
@@ -194,6 +216,22 @@ impl Stack {
                 let _ = std::fs::remove_file(file);
             }
         }
+    }
+
+    /// The mount points the node made on the host for its pods' volumes,
+    /// deepest first and only while empty (no container runs any more).
+    fn remove_created_mountpoints(&self) {
+        let log = self.layout.node().created_mountpoints();
+        let made = std::fs::read_to_string(&log).unwrap_or_default();
+        for path in made.lines().rev().map(std::path::Path::new) {
+            let empty_file = path.is_file() && path.metadata().is_ok_and(|m| m.len() == 0);
+            let _ = if empty_file {
+                std::fs::remove_file(path)
+            } else {
+                std::fs::remove_dir(path)
+            };
+        }
+        let _ = std::fs::remove_file(log);
     }
 
     /// Prints each component's state and the stack's env; false when one is stopped.
@@ -236,38 +274,17 @@ impl Stack {
         Ok(out)
     }
 
-    fn kafka_plan(&self) -> Result<(Plan, String), Error> {
-        let env = StackEnv::read(&self.layout)?;
-        let not_up = |why: &str| Error::NotUp {
+    /// The plan of the running stack (for `start kafka`, `create-topic`, `exec`).
+    fn running_plan(&self) -> Result<Plan, Error> {
+        let net = StackNet::read(&self.layout).ok_or_else(|| Error::NotUp {
             dir: self.layout.root().to_path_buf(),
-            why: why.into(),
-        };
-        let bootstrap = env
-            .kafka_bootstrap
-            .ok_or_else(|| not_up("no Kafka in stack.env"))?;
-        let port = bootstrap
-            .rsplit_once(':')
-            .and_then(|(_, p)| p.parse().ok())
-            .ok_or_else(|| not_up("KAFKA_BOOTSTRAP has no port"))?;
-        let ctrl = env
-            .kafka_controller_port
-            .ok_or_else(|| not_up("no Kafka controller port in stack.env"))?;
-        let ports = Ports {
-            etcd: 0,
-            etcd_peer: 0,
-            apiserver: 0,
-            controller_manager: 0,
-            scheduler: 0,
-            kubelet: 0,
-            kafka: port,
-            kafka_controller: ctrl,
-        };
-        let plan = Plan {
+            why: "it has no network".into(),
+        })?;
+        Ok(Plan {
             layout: self.layout.clone(),
             tools: self.tools.clone(),
-            ports,
-        };
-        Ok((plan, bootstrap))
+            net,
+        })
     }
 
     /// `stop kafka`: takes the broker away (its ports stay in stack.env).
@@ -283,15 +300,15 @@ impl Stack {
         if self.running(Component::Kafka).is_some() {
             return Ok(());
         }
-        let (plan, bootstrap) = self.kafka_plan()?;
+        let plan = self.running_plan()?;
         self.start_one(&plan, Component::Kafka)?;
-        say(format!("started kafka on {bootstrap}"));
+        say(format!("started kafka on {}", plan.kafka_bootstrap()));
         Ok(())
     }
 
     /// `create-topic NAME [PARTITIONS]` (auto-creation is off on purpose).
     pub fn create_topic(&self, name: &str, partitions: u32) -> Result<(), Error> {
-        let (_, bootstrap) = self.kafka_plan()?;
+        let bootstrap = self.running_plan()?.kafka_bootstrap();
         let mut cmd = Command::new("java");
         cmd.args(self.tools.java(&self.layout))
             .args(["org.apache.kafka.tools.TopicCommand", "--bootstrap-server"])
@@ -301,6 +318,22 @@ impl Stack {
             .arg(partitions.to_string())
             .args(["--replication-factor", "1"]);
         process::run_checked(&mut cmd, format!("creating topic {name}")).map(drop)
+    }
+
+    /// `exec -- CMD`: runs CMD in the stack's network namespace (a process
+    /// the API server must call, such as a webhook, listens there).
+    pub fn exec(&self, cmd: &[String]) -> Result<std::process::ExitStatus, Error> {
+        let net = self.running_plan()?.net;
+        let (program, args) = cmd
+            .split_first()
+            .ok_or_else(|| Error::Usage("exec: no command given".into()))?;
+        net.enter(program)
+            .args(args)
+            .status()
+            .map_err(|source| Error::Spawn {
+                program: "nsenter".into(),
+                source,
+            })
     }
 
     /// The pid (also the process group) of a pod's running container.

@@ -65,6 +65,11 @@ enum Cmd {
         #[arg(default_value_t = 1)]
         partitions: u32,
     },
+    /// Run CMD in the stack's network namespace (what the API server must call).
+    Exec {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        cmd: Vec<String>,
+    },
     /// Print the pid (and process group) of a pod's running container.
     ContainerPid {
         namespace: String,
@@ -117,6 +122,14 @@ fn run(args: Args) -> Result<ExitCode, Error> {
             component: Stoppable::Kafka,
         } => stack.start_kafka()?,
         Cmd::CreateTopic { name, partitions } => stack.create_topic(&name, partitions)?,
+        Cmd::Exec { cmd } => {
+            let status = stack.exec(&cmd)?;
+            let code = status
+                .code()
+                .and_then(|c| u8::try_from(c).ok())
+                .unwrap_or(1);
+            return Ok(ExitCode::from(code));
+        }
         Cmd::ContainerPid {
             namespace,
             pod,
