@@ -1,11 +1,15 @@
-//! `e2e/stack` itself: a second stack comes up beside any other, answers, and
-//! `down` leaves no process behind; a warm `install` touches no network tool.
+//! `e2e/stack` itself: a second stack comes up beside any other in a network
+//! of its own (no default route, every printed address inside it), answers,
+//! and `down` leaves no process, namespace, link, route or mount behind, even
+//! after the node was SIGKILLed; a warm `install` touches no network tool.
 
+use std::net::Ipv4Addr;
 use std::path::Path;
 use std::process::Command;
 
 use heartbeat_e2e::stack::{repo_dir, run, run_ok};
 use heartbeat_testbed::layout::{PidRecord, StackLayout, default_tools_dir};
+use heartbeat_testbed::network::{self, StackNet};
 
 /// Processes whose command line mentions `needle`.
 fn processes_mentioning(needle: &str) -> Vec<String> {
@@ -32,8 +36,42 @@ fn stack_cmd(dir: &Path, sub: &str) -> Command {
     cmd
 }
 
+/// Every address `e2e/stack env` prints lies in what the stack made (its
+/// /30 and its pod network), and the stack namespace has no default route.
+fn assert_stays_inside(net: &StackNet, env: &str) {
+    let mut addresses = 0;
+    for line in env.lines() {
+        let value = line.split_once('=').map(|(_, v)| v).unwrap_or_default();
+        let value = value
+            .trim_start_matches("https://")
+            .trim_start_matches("http://");
+        let host = value.split(['/', ':']).next().unwrap_or_default();
+        if let Ok(ip) = host.parse::<Ipv4Addr>() {
+            addresses += 1;
+            assert!(net.owns(ip), "{line} is outside the stack's networks");
+        }
+    }
+    assert!(addresses >= 5, "expected the stack's addresses in:\n{env}");
+    let routes = run_ok(Command::new("ip").args(["-n", &net.netns(), "route", "show"]));
+    assert!(
+        !routes.contains("default"),
+        "the stack namespace has a default route:\n{routes}"
+    );
+    assert!(routes.contains(&net.pod_cidr()), "{routes}");
+}
+
+/// The network namespaces of the stack (its own and its pods').
+fn netns_of(net: &StackNet) -> Vec<String> {
+    let mut names: Vec<String> = network::list_netns()
+        .into_iter()
+        .filter(|n| *n == net.netns() || n.starts_with(&net.pod_netns_prefix()))
+        .collect();
+    names.sort();
+    names
+}
+
 #[test]
-fn a_second_stack_comes_up_recovers_from_a_crash_and_down_leaves_no_process() {
+fn a_second_stack_comes_up_in_its_own_network_recovers_from_a_crash_and_down_leaves_nothing() {
     // Kept on failure: the watcher needs the state dir to stop what runs.
     let tmp = tempfile::tempdir().expect("tempdir").keep();
     let dir = tmp.join("stack");
@@ -47,13 +85,10 @@ fn a_second_stack_comes_up_recovers_from_a_crash_and_down_leaves_no_process() {
     for c in ["etcd", "kube-apiserver", "kafka"] {
         assert!(status.contains(&format!("{c}: running")), "{status}");
     }
-    let env = run_ok(&mut stack_cmd(&dir, "env"));
-    assert!(
-        env.contains("export KUBECONFIG=") && env.contains("export KAFKA_BOOTSTRAP=127.0.0.1:"),
-        "{env}"
-    );
-    // A crashed component: `up` again notices, cleans up and starts afresh.
     let layout = StackLayout::new(&dir);
+    let net = StackNet::read(&layout).expect("the stack's network");
+    assert_stays_inside(&net, &run_ok(&mut stack_cmd(&dir, "env")));
+    // A crashed component: `up` again notices, cleans up and starts afresh.
     let apiserver = PidRecord::read(&layout.pid_file("kube-apiserver")).expect("pid file");
     run_ok(Command::new("kill").args(["-KILL", &apiserver.pid.to_string()]));
     let (ok, status, _) = run(&mut stack_cmd(&dir, "status"));
@@ -90,7 +125,22 @@ fn a_second_stack_comes_up_recovers_from_a_crash_and_down_leaves_no_process() {
         }
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
-    run_ok(kubectl().args(["run", "idle", "--image=demo/worker", "--restart=Never"]));
+    // The pod mounts an emptyDir where the host has no directory, so the
+    // node makes a mount point that `down` must remove.
+    let mountpoint = format!("/run/hb-e2e-lifecycle-{}", std::process::id());
+    let overrides = format!(
+        r#"{{"spec": {{"volumes": [{{"name": "data", "emptyDir": {{}}}}],
+             "containers": [{{"name": "idle", "image": "demo/worker",
+               "volumeMounts": [{{"name": "data", "mountPath": "{mountpoint}/data"}}]}}]}}}}"#
+    );
+    run_ok(kubectl().args([
+        "run",
+        "idle",
+        "--image=demo/worker",
+        "--restart=Never",
+        "--overrides",
+        &overrides,
+    ]));
     let mut pid = None;
     for _ in 0..120 {
         pid = layout
@@ -104,8 +154,36 @@ fn a_second_stack_comes_up_recovers_from_a_crash_and_down_leaves_no_process() {
     }
     let pid = pid.expect("the pod's container started");
     assert!(Path::new(&format!("/proc/{pid}")).exists());
+    assert!(Path::new(&mountpoint).is_dir(), "{mountpoint} was not made");
+    let pod_netns: Vec<String> = netns_of(&net);
+    assert!(
+        pod_netns.len() >= 2,
+        "stack and pod namespaces: {pod_netns:?}"
+    );
 
+    // The node dies without cleaning up: its pod keeps running, its
+    // namespaces stay; `down` must still leave nothing behind.
+    let node = PidRecord::read(&layout.pid_file("process-node")).expect("node pid file");
+    run_ok(Command::new("kill").args(["-KILL", &node.pid.to_string()]));
     run_ok(&mut stack_cmd(&dir, "down"));
+    assert_eq!(
+        netns_of(&net),
+        Vec::<String>::new(),
+        "namespaces left after down"
+    );
+    let links = run_ok(Command::new("ip").args(["-o", "link", "show"]));
+    assert!(!links.contains(&format!("{}@", net.host_link())), "{links}");
+    let routes = run_ok(Command::new("ip").args(["route", "show"]));
+    assert!(!routes.contains(&net.pod_cidr()), "{routes}");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(
+        !mounts.contains(&format!("/run/netns/{}", net.netns())),
+        "netns mounts left:\n{mounts}"
+    );
+    assert!(
+        !Path::new(&mountpoint).exists(),
+        "{mountpoint} left after down"
+    );
     assert!(
         !Path::new(&format!("/proc/{pid}/cmdline")).exists()
             || std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.is_empty()),

@@ -12,7 +12,8 @@ use heartbeat_testbed::supervisor::{Stack, UpOptions, repo_dir};
 use heartbeat_testbed::{Error, owner, say};
 
 /// Runs etcd, kube-apiserver, kube-controller-manager, kube-scheduler, the
-/// process node and a KRaft Kafka broker on loopback for tests and the demo.
+/// process node and a KRaft Kafka broker in network namespaces of their own,
+/// for tests and the demo.
 #[derive(Parser, Debug)]
 #[command(name = "e2e/stack", version, about)]
 struct Args {
