@@ -113,8 +113,8 @@ install_debs() {
 # What must already be on the machine (the project's machines have it all).
 require_prereqs() {
 	local t missing=()
-	for t in go java mvn python3 openssl cargo curl; do command -v "$t" >/dev/null || missing+=("$t"); done
-	[ ${#missing[@]} -eq 0 ] || die "missing on this machine: ${missing[*]} (Go 1.26, Java 17 with Maven, Python 3, openssl, curl and Rust are prerequisites)"
+	for t in go java mvn python3 openssl cargo curl ip nsenter setsid sysctl; do command -v "$t" >/dev/null || missing+=("$t"); done
+	[ ${#missing[@]} -eq 0 ] || die "missing on this machine: ${missing[*]} (Go 1.26, Java 17 with Maven, Python 3, openssl, curl, Rust, iproute2, util-linux and procps are prerequisites)"
 }
 
 # The Go module and build caches (several GiB) only serve a rebuild after a

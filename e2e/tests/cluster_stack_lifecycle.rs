@@ -88,6 +88,13 @@ fn a_second_stack_comes_up_in_its_own_network_recovers_from_a_crash_and_down_lea
     let layout = StackLayout::new(&dir);
     let net = StackNet::read(&layout).expect("the stack's network");
     assert_stays_inside(&net, &run_ok(&mut stack_cmd(&dir, "env")));
+    // `exec` runs where the API server can call back: in the stack namespace.
+    let inside = run_ok(stack_cmd(&dir, "exec").args(["--", "ip", "-o", "-4", "addr", "show"]));
+    assert!(
+        inside.contains(&format!("{}/30", net.stack_addr()))
+            && !inside.contains(&net.host_addr().to_string()),
+        "{inside}"
+    );
     // A crashed component: `up` again notices, cleans up and starts afresh.
     let apiserver = PidRecord::read(&layout.pid_file("kube-apiserver")).expect("pid file");
     run_ok(Command::new("kill").args(["-KILL", &apiserver.pid.to_string()]));
