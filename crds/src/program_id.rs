@@ -53,6 +53,58 @@ pub fn render(template: &str, vars: &TemplateVars<'_>) -> Result<String, Error> 
     Ok(out)
 }
 
+/// Renders `template` for injection into a pod that may have no name yet
+/// (pods of a Deployment get theirs after admission): `{namespace}`, `{pod}`
+/// and `{node}` become the Kubernetes env references `$(POD_NAMESPACE)`,
+/// `$(POD_NAME)` and `$(NODE_NAME)`, which the kubelet expands from the
+/// downward-API env declared before it; `{container}` and `{monitor}` are
+/// known at admission and written as they are. The template is checked by
+/// rendering it as a pod would, so an invalid one is refused here.
+pub fn render_with_env_refs(
+    template: &str,
+    container: &str,
+    monitor: &str,
+) -> Result<String, Error> {
+    use crate::sidecar_contract::{env, env_ref};
+    render(
+        template,
+        &TemplateVars {
+            namespace: "namespace",
+            pod: "pod",
+            container,
+            monitor,
+            node: "node",
+        },
+    )?;
+    let (namespace, pod, node) = (
+        env_ref(env::POD_NAMESPACE),
+        env_ref(env::POD_NAME),
+        env_ref(env::NODE_NAME),
+    );
+    let vars = TemplateVars {
+        namespace: &namespace,
+        pod: &pod,
+        container,
+        monitor,
+        node: &node,
+    };
+    let mut out = String::with_capacity(template.len() + 32);
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let close = after.find('}').ok_or(Error::UnclosedPlaceholder)?;
+        let name = &after[..close];
+        out.push_str(
+            vars.get(name)
+                .ok_or_else(|| Error::UnknownPlaceholder(name.to_string()))?,
+        );
+        rest = &after[close + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
 /// The Kafka message key for a program id.
 pub fn key_for(program_id: &str) -> String {
     format!("{program_id}{KEY_SUFFIX}")
@@ -76,6 +128,25 @@ pub fn program_id_from_key(key: &[u8]) -> Result<&str, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn injection_renders_pod_fields_as_env_references_and_checks_the_rest() {
+        assert_eq!(
+            render_with_env_refs("{namespace}.{pod}", "app", "ingest"),
+            Ok("$(POD_NAMESPACE).$(POD_NAME)".to_string())
+        );
+        assert_eq!(
+            render_with_env_refs("{monitor}-{container}@{node}", "app", "ingest").map_err(|_| ()),
+            Err(()),
+            "@ is not allowed in a program id"
+        );
+        assert_eq!(
+            render_with_env_refs("{monitor}-{container}-{node}", "app", "ingest"),
+            Ok("ingest-app-$(NODE_NAME)".to_string())
+        );
+        assert!(render_with_env_refs("{nope}", "app", "m").is_err());
+        assert!(render_with_env_refs("{pod", "app", "m").is_err());
+    }
 
     fn vars() -> TemplateVars<'static> {
         TemplateVars {

@@ -173,7 +173,7 @@ impl PrivateKafka {
         cmd
     }
 
-    /// Stops the broker (the port stays reserved in the stack's state).
+    /// Stops the broker (its address and port stay the stack's).
     pub fn stop_broker(&self) {
         run_ok(Self::stack(&self.dir).args(["stop", "kafka"]));
     }

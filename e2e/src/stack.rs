@@ -97,6 +97,10 @@ impl Stack {
     /// A command for an installed tool (`kubectl`, `helm`, ...) pointed at this stack.
     pub fn tool(&self, name: &str) -> Command {
         let mut cmd = Command::new(self.tools_bin.join(name));
+        // The stack is on this machine: never through a user's proxy.
+        for var in ["http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"] {
+            cmd.env_remove(var);
+        }
         cmd.env("KUBECONFIG", &self.kubeconfig);
         cmd
     }

@@ -85,6 +85,8 @@ fn two_pods_listen_on_the_same_loopback_port_and_each_reaches_its_own() {
         );
         let body = run_ok(std::process::Command::new("curl").args([
             "-sf",
+            "--noproxy",
+            "*",
             "--max-time",
             "5",
             &format!("http://{ip}:9190/"),
@@ -168,7 +170,17 @@ spec:
     image: demo/worker
     volumeMounts: [{name: shared, mountPath: /run/hb-e2e/shared}]
     command: [sh, -c, "while :; do cat /run/hb-e2e/shared/note 2>/dev/null && break; sleep 0.5; done; echo creds-here=$(ls -A /run/hb-e2e/creds 2>/dev/null | wc -l); sleep 3600"]
----
+"#,
+    );
+    let write = ns.wait_log("writer", "write", T, |l| l.contains("secret-read-only"));
+    assert!(write.contains("password=s3cret mode=fast"), "{write}");
+    // Each container has its own mounts: the Secret is not mounted here.
+    let read = ns.wait_log("writer", "read", T, |l| l.contains("creds-here="));
+    assert!(read.contains("from-writer"), "{read}");
+    assert!(read.contains("creds-here=0"), "{read}");
+    // Only now, with the note written, a second pod looks at its own emptyDir.
+    ns.apply(
+        r#"
 apiVersion: v1
 kind: Pod
 metadata: {name: other}
@@ -179,20 +191,13 @@ spec:
   - name: look
     image: demo/worker
     volumeMounts: [{name: shared, mountPath: /run/hb-e2e/shared}]
-    command: [sh, -c, "sleep 3; ls -A /run/hb-e2e/shared | wc -l | sed 's/^/entries=/'; sleep 3600"]
+    command: [sh, -c, "ls -A /run/hb-e2e/shared | wc -l | sed 's/^/entries=/'; sleep 3600"]
 "#,
     );
-    let write = ns.wait_log("writer", "write", T, |l| l.contains("secret-read-only"));
-    assert!(write.contains("password=s3cret mode=fast"), "{write}");
-    // Each container has its own mounts: the Secret is not mounted here (a
-    // mount point another container needed may show as an empty directory).
-    let read = ns.wait_log("writer", "read", T, |l| l.contains("creds-here="));
-    assert!(read.contains("from-writer"), "{read}");
-    assert!(read.contains("creds-here=0"), "{read}");
     let other = ns.wait_log("other", "look", T, |l| l.contains("entries="));
     assert!(other.contains("entries=0"), "{other}");
-    // The host itself has none of it.
-    assert!(!std::path::Path::new("/run/hb-e2e/shared/note").exists());
+    // The host itself has none of it, not even the mount points.
+    assert!(!std::path::Path::new("/run/hb-e2e").exists());
 }
 
 /// A CA and a serving certificate for `dns` (openssl, in `dir`).

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Command;
 
 use heartbeat_e2e::stack::{repo_dir, run, run_ok};
-use heartbeat_testbed::layout::{PidRecord, StackLayout, default_tools_dir};
+use heartbeat_testbed::layout::{PidRecord, StackEnv, StackLayout};
 use heartbeat_testbed::network::{self, StackNet};
 
 /// Processes whose command line mentions `needle`.
@@ -112,8 +112,12 @@ fn a_second_stack_comes_up_in_its_own_network_recovers_from_a_crash_and_down_lea
     assert!(status.contains("kube-apiserver: running"), "{status}");
 
     let kubeconfig = layout.kubeconfig();
+    let tools_bin = StackEnv::read(&layout)
+        .ok()
+        .and_then(|e| e.tools_bin)
+        .expect("HB_TOOLS_BIN in stack.env");
     let version = run_ok(
-        Command::new(default_tools_dir().join("bin/kubectl"))
+        Command::new(tools_bin.join("kubectl"))
             .env("KUBECONFIG", &kubeconfig)
             .args(["version", "-o", "json"]),
     );
@@ -122,7 +126,7 @@ fn a_second_stack_comes_up_in_its_own_network_recovers_from_a_crash_and_down_lea
 
     // A pod on the process node is a process too; down must stop it.
     let kubectl = || {
-        let mut c = Command::new(default_tools_dir().join("bin/kubectl"));
+        let mut c = Command::new(tools_bin.join("kubectl"));
         c.env("KUBECONFIG", &kubeconfig);
         c
     };
@@ -132,8 +136,8 @@ fn a_second_stack_comes_up_in_its_own_network_recovers_from_a_crash_and_down_lea
         }
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
-    // The pod mounts an emptyDir where the host has no directory, so the
-    // node makes a mount point that `down` must remove.
+    // The pod mounts an emptyDir where the host has no directory: the mount
+    // point is made in the container's own overlay, never on the host.
     let mountpoint = format!("/run/hb-e2e-lifecycle-{}", std::process::id());
     let overrides = format!(
         r#"{{"spec": {{"volumes": [{{"name": "data", "emptyDir": {{}}}}],
@@ -161,7 +165,10 @@ fn a_second_stack_comes_up_in_its_own_network_recovers_from_a_crash_and_down_lea
     }
     let pid = pid.expect("the pod's container started");
     assert!(Path::new(&format!("/proc/{pid}")).exists());
-    assert!(Path::new(&mountpoint).is_dir(), "{mountpoint} was not made");
+    assert!(
+        !Path::new(&mountpoint).exists(),
+        "{mountpoint} was made on the host"
+    );
     let pod_netns: Vec<String> = netns_of(&net);
     assert!(
         pod_netns.len() >= 2,
@@ -183,8 +190,13 @@ fn a_second_stack_comes_up_in_its_own_network_recovers_from_a_crash_and_down_lea
     let routes = run_ok(Command::new("ip").args(["route", "show"]));
     assert!(!routes.contains(&net.pod_cidr()), "{routes}");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let ours = |field: &str| {
+        field
+            .strip_prefix("/run/netns/")
+            .is_some_and(|n| n == net.netns() || n.starts_with(&net.pod_netns_prefix()))
+    };
     assert!(
-        !mounts.contains(&format!("/run/netns/{}", net.netns())),
+        !mounts.lines().any(|l| l.split_whitespace().any(ours)),
         "netns mounts left:\n{mounts}"
     );
     assert!(

@@ -191,13 +191,7 @@ impl Ctr {
         // pod-enter reports a workingDir that does not exist, as a runtime does.
         let cwd = launch.working_dir.as_deref().unwrap_or(Path::new("/"));
         let mut cmd = entry.command(cwd, &launch.program, &launch.args);
-        cmd.env_clear()
-            .env(
-                "PATH",
-                std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()),
-            )
-            .envs(launch.env.iter().map(|(k, v)| (k, v)))
-            .stdin(std::process::Stdio::null())
+        cmd.stdin(std::process::Stdio::null())
             .stdout(log)
             .stderr(log2)
             .process_group(0)

@@ -79,21 +79,28 @@ pub struct Entry {
     pub pod_ip: String,
     /// The pod's hostname.
     pub hostname: String,
-    /// The node's list of mount points it made on the host.
+    /// A directory of the container's own for its private tmpfs.
+    pub scratch: PathBuf,
+    /// The node's list of mount points it had to make on the host.
     pub mountpoints_log: PathBuf,
     /// The container's volume mounts.
     pub mounts: Vec<MountSpec>,
+    /// The container's environment (the node adds only its own PATH).
+    pub env: Vec<(String, String)>,
 }
 
 impl Entry {
-    /// `pod-enter ... -- program args`, in `cwd`, ready for env and stdio.
+    /// `pod-enter ... -- program args` in `cwd` with the container's
+    /// environment, ready for stdio.
     pub fn command(&self, cwd: &Path, program: &Path, args: &[String]) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(&self.pod_enter);
         cmd.arg("--netns").arg(&self.netns);
         for m in &self.mounts {
             cmd.arg("--mount").arg(m.render());
         }
-        cmd.arg("--mountpoints-log")
+        cmd.arg("--scratch")
+            .arg(&self.scratch)
+            .arg("--mountpoints-log")
             .arg(&self.mountpoints_log)
             .arg("--hostname")
             .arg(&self.hostname)
@@ -101,50 +108,131 @@ impl Entry {
             .arg(cwd)
             .arg("--")
             .arg(program)
-            .args(args);
+            .args(args)
+            .env_clear()
+            .env(
+                "PATH",
+                std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()),
+            )
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd
     }
 }
 
-/// Makes `target` (a directory, or a file when `file` holds) with what is
-/// missing above it, noting each directory made in `log`.
-fn make_mountpoint(target: &Path, file: bool, log: Option<&Path>) -> std::io::Result<()> {
-    if target.exists() {
-        return Ok(());
-    }
-    let dir = if file {
-        target.parent().unwrap_or(Path::new("/"))
-    } else {
-        target
-    };
-    let missing: Vec<&Path> = dir.ancestors().take_while(|a| !a.exists()).collect();
-    std::fs::create_dir_all(dir)?;
-    if let Some(log) = log {
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)?;
-        for made in missing.iter().rev() {
-            writeln!(f, "{}", made.display())?;
-        }
-    }
-    if file {
-        std::fs::File::create(target)?;
-        if let Some(log) = log {
-            let mut f = std::fs::OpenOptions::new().append(true).open(log)?;
-            writeln!(f, "{}", target.display())?;
-        }
-    }
-    Ok(())
+/// Where missing mount points are made without touching the host: each
+/// existing directory above a missing target is overlaid (in this
+/// container's mount namespace only) with an overlayfs whose upper layer
+/// lives on a private tmpfs, so the directories made exist for this
+/// container alone and vanish with it.
+struct MountPoints {
+    /// A private tmpfs for the overlays' upper and work directories.
+    scratch: PathBuf,
+    scratch_mounted: bool,
+    /// Directories overlaid so far.
+    overlaid: Vec<PathBuf>,
+    /// Where mount points made on the host itself are listed (only when the
+    /// nearest existing directory is `/`, which cannot be overlaid).
+    host_log: Option<PathBuf>,
 }
 
-fn bind(m: &MountSpec, log: Option<&Path>) -> Result<(), EnterError> {
+impl MountPoints {
+    /// The nearest existing directory above `path` (symlinks resolved).
+    fn existing_ancestor(path: &Path) -> PathBuf {
+        path.ancestors()
+            .skip(1)
+            .find_map(|a| std::fs::canonicalize(a).ok().filter(|c| c.is_dir()))
+            .unwrap_or_else(|| PathBuf::from("/"))
+    }
+
+    fn overlay(&mut self, dir: &Path) -> Result<(), String> {
+        if !self.scratch_mounted {
+            std::fs::create_dir_all(&self.scratch).map_err(|e| e.to_string())?;
+            mount(
+                Some("tmpfs"),
+                &self.scratch,
+                Some("tmpfs"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                Some("mode=0755"),
+            )
+            .map_err(|e| format!("tmpfs at {}: {e}", self.scratch.display()))?;
+            self.scratch_mounted = true;
+        }
+        let n = self.overlaid.len();
+        let (upper, work) = (
+            self.scratch.join(format!("upper{n}")),
+            self.scratch.join(format!("work{n}")),
+        );
+        for d in [&upper, &work] {
+            std::fs::create_dir_all(d).map_err(|e| e.to_string())?;
+        }
+        let options = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            dir.display(),
+            upper.display(),
+            work.display()
+        );
+        mount(
+            Some("overlay"),
+            dir,
+            Some("overlay"),
+            MsFlags::empty(),
+            Some(options.as_str()),
+        )
+        .map_err(|e| format!("overlay on {}: {e}", dir.display()))?;
+        self.overlaid.push(dir.to_path_buf());
+        Ok(())
+    }
+
+    /// Makes `target` (a directory, or an empty file when `file` holds).
+    fn make(&mut self, target: &Path, file: bool) -> Result<(), String> {
+        if target.exists() {
+            return Ok(());
+        }
+        let ancestor = Self::existing_ancestor(target);
+        let covered = self.overlaid.iter().any(|o| ancestor.starts_with(o));
+        let on_host = ancestor == Path::new("/");
+        if !covered && !on_host {
+            self.overlay(&ancestor)?;
+        }
+        let dir = if file {
+            target.parent().unwrap_or(Path::new("/"))
+        } else {
+            target
+        };
+        let missing: Vec<PathBuf> = dir
+            .ancestors()
+            .take_while(|a| !a.exists())
+            .map(Path::to_path_buf)
+            .collect();
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        if file {
+            std::fs::File::create(target).map_err(|e| e.to_string())?;
+        }
+        if on_host && let Some(log) = &self.host_log {
+            let mut made: Vec<PathBuf> = missing.into_iter().rev().collect();
+            if file {
+                made.push(target.to_path_buf());
+            }
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .map_err(|e| e.to_string())?;
+            for p in made {
+                writeln!(f, "{}", p.display()).map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn bind(m: &MountSpec, points: &mut MountPoints) -> Result<(), EnterError> {
     let err = |why: String| EnterError::Mount {
         from: m.source.clone(),
         target: m.target.clone(),
         why,
     };
-    make_mountpoint(&m.target, m.source.is_file(), log).map_err(|e| err(e.to_string()))?;
+    points.make(&m.target, m.source.is_file()).map_err(err)?;
     mount(
         Some(&m.source),
         &m.target,
@@ -170,6 +258,7 @@ fn bind(m: &MountSpec, log: Option<&Path>) -> Result<(), EnterError> {
 pub fn enter(
     netns: &Path,
     mounts: &[MountSpec],
+    scratch: &Path,
     mountpoints_log: Option<&Path>,
     hostname: Option<&str>,
     cwd: &Path,
@@ -195,8 +284,14 @@ pub fn enter(
         None::<&str>,
     )
     .map_err(|e| EnterError::MountNs(e.to_string()))?;
+    let mut points = MountPoints {
+        scratch: scratch.to_path_buf(),
+        scratch_mounted: false,
+        overlaid: Vec::new(),
+        host_log: mountpoints_log.map(Path::to_path_buf),
+    };
     for m in mounts {
-        bind(m, mountpoints_log)?;
+        bind(m, &mut points)?;
     }
     if let Some(name) = hostname {
         nix::unistd::sethostname(name).map_err(|e| EnterError::Hostname(e.to_string()))?;

@@ -9,6 +9,8 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::Command;
 
+use heartbeat_testbed::network::{NETNS_DIR, remove_namespace, remove_namespaces_with_prefix};
+
 /// How pods are networked on this node (from the stack).
 #[derive(Debug, Clone)]
 pub struct NetConfig {
@@ -97,13 +99,13 @@ impl PodNetwork {
 
     /// The path `setns` takes.
     pub fn netns_path(&self) -> PathBuf {
-        PathBuf::from("/run/netns").join(&self.netns)
+        PathBuf::from(NETNS_DIR).join(&self.netns)
     }
 
     /// Makes the namespace and joins it to the bridge.
     pub fn create(&self, cfg: &NetConfig) -> Result<(), String> {
         // Left by a node that was killed: start clean.
-        let _ = ip(&["netns", "del", &self.netns]);
+        remove_namespace(&self.netns);
         let _ = ip(&["link", "del", &self.host_link]);
         let cidr = format!("{}/{}", self.ip, cfg.prefix_len);
         let gw = cfg.gateway.to_string();
@@ -137,10 +139,10 @@ impl PodNetwork {
         Ok(())
     }
 
-    /// Removes the namespace (its end of the veth pair goes with it, and so
-    /// does the node's end).
+    /// Removes the namespace, after killing what still runs in it (its end
+    /// of the veth pair goes with it, and so does the node's end).
     pub fn remove(&self) {
-        let _ = ip(&["netns", "del", &self.netns]);
+        remove_namespace(&self.netns);
         let _ = ip(&["link", "del", &self.host_link]);
     }
 }
@@ -163,16 +165,7 @@ fn ip(args: &[&str]) -> Result<(), String> {
 
 /// Removes pod namespaces with `prefix` a previous run left behind.
 pub fn remove_leftovers(prefix: &str) {
-    for entry in std::fs::read_dir("/run/netns")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with(prefix) {
-            let _ = ip(&["netns", "del", &name]);
-        }
-    }
+    remove_namespaces_with_prefix(prefix);
 }
 
 #[cfg(test)]

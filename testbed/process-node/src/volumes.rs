@@ -207,7 +207,18 @@ impl PodVolumes {
     /// Materialises one volume; returns the shortest token lifetime in it.
     async fn prepare_one(&self, pod: &Pod, v: &Volume) -> Result<Option<Duration>, String> {
         let dir = self.dir.volume(&v.name);
-        if v.empty_dir.is_some() || v.host_path.is_some() {
+        if let Some(h) = &v.host_path {
+            // The host's own path, used as it is: nothing is made there.
+            return if Path::new(&h.path).exists() {
+                Ok(None)
+            } else {
+                Err(format!(
+                    "hostPath {:?} does not exist on the process node",
+                    h.path
+                ))
+            };
+        }
+        if v.empty_dir.is_some() {
             std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
             return Ok(None);
         }
@@ -406,6 +417,13 @@ pub fn mounts(
             if let Some(sub) = m.sub_path.as_deref().filter(|s| !s.is_empty()) {
                 source = source.join(safe_relative(sub)?);
                 if !source.exists() {
+                    // Made only inside the pod's own volumes, never on a hostPath.
+                    if v.host_path.is_some() {
+                        return Err(format!(
+                            "subPath {sub:?} does not exist in hostPath {:?}",
+                            source.display()
+                        ));
+                    }
                     std::fs::create_dir_all(&source)
                         .map_err(|e| format!("{}: {e}", source.display()))?;
                 }

@@ -376,7 +376,8 @@ impl Worker {
         if self.sandbox_retry_at.is_some_and(|t| Instant::now() < t) {
             return;
         }
-        let result = match self.network.create(&self.node.net) {
+        // `ip` runs to its end: off the async threads.
+        let result = match tokio::task::block_in_place(|| self.network.create(&self.node.net)) {
             Ok(()) => self.volumes.prepare(&self.pod).await,
             Err(e) => Err(format!("creating the pod network: {e}")),
         };
@@ -393,8 +394,8 @@ impl Worker {
         }
     }
 
-    /// How container `i` is entered: the pod's namespaces, its mounts.
-    fn entry(&self, i: usize) -> Result<Entry, String> {
+    /// How container `i` is entered: the pod's namespaces, its mounts, its env.
+    fn entry(&self, i: usize, env: Vec<(String, String)>) -> Result<Entry, String> {
         let mounts = volumes::mounts(
             &self.pod,
             &self.dir,
@@ -409,8 +410,14 @@ impl Worker {
             netns: self.network.netns_path(),
             pod_ip: self.network.ip.to_string(),
             hostname: self.pod.metadata.name.clone().unwrap_or_default(),
+            scratch: self
+                .dir
+                .container(&self.ctrs[i].spec.name)
+                .path()
+                .join("scratch"),
             mountpoints_log: self.node.mountpoints_log.clone(),
             mounts,
+            env,
         })
     }
 
@@ -448,7 +455,7 @@ impl Worker {
             Err(msg) => return self.ctrs[i].fail_to_start("CreateContainerConfigError", msg),
         };
         let spec = launch::launch(&self.ctrs[i].spec, &image_entry, env);
-        let entry = match self.entry(i) {
+        let entry = match self.entry(i, spec.env.clone()) {
             Ok(entry) => entry,
             Err(msg) => return self.ctrs[i].fail_to_start("CreateContainerConfigError", msg),
         };
@@ -570,7 +577,7 @@ impl Worker {
             }
             self.report().await;
         }
-        self.network.remove();
+        tokio::task::block_in_place(|| self.network.remove());
         let name = self.pod.metadata.name.clone().unwrap_or_default();
         let dp = DeleteParams {
             grace_period_seconds: Some(0),
@@ -596,6 +603,6 @@ impl Worker {
         }
         self.wait_until_stopped(&all, Instant::now() + Duration::from_secs(2))
             .await;
-        self.network.remove();
+        tokio::task::block_in_place(|| self.network.remove());
     }
 }

@@ -584,7 +584,10 @@ logger.kafka.level = INFO
 
 /// A command's stdout when it succeeds.
 fn command_output(cmd: &mut Command) -> Option<String> {
-    let out = cmd.stdin(std::process::Stdio::null()).output().ok()?;
+    let out = crate::process::without_proxies(cmd)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .ok()?;
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())

@@ -17,14 +17,6 @@ pub fn default_stack_dir() -> PathBuf {
     xdg_dir("XDG_STATE_HOME", ".local/state").join("stack")
 }
 
-/// `HB_TOOLS_DIR`, or the default cache of installed tools.
-pub fn default_tools_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("HB_TOOLS_DIR") {
-        return PathBuf::from(dir);
-    }
-    xdg_dir("XDG_CACHE_HOME", ".cache").join("tools")
-}
-
 fn xdg_dir(var: &str, fallback: &str) -> PathBuf {
     let base = std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| {
         PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(fallback)
@@ -56,7 +48,13 @@ impl StackLayout {
     pub fn pid_file(&self, component: &str) -> PathBuf {
         self.pids_dir().join(format!("{component}.pid"))
     }
-    /// The pid of the process whose exit stops the stack (`--stop-when-exits`).
+    /// Held (flock) by `up`, `down`, `stop`, `start` and the watcher's
+    /// `down`, so they never interleave on one stack.
+    pub fn lock_file(&self) -> PathBuf {
+        self.root.join("lock")
+    }
+    /// The process whose exit stops the stack (`--stop-when-exits`), as a
+    /// [`PidRecord`].
     pub fn owner_file(&self) -> PathBuf {
         self.pids_dir().join("owner")
     }
@@ -133,7 +131,7 @@ impl NodeDir {
 }
 
 /// The process node's pod directories: `<pods>/<namespace>_<pod>_<uid>/`,
-/// each holding `volumes/<volume>/` and one directory per container with
+/// each holding `volumes/<volume>/` and `containers/<container>/` with
 /// `<run>.log` per run (0, 1, ... as it restarts) and a `pid` file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodsDir {
@@ -204,17 +202,17 @@ impl PodDir {
     /// One container's files.
     pub fn container(&self, name: &str) -> ContainerDir {
         ContainerDir {
-            path: self.path.join(name),
+            path: self.path.join("containers").join(name),
         }
     }
     /// Every container directory present.
     pub fn containers(&self) -> Vec<ContainerDir> {
-        let Ok(entries) = std::fs::read_dir(&self.path) else {
+        let Ok(entries) = std::fs::read_dir(self.path.join("containers")) else {
             return Vec::new();
         };
         entries
             .flatten()
-            .filter(|e| e.path().is_dir() && e.file_name() != "volumes")
+            .filter(|e| e.path().is_dir())
             .map(|e| ContainerDir { path: e.path() })
             .collect()
     }
@@ -504,8 +502,14 @@ mod tests {
             Path::new("/s/node/pods/ns_web-1_u-1/volumes/data")
         );
         let c = pod.container("app");
-        assert_eq!(c.log(2), Path::new("/s/node/pods/ns_web-1_u-1/app/2.log"));
-        assert_eq!(c.pid_file(), Path::new("/s/node/pods/ns_web-1_u-1/app/pid"));
+        assert_eq!(
+            c.log(2),
+            Path::new("/s/node/pods/ns_web-1_u-1/containers/app/2.log")
+        );
+        assert_eq!(
+            c.pid_file(),
+            Path::new("/s/node/pods/ns_web-1_u-1/containers/app/pid")
+        );
         assert_eq!(run_of(&c.log(7)), Some(7));
     }
 

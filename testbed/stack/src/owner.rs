@@ -15,21 +15,10 @@ use crate::layout::{PidRecord, StackLayout};
 /// The watcher's name in pid files and logs.
 pub const WATCHER: &str = "watcher";
 
-fn pid_alive(pid: i32) -> bool {
-    pid > 1 && kill(Pid::from_raw(pid), None).is_ok()
-}
-
-fn owner(layout: &StackLayout) -> Option<i32> {
-    std::fs::read_to_string(layout.owner_file())
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-}
-
-/// Whether the recorded owner still runs.
+/// Whether the recorded owner still runs (the very process: a reused pid
+/// does not count).
 pub fn owner_alive(layout: &StackLayout) -> bool {
-    owner(layout).is_some_and(pid_alive)
+    PidRecord::read(&layout.owner_file()).is_some_and(|r| r.is_alive())
 }
 
 /// Whether this stack's watcher runs.
@@ -39,8 +28,9 @@ pub fn watcher_alive(layout: &StackLayout) -> bool {
 
 /// Makes `pid` the owner the watcher follows.
 pub fn hand_over(layout: &StackLayout, pid: i32) -> Result<(), Error> {
-    let path = layout.owner_file();
-    std::fs::write(&path, pid.to_string()).map_err(|e| Error::io(&path, e))
+    let record = PidRecord::of(pid)
+        .ok_or_else(|| Error::Usage(format!("--stop-when-exits {pid}: no such process")))?;
+    record.write(&layout.owner_file())
 }
 
 /// Records `owner` and starts a watcher (this binary, `watch-owner`).
@@ -76,6 +66,26 @@ pub fn wait_until_owner_gone(layout: &StackLayout) {
         }
         std::thread::sleep(Duration::from_secs(1));
     }
+}
+
+/// Holds the stack's lock while it lives.
+pub struct StackLock {
+    _flock: nix::fcntl::Flock<std::fs::File>,
+}
+
+/// Waits for the stack's lock (see `StackLayout::lock_file`).
+pub fn lock(layout: &StackLayout) -> Result<StackLock, Error> {
+    let path = layout.lock_file();
+    std::fs::create_dir_all(layout.root()).map_err(|e| Error::io(layout.root(), e))?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map(|flock| StackLock { _flock: flock })
+        .map_err(|(_, errno)| Error::io(&path, std::io::Error::from(errno)))
 }
 
 /// Stops the watcher, unless the caller is the watcher itself.

@@ -29,9 +29,10 @@ pub fn start_detached(
         .map_err(|e| Error::io(log, e))?;
     let err = out.try_clone().map_err(|e| Error::io(log, e))?;
     // Not a group leader, so setsid execs in place and keeps the pid.
-    let child = Command::new("setsid")
-        .arg(program)
-        .args(args)
+    let mut cmd = Command::new("setsid");
+    cmd.arg(program).args(args);
+    without_proxies(&mut cmd);
+    let child = cmd
         .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(out)
@@ -53,6 +54,25 @@ pub fn start_detached(
     Ok(record)
 }
 
+/// Proxy settings a user may have: the stack's traffic stays on the
+/// machine, so none of it may go through a proxy.
+const PROXY_VARS: [&str; 6] = [
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+];
+
+/// Removes the proxy settings from `cmd`'s environment.
+pub fn without_proxies(cmd: &mut Command) -> &mut Command {
+    for var in PROXY_VARS {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
 /// The running process recorded in `pid_file`, if any.
 pub fn running(pid_file: &Path) -> Option<PidRecord> {
     PidRecord::read(pid_file).filter(PidRecord::is_alive)
@@ -72,6 +92,11 @@ pub fn stop(pid_file: &Path, grace: Duration) -> Option<i32> {
     }
     if record.is_alive() {
         let _ = kill(pid, Signal::SIGKILL);
+        // Gone before the caller goes on (removing its namespace, say).
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while record.is_alive() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
     Some(record.pid)
 }
@@ -80,7 +105,7 @@ pub fn stop(pid_file: &Path, grace: Duration) -> Option<i32> {
 /// failed with the command's output.
 pub fn run_checked(cmd: &mut Command, what: impl Into<String>) -> Result<String, Error> {
     let program = cmd.get_program().to_string_lossy().into_owned();
-    let out = cmd
+    let out = without_proxies(cmd)
         .stdin(Stdio::null())
         .output()
         .map_err(|source| Error::Spawn { program, source })?;

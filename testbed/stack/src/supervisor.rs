@@ -95,12 +95,15 @@ impl Stack {
             tools: self.tools.clone(),
             net,
         };
-        if let Err(e) = self.start_all(&plan) {
+        // Watched from the start: an `up` killed half-way leaks nothing.
+        let started = match opts.owner {
+            Some(pid) => owner::watch(&self.layout, pid),
+            None => Ok(()),
+        }
+        .and_then(|()| self.start_all(&plan));
+        if let Err(e) = started {
             self.down_quietly();
             return Err(e);
-        }
-        if let Some(pid) = opts.owner {
-            owner::watch(&self.layout, pid)?;
         }
         say("up: eval \"$(e2e/stack env)\" to use it");
         Ok(())
@@ -139,11 +142,8 @@ impl Stack {
         // Each start has a log of its own, so a failure shows only its lines.
         let _ = std::fs::remove_file(&log);
         // Every component runs in the stack's network namespace.
-        let mut args = vec![
-            format!("--net=/run/netns/{}", plan.net.netns()),
-            "--".to_string(),
-            launch.program.display().to_string(),
-        ];
+        let mut args = plan.net.nsenter_args().to_vec();
+        args.push(launch.program.display().to_string());
         args.extend(launch.args);
         let record = process::start_detached(
             std::path::Path::new("nsenter"),
@@ -191,14 +191,23 @@ impl Stack {
         }
         self.kill_orphaned_containers(report);
         self.remove_created_mountpoints();
-        if let Some(net) = StackNet::read(&self.layout) {
-            network::destroy(&net);
-            report(format!(
-                "removed network namespace {} and its links",
-                net.netns()
-            ));
+        match StackNet::read(&self.layout) {
+            Some(net) => match network::destroy(&net) {
+                Ok(()) => {
+                    report(format!(
+                        "removed network namespace {} and its links",
+                        net.netns()
+                    ));
+                    let _ = std::fs::remove_file(self.layout.net_file());
+                }
+                // The record stays, so a later `down` tries again.
+                Err(e) => report(format!("error: {e}")),
+            },
+            // Not ours any more (a reboot, a namespace deleted by hand).
+            None => {
+                let _ = std::fs::remove_file(self.layout.net_file());
+            }
         }
-        let _ = std::fs::remove_file(self.layout.net_file());
         let _ = std::fs::remove_file(self.layout.stack_env());
         owner::stop_watcher(&self.layout);
     }

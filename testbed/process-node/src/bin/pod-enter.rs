@@ -22,7 +22,12 @@ struct Args {
     /// A volume mount, `SOURCE:TARGET[:ro]` (repeatable).
     #[arg(long = "mount", value_parser = MountSpec::parse)]
     mounts: Vec<MountSpec>,
-    /// Where to note directories made on the host as mount points.
+    /// A directory for the container's private tmpfs (the upper layers of
+    /// the overlays that hold missing mount points).
+    #[arg(long)]
+    scratch: PathBuf,
+    /// Where to note directories made on the host as mount points (only
+    /// under `/`, which cannot be overlaid).
     #[arg(long)]
     mountpoints_log: Option<PathBuf>,
     /// The pod's hostname (its name, as with the kubelet).
@@ -49,6 +54,7 @@ fn main() -> ExitCode {
             enter(
                 &args.netns,
                 &args.mounts,
+                &args.scratch,
                 args.mountpoints_log.as_deref(),
                 args.hostname.as_deref(),
                 &args.cwd,
@@ -63,5 +69,14 @@ fn main() -> ExitCode {
             // 127, as a shell's "cannot run"; the node reports it as the exit code.
             ExitCode::from(127)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Args::command().debug_assert();
     }
 }

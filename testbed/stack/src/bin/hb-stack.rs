@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use heartbeat_testbed::components::{Component, Tools};
-use heartbeat_testbed::layout::{StackLayout, default_stack_dir, default_tools_dir};
+use heartbeat_testbed::layout::{StackLayout, default_stack_dir};
+use heartbeat_testbed::network;
 use heartbeat_testbed::supervisor::{Stack, UpOptions, repo_dir};
 use heartbeat_testbed::{Error, owner, say};
 
@@ -20,12 +21,12 @@ struct Args {
     /// The stack's state directory.
     #[arg(long, env = "HB_STACK_DIR", global = true)]
     stack_dir: Option<PathBuf>,
-    /// Where `e2e/stack install` put the tools.
-    #[arg(long, env = "HB_TOOLS_DIR", global = true)]
-    tools_dir: Option<PathBuf>,
+    /// Where `e2e/stack install` put the tools (`e2e/stack` sets it).
+    #[arg(long, env = "HB_TOOLS_DIR")]
+    tools_dir: PathBuf,
     /// The Kafka distribution (`e2e/stack` sets it from tools/versions.env).
-    #[arg(long, env = "HB_KAFKA_HOME", global = true)]
-    kafka_home: Option<PathBuf>,
+    #[arg(long, env = "HB_KAFKA_HOME")]
+    kafka_home: PathBuf,
     /// The components to run, space-separated (e.g. "kafka" for a private broker).
     #[arg(long, env = "HB_COMPONENTS", global = true, default_value = "")]
     components: String,
@@ -89,17 +90,28 @@ enum Stoppable {
 }
 
 fn run(args: Args) -> Result<ExitCode, Error> {
-    let tools_dir = args.tools_dir.unwrap_or_else(default_tools_dir);
     let stack = Stack {
         layout: StackLayout::new(args.stack_dir.unwrap_or_else(default_stack_dir)),
         tools: Tools {
-            kafka_home: args.kafka_home.unwrap_or_else(|| tools_dir.join("kafka")),
-            dir: tools_dir,
+            kafka_home: args.kafka_home,
+            dir: args.tools_dir,
             repo: repo_dir(),
             process_node_bin: args.process_node_bin,
         },
         components: Component::parse_list(&args.components)?,
         up_timeout: Duration::from_secs(args.up_timeout),
+    };
+    // What changes the stack needs root, and never interleaves on one stack.
+    let _lock = match &args.command {
+        Cmd::Up { .. } | Cmd::Down | Cmd::Stop { .. } | Cmd::Start { .. } => {
+            network::require_root()?;
+            Some(owner::lock(&stack.layout)?)
+        }
+        Cmd::Exec { .. } => {
+            network::require_root()?;
+            None
+        }
+        _ => None,
     };
     match args.command {
         Cmd::Up {
@@ -136,11 +148,17 @@ fn run(args: Args) -> Result<ExitCode, Error> {
             pod,
             container,
         } => println!("{}", stack.container_pid(&namespace, &pod, &container)?),
-        Cmd::WatchOwner => {
+        Cmd::WatchOwner => loop {
             owner::wait_until_owner_gone(&stack.layout);
+            let _lock = owner::lock(&stack.layout)?;
+            // Handed on while this waited for the lock: keep watching.
+            if owner::owner_alive(&stack.layout) {
+                continue;
+            }
             say("owner gone: stopping the stack");
             stack.down();
-        }
+            break;
+        },
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -152,5 +170,14 @@ fn main() -> ExitCode {
             say(format!("error: {e}"));
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        use clap::CommandFactory;
+        super::Args::command().debug_assert();
     }
 }
