@@ -25,7 +25,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::core::{Selector, SelectorExt};
-use kube::ResourceExt;
+use kube::{Resource, ResourceExt};
 use serde_json::Value;
 
 /// Pod annotation: `"false"` keeps the sidecar out of this pod.
@@ -190,12 +190,18 @@ fn choose<'a>(
     let (first, rest) = matching
         .split_first()
         .ok_or(SkipReason::NoMatchingMonitor)?;
-    Ok((first, rest.iter().map(|m| m.meta().name.as_deref().unwrap_or_default()).collect()))
+    Ok((
+        first,
+        rest.iter()
+            .map(|m| m.meta().name.as_deref().unwrap_or_default())
+            .collect(),
+    ))
 }
 
 fn already_injected(pod: &Pod) -> bool {
     let spec = pod.spec.as_ref();
-    let named = |cs: Option<&Vec<Container>>| cs.into_iter().flatten().any(|c| c.name == SIDECAR_NAME);
+    let named =
+        |cs: Option<&Vec<Container>>| cs.into_iter().flatten().any(|c| c.name == SIDECAR_NAME);
     pod.annotations().contains_key(ANNOTATION_INJECTED)
         || spec.is_some_and(|s| named(s.init_containers.as_ref()) || named(Some(&s.containers)))
 }
@@ -418,7 +424,10 @@ pub fn patch_for(
     // A native sidecar goes first, so it runs before the app and any init container.
     match (defaults.native_sidecar, has_init) {
         (true, true) => ops.push(add(&["spec", "initContainers", "0"], sidecar)),
-        (true, false) => ops.push(add(&["spec", "initContainers"], Value::Array(vec![sidecar]))),
+        (true, false) => ops.push(add(
+            &["spec", "initContainers"],
+            Value::Array(vec![sidecar]),
+        )),
         (false, _) => ops.push(add(&["spec", "containers", "-"], sidecar)),
     }
     let health = &monitor.spec.app_health;
@@ -441,7 +450,10 @@ pub fn patch_for(
         for (i, c) in spec.containers.iter().enumerate() {
             let i = i.to_string();
             if c.volume_mounts.as_ref().is_some_and(|m| !m.is_empty()) {
-                ops.push(add(&["spec", "containers", &i, "volumeMounts", "-"], mount.clone()));
+                ops.push(add(
+                    &["spec", "containers", &i, "volumeMounts", "-"],
+                    mount.clone(),
+                ));
             } else {
                 ops.push(add(
                     &["spec", "containers", &i, "volumeMounts"],
@@ -459,13 +471,20 @@ pub fn patch_for(
         for i in 0..spec.containers.len() {
             // `add` replaces an existing member: the app's own probe gives way.
             let i = i.to_string();
-            ops.push(add(&["spec", "containers", &i, "livenessProbe"], probe.clone()));
+            ops.push(add(
+                &["spec", "containers", &i, "livenessProbe"],
+                probe.clone(),
+            ));
         }
     }
     let mut annotations = vec![
         (
             ANNOTATION_INJECTED,
-            format!("monitor={},sidecar={}", monitor.name_any(), defaults.sidecar_version),
+            format!(
+                "monitor={},sidecar={}",
+                monitor.name_any(),
+                defaults.sidecar_version
+            ),
         ),
         (ANNOTATION_MONITOR, monitor.name_any()),
     ];
@@ -547,7 +566,10 @@ mod tests {
             .map(|e| {
                 let v = e.value.clone().unwrap_or_else(|| {
                     let f = e.value_from.as_ref().and_then(|f| f.field_ref.as_ref());
-                    format!("fieldRef:{}", f.map(|f| f.field_path.as_str()).unwrap_or("?"))
+                    format!(
+                        "fieldRef:{}",
+                        f.map(|f| f.field_path.as_str()).unwrap_or("?")
+                    )
                 });
                 (e.name.clone(), v)
             })
@@ -571,8 +593,15 @@ mod tests {
         assert_eq!(s.name, SIDECAR_NAME);
         assert_eq!(s.image.as_deref(), Some("heartbeat-sidecar:0.1.0"));
         assert_eq!(s.restart_policy.as_deref(), Some("Always"));
-        assert!(s.readiness_probe.is_none(), "no readinessProbe tied to the broker");
-        let live = s.liveness_probe.as_ref().and_then(|p| p.http_get.as_ref()).expect("livez");
+        assert!(
+            s.readiness_probe.is_none(),
+            "no readinessProbe tied to the broker"
+        );
+        let live = s
+            .liveness_probe
+            .as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .expect("livez");
         assert_eq!(live.path.as_deref(), Some("/livez"));
         assert_eq!(live.port, IntOrString::Int(9190));
         let env = env_of(s);
@@ -595,25 +624,46 @@ mod tests {
         );
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         assert_eq!(get("POD_IP"), Some("fieldRef:status.podIP"));
-        assert_eq!(get("HEARTBEAT_PROGRAM_ID"), Some("$(POD_NAMESPACE).$(POD_NAME)"));
+        assert_eq!(
+            get("HEARTBEAT_PROGRAM_ID"),
+            Some("$(POD_NAMESPACE).$(POD_NAME)")
+        );
         assert_eq!(get("HEARTBEAT_HTTP_ADDR"), Some("$(POD_IP):9190"));
         assert_eq!(get("HEARTBEAT_MONITOR"), Some("data/ingest"));
         assert_eq!(get("HEARTBEAT_APP_HEALTH"), Some("none"));
         // The broker Secret by reference only.
         let from = s.env_from.as_ref().expect("envFrom");
         assert_eq!(from[0].prefix.as_deref(), Some("KAFKA_"));
-        assert_eq!(from[0].secret_ref.as_ref().map(|r| r.name.as_str()), Some("kafka"));
+        assert_eq!(
+            from[0].secret_ref.as_ref().map(|r| r.name.as_str()),
+            Some("kafka")
+        );
         let sc = s.security_context.as_ref().expect("hardening");
         assert_eq!(sc.run_as_non_root, Some(true));
         assert_eq!(sc.read_only_root_filesystem, Some(true));
         assert_eq!(sc.allow_privilege_escalation, Some(false));
-        assert_eq!(sc.capabilities.as_ref().and_then(|c| c.drop.clone()), Some(vec!["ALL".to_string()]));
-        assert_eq!(sc.seccomp_profile.as_ref().map(|p| p.type_.as_str()), Some("RuntimeDefault"));
+        assert_eq!(
+            sc.capabilities.as_ref().and_then(|c| c.drop.clone()),
+            Some(vec!["ALL".to_string()])
+        );
+        assert_eq!(
+            sc.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
+            Some("RuntimeDefault")
+        );
         let res = s.resources.as_ref().expect("resources");
-        assert_eq!(res.limits.as_ref().and_then(|l| l.get("memory")), Some(&Quantity("32Mi".into())));
+        assert_eq!(
+            res.limits.as_ref().and_then(|l| l.get("memory")),
+            Some(&Quantity("32Mi".into()))
+        );
         let ann = out.metadata.annotations.expect("annotations");
-        assert_eq!(ann.get(ANNOTATION_INJECTED).map(String::as_str), Some("monitor=ingest,sidecar=0.1.0"));
-        assert_eq!(ann.get(ANNOTATION_MONITOR).map(String::as_str), Some("ingest"));
+        assert_eq!(
+            ann.get(ANNOTATION_INJECTED).map(String::as_str),
+            Some("monitor=ingest,sidecar=0.1.0")
+        );
+        assert_eq!(
+            ann.get(ANNOTATION_MONITOR).map(String::as_str),
+            Some("ingest")
+        );
     }
 
     #[test]
@@ -638,9 +688,19 @@ mod tests {
         });
         let out = injected(&p, &[m], &defaults());
         let spec = out.spec.expect("spec");
-        let init: Vec<&str> = spec.init_containers.iter().flatten().map(|c| c.name.as_str()).collect();
+        let init: Vec<&str> = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .map(|c| c.name.as_str())
+            .collect();
         assert_eq!(init, [SIDECAR_NAME, "migrate"]);
-        let volumes: Vec<&str> = spec.volumes.iter().flatten().map(|v| v.name.as_str()).collect();
+        let volumes: Vec<&str> = spec
+            .volumes
+            .iter()
+            .flatten()
+            .map(|v| v.name.as_str())
+            .collect();
         assert_eq!(volumes, ["cache", HEALTH_VOLUME]);
         for c in &spec.containers {
             let mounts: Vec<(&str, &str)> = c
@@ -649,12 +709,28 @@ mod tests {
                 .flatten()
                 .map(|m| (m.name.as_str(), m.mount_path.as_str()))
                 .collect();
-            assert!(mounts.contains(&(HEALTH_VOLUME, "/var/run/heartbeat")), "{}: {mounts:?}", c.name);
+            assert!(
+                mounts.contains(&(HEALTH_VOLUME, "/var/run/heartbeat")),
+                "{}: {mounts:?}",
+                c.name
+            );
         }
-        assert!(spec.containers[0].volume_mounts.iter().flatten().any(|m| m.name == "cache"));
-        assert_eq!(env_of(&spec.containers[0]), [("A".to_string(), "1".to_string())]);
+        assert!(
+            spec.containers[0]
+                .volume_mounts
+                .iter()
+                .flatten()
+                .any(|m| m.name == "cache")
+        );
+        assert_eq!(
+            env_of(&spec.containers[0]),
+            [("A".to_string(), "1".to_string())]
+        );
         let sidecar = &spec.init_containers.as_ref().expect("init")[0];
-        let health = env_of(sidecar).into_iter().find(|(k, _)| k == env::APP_HEALTH).map(|(_, v)| v);
+        let health = env_of(sidecar)
+            .into_iter()
+            .find(|(k, _)| k == env::APP_HEALTH)
+            .map(|(_, v)| v);
         assert_eq!(health.as_deref(), Some("file:/var/run/heartbeat/health:30"));
         let ann = out.metadata.annotations.expect("annotations");
         assert_eq!(ann.get("team").map(String::as_str), Some("data"));
@@ -665,27 +741,52 @@ mod tests {
     #[test]
     fn an_injected_pod_is_left_alone() {
         let monitors = [monitor("ingest", "ingest")];
-        let annotated = pod(json!({"metadata": {"annotations": {ANNOTATION_INJECTED: "monitor=ingest,sidecar=0.1.0"}}}));
-        assert_eq!(skipped(decide(&annotated, &monitors, all_secrets, &defaults())).1, SkipReason::AlreadyInjected);
+        let annotated = pod(
+            json!({"metadata": {"annotations": {ANNOTATION_INJECTED: "monitor=ingest,sidecar=0.1.0"}}}),
+        );
+        assert_eq!(
+            skipped(decide(&annotated, &monitors, all_secrets, &defaults())).1,
+            SkipReason::AlreadyInjected
+        );
         // Injecting the result again (a reinvocation) changes nothing.
         let once = injected(&pod(json!({})), &monitors, &defaults());
-        assert_eq!(skipped(decide(&once, &monitors, all_secrets, &defaults())).1, SkipReason::AlreadyInjected);
-        let by_hand = pod(json!({"spec": {"initContainers": [{"name": SIDECAR_NAME, "image": "x"}]}}));
-        assert_eq!(skipped(decide(&by_hand, &monitors, all_secrets, &defaults())).1, SkipReason::AlreadyInjected);
+        assert_eq!(
+            skipped(decide(&once, &monitors, all_secrets, &defaults())).1,
+            SkipReason::AlreadyInjected
+        );
+        let by_hand =
+            pod(json!({"spec": {"initContainers": [{"name": SIDECAR_NAME, "image": "x"}]}}));
+        assert_eq!(
+            skipped(decide(&by_hand, &monitors, all_secrets, &defaults())).1,
+            SkipReason::AlreadyInjected
+        );
     }
 
     #[test]
     fn an_opted_out_pod_is_skipped_and_the_monitor_hears_of_it() {
         let p = pod(json!({"metadata": {"annotations": {ANNOTATION_INJECT: "false"}}}));
-        let (m, reason) = skipped(decide(&p, &[monitor("ingest", "ingest")], all_secrets, &defaults()));
-        assert_eq!((m.as_deref(), &reason), (Some("ingest"), &SkipReason::OptedOut));
+        let (m, reason) = skipped(decide(
+            &p,
+            &[monitor("ingest", "ingest")],
+            all_secrets,
+            &defaults(),
+        ));
+        assert_eq!(
+            (m.as_deref(), &reason),
+            (Some("ingest"), &SkipReason::OptedOut)
+        );
         assert!(reason.concerns_a_monitor());
     }
 
     #[test]
     fn the_monitor_annotation_chooses_even_without_a_selector_match() {
-        let p = pod(json!({"metadata": {"labels": {"app": "other"}, "annotations": {ANNOTATION_MONITOR: "named"}}}));
-        let monitors = [monitor("ingest", "ingest"), monitor("named", "nothing-matches")];
+        let p = pod(
+            json!({"metadata": {"labels": {"app": "other"}, "annotations": {ANNOTATION_MONITOR: "named"}}}),
+        );
+        let monitors = [
+            monitor("ingest", "ingest"),
+            monitor("named", "nothing-matches"),
+        ];
         match decide(&p, &monitors, all_secrets, &defaults()) {
             Outcome::Inject { monitor, .. } => assert_eq!(monitor, "named"),
             other => panic!("{other:?}"),
@@ -693,30 +794,56 @@ mod tests {
         let q = pod(json!({"metadata": {"annotations": {ANNOTATION_MONITOR: "gone"}}}));
         let (m, reason) = skipped(decide(&q, &monitors, all_secrets, &defaults()));
         assert_eq!(m.as_deref(), Some("gone"));
-        assert_eq!(reason, SkipReason::NamedMonitorMissing { monitor: "gone".into() });
+        assert_eq!(
+            reason,
+            SkipReason::NamedMonitorMissing {
+                monitor: "gone".into()
+            }
+        );
     }
 
     #[test]
     fn a_pod_no_monitor_selects_is_not_touched_and_no_monitor_is_told() {
         let p = pod(json!({"metadata": {"labels": {"app": "web"}}}));
-        let (m, reason) = skipped(decide(&p, &[monitor("ingest", "ingest")], all_secrets, &defaults()));
+        let (m, reason) = skipped(decide(
+            &p,
+            &[monitor("ingest", "ingest")],
+            all_secrets,
+            &defaults(),
+        ));
         assert_eq!((m, &reason), (None, &SkipReason::NoMatchingMonitor));
         assert!(!reason.concerns_a_monitor());
         let none: [HeartbeatMonitor; 0] = [];
-        assert_eq!(skipped(decide(&p, &none, all_secrets, &defaults())).1, SkipReason::NoMatchingMonitor);
+        assert_eq!(
+            skipped(decide(&p, &none, all_secrets, &defaults())).1,
+            SkipReason::NoMatchingMonitor
+        );
         // A monitor without a selector covers only external programs.
         let mut external = monitor("ext", "web");
         external.spec.selector = None;
-        assert_eq!(skipped(decide(&p, &[external], all_secrets, &defaults())).1, SkipReason::NoMatchingMonitor);
+        assert_eq!(
+            skipped(decide(&p, &[external], all_secrets, &defaults())).1,
+            SkipReason::NoMatchingMonitor
+        );
     }
 
     #[test]
     fn of_several_matching_monitors_the_first_by_name_wins_and_the_rest_are_recorded() {
-        let monitors = [monitor("zeta", "ingest"), monitor("alpha", "ingest"), monitor("mid", "ingest")];
+        let monitors = [
+            monitor("zeta", "ingest"),
+            monitor("alpha", "ingest"),
+            monitor("mid", "ingest"),
+        ];
         let out = injected(&pod(json!({})), &monitors, &defaults());
         let ann = out.metadata.annotations.expect("annotations");
-        assert_eq!(ann.get(ANNOTATION_MONITOR).map(String::as_str), Some("alpha"));
-        assert_eq!(ann.get(ANNOTATION_ALSO_MATCHED).map(String::as_str), Some("mid,zeta"));
+        assert_eq!(
+            ann.get(ANNOTATION_MONITOR).map(String::as_str),
+            Some("alpha")
+        );
+        assert_eq!(
+            ann.get(ANNOTATION_ALSO_MATCHED).map(String::as_str),
+            Some("mid,zeta")
+        );
     }
 
     #[test]
@@ -726,7 +853,10 @@ mod tests {
         m.spec.program_id = "{monitor}.{pod}.{container}".into();
         let out = injected(&p, &[m], &defaults());
         let sidecar = &out.spec.and_then(|s| s.init_containers).expect("init")[0];
-        let id = env_of(sidecar).into_iter().find(|(k, _)| k == env::PROGRAM_ID).map(|(_, v)| v);
+        let id = env_of(sidecar)
+            .into_iter()
+            .find(|(k, _)| k == env::PROGRAM_ID)
+            .map(|(_, v)| v);
         assert_eq!(id.as_deref(), Some("ingest.$(POD_NAME).app"));
     }
 
@@ -734,16 +864,32 @@ mod tests {
     fn the_operators_own_namespace_is_never_injected() {
         let p = pod(json!({"metadata": {"namespace": "heartbeat-system"}}));
         assert_eq!(
-            skipped(decide(&p, &[monitor("ingest", "ingest")], all_secrets, &defaults())).1,
+            skipped(decide(
+                &p,
+                &[monitor("ingest", "ingest")],
+                all_secrets,
+                &defaults()
+            ))
+            .1,
             SkipReason::OperatorNamespace
         );
     }
 
     #[test]
     fn a_missing_broker_secret_admits_the_pod_unchanged_and_names_the_secret() {
-        let (m, reason) = skipped(decide(&pod(json!({})), &[monitor("ingest", "ingest")], |_| false, &defaults()));
+        let (m, reason) = skipped(decide(
+            &pod(json!({})),
+            &[monitor("ingest", "ingest")],
+            |_| false,
+            &defaults(),
+        ));
         assert_eq!(m.as_deref(), Some("ingest"));
-        assert_eq!(reason, SkipReason::SecretMissing { secret: "kafka".into() });
+        assert_eq!(
+            reason,
+            SkipReason::SecretMissing {
+                secret: "kafka".into()
+            }
+        );
         assert!(reason.to_string().contains("\"kafka\""), "{reason}");
     }
 
@@ -752,15 +898,26 @@ mod tests {
         let mut m = monitor("ingest", "ingest");
         m.spec.program_id = "{pod}@{bad}".into();
         let (_, reason) = skipped(decide(&pod(json!({})), &[m], all_secrets, &defaults()));
-        assert!(matches!(reason, SkipReason::CannotInject { .. }), "{reason:?}");
+        assert!(
+            matches!(reason, SkipReason::CannotInject { .. }),
+            "{reason:?}"
+        );
         let empty = pod(json!({"spec": {"containers": []}}));
-        let (_, reason) = skipped(decide(&empty, &[monitor("ingest", "ingest")], all_secrets, &defaults()));
+        let (_, reason) = skipped(decide(
+            &empty,
+            &[monitor("ingest", "ingest")],
+            all_secrets,
+            &defaults(),
+        ));
         assert!(reason.to_string().contains("no containers"), "{reason}");
     }
 
     #[test]
     fn the_plain_container_fallback_appends_without_restart_policy() {
-        let d = InjectDefaults { native_sidecar: false, ..defaults() };
+        let d = InjectDefaults {
+            native_sidecar: false,
+            ..defaults()
+        };
         let out = injected(&pod(json!({})), &[monitor("ingest", "ingest")], &d);
         let spec = out.spec.expect("spec");
         assert!(spec.init_containers.is_none());
@@ -771,16 +928,24 @@ mod tests {
 
     #[test]
     fn inject_liveness_probe_points_every_app_container_at_the_sidecar() {
-        let p = pod(json!({"spec": {"containers": [{"name": "app", "image": "demo/worker",
-            "livenessProbe": {"tcpSocket": {"port": 80}}}]}}));
+        let p = pod(
+            json!({"spec": {"containers": [{"name": "app", "image": "demo/worker",
+            "livenessProbe": {"tcpSocket": {"port": 80}}}]}}),
+        );
         let mut m = monitor("ingest", "ingest");
         m.spec.app_health.mode = AppHealthMode::Ping;
         m.spec.app_health.inject_liveness_probe = true;
         let out = injected(&p, &[m], &defaults());
-        let probe = out.spec.expect("spec").containers[0].liveness_probe.clone().expect("probe");
+        let probe = out.spec.expect("spec").containers[0]
+            .liveness_probe
+            .clone()
+            .expect("probe");
         assert!(probe.tcp_socket.is_none());
         let get = probe.http_get.expect("httpGet");
-        assert_eq!((get.path.as_deref(), get.port), (Some("/healthz/app"), IntOrString::Int(9190)));
+        assert_eq!(
+            (get.path.as_deref(), get.port),
+            (Some("/healthz/app"), IntOrString::Int(9190))
+        );
     }
 
     #[test]
@@ -792,22 +957,43 @@ mod tests {
         });
         m.spec.producer = BTreeMap::from([("linger.ms".to_string(), "5".to_string())]);
         let out = injected(&pod(json!({})), &[m], &defaults());
-        let s = out.spec.and_then(|s| s.init_containers).expect("init").remove(0);
-        assert_eq!(s.image.as_deref(), Some("registry.local/heartbeat-sidecar:9"));
+        let s = out
+            .spec
+            .and_then(|s| s.init_containers)
+            .expect("init")
+            .remove(0);
+        assert_eq!(
+            s.image.as_deref(),
+            Some("registry.local/heartbeat-sidecar:9")
+        );
         assert_eq!(s.resources, Some(ResourceRequirements::default()));
         assert!(env_of(&s).contains(&("KAFKA_LINGER_MS".to_string(), "5".to_string())));
     }
 
     #[test]
     fn the_rendered_app_health_is_what_the_sidecar_parses() {
-        for (mode, file) in [(AppHealthMode::None, None), (AppHealthMode::Ping, None), (AppHealthMode::File, Some("/hb/touch"))] {
+        for (mode, file) in [
+            (AppHealthMode::None, None),
+            (AppHealthMode::Ping, None),
+            (AppHealthMode::File, Some("/hb/touch")),
+        ] {
             let mut m = monitor("ingest", "ingest");
             m.spec.app_health.mode = mode;
-            m.spec.app_health.file = file.map(|p| FileHealth { path: p.into(), max_age_seconds: 7 });
+            m.spec.app_health.file = file.map(|p| FileHealth {
+                path: p.into(),
+                max_age_seconds: 7,
+            });
             let c = sidecar_container(&m, "app", &defaults()).expect("sidecar");
-            let value = env_of(&c).into_iter().find(|(k, _)| k == env::APP_HEALTH).map(|(_, v)| v).expect("env");
+            let value = env_of(&c)
+                .into_iter()
+                .find(|(k, _)| k == env::APP_HEALTH)
+                .map(|(_, v)| v)
+                .expect("env");
             let parsed = SidecarAppHealth::parse(&value).expect("the sidecar accepts it");
-            assert_eq!(parsed, SidecarAppHealth::from_spec(&m.spec.app_health).expect("spec"));
+            assert_eq!(
+                parsed,
+                SidecarAppHealth::from_spec(&m.spec.app_health).expect("spec")
+            );
         }
     }
 

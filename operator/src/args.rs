@@ -1,0 +1,96 @@
+//! The operator's flags, each with an env twin (`--help` lists them).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// The heartbeat.dev operator: injects the heartbeat sidecar into the pods
+/// HeartbeatMonitors select (a mutating admission webhook).
+#[derive(Parser, Debug, Clone)]
+#[command(name = "heartbeat-operator", version, about)]
+pub struct Args {
+    /// Kubeconfig to use; unset: in-cluster config or $KUBECONFIG.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// The operator's own namespace (its certificate Secret lives here; it is never injected).
+    #[arg(
+        long,
+        env = "HEARTBEAT_OPERATOR_NAMESPACE",
+        default_value = "heartbeat-system"
+    )]
+    pub namespace: String,
+    /// HTTPS address of the webhook (`/mutate`).
+    #[arg(long, env = "HEARTBEAT_WEBHOOK_ADDR", default_value = "0.0.0.0:9443")]
+    pub webhook_addr: SocketAddr,
+    /// Plain-HTTP address of `/livez`, `/readyz` and `/metrics`.
+    #[arg(long, env = "HEARTBEAT_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
+    pub admin_addr: SocketAddr,
+    /// The Secret that keeps the webhook's CA and serving certificate.
+    #[arg(
+        long,
+        env = "HEARTBEAT_CERT_SECRET",
+        default_value = "heartbeat-operator-webhook-tls"
+    )]
+    pub cert_secret: String,
+    /// The webhook's Service (its DNS names go into the certificate).
+    #[arg(
+        long,
+        env = "HEARTBEAT_WEBHOOK_SERVICE",
+        default_value = "heartbeat-operator"
+    )]
+    pub webhook_service: String,
+    /// The Service's port the API server calls.
+    #[arg(long, env = "HEARTBEAT_WEBHOOK_SERVICE_PORT", default_value_t = 443)]
+    pub webhook_service_port: i32,
+    /// Call the webhook at this URL instead of through the Service (an
+    /// operator run outside the cluster network); its host goes into the certificate.
+    #[arg(long, env = "HEARTBEAT_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+    /// Write the MutatingWebhookConfiguration (with the CA) ourselves.
+    #[arg(long, env = "HEARTBEAT_MANAGE_WEBHOOK_CONFIG")]
+    pub manage_webhook_config: bool,
+    /// The MutatingWebhookConfiguration's name.
+    #[arg(
+        long,
+        env = "HEARTBEAT_WEBHOOK_CONFIG_NAME",
+        default_value = "heartbeat-operator"
+    )]
+    pub webhook_config_name: String,
+    /// Namespaces with this label are injected (`key=value`).
+    #[arg(long, env = "HEARTBEAT_INJECTION_LABEL", default_value = "heartbeat.dev/injection=enabled", value_parser = parse_label)]
+    pub injection_label: (String, String),
+    /// The sidecar image injected unless a monitor overrides it.
+    #[arg(long, env = "HEARTBEAT_SIDECAR_IMAGE", default_value = concat!("heartbeat-sidecar:", env!("CARGO_PKG_VERSION")))]
+    pub sidecar_image: String,
+    /// Inject a plain container instead of a native sidecar (clusters older than 1.29).
+    #[arg(long, env = "HEARTBEAT_PLAIN_CONTAINER_SIDECAR")]
+    pub plain_container_sidecar: bool,
+    /// Seconds between checks of the certificate Secret (renewals are picked up then).
+    #[arg(long, env = "HEARTBEAT_CERT_CHECK_SECONDS", default_value_t = 60)]
+    pub cert_check_seconds: u64,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not key=value"))?;
+    if k.is_empty() {
+        return Err(format!("{s:?} has an empty key"));
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_definition_is_consistent_and_labels_parse() {
+        use clap::CommandFactory;
+        Args::command().debug_assert();
+        assert_eq!(parse_label("a/b=c"), Ok(("a/b".into(), "c".into())));
+        assert!(parse_label("novalue").is_err());
+        assert!(parse_label("=x").is_err());
+    }
+}

@@ -1,0 +1,277 @@
+//! heartbeat-operator: the admission webhook that injects the heartbeat
+//! sidecar (the controller follows). `run` joins the webhook, its
+//! certificate upkeep, the caches it decides from and the admin server.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod args;
+pub mod error;
+pub mod metrics;
+pub mod webhook;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::post;
+use axum_server::tls_rustls::RustlsConfig;
+use futures::StreamExt;
+use heartbeat_crds::monitor::HeartbeatMonitor;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::core::PartialObjectMeta;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+
+pub use error::{Error, Result};
+
+use args::Args;
+use metrics::Metrics;
+use webhook::certs::{self, CertBundle};
+use webhook::config::{WebhookSettings, WebhookTarget, apply, webhook_configuration};
+use webhook::inject::InjectDefaults;
+use webhook::server::{MAX_BODY_BYTES, WebhookState, mutate};
+
+async fn client(args: &Args) -> Result<kube::Client> {
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let bad = |why: String| Error::Kubeconfig {
+                path: path.clone(),
+                why,
+            };
+            let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| bad(e.to_string()))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .map_err(|e| bad(e.to_string()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| Error::InferConfig(e.to_string()))?,
+    };
+    kube::Client::try_from(config).map_err(Error::Client)
+}
+
+/// The DNS names (and IP) the serving certificate covers.
+fn dns_names(args: &Args) -> Vec<String> {
+    let (svc, ns) = (&args.webhook_service, &args.namespace);
+    let mut names = vec![
+        format!("{svc}.{ns}.svc"),
+        format!("{svc}.{ns}.svc.cluster.local"),
+    ];
+    if let Some(host) = args
+        .webhook_url
+        .as_deref()
+        .and_then(|u| u.strip_prefix("https://"))
+        .and_then(|rest| rest.split(['/', ':']).next())
+    {
+        names.push(host.to_string());
+    }
+    names
+}
+
+fn webhook_settings(args: &Args) -> WebhookSettings {
+    WebhookSettings {
+        name: args.webhook_config_name.clone(),
+        target: match &args.webhook_url {
+            Some(url) => WebhookTarget::Url(url.clone()),
+            None => WebhookTarget::Service {
+                namespace: args.namespace.clone(),
+                name: args.webhook_service.clone(),
+                port: args.webhook_service_port,
+            },
+        },
+        namespace_label: args.injection_label.clone(),
+        operator_namespace: args.namespace.clone(),
+        timeout_seconds: 5,
+    }
+}
+
+/// Keeps the serving certificate current: a renewed one (by this replica
+/// or another) is loaded without a restart, and the CA re-applied.
+async fn keep_certificate(
+    client: kube::Client,
+    args: Args,
+    tls: RustlsConfig,
+    mut current: CertBundle,
+    metrics: Arc<Metrics>,
+) {
+    let names = dns_names(&args);
+    loop {
+        tokio::time::sleep(Duration::from_secs(args.cert_check_seconds)).await;
+        let bundle = match certs::ensure(&client, &args.namespace, &args.cert_secret, &names).await
+        {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, label = e.metric_label(), "certificate check failed; keeping the current one");
+                continue;
+            }
+        };
+        if bundle.cert_pem == current.cert_pem {
+            continue;
+        }
+        match tls
+            .reload_from_pem(
+                bundle.cert_pem.clone().into_bytes(),
+                bundle.key_pem.clone().into_bytes(),
+            )
+            .await
+        {
+            Ok(()) => {
+                metrics.cert_loads.inc();
+                tracing::info!(not_after = %bundle.not_after, "loaded a renewed serving certificate");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot load the renewed certificate");
+                continue;
+            }
+        }
+        if args.manage_webhook_config && bundle.ca_pem != current.ca_pem {
+            let config = webhook_configuration(&webhook_settings(&args), &bundle.ca_pem);
+            if let Err(e) = apply(&client, &config).await {
+                tracing::error!(error = %e, "cannot write the new CA into the webhook configuration");
+            }
+        }
+        current = bundle;
+    }
+}
+
+/// Runs the operator until SIGTERM or SIGINT.
+pub async fn run(args: Args) -> Result<()> {
+    let client = client(&args).await?;
+    let metrics = Arc::new(Metrics::new());
+    let ready = Arc::new(AtomicBool::new(false));
+    let admin = tokio::spawn(admin::serve(
+        args.admin_addr,
+        admin::AdminState {
+            metrics: metrics.clone(),
+            ready: ready.clone(),
+        },
+    ));
+
+    // What the webhook decides from: monitors and Secret names, cached.
+    let (monitors, monitor_writer) = reflector::store();
+    let monitor_stream = reflector(
+        monitor_writer,
+        watcher(
+            Api::<HeartbeatMonitor>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .applied_objects();
+    let (secrets, secret_writer) = reflector::store();
+    let secret_stream = reflector(
+        secret_writer,
+        // Metadata only: the webhook needs to know a Secret exists, never its values.
+        watcher(
+            Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .applied_objects();
+    tokio::spawn(monitor_stream.for_each(|r| async move {
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "HeartbeatMonitor watch");
+        }
+    }));
+    tokio::spawn(secret_stream.for_each(|r| async move {
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "Secret metadata watch");
+        }
+    }));
+
+    let bundle = certs::ensure(
+        &client,
+        &args.namespace,
+        &args.cert_secret,
+        &dns_names(&args),
+    )
+    .await?;
+    let tls = RustlsConfig::from_pem(
+        bundle.cert_pem.clone().into_bytes(),
+        bundle.key_pem.clone().into_bytes(),
+    )
+    .await
+    .map_err(Error::LoadCert)?;
+    metrics.cert_loads.inc();
+    if args.manage_webhook_config {
+        apply(
+            &client,
+            &webhook_configuration(&webhook_settings(&args), &bundle.ca_pem),
+        )
+        .await?;
+    }
+    tokio::spawn(keep_certificate(
+        client.clone(),
+        args.clone(),
+        tls.clone(),
+        bundle,
+        metrics.clone(),
+    ));
+
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "heartbeat-operator".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        },
+    );
+    let state = Arc::new(WebhookState {
+        monitors: monitors.clone(),
+        secrets: secrets.clone(),
+        defaults: InjectDefaults {
+            image: args.sidecar_image.clone(),
+            sidecar_version: env!("CARGO_PKG_VERSION").into(),
+            resources: InjectDefaults::default_resources(),
+            native_sidecar: !args.plain_container_sidecar,
+            operator_namespace: args.namespace.clone(),
+        },
+        metrics: metrics.clone(),
+        recorder: Some(recorder),
+    });
+    let app = Router::new()
+        .route("/mutate", post(mutate))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state);
+    let handle = axum_server::Handle::new();
+    let server = axum_server::bind_rustls(args.webhook_addr, tls)
+        .handle(handle.clone())
+        .serve(app.into_make_service());
+    let webhook_addr = args.webhook_addr;
+    let serving = tokio::spawn(async move {
+        server.await.map_err(|source| Error::Serve {
+            what: "webhook",
+            addr: webhook_addr,
+            source,
+        })
+    });
+    // Ready once the caches are filled: before that, every pod would be skipped.
+    let (m, s) = (monitors.clone(), secrets.clone());
+    let ready_flag = ready.clone();
+    tokio::spawn(async move {
+        if m.wait_until_ready().await.is_ok() && s.wait_until_ready().await.is_ok() {
+            ready_flag.store(true, Ordering::Relaxed);
+            tracing::info!("caches synced; ready");
+        }
+    });
+    tracing::info!(addr = %args.webhook_addr, admin = %args.admin_addr, "webhook serving");
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|source| Error::Serve {
+            what: "signals",
+            addr: args.admin_addr,
+            source,
+        })?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+        r = serving => return r.unwrap_or(Ok(())),
+        r = admin => return r.unwrap_or(Ok(())),
+    }
+    tracing::info!("stopping");
+    handle.graceful_shutdown(Some(Duration::from_secs(5)));
+    Ok(())
+}

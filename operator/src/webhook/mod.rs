@@ -1,0 +1,7 @@
+//! The admission side of the operator: the injection decision (pure), the
+//! `/mutate` endpoint, its serving certificate and its configuration.
+
+pub mod certs;
+pub mod config;
+pub mod inject;
+pub mod server;

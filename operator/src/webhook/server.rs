@@ -1,0 +1,187 @@
+//! The `/mutate` endpoint: decodes an AdmissionReview, asks [`decide`]
+//! with the monitors and Secrets of the pod's namespace from the caches,
+//! and encodes the answer. It never stops a pod from being created: what
+//! it cannot handle is admitted unchanged, logged and counted; what is not
+//! an AdmissionReview at all gets a 400 with a JSON reason.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use heartbeat_crds::monitor::HeartbeatMonitor;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod, Secret};
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use kube::core::{DynamicObject, PartialObjectMeta};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use crate::metrics::{Metrics, OutcomeLabels};
+use crate::webhook::inject::{InjectDefaults, Outcome, SkipReason, decide};
+
+/// The largest body read: the API server sends at most a few MiB.
+pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+/// What `/mutate` works from.
+pub struct WebhookState {
+    /// Every HeartbeatMonitor (a reflector's cache).
+    pub monitors: Store<HeartbeatMonitor>,
+    /// Every Secret's metadata (names only: the webhook never reads values).
+    pub secrets: Store<PartialObjectMeta<Secret>>,
+    pub defaults: InjectDefaults,
+    pub metrics: Arc<Metrics>,
+    /// Publishes `InjectionSkipped` on monitors.
+    pub recorder: Option<Recorder>,
+}
+
+fn count(metrics: &Metrics, outcome: &str, reason: &str) {
+    metrics
+        .admissions
+        .get_or_create(&OutcomeLabels {
+            outcome: outcome.into(),
+            reason: reason.into(),
+        })
+        .inc();
+}
+
+/// `POST /mutate`.
+pub async fn mutate(State(state): State<Arc<WebhookState>>, body: Bytes) -> Response {
+    let started = Instant::now();
+    let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return bad_request(&state.metrics, format!("not an AdmissionReview: {e}")),
+    };
+    let request: AdmissionRequest<DynamicObject> = match review.try_into() {
+        Ok(r) => r,
+        Err(e) => {
+            return bad_request(
+                &state.metrics,
+                format!("an AdmissionReview without a request: {e}"),
+            );
+        }
+    };
+    let response = respond(&state, &request);
+    state
+        .metrics
+        .admission_duration
+        .observe(started.elapsed().as_secs_f64());
+    Json(response.into_review()).into_response()
+}
+
+fn bad_request(metrics: &Metrics, why: String) -> Response {
+    metrics.bad_requests.inc();
+    tracing::warn!(%why, "bad admission request");
+    (StatusCode::BAD_REQUEST, Json(json!({ "error": why }))).into_response()
+}
+
+/// The answer to one request: the patch, or the pod unchanged.
+fn respond(state: &WebhookState, req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
+    let admit = AdmissionResponse::from(req);
+    if req.kind.kind != "Pod" || req.operation != Operation::Create {
+        count(&state.metrics, "ignored", "not_a_pod_create");
+        return admit;
+    }
+    let pod = req
+        .object
+        .as_ref()
+        .ok_or_else(|| "no object".to_string())
+        .and_then(|o| serde_json::to_value(o).map_err(|e| e.to_string()))
+        .and_then(|v| serde_json::from_value::<Pod>(v).map_err(|e| e.to_string()));
+    let mut pod = match pod {
+        Ok(p) => p,
+        Err(why) => {
+            tracing::warn!(%why, uid = %req.uid, "unreadable pod; admitted unchanged");
+            count(&state.metrics, "error", "unreadable_pod");
+            return admit;
+        }
+    };
+    // A pod being created may not carry its namespace yet; the request does.
+    let namespace = req
+        .namespace
+        .clone()
+        .or_else(|| pod.metadata.namespace.clone())
+        .unwrap_or_default();
+    pod.metadata.namespace = Some(namespace.clone());
+    let monitors: Vec<HeartbeatMonitor> = state
+        .monitors
+        .state()
+        .iter()
+        .filter(|m| m.namespace().as_deref() == Some(namespace.as_str()))
+        .map(|m| (**m).clone())
+        .collect();
+    let secret_exists = |name: &str| {
+        state
+            .secrets
+            .get(&ObjectRef::new(name).within(&namespace))
+            .is_some()
+    };
+    match decide(&pod, &monitors, secret_exists, &state.defaults) {
+        Outcome::Inject { monitor, patch } => match admit.clone().with_patch(patch) {
+            Ok(patched) => {
+                count(&state.metrics, "injected", "");
+                tracing::info!(pod = %describe(&pod), %namespace, %monitor, "injected the heartbeat sidecar");
+                patched
+            }
+            Err(e) => {
+                tracing::error!(error = %e, pod = %describe(&pod), "cannot encode the patch; admitted unchanged");
+                count(&state.metrics, "error", "encode_patch");
+                admit
+            }
+        },
+        Outcome::Skip { monitor, reason } => {
+            count(&state.metrics, "skipped", reason.label());
+            if reason.concerns_a_monitor() {
+                tracing::info!(pod = %describe(&pod), %namespace, %reason, "injection skipped");
+                if let Some(m) =
+                    monitor.and_then(|m| monitors.into_iter().find(|x| x.name_any() == m))
+                {
+                    publish_skip(state, &m, &pod, &reason);
+                }
+            }
+            admit
+        }
+    }
+}
+
+/// The pod's name, or its generateName and owner (pods of a Deployment
+/// have no name at admission).
+fn describe(pod: &Pod) -> String {
+    let m = &pod.metadata;
+    if let Some(name) = &m.name {
+        return name.clone();
+    }
+    let owner = m
+        .owner_references
+        .iter()
+        .flatten()
+        .next()
+        .map(|o| format!(" (owner {} {})", o.kind, o.name))
+        .unwrap_or_default();
+    format!("{}*{owner}", m.generate_name.clone().unwrap_or_default())
+}
+
+/// An `InjectionSkipped` Event on the monitor, sent without holding up the
+/// admission.
+fn publish_skip(state: &WebhookState, monitor: &HeartbeatMonitor, pod: &Pod, reason: &SkipReason) {
+    let Some(recorder) = state.recorder.clone() else {
+        return;
+    };
+    let reference: ObjectReference = monitor.object_ref(&());
+    let event = Event {
+        type_: EventType::Warning,
+        reason: "InjectionSkipped".into(),
+        note: Some(format!("pod {}: {reason}", describe(pod))),
+        action: "Inject".into(),
+        secondary: None,
+    };
+    tokio::spawn(async move {
+        if let Err(e) = recorder.publish(&event, &reference).await {
+            tracing::warn!(error = %e, "cannot publish the InjectionSkipped Event");
+        }
+    });
+}
