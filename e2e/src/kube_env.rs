@@ -62,11 +62,25 @@ pub fn install_crds(stack: &Stack) {
 impl TestNamespace {
     /// `kubectl -n <ns> apply -f -` with `yaml`.
     pub fn apply(&self, yaml: &str) {
+        apply_in(&self.stack, Some(&self.name), yaml);
+    }
+}
+
+/// `kubectl apply -f -` with `yaml` (objects name their namespaces).
+pub fn apply_yaml(stack: &Stack, yaml: &str) {
+    apply_in(stack, None, yaml);
+}
+
+fn apply_in(stack: &Stack, namespace: Option<&str>, yaml: &str) {
+    {
         use std::io::Write;
-        let mut child = self
-            .stack
-            .kubectl()
-            .args(["apply", "-n", &self.name, "-f", "-"])
+        let mut cmd = stack.kubectl();
+        cmd.arg("apply");
+        if let Some(ns) = namespace {
+            cmd.args(["-n", ns]);
+        }
+        let mut child = cmd
+            .args(["-f", "-"])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -85,7 +99,9 @@ impl TestNamespace {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
 
+impl TestNamespace {
     /// `kubectl -n <ns> <args...>`, which must succeed; returns stdout.
     pub fn kubectl(&self, args: &[&str]) -> String {
         run_ok(self.stack.kubectl().arg("-n").arg(&self.name).args(args))

@@ -110,6 +110,33 @@ impl Stack {
         self.tool("kubectl")
     }
 
+    /// A kubeconfig for ServiceAccount `namespace/name` (a token from the
+    /// TokenRequest API, the stack's CA): how tests run the operator with
+    /// exactly the rights its RBAC grants.
+    pub fn service_account_kubeconfig(&self, namespace: &str, name: &str) -> PathBuf {
+        let token = run_ok(self.kubectl().args([
+            "create",
+            "token",
+            name,
+            "-n",
+            namespace,
+            "--duration",
+            "2h",
+        ]));
+        let server = self.env.kube_apiserver.clone().expect("KUBE_APISERVER");
+        let ca = self.layout.pki_dir().join("ca.crt");
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster: {{server: \"{server}\", certificate-authority: \"{}\"}}\n\
+             users:\n- name: sa\n  user: {{token: \"{}\"}}\ncontexts:\n- name: sa\n  context: {{cluster: local, user: sa, namespace: {namespace}}}\n\
+             current-context: sa\n",
+            ca.display(),
+            token.trim()
+        );
+        let path = std::env::temp_dir().join(format!("kubeconfig-{namespace}-{name}"));
+        std::fs::write(&path, text).expect("write kubeconfig");
+        path
+    }
+
     /// The current log of `container` in pod `namespace/pod` on the process node.
     pub fn container_log(&self, namespace: &str, pod: &str, container: &str) -> String {
         self.layout

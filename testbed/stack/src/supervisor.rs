@@ -329,20 +329,23 @@ impl Stack {
         process::run_checked(&mut cmd, format!("creating topic {name}")).map(drop)
     }
 
-    /// `exec -- CMD`: runs CMD in the stack's network namespace (a process
-    /// the API server must call, such as a webhook, listens there).
-    pub fn exec(&self, cmd: &[String]) -> Result<std::process::ExitStatus, Error> {
-        let net = self.running_plan()?.net;
-        let (program, args) = cmd
-            .split_first()
-            .ok_or_else(|| Error::Usage("exec: no command given".into()))?;
-        net.enter(program)
-            .args(args)
-            .status()
-            .map_err(|source| Error::Spawn {
-                program: "nsenter".into(),
-                source,
-            })
+    /// `exec -- CMD`: replaces this process with CMD in the stack's network
+    /// namespace (a process the API server must call, such as a webhook,
+    /// listens there); the caller's pid becomes CMD's, so it can signal it.
+    pub fn exec(&self, cmd: &[String]) -> Error {
+        use std::os::unix::process::CommandExt;
+        let net = match self.running_plan() {
+            Ok(plan) => plan.net,
+            Err(e) => return e,
+        };
+        let Some((program, args)) = cmd.split_first() else {
+            return Error::Usage("exec: no command given".into());
+        };
+        let source = net.enter(program).args(args).exec();
+        Error::Spawn {
+            program: "nsenter".into(),
+            source,
+        }
     }
 
     /// The pid (also the process group) of a pod's running container.

@@ -135,14 +135,8 @@ fn run(args: Args) -> Result<ExitCode, Error> {
             component: Stoppable::Kafka,
         } => stack.start_kafka()?,
         Cmd::CreateTopic { name, partitions } => stack.create_topic(&name, partitions)?,
-        Cmd::Exec { cmd } => {
-            let status = stack.exec(&cmd)?;
-            let code = status
-                .code()
-                .and_then(|c| u8::try_from(c).ok())
-                .unwrap_or(1);
-            return Ok(ExitCode::from(code));
-        }
+        // Only returns when the exec failed.
+        Cmd::Exec { cmd } => return Err(stack.exec(&cmd)),
         Cmd::ContainerPid {
             namespace,
             pod,

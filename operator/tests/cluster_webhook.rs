@@ -1,0 +1,344 @@
+//! The webhook on the real stack: the real operator binary (as its
+//! least-privilege ServiceAccount, in the stack's network namespace), the
+//! real API server calling it, pods run by the process node, beats on the
+//! real Kafka.
+
+use std::time::{Duration, Instant};
+
+use heartbeat_e2e::kafka::read_until;
+use heartbeat_e2e::kube_env::install_crds;
+use heartbeat_e2e::operator::OperatorProcess;
+use heartbeat_e2e::stack::run;
+use heartbeat_e2e::{Stack, TestNamespace, TestTopic};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_heartbeat-operator");
+const T: Duration = Duration::from_secs(120);
+
+/// A labelled namespace with the broker Secret and a monitor over `app=ingest`.
+fn monitored_namespace(
+    stack: &Stack,
+    op: &OperatorProcess,
+    prefix: &str,
+    topic: &str,
+    extra: &str,
+) -> TestNamespace {
+    let ns = TestNamespace::create(stack, prefix);
+    op.enable_injection(&ns);
+    ns.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "kafka",
+        &format!("--from-literal=bootstrap.servers={}", stack.kafka_bootstrap),
+    ]);
+    ns.apply(&format!(
+        r#"
+apiVersion: heartbeat.dev/v1alpha1
+kind: HeartbeatMonitor
+metadata: {{name: ingest}}
+spec:
+  topic: {topic}
+  intervalSeconds: 1
+  brokerSecretRef: {{name: kafka}}
+  selector: {{matchLabels: {{app: ingest}}}}
+{extra}
+"#
+    ));
+    // The webhook decides from its cache: give it a moment to see the monitor.
+    std::thread::sleep(Duration::from_secs(2));
+    ns
+}
+
+fn pod_json(ns: &TestNamespace, name: &str) -> Value {
+    serde_json::from_str(&ns.kubectl(&["get", "pod", name, "-o", "json"])).expect("pod json")
+}
+
+fn init_names(pod: &Value) -> Vec<String> {
+    pod["spec"]["initContainers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+fn events_for(ns: &TestNamespace) -> String {
+    ns.kubectl(&[
+        "get",
+        "events.events.k8s.io",
+        "-o",
+        "jsonpath={range .items[*]}{.reason}: {.note}{\"\\n\"}{end}",
+    ])
+}
+
+#[tokio::test]
+async fn a_labelled_deployment_gets_sidecars_that_beat_with_their_own_program_ids() {
+    let stack = Stack::get();
+    install_crds(stack);
+    let op = OperatorProcess::start(stack, BIN.as_ref());
+    let topic = TestTopic::create(&stack.kafka_bootstrap, "webhook-beats").await;
+    let ns = monitored_namespace(stack, &op, "wh-deploy", &topic.name, "");
+    ns.kubectl(&[
+        "create",
+        "deployment",
+        "ingest",
+        "--image=demo/worker",
+        "--replicas=3",
+    ]);
+    ns.wait_jsonpath("pods -l app=ingest", "{.items[*].status.phase}", T, |s| {
+        s.split_whitespace().filter(|p| *p == "Running").count() == 3
+    });
+    let pods = ns.kubectl(&[
+        "get",
+        "pods",
+        "-l",
+        "app=ingest",
+        "-o",
+        "jsonpath={.items[*].metadata.name}",
+    ]);
+    let pods: Vec<String> = pods.split_whitespace().map(str::to_string).collect();
+    let all = ns.kubectl(&["get", "pods", "-o", "json"]);
+    assert!(
+        !all.contains(&stack.kafka_bootstrap),
+        "a Secret value reached a pod spec:\n{all}"
+    );
+    for pod in &pods {
+        let p = pod_json(&ns, pod);
+        assert_eq!(
+            init_names(&p).first().map(String::as_str),
+            Some("heartbeat"),
+            "{p}"
+        );
+        let sidecar = &p["spec"]["initContainers"][0];
+        assert_eq!(sidecar["restartPolicy"], "Always");
+        assert_eq!(sidecar["envFrom"][0]["prefix"], "KAFKA_");
+        assert_eq!(sidecar["envFrom"][0]["secretRef"]["name"], "kafka");
+        assert!(
+            p["metadata"]["annotations"]["heartbeat.dev/injected"]
+                .as_str()
+                .is_some_and(|a| a.starts_with("monitor=ingest,")),
+            "{p}"
+        );
+    }
+    // Each pod beats under its own program id: the env references were expanded.
+    let wanted: Vec<String> = pods
+        .iter()
+        .map(|p| format!("{}.{p}_heartbeat", ns.name))
+        .collect();
+    read_until(&stack.kafka_bootstrap, &topic.name, T, |r| {
+        wanted
+            .iter()
+            .all(|w| r.iter().any(|m| m.key.as_deref() == Some(w.as_bytes())))
+    })
+    .await;
+    let injected = op.metric("heartbeat_operator_webhook_admissions_total{outcome=\"injected\"");
+    assert!(injected.is_some_and(|n| n >= 3.0), "{injected:?}");
+}
+
+#[test]
+fn opted_out_and_unmatched_pods_are_untouched_and_a_missing_secret_is_an_event() {
+    let stack = Stack::get();
+    install_crds(stack);
+    let op = OperatorProcess::start(stack, BIN.as_ref());
+    let ns = monitored_namespace(stack, &op, "wh-skip", "skips", "");
+    ns.apply(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: opted-out, labels: {app: ingest}, annotations: {heartbeat.dev/inject: "false"}}
+spec: {terminationGracePeriodSeconds: 1, containers: [{name: app, image: demo/worker}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: unmatched, labels: {app: web}}
+spec: {terminationGracePeriodSeconds: 1, containers: [{name: app, image: demo/worker}]}
+---
+apiVersion: heartbeat.dev/v1alpha1
+kind: HeartbeatMonitor
+metadata: {name: nosecret}
+spec:
+  topic: skips
+  intervalSeconds: 5
+  brokerSecretRef: {name: missing}
+  selector: {matchLabels: {app: orphan}}
+"#,
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    ns.apply(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: orphan, labels: {app: orphan}}
+spec: {terminationGracePeriodSeconds: 1, containers: [{name: app, image: demo/worker}]}
+"#,
+    );
+    for pod in ["opted-out", "unmatched", "orphan"] {
+        let p = pod_json(&ns, pod);
+        assert!(init_names(&p).is_empty(), "{pod} was injected: {p}");
+        assert!(
+            p["metadata"]["annotations"]["heartbeat.dev/injected"].is_null(),
+            "{p}"
+        );
+    }
+    let deadline = Instant::now() + T;
+    loop {
+        let events = events_for(&ns);
+        if events
+            .contains("InjectionSkipped: pod orphan: the broker Secret \"missing\" does not exist")
+            && events.contains("InjectionSkipped: pod opted-out: the pod opts out")
+        {
+            assert!(!events.contains("pod unmatched"), "{events}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no InjectionSkipped Events:\n{events}\n{}",
+            op.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn with_the_operator_down_pods_are_still_created_without_a_sidecar() {
+    let stack = Stack::get();
+    install_crds(stack);
+    let mut op = OperatorProcess::start(stack, BIN.as_ref());
+    let ns = monitored_namespace(stack, &op, "wh-down", "down", "");
+    op.kill();
+    ns.apply(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: during-outage, labels: {app: ingest}}
+spec: {terminationGracePeriodSeconds: 1, containers: [{name: app, image: demo/worker}]}
+"#,
+    );
+    ns.wait_pod_phase("during-outage", "Running", T);
+    assert!(init_names(&pod_json(&ns, "during-outage")).is_empty());
+}
+
+#[tokio::test]
+async fn a_job_with_the_sidecar_completes_and_a_deleted_pod_leaves_a_stopping_beat() {
+    let stack = Stack::get();
+    install_crds(stack);
+    let op = OperatorProcess::start(stack, BIN.as_ref());
+    let topic = TestTopic::create(&stack.kafka_bootstrap, "webhook-job").await;
+    let ns = monitored_namespace(stack, &op, "wh-job", &topic.name, "");
+    ns.apply(
+        r#"
+apiVersion: batch/v1
+kind: Job
+metadata: {name: batch}
+spec:
+  backoffLimit: 0
+  template:
+    metadata: {labels: {app: ingest}}
+    spec:
+      restartPolicy: Never
+      containers: [{name: work, image: demo/job, env: [{name: JOB_SECONDS, value: "2"}]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: doomed, labels: {app: ingest}}
+spec: {terminationGracePeriodSeconds: 5, containers: [{name: app, image: demo/worker}]}
+"#,
+    );
+    ns.wait_jsonpath("job/batch", "{.status.succeeded}", T, |s| s == "1");
+    let job_pod = ns.kubectl(&[
+        "get",
+        "pods",
+        "-l",
+        "job-name=batch",
+        "-o",
+        "jsonpath={.items[0].metadata.name}",
+    ]);
+    assert_eq!(
+        init_names(&pod_json(&ns, &job_pod))
+            .first()
+            .map(String::as_str),
+        Some("heartbeat")
+    );
+    ns.wait_pod_phase("doomed", "Running", T);
+    let key = format!("{}.doomed_heartbeat", ns.name);
+    read_until(&stack.kafka_bootstrap, &topic.name, T, |r| {
+        r.iter().any(|m| m.key.as_deref() == Some(key.as_bytes()))
+    })
+    .await;
+    ns.kubectl(&["delete", "pod", "doomed", "--wait=true"]);
+    read_until(&stack.kafka_bootstrap, &topic.name, T, |r| {
+        r.iter().any(|m| {
+            m.key.as_deref() == Some(key.as_bytes())
+                && m.value
+                    .as_deref()
+                    .is_some_and(|v| String::from_utf8_lossy(v).contains("\"stopping\""))
+        })
+    })
+    .await;
+}
+
+#[test]
+fn file_mode_follows_the_touch_file_and_the_injected_probe_restarts_a_stuck_app() {
+    let stack = Stack::get();
+    install_crds(stack);
+    let op = OperatorProcess::start(stack, BIN.as_ref());
+    let ns = monitored_namespace(
+        stack,
+        &op,
+        "wh-file",
+        "file-mode",
+        "  appHealth: {mode: File, file: {path: /var/run/heartbeat/health, maxAgeSeconds: 3}, injectLivenessProbe: true}",
+    );
+    ns.apply(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: stuck, labels: {app: ingest}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: demo/worker
+    env:
+    - {name: TOUCH_FILE, value: /var/run/heartbeat/health}
+    - {name: STALL_AFTER_SECONDS, value: "15"}
+"#,
+    );
+    ns.wait_pod_phase("stuck", "Running", T);
+    let ip = ns.kubectl(&["get", "pod", "stuck", "-o", "jsonpath={.status.podIP}"]);
+    let app_health = || {
+        run(std::process::Command::new("curl").args([
+            "-s",
+            "--noproxy",
+            "*",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "3",
+            &format!("http://{ip}:9190/healthz/app"),
+        ]))
+        .1
+    };
+    let wait_for = |code: &str| {
+        let deadline = Instant::now() + T;
+        while app_health() != code {
+            assert!(
+                Instant::now() < deadline,
+                "/healthz/app never answered {code}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    };
+    wait_for("200");
+    wait_for("503");
+    // The injected livenessProbe on the app points at /healthz/app.
+    ns.wait_jsonpath(
+        "pod/stuck",
+        "{.status.containerStatuses[?(@.name==\"app\")].restartCount}",
+        T,
+        |n| n.parse::<i32>().is_ok_and(|n| n >= 1),
+    );
+}
