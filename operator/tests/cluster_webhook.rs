@@ -342,3 +342,89 @@ spec:
         |n| n.parse::<i32>().is_ok_and(|n| n >= 1),
     );
 }
+
+/// POSTs `body` to the webhook over TLS; returns (HTTP status, body).
+fn post_mutate(op: &OperatorProcess, body: &[u8]) -> (String, String) {
+    let file = std::env::temp_dir().join(format!("hb-review-{}", heartbeat_e2e::unique_suffix()));
+    std::fs::write(&file, body).expect("write body");
+    let (_, out, err) = run(std::process::Command::new("curl").args([
+        "-sSk",
+        "--http1.1",
+        "--noproxy",
+        "*",
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        &format!("@{}", file.display()),
+        "-w",
+        "\n%{http_code}",
+        &format!("https://{}/mutate", op.webhook),
+    ]));
+    let _ = std::fs::remove_file(&file);
+    let (body, code) = out.rsplit_once('\n').unwrap_or(("", &out));
+    (code.to_string(), format!("{body}{err}"))
+}
+
+fn review(kind: &str, object: Value) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "e2e-uid-1",
+            "kind": {"group": "", "version": "v1", "kind": kind},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": "default",
+            "operation": "CREATE",
+            "userInfo": {"username": "e2e"},
+            "object": object,
+            "dryRun": false,
+        }
+    }))
+    .expect("json")
+}
+
+#[test]
+fn bad_requests_get_clear_errors_and_odd_reviews_admit_unchanged() {
+    let stack = Stack::get();
+    install_crds(stack);
+    let op = OperatorProcess::start(stack, BIN.as_ref());
+    let (code, body) = post_mutate(&op, b"{not json");
+    assert_eq!(code, "400", "{body}");
+    assert!(body.contains("not an AdmissionReview"), "{body}");
+    let (code, body) = post_mutate(
+        &op,
+        b"{\"apiVersion\": \"admission.k8s.io/v1\", \"kind\": \"AdmissionReview\"}",
+    );
+    assert_eq!(code, "400", "{body}");
+    // Far over the body limit: refused by size, never read whole.
+    let (code, body) = post_mutate(&op, &vec![b' '; 9 * 1024 * 1024]);
+    assert_eq!(code, "413", "{body}");
+    // A review of something else, and a pod the webhook cannot read: allowed, no patch.
+    for (kind, object) in [
+        (
+            "ConfigMap",
+            serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}),
+        ),
+        (
+            "Pod",
+            serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": "not a list"}}),
+        ),
+    ] {
+        let (code, body) = post_mutate(&op, &review(kind, object));
+        assert_eq!(code, "200", "{body}");
+        let answer: Value = serde_json::from_str(&body).expect("an AdmissionReview");
+        assert_eq!(answer["response"]["uid"], "e2e-uid-1");
+        assert_eq!(answer["response"]["allowed"], true);
+        assert!(answer["response"]["patch"].is_null(), "{answer}");
+    }
+    assert!(
+        op.metric("heartbeat_operator_webhook_bad_requests_total")
+            .is_some_and(|n| n >= 2.0)
+    );
+    assert!(
+        op.metric("heartbeat_operator_webhook_admissions_total{outcome=\"error\",reason=\"unreadable_pod\"}")
+            .is_some_and(|n| n >= 1.0),
+        "{}",
+        op.log()
+    );
+}
