@@ -52,20 +52,33 @@ fn count(metrics: &Metrics, outcome: &str, reason: &str) {
 /// `POST /mutate`.
 pub async fn mutate(State(state): State<Arc<WebhookState>>, body: Bytes) -> Response {
     let started = Instant::now();
-    let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => return bad_request(&state.metrics, format!("not an AdmissionReview: {e}")),
-    };
-    let request: AdmissionRequest<DynamicObject> = match review.try_into() {
-        Ok(r) => r,
-        Err(e) => {
-            return bad_request(
-                &state.metrics,
-                format!("an AdmissionReview without a request: {e}"),
-            );
+    // The common case in one pass: a review of a Pod. Anything else (another
+    // kind, a pod the webhook cannot read, garbage) takes the general path.
+    let response = match serde_json::from_slice::<AdmissionReview<Pod>>(&body)
+        .ok()
+        .and_then(|r| TryInto::<AdmissionRequest<Pod>>::try_into(r).ok())
+        .filter(|r| r.kind.kind == "Pod")
+    {
+        Some(request) => respond_pod(&state, &request),
+        None => {
+            let review: AdmissionReview<DynamicObject> = match serde_json::from_slice(&body) {
+                Ok(r) => r,
+                Err(e) => {
+                    return bad_request(&state.metrics, format!("not an AdmissionReview: {e}"));
+                }
+            };
+            let request: AdmissionRequest<DynamicObject> = match review.try_into() {
+                Ok(r) => r,
+                Err(e) => {
+                    return bad_request(
+                        &state.metrics,
+                        format!("an AdmissionReview without a request: {e}"),
+                    );
+                }
+            };
+            respond(&state, &request)
         }
     };
-    let response = respond(&state, &request);
     state
         .metrics
         .admission_duration
@@ -79,7 +92,24 @@ fn bad_request(metrics: &Metrics, why: String) -> Response {
     (StatusCode::BAD_REQUEST, Json(json!({ "error": why }))).into_response()
 }
 
-/// The answer to one request: the patch, or the pod unchanged.
+/// The answer to a review of a Pod that decoded as one.
+fn respond_pod(state: &WebhookState, req: &AdmissionRequest<Pod>) -> AdmissionResponse {
+    let admit = AdmissionResponse::from(req);
+    if req.operation != Operation::Create {
+        count(&state.metrics, "ignored", "not_a_pod_create");
+        return admit;
+    }
+    match req.object.clone() {
+        Some(pod) => decide_for(state, admit, pod, req.namespace.clone()),
+        None => {
+            count(&state.metrics, "error", "unreadable_pod");
+            admit
+        }
+    }
+}
+
+/// The answer to any other request: admitted unchanged, or (a Pod CREATE
+/// whose pod did not decode in one pass) decided after a second look.
 fn respond(state: &WebhookState, req: &AdmissionRequest<DynamicObject>) -> AdmissionResponse {
     let admit = AdmissionResponse::from(req);
     if req.kind.kind != "Pod" || req.operation != Operation::Create {
@@ -92,18 +122,25 @@ fn respond(state: &WebhookState, req: &AdmissionRequest<DynamicObject>) -> Admis
         .ok_or_else(|| "no object".to_string())
         .and_then(|o| serde_json::to_value(o).map_err(|e| e.to_string()))
         .and_then(|v| serde_json::from_value::<Pod>(v).map_err(|e| e.to_string()));
-    let mut pod = match pod {
-        Ok(p) => p,
+    match pod {
+        Ok(p) => decide_for(state, admit, p, req.namespace.clone()),
         Err(why) => {
             tracing::warn!(%why, uid = %req.uid, "unreadable pod; admitted unchanged");
             count(&state.metrics, "error", "unreadable_pod");
-            return admit;
+            admit
         }
-    };
+    }
+}
+
+/// Decides for `pod` and turns the outcome into the response.
+fn decide_for(
+    state: &WebhookState,
+    admit: AdmissionResponse,
+    mut pod: Pod,
+    request_namespace: Option<String>,
+) -> AdmissionResponse {
     // A pod being created may not carry its namespace yet; the request does.
-    let namespace = req
-        .namespace
-        .clone()
+    let namespace = request_namespace
         .or_else(|| pod.metadata.namespace.clone())
         .unwrap_or_default();
     pod.metadata.namespace = Some(namespace.clone());
