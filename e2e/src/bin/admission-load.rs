@@ -5,8 +5,10 @@
 //! it cannot hide its queueing (no coordinated omission). Latency is
 //! reported from the moment each request was sent; how late the sender was
 //! against its schedule (tokio's timer has 1 ms ticks) is reported apart,
-//! as `lag`, so a sender that fell behind shows. Keep-alive TLS connections
-//! are reused.
+//! as `lag`, so a sender that fell behind shows. A pool of keep-alive
+//! HTTP/1.1 connections over TLS is opened first and reused (hyper and
+//! tokio-rustls directly: reqwest's TLS features would reach the sidecar's
+//! reqwest through Cargo's feature unification).
 //!
 //!   admission-load --url https://host:port/mutate --body review.json --ca ca.pem fixed --rate 1000 --seconds 30
 //!   admission-load ... search --p99-ms 10 --seconds 10
@@ -17,7 +19,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use tokio::sync::Mutex;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::sync::{Mutex, mpsc};
 
 /// Open-loop load on an admission webhook.
 #[derive(Parser, Debug)]
@@ -31,6 +38,9 @@ struct Args {
     /// The CA that signed the webhook's certificate (PEM).
     #[arg(long)]
     ca: PathBuf,
+    /// Keep-alive connections opened up front.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
     #[command(subcommand)]
     mode: Mode,
 }
@@ -66,6 +76,88 @@ struct Run {
     achieved: f64,
 }
 
+/// Keep-alive connections; a request takes one and gives it back.
+struct Pool {
+    idle: Mutex<mpsc::UnboundedReceiver<SendRequest<Full<bytes::Bytes>>>>,
+    back: mpsc::UnboundedSender<SendRequest<Full<bytes::Bytes>>>,
+    host: String,
+    path: String,
+}
+
+/// Opens `n` TLS connections to `url` (https://host:port/path).
+async fn connect(url: &str, ca: &[u8], n: usize) -> Result<Pool, String> {
+    let rest = url
+        .strip_prefix("https://")
+        .ok_or("the URL must be https://")?;
+    let (authority, path) = rest
+        .split_once('/')
+        .map(|(a, p)| (a, format!("/{p}")))
+        .unwrap_or((rest, "/".into()));
+    let host = authority
+        .rsplit_once(':')
+        .map(|(h, _)| h)
+        .unwrap_or(authority)
+        .to_string();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca) {
+        roots
+            .add(cert.map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let server_name = ServerName::try_from(host.clone()).map_err(|e| e.to_string())?;
+    let (back, idle) = mpsc::unbounded_channel();
+    for _ in 0..n {
+        let tcp = tokio::net::TcpStream::connect(authority)
+            .await
+            .map_err(|e| e.to_string())?;
+        tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+        let tls = connector
+            .connect(server_name.clone(), tcp)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        let _ = back.send(sender);
+    }
+    Ok(Pool {
+        idle: Mutex::new(idle),
+        back,
+        host: authority.to_string(),
+        path,
+    })
+}
+
+/// One POST on a pooled connection; true when it answered 2xx with a body.
+async fn post(pool: &Pool, body: bytes::Bytes) -> bool {
+    let Some(mut sender) = pool.idle.lock().await.recv().await else {
+        return false;
+    };
+    let req = hyper::Request::post(&pool.path)
+        .header("host", &pool.host)
+        .header("content-type", "application/json")
+        .body(Full::new(body));
+    let ok = match req {
+        Ok(req) => match sender.send_request(req).await {
+            Ok(resp) => {
+                let good = resp.status().is_success();
+                good && resp.into_body().collect().await.is_ok()
+            }
+            Err(_) => false,
+        },
+        Err(_) => false,
+    };
+    if !sender.is_closed() {
+        let _ = pool.back.send(sender);
+    }
+    ok
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -74,13 +166,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[idx.min(sorted.len() - 1)]
 }
 
-async fn run_at(
-    client: &reqwest::Client,
-    url: &str,
-    body: &bytes::Bytes,
-    rate: u32,
-    seconds: u64,
-) -> Run {
+async fn run_at(pool: &Arc<Pool>, body: &bytes::Bytes, rate: u32, seconds: u64) -> Run {
     let total = u64::from(rate) * seconds;
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(total as usize)));
     let mut lags = Vec::with_capacity(total as usize);
@@ -92,19 +178,10 @@ async fn run_at(
         tokio::time::sleep_until(due.into()).await;
         let sent = Instant::now();
         lags.push(sent.saturating_duration_since(due));
-        let (client, url, body) = (client.clone(), url.to_string(), body.clone());
+        let (pool, body) = (pool.clone(), body.clone());
         let (latencies, errors) = (latencies.clone(), errors.clone());
         tasks.push(tokio::spawn(async move {
-            let ok = match client
-                .post(&url)
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await
-            {
-                Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
-                Err(_) => false,
-            };
+            let ok = post(&pool, body).await;
             let took = sent.elapsed();
             if ok {
                 latencies.lock().await.push(took);
@@ -146,7 +223,8 @@ fn print(r: &Run) {
     );
 }
 
-#[tokio::main]
+// One thread: the other core is left to the operator under test.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let args = Args::parse();
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -157,32 +235,23 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let client = match reqwest::Certificate::from_pem(&ca).and_then(|ca| {
-        reqwest::Client::builder()
-            .no_proxy()
-            .add_root_certificate(ca)
-            .pool_max_idle_per_host(512)
-            .timeout(Duration::from_secs(5))
-            .build()
-    }) {
-        Ok(c) => c,
+    let pool = match connect(&args.url, &ca, args.connections).await {
+        Ok(p) => Arc::new(p),
         Err(e) => {
-            eprintln!("admission-load: {e}");
+            eprintln!("admission-load: connecting to {}: {e}", args.url);
             return ExitCode::from(2);
         }
     };
     // Warm the connections and the server.
-    let _ = run_at(&client, &args.url, &body, 500, 2).await;
+    let _ = run_at(&pool, &body, 500, 2).await;
     match args.mode {
-        Mode::Fixed { rate, seconds } => {
-            print(&run_at(&client, &args.url, &body, rate, seconds).await)
-        }
+        Mode::Fixed { rate, seconds } => print(&run_at(&pool, &body, rate, seconds).await),
         Mode::Search { p99_ms, seconds } => {
             let mut best = None;
             for rate in [
                 1_000, 2_000, 4_000, 6_000, 8_000, 10_000, 12_000, 15_000, 20_000, 25_000, 30_000,
             ] {
-                let r = run_at(&client, &args.url, &body, rate, seconds).await;
+                let r = run_at(&pool, &body, rate, seconds).await;
                 print(&r);
                 let good = r.errors == 0
                     && r.p99.as_secs_f64() * 1e3 < p99_ms
