@@ -98,11 +98,17 @@ fn a_second_stack_comes_up_in_its_own_network_recovers_from_a_crash_and_down_lea
     // A crashed component: `up` again notices, cleans up and starts afresh.
     let apiserver = PidRecord::read(&layout.pid_file("kube-apiserver")).expect("pid file");
     run_ok(Command::new("kill").args(["-KILL", &apiserver.pid.to_string()]));
-    let (ok, status, _) = run(&mut stack_cmd(&dir, "status"));
-    assert!(
-        !ok && status.contains("kube-apiserver: stopped"),
-        "{status}"
-    );
+    // A signal is delivered asynchronously: give the kernel a moment.
+    let mut status = String::new();
+    for _ in 0..50 {
+        let (ok, out, _) = run(&mut stack_cmd(&dir, "status"));
+        status = out;
+        if !ok && status.contains("kube-apiserver: stopped") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(status.contains("kube-apiserver: stopped"), "{status}");
     run_ok(
         stack_cmd(&dir, "up")
             .arg("--stop-when-exits")
