@@ -32,9 +32,8 @@ impl TemplateVars<'_> {
     }
 }
 
-/// Renders `template` with `vars`; the result must be a valid program id
-/// (see [`validate_program_id`]).
-pub fn render(template: &str, vars: &TemplateVars<'_>) -> Result<String, Error> {
+/// Replaces each `{placeholder}` of `template` with its value in `vars`.
+fn fill(template: &str, vars: &TemplateVars<'_>) -> Result<String, Error> {
     let mut out = String::with_capacity(template.len() + 32);
     let mut rest = template;
     while let Some(open) = rest.find('{') {
@@ -49,6 +48,13 @@ pub fn render(template: &str, vars: &TemplateVars<'_>) -> Result<String, Error> 
         rest = &after[close + 1..];
     }
     out.push_str(rest);
+    Ok(out)
+}
+
+/// Renders `template` with `vars`; the result must be a valid program id
+/// (see [`validate_program_id`]).
+pub fn render(template: &str, vars: &TemplateVars<'_>) -> Result<String, Error> {
+    let out = fill(template, vars)?;
     validate_program_id(&out)?;
     Ok(out)
 }
@@ -81,28 +87,16 @@ pub fn render_with_env_refs(
         env_ref(env::POD_NAME),
         env_ref(env::NODE_NAME),
     );
-    let vars = TemplateVars {
-        namespace: &namespace,
-        pod: &pod,
-        container,
-        monitor,
-        node: &node,
-    };
-    let mut out = String::with_capacity(template.len() + 32);
-    let mut rest = template;
-    while let Some(open) = rest.find('{') {
-        out.push_str(&rest[..open]);
-        let after = &rest[open + 1..];
-        let close = after.find('}').ok_or(Error::UnclosedPlaceholder)?;
-        let name = &after[..close];
-        out.push_str(
-            vars.get(name)
-                .ok_or_else(|| Error::UnknownPlaceholder(name.to_string()))?,
-        );
-        rest = &after[close + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
+    fill(
+        template,
+        &TemplateVars {
+            namespace: &namespace,
+            pod: &pod,
+            container,
+            monitor,
+            node: &node,
+        },
+    )
 }
 
 /// The Kafka message key for a program id.

@@ -117,17 +117,33 @@ impl TestNamespace {
         timeout: std::time::Duration,
         pred: impl Fn(&str) -> bool,
     ) -> String {
-        let deadline = std::time::Instant::now() + timeout;
         let jp = format!("jsonpath={path}");
-        loop {
+        self.poll(timeout, &format!("{what} {path}"), || {
             let (_, out, err) = run(self
                 .stack
                 .kubectl()
                 .args(["get", "-n", &self.name])
                 .args(what.split_whitespace())
                 .args(["-o", &jp]));
-            if pred(&out) {
-                return out;
+            let done = pred(&out);
+            let report = format!("{out:?} {err}");
+            (done, out, report)
+        })
+    }
+
+    /// Calls `probe` every 250 ms until it reports done, returning its
+    /// value; after `timeout` panics with its last report and the pods.
+    fn poll(
+        &self,
+        timeout: std::time::Duration,
+        what: &str,
+        mut probe: impl FnMut() -> (bool, String, String),
+    ) -> String {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let (done, value, report) = probe();
+            if done {
+                return value;
             }
             if std::time::Instant::now() >= deadline {
                 let pods = run(self
@@ -136,7 +152,7 @@ impl TestNamespace {
                     .args(["get", "pods", "-n", &self.name, "-o", "wide"]))
                 .1;
                 panic!(
-                    "{what} {path}: condition not met within {timeout:?}; last: {out:?} {err}\npods:\n{pods}"
+                    "{what}: condition not met within {timeout:?}; last:\n{report}\npods:\n{pods}"
                 );
             }
             std::thread::sleep(std::time::Duration::from_millis(250));
@@ -173,23 +189,20 @@ impl TestNamespace {
         timeout: std::time::Duration,
         pred: impl Fn(&str) -> bool,
     ) -> String {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
+        self.poll(timeout, &format!("log of {pod}/{container}"), || {
             let log = self.container_log(pod, container);
-            if pred(&log) {
-                return log;
-            }
-            if std::time::Instant::now() >= deadline {
-                let pods = run(self
-                    .stack
-                    .kubectl()
-                    .args(["get", "pods", "-n", &self.name, "-o", "wide"]))
-                .1;
-                panic!(
-                    "log of {pod}/{container}: condition not met within {timeout:?}:\n{log}\npods:\n{pods}"
-                );
-            }
-            std::thread::sleep(std::time::Duration::from_millis(250));
-        }
+            (pred(&log), log.clone(), log)
+        })
+    }
+
+    /// Secret `kafka` with `bootstrap.servers` (the broker Secret a monitor names).
+    pub fn create_broker_secret(&self, bootstrap: &str) {
+        self.kubectl(&[
+            "create",
+            "secret",
+            "generic",
+            "kafka",
+            &format!("--from-literal=bootstrap.servers={bootstrap}"),
+        ]);
     }
 }

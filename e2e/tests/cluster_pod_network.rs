@@ -372,13 +372,7 @@ async fn the_sidecars_beats_arrive_on_kafka_from_inside_a_pod() {
     let stack = Stack::get();
     let ns = TestNamespace::create(stack, "net-beats");
     let topic = TestTopic::create(&stack.kafka_bootstrap, "net-beats").await;
-    ns.kubectl(&[
-        "create",
-        "secret",
-        "generic",
-        "kafka",
-        &format!("--from-literal=bootstrap.servers={}", stack.kafka_bootstrap),
-    ]);
+    ns.create_broker_secret(&stack.kafka_bootstrap);
     ns.apply(&format!(
         r#"
 apiVersion: v1

@@ -25,13 +25,7 @@ fn monitored_namespace(
 ) -> TestNamespace {
     let ns = TestNamespace::create(stack, prefix);
     op.enable_injection(&ns);
-    ns.kubectl(&[
-        "create",
-        "secret",
-        "generic",
-        "kafka",
-        &format!("--from-literal=bootstrap.servers={}", stack.kafka_bootstrap),
-    ]);
+    ns.create_broker_secret(&stack.kafka_bootstrap);
     ns.apply(&format!(
         r#"
 apiVersion: heartbeat.dev/v1alpha1
