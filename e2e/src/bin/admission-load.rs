@@ -249,7 +249,8 @@ async fn main() -> ExitCode {
         Mode::Search { p99_ms, seconds } => {
             let mut best = None;
             for rate in [
-                1_000, 2_000, 4_000, 6_000, 8_000, 10_000, 12_000, 15_000, 20_000, 25_000, 30_000,
+                1_000, 2_000, 4_000, 6_000, 8_000, 10_000, 11_000, 12_000, 15_000, 20_000, 25_000,
+                30_000,
             ] {
                 let r = run_at(&pool, &body, rate, seconds).await;
                 print(&r);
