@@ -28,12 +28,14 @@ pub struct OperatorProcess {
     log: PathBuf,
 }
 
-/// A port for this process's listeners in the stack namespace.
-fn port() -> u16 {
+/// Two adjacent ports (webhook, admin) for this process's next operator in
+/// the stack namespace, distinct for up to 500 operators per test binary.
+fn ports() -> (u16, u16) {
     use std::sync::atomic::{AtomicU16, Ordering};
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = 20_000 + (std::process::id() % 2_000) as u16 * 10;
-    base + NEXT.fetch_add(2, Ordering::Relaxed) % 10
+    let base = 20_000 + (std::process::id() % 40) as u16 * 1_000;
+    let p = base + (NEXT.fetch_add(2, Ordering::Relaxed) % 1_000);
+    (p, p + 1)
 }
 
 impl OperatorProcess {
@@ -49,7 +51,7 @@ impl OperatorProcess {
         crate::kube_env::apply_yaml(stack, &rbac);
         let kubeconfig = stack.service_account_kubeconfig(&namespace.name, &name);
         let addr = stack.env.stack_addr.clone().expect("HB_STACK_ADDR");
-        let (webhook_port, admin_port) = (port(), port() + 1);
+        let (webhook_port, admin_port) = ports();
         let webhook = format!("{addr}:{webhook_port}");
         let admin = format!("{addr}:{admin_port}");
         let injection_label = ("heartbeat.dev/injection".to_string(), name.clone());
@@ -97,7 +99,8 @@ impl OperatorProcess {
         loop {
             let (ok, _, _) =
                 run(Command::new("curl").args(["-sf", "--noproxy", "*", "--max-time", "2", &url]));
-            if ok {
+            // Ready, and ours: a /readyz from someone else's process does not count.
+            if ok && matches!(self.child.try_wait(), Ok(None)) {
                 return;
             }
             if let Ok(Some(status)) = self.child.try_wait() {

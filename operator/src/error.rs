@@ -44,6 +44,8 @@ pub enum Error {
     },
     #[error("the certificate Secret kept changing under us; giving up after {0} tries")]
     CertContention(u32),
+    #[error("a server task ended: {0}")]
+    Task(String),
 }
 
 impl Error {
@@ -61,6 +63,7 @@ impl Error {
             Error::LoadCert(_) => "load_cert",
             Error::Serve { .. } => "serve",
             Error::CertContention(_) => "cert_contention",
+            Error::Task(_) => "task",
         }
     }
 }

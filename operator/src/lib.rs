@@ -98,6 +98,8 @@ async fn keep_certificate(
     metrics: Arc<Metrics>,
 ) {
     let names = dns_names(&args);
+    // The CA last written into the configuration: retried until it sticks.
+    let mut applied_ca = args.manage_webhook_config.then(|| current.ca_pem.clone());
     loop {
         tokio::time::sleep(Duration::from_secs(args.cert_check_seconds)).await;
         let bundle = match certs::ensure(&client, &args.namespace, &args.cert_secret, &names).await
@@ -108,32 +110,34 @@ async fn keep_certificate(
                 continue;
             }
         };
-        if bundle.cert_pem == current.cert_pem {
-            continue;
-        }
-        match tls
-            .reload_from_pem(
-                bundle.cert_pem.clone().into_bytes(),
-                bundle.key_pem.clone().into_bytes(),
-            )
-            .await
-        {
-            Ok(()) => {
-                metrics.cert_loads.inc();
-                tracing::info!(not_after = %bundle.not_after, "loaded a renewed serving certificate");
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot load the renewed certificate");
-                continue;
-            }
-        }
-        if args.manage_webhook_config && bundle.ca_pem != current.ca_pem {
-            let config = webhook_configuration(&webhook_settings(&args), &bundle.ca_pem);
-            if let Err(e) = apply(&client, &config).await {
-                tracing::error!(error = %e, "cannot write the new CA into the webhook configuration");
+        if bundle.cert_pem != current.cert_pem {
+            match tls
+                .reload_from_pem(
+                    bundle.cert_pem.clone().into_bytes(),
+                    bundle.key_pem.clone().into_bytes(),
+                )
+                .await
+            {
+                Ok(()) => {
+                    metrics.cert_loads.inc();
+                    tracing::info!(not_after = %bundle.not_after, "loaded a renewed serving certificate");
+                    current = bundle;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot load the renewed certificate");
+                    continue;
+                }
             }
         }
-        current = bundle;
+        if args.manage_webhook_config && applied_ca.as_deref() != Some(current.ca_pem.as_str()) {
+            let config = webhook_configuration(&webhook_settings(&args), &current.ca_pem);
+            match apply(&client, &config).await {
+                Ok(()) => applied_ca = Some(current.ca_pem.clone()),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot write the CA into the webhook configuration; retrying")
+                }
+            }
+        }
     }
 }
 
@@ -197,13 +201,7 @@ pub async fn run(args: Args) -> Result<()> {
     .await
     .map_err(Error::LoadCert)?;
     metrics.cert_loads.inc();
-    if args.manage_webhook_config {
-        apply(
-            &client,
-            &webhook_configuration(&webhook_settings(&args), &bundle.ca_pem),
-        )
-        .await?;
-    }
+    let ca_pem = bundle.ca_pem.clone();
     tokio::spawn(keep_certificate(
         client.clone(),
         args.clone(),
@@ -231,6 +229,7 @@ pub async fn run(args: Args) -> Result<()> {
         },
         metrics: metrics.clone(),
         recorder: Some(recorder),
+        ready: ready.clone(),
     });
     let app = Router::new()
         .route("/mutate", post(mutate))
@@ -248,14 +247,23 @@ pub async fn run(args: Args) -> Result<()> {
             source,
         })
     });
-    // Ready once the caches are filled: before that, every pod would be skipped.
+    // Ready once the caches are filled: before that every pod would look
+    // unmatched. Only then does the API server learn of the webhook.
     let (m, s) = (monitors.clone(), secrets.clone());
-    let ready_flag = ready.clone();
+    let (ready_flag, client2, args2) = (ready.clone(), client.clone(), args.clone());
     tokio::spawn(async move {
-        if m.wait_until_ready().await.is_ok() && s.wait_until_ready().await.is_ok() {
-            ready_flag.store(true, Ordering::Relaxed);
-            tracing::info!("caches synced; ready");
+        if m.wait_until_ready().await.is_err() || s.wait_until_ready().await.is_err() {
+            return;
         }
+        if args2.manage_webhook_config {
+            let config = webhook_configuration(&webhook_settings(&args2), &ca_pem);
+            while let Err(e) = apply(&client2, &config).await {
+                tracing::error!(error = %e, "cannot write the webhook configuration; retrying");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+        ready_flag.store(true, Ordering::Relaxed);
+        tracing::info!("caches synced; ready");
     });
     tracing::info!(addr = %args.webhook_addr, admin = %args.admin_addr, "webhook serving");
 
@@ -268,10 +276,22 @@ pub async fn run(args: Args) -> Result<()> {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
-        r = serving => return r.unwrap_or(Ok(())),
-        r = admin => return r.unwrap_or(Ok(())),
+        r = serving => return r.unwrap_or_else(|e| Err(Error::Task(e.to_string()))),
+        r = admin => return r.unwrap_or_else(|e| Err(Error::Task(e.to_string()))),
     }
-    tracing::info!("stopping");
+    // Out of the Service's endpoints first, then finish what is in flight:
+    // a request cut off would admit a pod without its sidecar.
+    tracing::info!("stopping: not ready, draining requests");
+    ready.store(false, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(2)).await;
     handle.graceful_shutdown(Some(Duration::from_secs(5)));
+    let _ = tokio::time::timeout(Duration::from_secs(6), serving_wait(handle)).await;
     Ok(())
+}
+
+/// Waits until the server has no connection left.
+async fn serving_wait(handle: axum_server::Handle<std::net::SocketAddr>) {
+    while handle.connection_count() > 0 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -314,10 +314,12 @@ pub fn sidecar_container(
         value_env(env::APP_HEALTH, app_health.render()),
     ];
     // Extra producer properties (allowlisted by the CRD) as KAFKA_* env.
+    // `$` doubled: the kubelet would otherwise expand `$(KAFKA_...)` in a
+    // monitor's value from the broker Secret and leak it into another setting.
     env.extend(spec.producer.iter().map(|(k, v)| {
         value_env(
             &heartbeat_crds::sidecar_contract::kafka_env_for_property(k),
-            v.clone(),
+            v.replace('$', "$$"),
         )
     }));
     let volume_mounts = (spec.app_health.mode == AppHealthMode::File).then(|| {
@@ -404,6 +406,65 @@ fn to_value<T: serde::Serialize>(v: &T) -> Result<Value, String> {
     serde_json::to_value(v).map_err(|e| e.to_string())
 }
 
+/// Refuses what the patch would make invalid or break: the pod already
+/// uses the sidecar's port, or (File mode) its volume name, or a mount at,
+/// above or below the shared directory, or the directory is `/`.
+fn conflicts(
+    spec: &k8s_openapi::api::core::v1::PodSpec,
+    monitor: &HeartbeatMonitor,
+) -> Result<(), String> {
+    let all = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .chain(&spec.containers);
+    let port = i32::from(DEFAULT_HTTP_PORT);
+    if let Some(c) = all
+        .clone()
+        .find(|c| c.ports.iter().flatten().any(|p| p.container_port == port))
+    {
+        return Err(format!(
+            "container {:?} already uses port {port}, the sidecar's",
+            c.name
+        ));
+    }
+    if monitor.spec.app_health.mode != AppHealthMode::File {
+        return Ok(());
+    }
+    let dir = health_dir(monitor);
+    if dir == "/" {
+        return Err("appHealth.file.path must be in a directory below /".into());
+    }
+    if spec
+        .volumes
+        .iter()
+        .flatten()
+        .any(|v| v.name == HEALTH_VOLUME)
+    {
+        return Err(format!(
+            "the pod already has a volume named {HEALTH_VOLUME:?}"
+        ));
+    }
+    let overlaps = |a: &str, b: &str| {
+        let (a, b) = (a.trim_end_matches('/'), b.trim_end_matches('/'));
+        a == b || a.starts_with(&format!("{b}/")) || b.starts_with(&format!("{a}/"))
+    };
+    for c in all {
+        if let Some(m) = c
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| overlaps(&m.mount_path, &dir))
+        {
+            return Err(format!(
+                "container {:?} already mounts {} where the health file's directory {dir} goes",
+                c.name, m.mount_path
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The patch that adds the sidecar (and File mode's volume, the app's
 /// liveness probe, the annotations) to `pod`.
 pub fn patch_for(
@@ -418,6 +479,7 @@ pub fn patch_for(
         .first()
         .map(|c| c.name.clone())
         .ok_or("the pod has no containers")?;
+    conflicts(&spec, monitor)?;
     let sidecar = to_value(&sidecar_container(monitor, &app, defaults)?)?;
     let mut ops = Vec::new();
     let has_init = spec.init_containers.as_ref().is_some_and(|c| !c.is_empty());
@@ -995,6 +1057,69 @@ mod tests {
                 SidecarAppHealth::from_spec(&m.spec.app_health).expect("spec")
             );
         }
+    }
+
+    #[test]
+    fn a_pod_the_patch_would_break_is_skipped_with_the_reason() {
+        let mut m = monitor("ingest", "ingest");
+        m.spec.app_health.mode = AppHealthMode::File;
+        m.spec.app_health.file = Some(FileHealth {
+            path: "/var/run/heartbeat/health".into(),
+            max_age_seconds: 30,
+        });
+        let cases = [
+            (
+                json!({"spec": {"containers": [{"name": "app", "image": "x", "ports": [{"containerPort": 9190}]}]}}),
+                "port 9190",
+            ),
+            (
+                json!({"spec": {"volumes": [{"name": HEALTH_VOLUME, "emptyDir": {}}]}}),
+                HEALTH_VOLUME,
+            ),
+            (
+                json!({"spec": {"containers": [{"name": "app", "image": "x",
+                "volumeMounts": [{"name": "v", "mountPath": "/var/run/heartbeat"}]}]}}),
+                "already mounts",
+            ),
+            (
+                json!({"spec": {"containers": [{"name": "app", "image": "x",
+                "volumeMounts": [{"name": "v", "mountPath": "/var/run"}]}]}}),
+                "already mounts",
+            ),
+        ];
+        for (shape, why) in cases {
+            let (_, reason) = skipped(decide(
+                &pod(shape),
+                std::slice::from_ref(&m),
+                all_secrets,
+                &defaults(),
+            ));
+            assert!(
+                matches!(reason, SkipReason::CannotInject { .. })
+                    && reason.to_string().contains(why),
+                "{reason}"
+            );
+        }
+        m.spec.app_health.file = Some(FileHealth {
+            path: "/health".into(),
+            max_age_seconds: 30,
+        });
+        let (_, reason) = skipped(decide(&pod(json!({})), &[m], all_secrets, &defaults()));
+        assert!(reason.to_string().contains("below /"), "{reason}");
+    }
+
+    #[test]
+    fn a_monitors_values_cannot_reference_the_broker_secret() {
+        let mut m = monitor("ingest", "ingest");
+        m.spec.producer = BTreeMap::from([(
+            "client.id".to_string(),
+            "$(KAFKA_sasl.password)".to_string(),
+        )]);
+        let c = sidecar_container(&m, "app", &defaults()).expect("sidecar");
+        assert!(env_of(&c).contains(&(
+            "KAFKA_CLIENT_ID".to_string(),
+            "$$(KAFKA_sasl.password)".to_string()
+        )));
     }
 
     #[test]

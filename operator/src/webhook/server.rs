@@ -5,6 +5,7 @@
 //! an AdmissionReview at all gets a 400 with a JSON reason.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use axum::Json;
@@ -37,6 +38,9 @@ pub struct WebhookState {
     pub metrics: Arc<Metrics>,
     /// Publishes `InjectionSkipped` on monitors.
     pub recorder: Option<Recorder>,
+    /// Set once the caches are synced: before that every pod would look
+    /// unmatched, so pods are admitted unchanged without any Event.
+    pub ready: Arc<AtomicBool>,
 }
 
 fn count(metrics: &Metrics, outcome: &str, reason: &str) {
@@ -100,7 +104,7 @@ fn respond_pod(state: &WebhookState, req: &AdmissionRequest<Pod>) -> AdmissionRe
         return admit;
     }
     match req.object.clone() {
-        Some(pod) => decide_for(state, admit, pod, req.namespace.clone()),
+        Some(pod) => decide_for(state, admit, pod, req.namespace.clone(), req.dry_run),
         None => {
             count(&state.metrics, "error", "unreadable_pod");
             admit
@@ -123,7 +127,7 @@ fn respond(state: &WebhookState, req: &AdmissionRequest<DynamicObject>) -> Admis
         .and_then(|o| serde_json::to_value(o).map_err(|e| e.to_string()))
         .and_then(|v| serde_json::from_value::<Pod>(v).map_err(|e| e.to_string()));
     match pod {
-        Ok(p) => decide_for(state, admit, p, req.namespace.clone()),
+        Ok(p) => decide_for(state, admit, p, req.namespace.clone(), req.dry_run),
         Err(why) => {
             tracing::warn!(%why, uid = %req.uid, "unreadable pod; admitted unchanged");
             count(&state.metrics, "error", "unreadable_pod");
@@ -138,7 +142,12 @@ fn decide_for(
     admit: AdmissionResponse,
     mut pod: Pod,
     request_namespace: Option<String>,
+    dry_run: bool,
 ) -> AdmissionResponse {
+    if !state.ready.load(Ordering::Relaxed) {
+        count(&state.metrics, "skipped", "not_ready");
+        return admit;
+    }
     // A pod being created may not carry its namespace yet; the request does.
     let namespace = request_namespace
         .or_else(|| pod.metadata.namespace.clone())
@@ -172,7 +181,8 @@ fn decide_for(
         },
         Outcome::Skip { monitor, reason } => {
             count(&state.metrics, "skipped", reason.label());
-            if reason.concerns_a_monitor() {
+            // A dry run has no side effects (the configuration says so): no Event.
+            if reason.concerns_a_monitor() && !dry_run {
                 tracing::info!(pod = %describe(&pod), %namespace, %reason, "injection skipped");
                 if let Some(m) =
                     monitor.and_then(|m| monitors.into_iter().find(|x| x.name_any() == m))
