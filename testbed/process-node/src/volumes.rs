@@ -294,34 +294,50 @@ impl PodVolumes {
         pod.metadata.namespace.as_deref().unwrap_or("default")
     }
 
+    /// The data of `kind` object `name` in the pod's namespace: `None` when
+    /// it is missing and `optional`, an error naming it otherwise.
+    async fn fetch<K>(
+        &self,
+        pod: &Pod,
+        kind: &str,
+        name: &str,
+        optional: Option<bool>,
+        data: fn(K) -> BTreeMap<String, Vec<u8>>,
+    ) -> Result<Option<BTreeMap<String, Vec<u8>>>, String>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let api: Api<K> = Api::namespaced(self.client.clone(), Self::namespace(pod));
+        match api
+            .get_opt(name)
+            .await
+            .map_err(|e| format!("reading {kind} {name:?}: {e}"))?
+        {
+            Some(o) => Ok(Some(data(o))),
+            None if optional == Some(true) => Ok(None),
+            None => Err(format!("{kind} {name:?} not found")),
+        }
+    }
+
     async fn secret(
         &self,
         pod: &Pod,
         name: &str,
         optional: Option<bool>,
     ) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
-        let api: Api<Secret> = Api::namespaced(self.client.clone(), Self::namespace(pod));
-        match api
-            .get_opt(name)
-            .await
-            .map_err(|e| format!("reading Secret {name:?}: {e}"))?
-        {
-            Some(s) => Ok(Some(
-                s.data
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, v.0))
-                    .chain(
-                        s.string_data
-                            .unwrap_or_default()
-                            .into_iter()
-                            .map(|(k, v)| (k, v.into_bytes())),
-                    )
-                    .collect(),
-            )),
-            None if optional == Some(true) => Ok(None),
-            None => Err(format!("Secret {name:?} not found")),
-        }
+        self.fetch(pod, "Secret", name, optional, |s: Secret| {
+            let text = s.string_data.unwrap_or_default().into_iter();
+            s.data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .chain(text.map(|(k, v)| (k, v.into_bytes())))
+                .collect()
+        })
+        .await
     }
 
     async fn config_map(
@@ -330,28 +346,16 @@ impl PodVolumes {
         name: &str,
         optional: Option<bool>,
     ) -> Result<Option<BTreeMap<String, Vec<u8>>>, String> {
-        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), Self::namespace(pod));
-        match api
-            .get_opt(name)
-            .await
-            .map_err(|e| format!("reading ConfigMap {name:?}: {e}"))?
-        {
-            Some(c) => Ok(Some(
-                c.data
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, v.into_bytes()))
-                    .chain(
-                        c.binary_data
-                            .unwrap_or_default()
-                            .into_iter()
-                            .map(|(k, v)| (k, v.0)),
-                    )
-                    .collect(),
-            )),
-            None if optional == Some(true) => Ok(None),
-            None => Err(format!("ConfigMap {name:?} not found")),
-        }
+        self.fetch(pod, "ConfigMap", name, optional, |c: ConfigMap| {
+            let binary = c.binary_data.unwrap_or_default().into_iter();
+            c.data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.into_bytes()))
+                .chain(binary.map(|(k, v)| (k, v.0)))
+                .collect()
+        })
+        .await
     }
 
     /// A token for the pod's ServiceAccount, bound to the pod.
