@@ -129,8 +129,61 @@ impl Beat {
         }
     }
 
-    /// Parses a beat value, rejecting anything that is not a heartbeat.
+    /// Parses a beat value strictly: a known field of the wrong type rejects
+    /// it. The sidecar's own round trips use this; the operator reads with
+    /// [`Beat::parse_lenient`].
     pub fn parse(value: &[u8]) -> Result<Beat, Error> {
+        let object = Beat::parse_object(value)?;
+        serde_path_to_error::deserialize(serde_json::Value::Object(object)).map_err(|e| {
+            Error::WrongFieldType {
+                field: e.path().to_string(),
+                detail: e.into_inner().to_string(),
+            }
+        })
+    }
+
+    /// Parses a beat value as a sign of life: only a value that is not a
+    /// JSON object, or has no readable `timestamp`, is rejected. A known
+    /// field of the wrong type (a foreign producer writing a float counter)
+    /// is dropped and reported, and the rest of the beat kept.
+    pub fn parse_lenient(value: &[u8]) -> Result<LenientBeat, Error> {
+        let mut object = Beat::parse_object(value)?;
+        let mut dropped = Vec::new();
+        // Each round drops the top-level field serde stopped at; there are
+        // at most as many rounds as known fields.
+        loop {
+            match serde_path_to_error::deserialize::<_, Beat>(serde_json::Value::Object(
+                object.clone(),
+            )) {
+                Ok(beat) => return Ok(LenientBeat { beat, dropped }),
+                Err(e) => {
+                    let field = e
+                        .path()
+                        .iter()
+                        .find_map(|seg| match seg {
+                            serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                            _ => None,
+                        })
+                        .filter(|f| f != "timestamp" && object.contains_key(f));
+                    let Some(field) = field else {
+                        return Err(Error::WrongFieldType {
+                            field: e.path().to_string(),
+                            detail: e.into_inner().to_string(),
+                        });
+                    };
+                    object.remove(&field);
+                    dropped.push(DroppedField {
+                        field,
+                        detail: e.into_inner().to_string(),
+                    });
+                }
+            }
+        }
+    }
+
+    /// The checks both parsers share: size, UTF-8, a JSON object with a
+    /// readable `timestamp`.
+    fn parse_object(value: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, Error> {
         if value.len() > MAX_VALUE_BYTES {
             return Err(Error::TooLarge {
                 size: value.len(),
@@ -140,7 +193,9 @@ impl Beat {
         let text = std::str::from_utf8(value).map_err(|_| Error::NotUtf8 { part: "value" })?;
         let json: serde_json::Value =
             serde_json::from_str(text).map_err(|e| Error::NotJson(e.to_string()))?;
-        let object = json.as_object().ok_or(Error::NotObject)?;
+        let serde_json::Value::Object(object) = json else {
+            return Err(Error::NotObject);
+        };
         match object.get("timestamp") {
             None => return Err(Error::MissingTimestamp),
             Some(serde_json::Value::String(s)) => {
@@ -153,19 +208,17 @@ impl Beat {
                 });
             }
         }
-        serde_path_to_error::deserialize(json).map_err(|e| Error::WrongFieldType {
-            field: e.path().to_string(),
-            detail: e.into_inner().to_string(),
-        })
+        Ok(object)
     }
 
-    /// Parses a whole Kafka message: the key names the program, the value is the beat.
+    /// Parses a whole Kafka message as a consumer does: the key names the
+    /// program, the value is read leniently (see [`Beat::parse_lenient`]).
     pub fn parse_message(
         key: Option<&[u8]>,
         value: Option<&[u8]>,
-    ) -> Result<(String, Beat), Error> {
+    ) -> Result<(String, LenientBeat), Error> {
         let program_id = program_id_from_key(key.unwrap_or_default())?;
-        let beat = Beat::parse(value.unwrap_or_default())?;
+        let beat = Beat::parse_lenient(value.unwrap_or_default())?;
         Ok((program_id.to_string(), beat))
     }
 
@@ -173,6 +226,22 @@ impl Beat {
     pub fn render(&self) -> Result<Vec<u8>, Error> {
         serde_json::to_vec(self).map_err(|e| Error::NotJson(e.to_string()))
     }
+}
+
+/// A beat read leniently, with the fields that were dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LenientBeat {
+    pub beat: Beat,
+    pub dropped: Vec<DroppedField>,
+}
+
+/// A known field a lenient parse dropped because its value had the wrong type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DroppedField {
+    /// The top-level field name (`n_messages_read`, `app`, ...).
+    pub field: String,
+    /// What was wrong with it.
+    pub detail: String,
 }
 
 /// Parses an ISO-8601 date-time. A value with an offset is converted to UTC;

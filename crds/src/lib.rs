@@ -10,7 +10,7 @@ pub mod program_id;
 pub mod sidecar_contract;
 pub mod signing;
 
-pub use beat::{Beat, BeatApp, BeatPod, BeatSidecar, Phase};
+pub use beat::{Beat, BeatApp, BeatPod, BeatSidecar, DroppedField, LenientBeat, Phase};
 pub use error::Error;
 pub use monitor::{HeartbeatMonitor, HeartbeatMonitorSpec, HeartbeatMonitorStatus};
 pub use sidecar_contract::SidecarAppHealth;

@@ -118,7 +118,53 @@ fn parse_message_returns_program_id_from_key() {
     )
     .expect("message");
     assert_eq!(id, "data.ingest");
-    assert_eq!(b.timestamp, ts("2026-11-22T23:14:51Z"));
+    assert_eq!(b.beat.timestamp, ts("2026-11-22T23:14:51Z"));
+    assert!(b.dropped.is_empty());
+}
+
+#[test]
+fn lenient_parse_drops_a_float_counter_and_keeps_the_beat() {
+    let b = Beat::parse_lenient(
+        br#"{"timestamp":"2026-11-22 23:14:51.5","n_messages_read":1.5,"n_bytes_read":10,"phase":"running"}"#,
+    )
+    .expect("a sign of life");
+    assert_eq!(b.beat.timestamp, ts("2026-11-22T23:14:51.5Z"));
+    assert_eq!(b.beat.n_messages_read, None);
+    assert_eq!(b.beat.n_bytes_read, Some(10));
+    assert_eq!(b.beat.phase, Some(Phase::Running));
+    assert_eq!(b.dropped.len(), 1);
+    assert_eq!(b.dropped[0].field, "n_messages_read");
+}
+
+#[test]
+fn lenient_parse_drops_every_malformed_field_including_nested_ones() {
+    let b = Beat::parse_lenient(
+        br#"{"timestamp":"2026-11-22T23:14:51Z","seq":"x","app":{"status":"weird"},"pod":[],"monitor":"d/m"}"#,
+    )
+    .expect("a sign of life");
+    let mut fields: Vec<_> = b.dropped.iter().map(|d| d.field.as_str()).collect();
+    fields.sort();
+    assert_eq!(fields, ["app", "pod", "seq"]);
+    assert_eq!(b.beat.monitor.as_deref(), Some("d/m"));
+    assert!(Beat::parse(br#"{"timestamp":"2026-11-22T23:14:51Z","seq":"x"}"#).is_err());
+}
+
+#[test]
+fn lenient_parse_still_rejects_what_is_no_sign_of_life() {
+    for bad in [
+        &br#"{"n_messages_read":1}"#[..],
+        br#"{"timestamp":12}"#,
+        br#"{"timestamp":"yesterday"}"#,
+        br#"[1,2]"#,
+        b"\xff\xfe",
+        b"not json",
+    ] {
+        assert!(
+            Beat::parse_lenient(bad).is_err(),
+            "{:?}",
+            String::from_utf8_lossy(bad)
+        );
+    }
 }
 
 #[test]
