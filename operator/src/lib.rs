@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod args;
 pub mod error;
+pub mod membership;
 pub mod metrics;
 pub mod webhook;
 

@@ -1,0 +1,485 @@
+//! The members of one monitor: which beat belongs to whom, the facts each
+//! member's judgement is made from, and the transitions (with the Events
+//! they raise) between two evaluations. Time is passed in.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+
+use heartbeat_crds::beat::{AppStatus, Beat, Phase};
+use heartbeat_crds::monitor::{ClockSource, HeartbeatMonitorSpec, MemberState};
+use jiff::{SignedDuration, Timestamp};
+
+use super::availability::Availability;
+use super::silence::Silence;
+use super::state::{Facts, Judgement, PodEnd, Timing, View, judge, next_deadline, severity};
+
+/// A monitor, `namespace/name` (what a beat's `monitor` field holds).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MonitorId {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl fmt::Display for MonitorId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// What identifies a member: a pod by uid (a replacement pod is a new
+/// member), a program outside the cluster by its program id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum MemberKey {
+    Pod(String),
+    Program(String),
+}
+
+/// Where a member comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberKind {
+    /// A pod the monitor covers, injected with the sidecar.
+    Pod,
+    /// A program listed in `spec.external.expectedPrograms`: it must beat.
+    Expected,
+    /// Another program seen on the topic: tracked, aged out after the
+    /// retention window, never an alarm.
+    Seen,
+}
+
+/// The monitor's settings the table judges by.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    pub timing: Timing,
+    pub expected: BTreeSet<String>,
+    /// Track programs that are not expected (the monitor has `external`).
+    pub track_unexpected: bool,
+    pub clock: ClockSource,
+    pub max_skew: SignedDuration,
+    /// Availability window (24 h).
+    pub history: SignedDuration,
+    /// A seen program silent this long is forgotten.
+    pub seen_retention: SignedDuration,
+    /// Most seen programs tracked per monitor (a flood of invented keys
+    /// must not grow memory without bound).
+    pub max_seen: usize,
+    /// The sidecar version the operator injects now (older ones are `outdated`).
+    pub sidecar_version: String,
+}
+
+impl Settings {
+    /// Settings from a monitor's spec and the operator's own limits.
+    pub fn from_spec(spec: &HeartbeatMonitorSpec, limits: &Limits) -> Settings {
+        Settings {
+            timing: Timing::from_spec(spec),
+            expected: spec
+                .external
+                .iter()
+                .flat_map(|e| e.expected_programs.iter().cloned())
+                .collect(),
+            track_unexpected: spec.external.is_some(),
+            clock: spec.clock.source,
+            max_skew: SignedDuration::from_secs(i64::from(spec.clock.max_skew_seconds)),
+            history: limits.history,
+            seen_retention: limits.seen_retention,
+            max_seen: limits.max_seen,
+            sidecar_version: limits.sidecar_version.clone(),
+        }
+    }
+}
+
+/// The operator-wide limits (flags).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    pub history: SignedDuration,
+    pub seen_retention: SignedDuration,
+    pub max_seen: usize,
+    pub sidecar_version: String,
+}
+
+/// What the reconciler knows about a pod the monitor covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodFacts {
+    pub uid: String,
+    pub name: String,
+    /// The program id the pod's sidecar beats as (rendered from the template).
+    pub program_id: String,
+    /// `status.startTime`: silence counts from then.
+    pub started: Option<Timestamp>,
+    pub end: Option<PodEnd>,
+}
+
+/// One member.
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub kind: MemberKind,
+    pub program_id: String,
+    pub pod: Option<String>,
+    pub facts: Facts,
+    pub judgement: Judgement,
+    /// When it entered its current state.
+    pub since: Timestamp,
+    pub sidecar_version: Option<String>,
+    /// A Stale Event was raised and not yet answered by a recovery.
+    alarmed: bool,
+    availability: Availability,
+    /// Judged once at least: the first judgement is no transition.
+    judged: bool,
+}
+
+impl Member {
+    fn new(kind: MemberKind, program_id: String, pod: Option<String>, now: Timestamp) -> Member {
+        Member {
+            kind,
+            program_id,
+            pod,
+            facts: Facts {
+                clock_start: None,
+                last_beat: None,
+                stopping: false,
+                app_failing: None,
+                pod_end: None,
+            },
+            judgement: Judgement {
+                state: MemberState::Pending,
+                reason: "not judged yet".into(),
+            },
+            since: now,
+            sidecar_version: None,
+            alarmed: false,
+            availability: Availability::default(),
+            judged: false,
+        }
+    }
+
+    /// The share of the availability window it was up (0..=1).
+    pub fn availability(&mut self, now: Timestamp, s: &Settings) -> Option<f64> {
+        self.availability.ratio(now, s.history, s.timing.late_after)
+    }
+}
+
+/// A beat as read off the topic.
+#[derive(Debug, Clone, Copy)]
+pub struct Incoming<'a> {
+    pub program_id: &'a str,
+    pub beat: &'a Beat,
+    /// The message's broker timestamp.
+    pub broker_time: Option<Timestamp>,
+}
+
+/// What [`Table::record`] did with a beat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// Recorded for a member; `revived`: it was not beating before (the
+    /// reconciler is woken so a recovery is reported at once); `skewed`:
+    /// the beat's own time is off the broker's by more than maxSkew.
+    Member { revived: bool, skewed: bool },
+    /// The beat is for another monitor on the same topic.
+    NotMine,
+    /// The beat claims this monitor but matches no member (reason label).
+    Unattributed(&'static str),
+}
+
+/// The Event a transition raises.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Alarm {
+    Stale,
+    Recovered,
+    Stopped,
+}
+
+impl Alarm {
+    /// The Event reason.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Alarm::Stale => "HeartbeatStale",
+            Alarm::Recovered => "HeartbeatRecovered",
+            Alarm::Stopped => "HeartbeatStopped",
+        }
+    }
+}
+
+/// A member's change of state between two evaluations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub program_id: String,
+    pub pod: Option<String>,
+    pub from: MemberState,
+    pub to: MemberState,
+    pub reason: String,
+    pub alarm: Option<Alarm>,
+}
+
+/// The members of one monitor.
+#[derive(Debug)]
+pub struct Table {
+    pub id: MonitorId,
+    pub settings: Settings,
+    members: HashMap<MemberKey, Member>,
+    seen: usize,
+    view: View,
+    /// When the table was made: expected programs must beat from then.
+    created: Timestamp,
+    /// Judged time of the newest beat for this monitor.
+    pub last_beat: Option<Timestamp>,
+}
+
+impl Table {
+    /// An empty table; members are Unknown until the view is set.
+    pub fn new(id: MonitorId, settings: Settings, now: Timestamp) -> Table {
+        let mut t = Table {
+            id,
+            settings: settings.clone(),
+            members: HashMap::new(),
+            seen: 0,
+            view: View::Blind {
+                why: "not reading the topic yet".into(),
+            },
+            created: now,
+            last_beat: None,
+        };
+        t.configure(settings, now);
+        t
+    }
+
+    /// Applies changed settings: expected programs are added or dropped.
+    pub fn configure(&mut self, settings: Settings, now: Timestamp) {
+        self.members.retain(|k, m| match (k, m.kind) {
+            (MemberKey::Program(id), MemberKind::Expected) => settings.expected.contains(id),
+            _ => true,
+        });
+        for id in &settings.expected {
+            let key = MemberKey::Program(id.clone());
+            match self.members.get_mut(&key) {
+                Some(m) => {
+                    if m.kind == MemberKind::Seen {
+                        self.seen -= 1;
+                    }
+                    m.kind = MemberKind::Expected;
+                    m.facts.clock_start = m.facts.clock_start.or(Some(now));
+                }
+                None => {
+                    let mut m = Member::new(MemberKind::Expected, id.clone(), None, now);
+                    m.facts.clock_start = Some(self.created.max(now));
+                    m.availability.observe_from(now);
+                    self.members.insert(key, m);
+                }
+            }
+        }
+        if !settings.track_unexpected {
+            self.members.retain(|_, m| m.kind != MemberKind::Seen);
+            self.seen = 0;
+        }
+        self.settings = settings;
+    }
+
+    /// Makes the pod members exactly `pods`: new pods are added (Pending),
+    /// vanished ones removed, the rest updated.
+    pub fn sync_pods(&mut self, pods: impl IntoIterator<Item = PodFacts>, now: Timestamp) {
+        let mut present = BTreeSet::new();
+        for p in pods {
+            let key = MemberKey::Pod(p.uid.clone());
+            present.insert(p.uid.clone());
+            let m = self.members.entry(key).or_insert_with(|| {
+                Member::new(
+                    MemberKind::Pod,
+                    p.program_id.clone(),
+                    Some(p.name.clone()),
+                    now,
+                )
+            });
+            m.facts.clock_start = p.started;
+            m.facts.pod_end = p.end;
+            if let Some(started) = p.started {
+                m.availability
+                    .observe_from(started.max(now - self.settings.history));
+            }
+        }
+        self.members.retain(|k, _| match k {
+            MemberKey::Pod(uid) => present.contains(uid),
+            MemberKey::Program(_) => true,
+        });
+    }
+
+    /// Sets whether the operator can see the topic.
+    pub fn set_view(&mut self, view: View) {
+        self.view = view;
+    }
+
+    /// The current view.
+    pub fn view(&self) -> &View {
+        &self.view
+    }
+
+    /// Attributes a beat and records it for its member.
+    pub fn record(&mut self, beat: &Incoming<'_>, now: Timestamp) -> Recorded {
+        let key = match self.attribute(beat) {
+            Ok(k) => k,
+            Err(r) => return r,
+        };
+        if !self.members.contains_key(&key) {
+            if self.seen >= self.settings.max_seen {
+                return Recorded::Unattributed("too_many_programs");
+            }
+            self.seen += 1;
+            let m = Member::new(MemberKind::Seen, beat.program_id.to_string(), None, now);
+            self.members.insert(key.clone(), m);
+        }
+        let s = &self.settings;
+        let skewed = beat
+            .broker_time
+            .is_some_and(|b| beat.beat.timestamp.duration_since(b).abs() > s.max_skew);
+        let judged = match s.clock {
+            ClockSource::Broker => beat.broker_time.unwrap_or(now),
+            ClockSource::Beat => beat.beat.timestamp,
+        }
+        .min(now);
+        let late_after = s.timing.late_after;
+        let Some(m) = self.members.get_mut(&key) else {
+            return Recorded::Unattributed("unknown_member");
+        };
+        if m.facts.last_beat.is_some_and(|last| judged <= last) {
+            // A replayed or reordered beat: the newest one already counts.
+            return Recorded::Member {
+                revived: false,
+                skewed,
+            };
+        }
+        let revived = !matches!(m.judgement.state, MemberState::Up | MemberState::Failing);
+        m.facts.last_beat = Some(judged);
+        m.facts.stopping = beat.beat.phase == Some(Phase::Stopping);
+        m.facts.app_failing = beat
+            .beat
+            .app
+            .as_ref()
+            .filter(|a| a.status == AppStatus::Failing)
+            .map(|a| a.reason.clone().unwrap_or_else(|| "no reason given".into()));
+        if m.kind == MemberKind::Seen {
+            m.facts.clock_start = m.facts.clock_start.or(Some(judged));
+        }
+        if let Some(sc) = &beat.beat.sidecar {
+            m.sidecar_version = Some(sc.version.clone());
+        }
+        m.availability.beat(judged, late_after);
+        self.last_beat = self.last_beat.max(Some(judged));
+        Recorded::Member { revived, skewed }
+    }
+
+    /// Which member a beat is for: our sidecars name their monitor and pod;
+    /// anything else is a program outside the cluster.
+    fn attribute(&self, beat: &Incoming<'_>) -> Result<MemberKey, Recorded> {
+        let b = beat.beat;
+        if let Some(monitor) = &b.monitor {
+            if monitor.split_once('/') != Some((&self.id.namespace, &self.id.name)) {
+                return Err(Recorded::NotMine);
+            }
+            let pod = b.pod.as_ref().ok_or(Recorded::Unattributed("no_pod"))?;
+            if pod.namespace != self.id.namespace {
+                return Err(Recorded::Unattributed("pod_namespace_mismatch"));
+            }
+            let uid = pod
+                .uid
+                .as_ref()
+                .ok_or(Recorded::Unattributed("no_pod_uid"))?;
+            let key = MemberKey::Pod(uid.clone());
+            return match self.members.get(&key) {
+                Some(m) if m.pod.as_deref() == Some(pod.name.as_str()) => Ok(key),
+                Some(_) => Err(Recorded::Unattributed("pod_name_mismatch")),
+                None => Err(Recorded::Unattributed("unknown_pod")),
+            };
+        }
+        let key = MemberKey::Program(beat.program_id.to_string());
+        if self.settings.expected.contains(beat.program_id) || (self.settings.track_unexpected) {
+            Ok(key)
+        } else {
+            Err(Recorded::NotMine)
+        }
+    }
+
+    /// Judges every member at `now`; returns the changes, with the alarms
+    /// they raise (none while `silence` holds, none for seen programs).
+    pub fn evaluate(&mut self, now: Timestamp, silence: Option<&Silence>) -> Vec<Transition> {
+        let retention = self.settings.seen_retention;
+        let before = self.members.len();
+        self.members.retain(|_, m| {
+            m.kind != MemberKind::Seen
+                || m.facts
+                    .last_beat
+                    .is_some_and(|t| now.duration_since(t) <= retention)
+        });
+        self.seen -= before - self.members.len();
+        let mut out = Vec::new();
+        for m in self.members.values_mut() {
+            let j = judge(&m.facts, &self.settings.timing, &self.view, now);
+            let from = m.judgement.state;
+            let changed = !m.judged || j.state != from;
+            let mut alarm = None;
+            match j.state {
+                MemberState::Stale if silence.is_none() && m.kind != MemberKind::Seen => {
+                    if !m.alarmed {
+                        m.alarmed = true;
+                        alarm = Some(Alarm::Stale);
+                    }
+                }
+                MemberState::Up | MemberState::Failing if m.alarmed => {
+                    m.alarmed = false;
+                    alarm = Some(Alarm::Recovered);
+                }
+                MemberState::Stopped if changed && m.judged => {
+                    m.alarmed = false;
+                    alarm = Some(Alarm::Stopped);
+                }
+                _ => {}
+            }
+            if changed {
+                m.since = now;
+            }
+            if (changed && m.judged) || alarm.is_some() {
+                out.push(Transition {
+                    program_id: m.program_id.clone(),
+                    pod: m.pod.clone(),
+                    from,
+                    to: j.state,
+                    reason: j.reason.clone(),
+                    alarm,
+                });
+            }
+            m.judged = true;
+            m.judgement = j;
+        }
+        out
+    }
+
+    /// The first instant after `now` at which some member's state changes
+    /// without a beat.
+    pub fn next_deadline(&self, now: Timestamp) -> Option<Timestamp> {
+        self.members
+            .values()
+            .filter_map(|m| next_deadline(&m.facts, &self.settings.timing, &self.view, now))
+            .min()
+    }
+
+    /// Every member.
+    pub fn members(&self) -> impl Iterator<Item = &Member> {
+        self.members.values()
+    }
+
+    /// Every member, to read availability (which prunes as it goes).
+    pub fn members_mut(&mut self) -> impl Iterator<Item = &mut Member> {
+        self.members.values_mut()
+    }
+
+    /// The members, worst first (ties: longest in their state first).
+    pub fn worst_first(&self) -> Vec<&Member> {
+        let mut v: Vec<&Member> = self.members.values().collect();
+        v.sort_by(|a, b| {
+            severity(a.judgement.state)
+                .cmp(&severity(b.judgement.state))
+                .then(a.since.cmp(&b.since))
+                .then(a.program_id.cmp(&b.program_id))
+        });
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,474 @@
+//! The membership state machine over every transition, with a fake clock.
+
+use super::*;
+use heartbeat_crds::beat::{BeatApp, BeatPod, BeatSidecar};
+
+const NS: &str = "data";
+
+fn t(secs: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + secs).expect("valid")
+}
+
+/// interval 10 s, 3 missed, 5 s grace: Late after 15 s, Stale after 35 s.
+fn spec(external: Option<&[&str]>) -> HeartbeatMonitorSpec {
+    let mut v = serde_json::json!({
+        "topic": "hb", "intervalSeconds": 10, "missedBeatsTolerated": 3, "graceSeconds": 5,
+        "brokerSecretRef": {"name": "kafka"}, "selector": {"matchLabels": {"app": "x"}}
+    });
+    if let Some(ids) = external {
+        v["external"] = serde_json::json!({ "expectedPrograms": ids });
+    }
+    serde_json::from_value(v).expect("spec")
+}
+
+fn limits() -> Limits {
+    Limits {
+        history: SignedDuration::from_hours(24),
+        seen_retention: SignedDuration::from_secs(600),
+        max_seen: 3,
+        sidecar_version: "0.2.0".into(),
+    }
+}
+
+fn table(external: Option<&[&str]>) -> Table {
+    let mut t0 = Table::new(
+        MonitorId {
+            namespace: NS.into(),
+            name: "ingest".into(),
+        },
+        Settings::from_spec(&spec(external), &limits()),
+        t(0),
+    );
+    t0.set_view(View::Sighted { since: t(0) });
+    t0
+}
+
+fn pod(uid: &str, started: Option<i64>) -> PodFacts {
+    PodFacts {
+        uid: uid.into(),
+        name: format!("pod-{uid}"),
+        program_id: format!("{NS}.pod-{uid}"),
+        started: started.map(t),
+        end: None,
+    }
+}
+
+fn sidecar_beat(uid: &str, at: i64) -> Beat {
+    let mut b = Beat::at(t(at));
+    b.monitor = Some(format!("{NS}/ingest"));
+    b.phase = Some(Phase::Running);
+    b.pod = Some(BeatPod {
+        namespace: NS.into(),
+        name: format!("pod-{uid}"),
+        uid: Some(uid.into()),
+        node: None,
+    });
+    b.sidecar = Some(BeatSidecar {
+        version: "0.1.0".into(),
+        started_at: t(0),
+        undelivered: 0,
+    });
+    b
+}
+
+fn record(table: &mut Table, beat: &Beat, at: i64) -> Recorded {
+    let pid = beat
+        .program_id
+        .clone()
+        .unwrap_or_else(|| format!("{NS}.pod-x"));
+    table.record(
+        &Incoming {
+            program_id: &pid,
+            beat,
+            broker_time: Some(t(at)),
+        },
+        t(at),
+    )
+}
+
+fn state_of(table: &Table, program_or_pod: &str) -> MemberState {
+    table
+        .members()
+        .find(|m| m.program_id == program_or_pod || m.pod.as_deref() == Some(program_or_pod))
+        .map(|m| m.judgement.state)
+        .unwrap_or_else(|| panic!("no member {program_or_pod}"))
+}
+
+fn alarms(ts: &[Transition]) -> Vec<Alarm> {
+    ts.iter().filter_map(|t| t.alarm).collect()
+}
+
+#[test]
+fn pending_up_late_stale_and_back_up_raise_one_stale_and_one_recovered() {
+    let mut tb = table(None);
+    tb.sync_pods([pod("a", Some(0))], t(0));
+    assert!(
+        tb.evaluate(t(0), None).is_empty(),
+        "the first judgement is no transition"
+    );
+    assert_eq!(state_of(&tb, "pod-a"), MemberState::Pending);
+
+    assert_eq!(
+        record(&mut tb, &sidecar_beat("a", 1), 1),
+        Recorded::Member {
+            revived: true,
+            skewed: false
+        }
+    );
+    let ts = tb.evaluate(t(1), None);
+    assert_eq!(
+        (ts[0].from, ts[0].to, ts[0].alarm),
+        (MemberState::Pending, MemberState::Up, None)
+    );
+
+    // 15 s of silence is on time; past it, Late: a warning, no Event.
+    assert!(tb.evaluate(t(16), None).is_empty());
+    let ts = tb.evaluate(t(17), None);
+    assert_eq!((ts[0].to, ts[0].alarm), (MemberState::Late, None));
+
+    // Past 3 x 10 s + 5 s: Stale, one alarm, however often it is judged.
+    assert!(tb.evaluate(t(36), None).is_empty());
+    let ts = tb.evaluate(t(37), None);
+    assert_eq!(
+        (ts[0].to, ts[0].alarm),
+        (MemberState::Stale, Some(Alarm::Stale))
+    );
+    assert!(ts[0].reason.contains("no beat for 36s"), "{}", ts[0].reason);
+    assert!(tb.evaluate(t(60), None).is_empty());
+
+    record(&mut tb, &sidecar_beat("a", 61), 61);
+    let ts = tb.evaluate(t(61), None);
+    assert_eq!(
+        (ts[0].to, ts[0].alarm),
+        (MemberState::Up, Some(Alarm::Recovered))
+    );
+}
+
+#[test]
+fn late_then_a_beat_is_up_again_without_any_event() {
+    let mut tb = table(None);
+    tb.sync_pods([pod("a", Some(0))], t(0));
+    record(&mut tb, &sidecar_beat("a", 0), 0);
+    tb.evaluate(t(0), None);
+    tb.evaluate(t(20), None);
+    assert_eq!(state_of(&tb, "pod-a"), MemberState::Late);
+    record(&mut tb, &sidecar_beat("a", 21), 21);
+    let ts = tb.evaluate(t(21), None);
+    assert_eq!(alarms(&ts), []);
+    assert_eq!(state_of(&tb, "pod-a"), MemberState::Up);
+}
+
+#[test]
+fn a_pending_member_that_never_beats_goes_stale_from_its_pod_start() {
+    let mut tb = table(None);
+    tb.sync_pods([pod("a", Some(10)), pod("b", None)], t(10));
+    tb.evaluate(t(10), None);
+    assert_eq!(alarms(&tb.evaluate(t(45), None)), []);
+    let ts = tb.evaluate(t(46), None);
+    assert_eq!(alarms(&ts), [Alarm::Stale]);
+    assert!(ts[0].reason.contains("never beat"), "{}", ts[0].reason);
+    // A pod not started yet has no deadline.
+    assert_eq!(state_of(&tb, "pod-b"), MemberState::Pending);
+}
+
+#[test]
+fn a_stopping_beat_stops_the_member_without_alarm_and_a_new_beat_revives_it() {
+    let mut tb = table(None);
+    tb.sync_pods([pod("a", Some(0))], t(0));
+    record(&mut tb, &sidecar_beat("a", 0), 0);
+    tb.evaluate(t(0), None);
+    let mut last = sidecar_beat("a", 5);
+    last.phase = Some(Phase::Stopping);
+    record(&mut tb, &last, 5);
+    let ts = tb.evaluate(t(5), None);
+    assert_eq!(
+        (ts[0].to, ts[0].alarm),
+        (MemberState::Stopped, Some(Alarm::Stopped))
+    );
+    assert!(
+        tb.evaluate(t(500), None).is_empty(),
+        "silence after a stop is no alarm"
+    );
+    assert_eq!(tb.next_deadline(t(500)), None);
+    let mut again = sidecar_beat("a", 501);
+    again.phase = Some(Phase::Starting);
+    record(&mut tb, &again, 501);
+    assert_eq!(alarms(&tb.evaluate(t(501), None)), []);
+    assert_eq!(state_of(&tb, "pod-a"), MemberState::Up);
+}
+
+#[test]
+fn a_deleted_or_completed_pod_is_stopped_and_then_leaves_without_alarm() {
+    let mut tb = table(None);
+    tb.sync_pods([pod("a", Some(0)), pod("b", Some(0))], t(0));
+    record(&mut tb, &sidecar_beat("a", 0), 0);
+    record(&mut tb, &sidecar_beat("b", 0), 0);
+    tb.evaluate(t(0), None);
+    let mut a = pod("a", Some(0));
+    a.end = Some(PodEnd::Deleting);
+    let mut b = pod("b", Some(0));
+    b.end = Some(PodEnd::Completed);
+    tb.sync_pods([a, b], t(1));
+    let ts = tb.evaluate(t(100), None);
+    assert_eq!(alarms(&ts), [Alarm::Stopped, Alarm::Stopped]);
+    tb.sync_pods([], t(101));
+    assert_eq!(tb.members().count(), 0);
+    assert!(tb.evaluate(t(200), None).is_empty());
+}
+
+#[test]
+fn a_replacement_pod_is_a_new_member_and_beats_of_others_are_not_attributed() {
+    let mut tb = table(None);
+    tb.sync_pods([pod("old", Some(0))], t(0));
+    tb.sync_pods([pod("new", Some(1))], t(1));
+    assert_eq!(tb.members().count(), 1);
+    assert_eq!(
+        record(&mut tb, &sidecar_beat("old", 2), 2),
+        Recorded::Unattributed("unknown_pod")
+    );
+
+    let mut wrong_ns = sidecar_beat("new", 2);
+    if let Some(p) = wrong_ns.pod.as_mut() {
+        p.namespace = "other".into();
+    }
+    assert_eq!(
+        record(&mut tb, &wrong_ns, 2),
+        Recorded::Unattributed("pod_namespace_mismatch")
+    );
+    let mut wrong_name = sidecar_beat("new", 2);
+    if let Some(p) = wrong_name.pod.as_mut() {
+        p.name = "pod-impostor".into();
+    }
+    assert_eq!(
+        record(&mut tb, &wrong_name, 2),
+        Recorded::Unattributed("pod_name_mismatch")
+    );
+    let mut other_monitor = sidecar_beat("new", 2);
+    other_monitor.monitor = Some(format!("{NS}/other"));
+    assert_eq!(record(&mut tb, &other_monitor, 2), Recorded::NotMine);
+    // A foreign beat on a monitor without `external` is not its business.
+    assert_eq!(record(&mut tb, &Beat::at(t(2)), 2), Recorded::NotMine);
+    assert!(matches!(
+        record(&mut tb, &sidecar_beat("new", 2), 2),
+        Recorded::Member { .. }
+    ));
+}
+
+#[test]
+fn a_failing_application_is_failing_not_stale_and_its_sidecar_version_is_kept() {
+    let mut tb = table(None);
+    tb.sync_pods([pod("a", Some(0))], t(0));
+    let mut b = sidecar_beat("a", 0);
+    b.app = Some(BeatApp {
+        status: AppStatus::Failing,
+        last_signal: None,
+        reason: Some("touch file 40s old".into()),
+    });
+    record(&mut tb, &b, 0);
+    tb.evaluate(t(0), None);
+    assert_eq!(state_of(&tb, "pod-a"), MemberState::Failing);
+    let m = tb.members().next().expect("member");
+    assert!(m.judgement.reason.contains("touch file 40s old"));
+    assert_eq!(m.sidecar_version.as_deref(), Some("0.1.0"));
+}
+
+#[test]
+fn an_expected_program_that_never_beats_is_stale_and_a_seen_one_ages_out_quietly() {
+    let mut tb = table(Some(&["lab-1", "lab-2"]));
+    let mut b = Beat::at(t(1));
+    b.program_id = Some("lab-1".into());
+    tb.record(
+        &Incoming {
+            program_id: "lab-1",
+            beat: &b,
+            broker_time: Some(t(1)),
+        },
+        t(1),
+    );
+    tb.record(
+        &Incoming {
+            program_id: "script-9",
+            beat: &Beat::at(t(1)),
+            broker_time: Some(t(1)),
+        },
+        t(1),
+    );
+    tb.evaluate(t(1), None);
+    assert_eq!(state_of(&tb, "lab-1"), MemberState::Up);
+    assert_eq!(state_of(&tb, "lab-2"), MemberState::Pending);
+    assert_eq!(state_of(&tb, "script-9"), MemberState::Up);
+
+    tb.record(
+        &Incoming {
+            program_id: "lab-1",
+            beat: &Beat::at(t(30)),
+            broker_time: Some(t(30)),
+        },
+        t(30),
+    );
+    let ts = tb.evaluate(t(40), None);
+    let stale: Vec<_> = ts
+        .iter()
+        .filter(|t| t.alarm == Some(Alarm::Stale))
+        .map(|t| t.program_id.as_str())
+        .collect();
+    assert_eq!(
+        stale,
+        ["lab-2"],
+        "the seen program is Stale too, but raises nothing"
+    );
+    assert_eq!(state_of(&tb, "script-9"), MemberState::Stale);
+    // Past the retention window it is forgotten.
+    tb.evaluate(t(700), None);
+    assert!(tb.members().all(|m| m.program_id != "script-9"));
+}
+
+#[test]
+fn seen_programs_are_capped() {
+    let mut tb = table(Some(&[]));
+    for i in 0..5 {
+        let id = format!("p{i}");
+        let r = tb.record(
+            &Incoming {
+                program_id: &id,
+                beat: &Beat::at(t(1)),
+                broker_time: None,
+            },
+            t(1),
+        );
+        assert_eq!(
+            r == Recorded::Unattributed("too_many_programs"),
+            i >= 3,
+            "{i}: {r:?}"
+        );
+    }
+}
+
+#[test]
+fn while_blind_members_are_unknown_never_stale_and_sight_restores_their_allowance() {
+    let mut tb = table(None);
+    tb.sync_pods([pod("a", Some(0))], t(0));
+    record(&mut tb, &sidecar_beat("a", 0), 0);
+    tb.evaluate(t(0), None);
+    tb.set_view(View::Blind {
+        why: "broker down".into(),
+    });
+    let ts = tb.evaluate(t(100), None);
+    assert_eq!((ts[0].to, ts[0].alarm), (MemberState::Unknown, None));
+    assert!(ts[0].reason.contains("broker down"));
+    assert_eq!(tb.next_deadline(t(100)), None);
+    // Sight again at 200: the silence before it is not held against anyone.
+    tb.set_view(View::Sighted { since: t(200) });
+    assert_eq!(alarms(&tb.evaluate(t(200), None)), []);
+    assert_eq!(state_of(&tb, "pod-a"), MemberState::Up);
+    assert_eq!(tb.next_deadline(t(200)), Some(t(215)));
+    record(&mut tb, &sidecar_beat("a", 205), 205);
+    assert_eq!(alarms(&tb.evaluate(t(230), None)), []);
+    // ...but a member that stays silent after sight is Stale in the end.
+    assert_eq!(alarms(&tb.evaluate(t(241), None)), [Alarm::Stale]);
+}
+
+#[test]
+fn silenced_alarms_keep_the_state_and_alarm_once_the_silence_ends() {
+    let mut tb = table(None);
+    tb.sync_pods([pod("a", Some(0))], t(0));
+    record(&mut tb, &sidecar_beat("a", 0), 0);
+    tb.evaluate(t(0), None);
+    let ts = tb.evaluate(t(40), Some(&Silence::Suspended));
+    assert_eq!((ts[0].to, ts[0].alarm), (MemberState::Stale, None));
+    assert_eq!(alarms(&tb.evaluate(t(50), Some(&Silence::Suspended))), []);
+    assert_eq!(alarms(&tb.evaluate(t(60), None)), [Alarm::Stale]);
+}
+
+#[test]
+fn a_silenced_stale_member_that_recovers_raises_nothing() {
+    let mut tb = table(None);
+    tb.sync_pods([pod("a", Some(0))], t(0));
+    record(&mut tb, &sidecar_beat("a", 0), 0);
+    tb.evaluate(t(0), None);
+    tb.evaluate(t(40), Some(&Silence::Suspended));
+    record(&mut tb, &sidecar_beat("a", 41), 41);
+    assert_eq!(alarms(&tb.evaluate(t(41), None)), []);
+}
+
+#[test]
+fn broker_clock_judges_lateness_and_skewed_beats_are_flagged() {
+    let mut tb = table(None);
+    tb.sync_pods([pod("a", Some(0))], t(0));
+    // The beat claims to be from the future; the broker says 10.
+    let b = sidecar_beat("a", 1000);
+    let r = tb.record(
+        &Incoming {
+            program_id: "x",
+            beat: &b,
+            broker_time: Some(t(10)),
+        },
+        t(10),
+    );
+    assert_eq!(
+        r,
+        Recorded::Member {
+            revived: true,
+            skewed: true
+        }
+    );
+    tb.evaluate(t(10), None);
+    assert_eq!(
+        alarms(&tb.evaluate(t(46), None)),
+        [Alarm::Stale],
+        "judged by the broker's 10, not 1000"
+    );
+}
+
+#[test]
+fn beat_clock_uses_the_beat_time_capped_at_now() {
+    let mut s = spec(None);
+    s.clock.source = ClockSource::Beat;
+    let mut tb = Table::new(
+        MonitorId {
+            namespace: NS.into(),
+            name: "ingest".into(),
+        },
+        Settings::from_spec(&s, &limits()),
+        t(0),
+    );
+    tb.set_view(View::Sighted { since: t(0) });
+    tb.sync_pods([pod("a", Some(0))], t(0));
+    let b = sidecar_beat("a", 1000);
+    tb.record(
+        &Incoming {
+            program_id: "x",
+            beat: &b,
+            broker_time: Some(t(10)),
+        },
+        t(10),
+    );
+    tb.evaluate(t(10), None);
+    assert_eq!(
+        alarms(&tb.evaluate(t(46), None)),
+        [Alarm::Stale],
+        "a future beat counts as now, no later"
+    );
+    let b = sidecar_beat("a", 50);
+    tb.record(
+        &Incoming {
+            program_id: "x",
+            beat: &b,
+            broker_time: Some(t(60)),
+        },
+        t(60),
+    );
+    assert_eq!(tb.last_beat, Some(t(50)));
+}
+
+#[test]
+fn replayed_beats_change_nothing() {
+    let mut tb = table(None);
+    tb.sync_pods([pod("a", Some(0))], t(0));
+    record(&mut tb, &sidecar_beat("a", 20), 20);
+    let mut old_stop = sidecar_beat("a", 10);
+    old_stop.phase = Some(Phase::Stopping);
+    record(&mut tb, &old_stop, 10);
+    tb.evaluate(t(20), None);
+    assert_eq!(state_of(&tb, "pod-a"), MemberState::Up);
+}
