@@ -117,7 +117,9 @@ pub struct HeartbeatMonitorSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing: Option<Signing>,
 
-    /// Stop alarming: members are still tracked, but nothing is reported Stale.
+    /// Stop alarming, like a CronJob's suspend: members are still tracked
+    /// and counted (Stale included), but no HeartbeatStale Event is raised
+    /// and the Healthy condition is Unknown (reason Suspended) instead of False.
     #[serde(default)]
     pub suspend: bool,
 
@@ -377,6 +379,10 @@ pub struct HeartbeatMonitorStatus {
     /// Pods matching the selector that lack the sidecar.
     #[serde(default)]
     pub uninjected: u32,
+    /// Members whose sidecar is older than the one the operator injects now
+    /// (a sidecar changes only when its pod is recreated).
+    #[serde(default)]
+    pub outdated: u32,
     /// Time of the newest beat seen on the topic for this monitor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_beat_time: Option<Time>,
@@ -409,6 +415,10 @@ pub struct MemberStatus {
     /// Why the member is in this state, for a person to act on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Share of the last 24 h (or of the time since tracking began) the
+    /// member was beating on time, e.g. "99.95%".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub availability: Option<String>,
 }
 
 /// Member states.

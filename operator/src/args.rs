@@ -69,6 +69,63 @@ pub struct Args {
     /// Seconds between checks of the certificate Secret (renewals are picked up then).
     #[arg(long, env = "HEARTBEAT_CERT_CHECK_SECONDS", default_value_t = 60)]
     pub cert_check_seconds: u64,
+    /// Handle only the HeartbeatMonitors with these labels (a label
+    /// selector, e.g. `team=data`); empty: all of them. Several operator
+    /// installations can so share a cluster.
+    #[arg(long, env = "HEARTBEAT_MONITOR_SELECTOR", default_value = "")]
+    pub monitor_selector: String,
+    /// The leader-election Lease, in the operator's namespace.
+    #[arg(
+        long,
+        env = "HEARTBEAT_LEASE_NAME",
+        default_value = "heartbeat-operator"
+    )]
+    pub lease_name: String,
+    /// How long a leader's Lease lasts without renewal: a new leader takes
+    /// over within this long after the old one died.
+    #[arg(long, env = "HEARTBEAT_LEASE_DURATION_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(3..=300))]
+    pub lease_duration_seconds: u64,
+    /// This replica's identity in the Lease (unset: the pod name, else host and pid).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// The Kafka consumer group the operator names (no offsets are committed;
+    /// ACLs grant Read on it).
+    #[arg(
+        long,
+        env = "HEARTBEAT_CONSUMER_GROUP",
+        default_value = "heartbeat-operator"
+    )]
+    pub consumer_group: String,
+    /// Availability window, and how far back a restart reads the topic to
+    /// rebuild it (where retention allows).
+    #[arg(long, env = "HEARTBEAT_HISTORY_SECONDS", default_value_t = 86_400)]
+    pub history_seconds: u64,
+    /// A program seen on a topic but not expected is forgotten after this
+    /// long without a beat.
+    #[arg(
+        long,
+        env = "HEARTBEAT_SEEN_RETENTION_SECONDS",
+        default_value_t = 3_600
+    )]
+    pub seen_retention_seconds: u64,
+    /// Most unexpected programs tracked per monitor (beyond it their beats
+    /// are rejected as `too_many_programs`).
+    #[arg(long, env = "HEARTBEAT_MAX_SEEN_PROGRAMS", default_value_t = 1_000)]
+    pub max_seen_programs: usize,
+    /// Most members per monitor exported as `heartbeat_member_up` series
+    /// (worst first); per-monitor metrics are not capped.
+    #[arg(long, env = "HEARTBEAT_MEMBER_METRICS_CAP", default_value_t = 200)]
+    pub member_metrics_cap: usize,
+}
+
+impl Args {
+    /// This replica's identity in the Lease.
+    pub fn identity(&self) -> String {
+        self.identity.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            format!("{}-{}", host.trim(), std::process::id())
+        })
+    }
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {

@@ -46,6 +46,18 @@ pub enum Error {
     CertContention(u32),
     #[error("a server task ended: {0}")]
     Task(String),
+    #[error("writing the status of HeartbeatMonitor {namespace}/{name}: {source}")]
+    WriteStatus {
+        namespace: String,
+        name: String,
+        source: kube::Error,
+    },
+    #[error("joining leader election on Lease {namespace}/{name}: {source}")]
+    Lease {
+        namespace: String,
+        name: String,
+        source: kube_lease_manager::LeaseManagerError,
+    },
 }
 
 impl Error {
@@ -64,6 +76,8 @@ impl Error {
             Error::Serve { .. } => "serve",
             Error::CertContention(_) => "cert_contention",
             Error::Task(_) => "task",
+            Error::WriteStatus { .. } => "write_status",
+            Error::Lease { .. } => "lease",
         }
     }
 }

@@ -1,11 +1,16 @@
 //! heartbeat-operator: the admission webhook that injects the heartbeat
-//! sidecar (the controller follows). `run` joins the webhook, its
-//! certificate upkeep, the caches it decides from and the admin server.
+//! sidecar, and the leader-elected controller that consumes the beats and
+//! writes each monitor's status. `run` joins the webhook, its certificate
+//! upkeep, the caches it decides from, the admin server, the leader
+//! election and the controller.
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod args;
+pub mod consumer;
+pub mod controller;
 pub mod error;
+pub mod leader;
 pub mod membership;
 pub mod metrics;
 pub mod webhook;
@@ -142,6 +147,44 @@ async fn keep_certificate(
     }
 }
 
+/// The monitors this operator handles (`--monitor-selector`).
+fn monitor_watch(args: &Args) -> watcher::Config {
+    let wc = watcher::Config::default();
+    if args.monitor_selector.is_empty() {
+        wc
+    } else {
+        wc.labels(&args.monitor_selector)
+    }
+}
+
+/// Joins the leader election and runs the controller while leading.
+async fn start_controller(
+    client: kube::Client,
+    args: &Args,
+    metrics: Arc<Metrics>,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let (leading, election) = leader::join(client.clone(), args).await?;
+    let settings = controller::ControllerSettings {
+        monitor_selector: args.monitor_selector.clone(),
+        consumer_group: args.consumer_group.clone(),
+        identity: args.identity(),
+        limits: membership::table::Limits {
+            history: jiff::SignedDuration::from_secs(args.history_seconds as i64),
+            seen_retention: jiff::SignedDuration::from_secs(args.seen_retention_seconds as i64),
+            max_seen: args.max_seen_programs,
+            sidecar_version: env!("CARGO_PKG_VERSION").into(),
+        },
+        member_metrics_cap: args.member_metrics_cap,
+    };
+    let controller = tokio::spawn(controller::lead(client, settings, metrics, leading));
+    // Ends when the controller does (it owns the receiver): the election
+    // task then releases the Lease.
+    Ok(tokio::spawn(async move {
+        let _ = controller.await;
+        let _ = election.await;
+    }))
+}
+
 /// Runs the operator until SIGTERM or SIGINT.
 pub async fn run(args: Args) -> Result<()> {
     let client = client(&args).await?;
@@ -161,7 +204,7 @@ pub async fn run(args: Args) -> Result<()> {
         monitor_writer,
         watcher(
             Api::<HeartbeatMonitor>::all(client.clone()),
-            watcher::Config::default(),
+            monitor_watch(&args),
         ),
     )
     .default_backoff()
@@ -267,6 +310,7 @@ pub async fn run(args: Args) -> Result<()> {
         tracing::info!("caches synced; ready");
     });
     tracing::info!(addr = %args.webhook_addr, admin = %args.admin_addr, "webhook serving");
+    let controller = start_controller(client.clone(), &args, metrics.clone()).await?;
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|source| Error::Serve {
@@ -287,6 +331,8 @@ pub async fn run(args: Args) -> Result<()> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     handle.graceful_shutdown(Some(Duration::from_secs(5)));
     let _ = tokio::time::timeout(Duration::from_secs(6), serving_wait(handle)).await;
+    // Hand the Lease over rather than let it expire.
+    controller.abort();
     Ok(())
 }
 

@@ -4,6 +4,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Metric, Registry};
 
@@ -14,6 +15,63 @@ pub struct OutcomeLabels {
     pub outcome: String,
     /// Why it was skipped or failed (empty when injected).
     pub reason: String,
+}
+
+/// Labels of a topic-level metric.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TopicLabels {
+    pub topic: String,
+}
+
+/// Labels of a rejected beat.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RejectLabels {
+    pub topic: String,
+    /// A fixed label: `not_json`, `bad_key`, `unknown_pod`, ...
+    pub reason: String,
+}
+
+/// Labels of a dropped beat field.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FieldLabels {
+    pub topic: String,
+    /// A known beat field (unknown fields are ignored, never dropped).
+    pub field: String,
+}
+
+/// Labels of a per-monitor metric.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MonitorLabels {
+    pub namespace: String,
+    pub monitor: String,
+}
+
+/// Labels of members by state.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub namespace: String,
+    pub monitor: String,
+    pub state: String,
+}
+
+/// Labels of a per-member metric (bounded: see `--member-metrics-cap`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MemberLabels {
+    pub namespace: String,
+    pub monitor: String,
+    pub member: String,
+}
+
+/// Labels of a published or suppressed Event.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    pub reason: String,
+}
+
+/// Labels of a reconcile failure.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub error: String,
 }
 
 /// The operator's metrics.
@@ -27,6 +85,36 @@ pub struct Metrics {
     pub bad_requests: Counter,
     /// Serving certificates loaded (at start and on each renewal).
     pub cert_loads: Counter,
+    /// Beats recorded for a member.
+    pub beats_consumed: Family<TopicLabels, Counter>,
+    /// Messages that were no usable beat, or matched no member, by reason.
+    pub beats_rejected: Family<RejectLabels, Counter>,
+    /// Malformed fields dropped from beats that still counted.
+    pub beat_fields_dropped: Family<FieldLabels, Counter>,
+    /// Beats whose own time is further than maxSkewSeconds from the broker's.
+    pub beats_skewed: Family<TopicLabels, Counter>,
+    /// Messages behind the end of the topic, per consumer.
+    pub consumer_lag: Family<TopicLabels, Gauge>,
+    /// Kafka consumers running.
+    pub consumers: Gauge,
+    /// Background tasks running (consumers and their upkeep).
+    pub tasks: Gauge,
+    /// Members by state, per monitor.
+    pub members: Family<StateLabels, Gauge>,
+    /// 1 while a member is Up, per member (worst members first, capped).
+    pub member_up: Family<MemberLabels, Gauge>,
+    /// 1 while a monitor's alarms are silenced (suspend or maintenance).
+    pub alarms_silenced: Family<MonitorLabels, Gauge>,
+    /// Status writes, per monitor.
+    pub status_writes: Family<MonitorLabels, Counter>,
+    /// Events published, by reason.
+    pub events: Family<EventLabels, Counter>,
+    /// Events not published because a monitor's budget was spent.
+    pub events_suppressed: Family<EventLabels, Counter>,
+    /// Reconcile failures, by error.
+    pub reconcile_errors: Family<ErrorLabels, Counter>,
+    /// 1 while this replica holds the leader Lease.
+    pub leader: Gauge,
 }
 
 fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
@@ -37,10 +125,12 @@ fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str
 impl Metrics {
     /// Registers every metric under the `heartbeat_operator` prefix.
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("heartbeat_operator");
+        // No registry prefix: the operator's own metrics are
+        // `heartbeat_operator_*`, what it says about members `heartbeat_*`.
+        let mut registry = Registry::default();
         let admissions = registered(
             &mut registry,
-            "webhook_admissions",
+            "heartbeat_operator_webhook_admissions",
             "Admission reviews answered, by outcome and reason",
             Family::default(),
         );
@@ -48,23 +138,114 @@ impl Metrics {
         let buckets = prometheus_client::metrics::histogram::exponential_buckets(0.00005, 2.0, 15);
         let admission_duration = registered(
             &mut registry,
-            "webhook_admission_duration_seconds",
+            "heartbeat_operator_webhook_admission_duration_seconds",
             "Time to answer one admission review",
             Histogram::new(buckets),
         );
         let bad_requests = registered(
             &mut registry,
-            "webhook_bad_requests",
+            "heartbeat_operator_webhook_bad_requests",
             "Requests that were not a readable AdmissionReview",
             Counter::default(),
         );
         let cert_loads = registered(
             &mut registry,
-            "webhook_certificate_loads",
+            "heartbeat_operator_webhook_certificate_loads",
             "Serving certificates loaded, at start and on each renewal",
             Counter::default(),
         );
+        let r = &mut registry;
         Metrics {
+            beats_consumed: registered(
+                r,
+                "heartbeat_operator_beats_consumed",
+                "Beats recorded for a member",
+                Family::default(),
+            ),
+            beats_rejected: registered(
+                r,
+                "heartbeat_operator_beats_rejected",
+                "Messages that were no usable beat or matched no member, by reason",
+                Family::default(),
+            ),
+            beat_fields_dropped: registered(
+                r,
+                "heartbeat_operator_beat_fields_dropped",
+                "Malformed fields dropped from beats that still counted",
+                Family::default(),
+            ),
+            beats_skewed: registered(
+                r,
+                "heartbeat_operator_beats_skewed",
+                "Beats whose own time is further than maxSkewSeconds from the broker's",
+                Family::default(),
+            ),
+            consumer_lag: registered(
+                r,
+                "heartbeat_operator_consumer_lag_messages",
+                "Messages behind the end of the topic, per consumer",
+                Family::default(),
+            ),
+            consumers: registered(
+                r,
+                "heartbeat_operator_consumers",
+                "Kafka consumers running",
+                Gauge::default(),
+            ),
+            tasks: registered(
+                r,
+                "heartbeat_operator_tasks",
+                "Background tasks running",
+                Gauge::default(),
+            ),
+            members: registered(
+                r,
+                "heartbeat_members",
+                "Members by state, per monitor",
+                Family::default(),
+            ),
+            member_up: registered(
+                r,
+                "heartbeat_member_up",
+                "1 while a member is Up (per member, worst first, capped)",
+                Family::default(),
+            ),
+            alarms_silenced: registered(
+                r,
+                "heartbeat_monitor_alarms_silenced",
+                "1 while a monitor's alarms are silenced by suspend or a maintenance window",
+                Family::default(),
+            ),
+            status_writes: registered(
+                r,
+                "heartbeat_operator_status_writes",
+                "Status writes, per monitor",
+                Family::default(),
+            ),
+            events: registered(
+                r,
+                "heartbeat_operator_events",
+                "Events published, by reason",
+                Family::default(),
+            ),
+            events_suppressed: registered(
+                r,
+                "heartbeat_operator_events_suppressed",
+                "Events not published because a monitor's event budget was spent",
+                Family::default(),
+            ),
+            reconcile_errors: registered(
+                r,
+                "heartbeat_operator_reconcile_errors",
+                "Reconcile failures, by error",
+                Family::default(),
+            ),
+            leader: registered(
+                r,
+                "heartbeat_operator_leader",
+                "1 while this replica holds the leader Lease",
+                Gauge::default(),
+            ),
             registry,
             admissions,
             admission_duration,

@@ -48,10 +48,10 @@ impl Availability {
 
     fn push_gap(&mut self, from: Timestamp, to: Timestamp) {
         self.gaps.push_back((from, to));
-        if self.gaps.len() > MAX_GAPS {
-            if let (Some((a, _)), Some((_, d))) = (self.gaps.pop_front(), self.gaps.pop_front()) {
-                self.gaps.push_front((a, d));
-            }
+        if self.gaps.len() > MAX_GAPS
+            && let (Some((a, _)), Some((_, d))) = (self.gaps.pop_front(), self.gaps.pop_front())
+        {
+            self.gaps.push_front((a, d));
         }
     }
 

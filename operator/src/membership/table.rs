@@ -414,11 +414,11 @@ impl Table {
             let changed = !m.judged || j.state != from;
             let mut alarm = None;
             match j.state {
-                MemberState::Stale if silence.is_none() && m.kind != MemberKind::Seen => {
-                    if !m.alarmed {
-                        m.alarmed = true;
-                        alarm = Some(Alarm::Stale);
-                    }
+                MemberState::Stale
+                    if silence.is_none() && m.kind != MemberKind::Seen && !m.alarmed =>
+                {
+                    m.alarmed = true;
+                    alarm = Some(Alarm::Stale);
                 }
                 MemberState::Up | MemberState::Failing if m.alarmed => {
                     m.alarmed = false;

@@ -161,7 +161,7 @@ fn skip(monitor: Option<&str>, reason: SkipReason) -> Outcome {
 
 /// The monitor that covers `pod`: the one its annotation names, else the
 /// first by name of those whose selector matches (the others are returned).
-fn choose<'a>(
+pub(crate) fn choose<'a>(
     pod: &Pod,
     monitors: &'a [HeartbeatMonitor],
 ) -> Result<(&'a HeartbeatMonitor, Vec<&'a str>), SkipReason> {
@@ -198,7 +198,7 @@ fn choose<'a>(
     ))
 }
 
-fn already_injected(pod: &Pod) -> bool {
+pub(crate) fn already_injected(pod: &Pod) -> bool {
     let spec = pod.spec.as_ref();
     let named =
         |cs: Option<&Vec<Container>>| cs.into_iter().flatten().any(|c| c.name == SIDECAR_NAME);

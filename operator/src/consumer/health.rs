@@ -1,0 +1,81 @@
+//! What a consumer reports about itself, and what that means for one
+//! monitor reading through it (its [`View`]). Pure.
+
+use jiff::Timestamp;
+
+use crate::membership::View;
+
+/// Why a consumer cannot read its topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlindKind {
+    /// The Secret's settings are unusable (librdkafka refused them).
+    BadSettings,
+    /// The broker cannot be reached, or refuses us (auth).
+    Broker,
+    /// The topic does not exist.
+    TopicMissing,
+}
+
+/// A consumer's state.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Health {
+    /// Connecting, or reading back after a seek and not caught up yet.
+    Starting,
+    /// Reading, caught up with the seek of `caught_up_epoch`; nothing before
+    /// `since` was read (the start of the seek, or the end of an outage).
+    Reading {
+        since: Timestamp,
+        caught_up_epoch: u64,
+    },
+    /// Not reading: the error as the broker or librdkafka gave it.
+    Blind { kind: BlindKind, why: String },
+}
+
+/// The view of a monitor attached at seek epoch `epoch`, which replays its
+/// topic from `replayed_from`.
+pub fn view_for(health: &Health, epoch: u64, replayed_from: Timestamp) -> View {
+    match health {
+        Health::Starting => View::Blind {
+            why: "catching up with the topic".into(),
+        },
+        Health::Reading {
+            caught_up_epoch, ..
+        } if *caught_up_epoch < epoch => View::Blind {
+            why: "catching up with the topic".into(),
+        },
+        Health::Reading { since, .. } => View::Sighted {
+            since: (*since).max(replayed_from),
+        },
+        Health::Blind { why, .. } => View::Blind { why: why.clone() },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + s).expect("valid")
+    }
+
+    #[test]
+    fn a_monitor_sees_once_the_consumer_caught_up_with_its_seek() {
+        let h = Health::Reading {
+            since: t(0),
+            caught_up_epoch: 1,
+        };
+        assert_eq!(view_for(&h, 1, t(-5)), View::Sighted { since: t(0) });
+        assert_eq!(view_for(&h, 1, t(5)), View::Sighted { since: t(5) });
+        assert!(matches!(view_for(&h, 2, t(5)), View::Blind { .. }));
+        let blind = Health::Blind {
+            kind: BlindKind::Broker,
+            why: "all brokers down".into(),
+        };
+        assert_eq!(
+            view_for(&blind, 1, t(0)),
+            View::Blind {
+                why: "all brokers down".into()
+            }
+        );
+    }
+}

@@ -1,0 +1,434 @@
+//! One consumer's life: connect, find the topic's partitions, seek back by
+//! time, read and attribute beats, and check its own health and lag every
+//! few seconds. librdkafka reconnects by itself; a session that cannot go
+//! on is reported Blind and started again after a pause.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use heartbeat_crds::Beat;
+use jiff::{SignedDuration, Timestamp};
+use kube::runtime::reflector::ObjectRef;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::{BlindKind, Health, Shared, lock};
+use crate::membership::table::{Incoming, Recorded};
+use crate::metrics::{FieldLabels, RejectLabels, TopicLabels};
+
+/// How often health and lag are checked.
+const CHECK_EVERY: Duration = Duration::from_secs(2);
+/// Timeout of one metadata, offsets or watermark request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Rejections of one reason are logged at most this often.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+type Blind = (BlindKind, String);
+
+/// Counts a running consumer task for as long as it lives.
+struct Counted(Arc<crate::metrics::Metrics>);
+
+impl Counted {
+    fn new(m: &Arc<crate::metrics::Metrics>) -> Counted {
+        m.tasks.inc();
+        m.consumers.inc();
+        Counted(m.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.tasks.dec();
+        self.0.consumers.dec();
+    }
+}
+
+/// What outlives one session: since when the topic has been read without
+/// a gap, and whether a gap (blindness) happened since.
+#[derive(Default)]
+struct Sight {
+    since: Option<Timestamp>,
+    blind: bool,
+}
+
+/// Runs until the manager stops this consumer.
+pub(super) async fn run(shared: Arc<Shared>) {
+    let _counted = Counted::new(&shared.metrics);
+    let mut stop = shared.stop.subscribe();
+    let mut sight = Sight::default();
+    let mut pause = Duration::from_secs(1);
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        match session(&shared, &mut stop, &mut sight).await {
+            Ok(()) => break,
+            Err((kind, why)) => {
+                tracing::warn!(consumer = %shared.key, ?kind, %why, "cannot read the topic; retrying");
+                sight.blind = true;
+                shared.health.send_replace(Health::Blind { kind, why });
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = stop.changed() => {}
+                }
+                pause = (pause * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+    let _ = shared.metrics.consumer_lag.remove(&TopicLabels {
+        topic: shared.key.topic.clone(),
+    });
+    tracing::info!(consumer = %shared.key, "consumer stopped");
+}
+
+/// One client: created, used, and closed off the runtime (librdkafka's
+/// close can block on a dead broker).
+async fn session(
+    shared: &Arc<Shared>,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+    sight: &mut Sight,
+) -> Result<(), Blind> {
+    let consumer: StreamConsumer = shared
+        .key
+        .client_config(&shared.group, &shared.client_id)
+        .create()
+        .map_err(|e| (BlindKind::BadSettings, e.to_string()))?;
+    let consumer = Arc::new(consumer);
+    let result = read(shared, &consumer, stop, sight).await;
+    tokio::task::spawn_blocking(move || drop(consumer));
+    result
+}
+
+/// Runs a blocking librdkafka call off the runtime.
+async fn blocking<T: Send + 'static>(
+    c: &Arc<StreamConsumer>,
+    f: impl FnOnce(&StreamConsumer) -> Result<T, KafkaError> + Send + 'static,
+) -> Result<T, KafkaError> {
+    let c = c.clone();
+    tokio::task::spawn_blocking(move || f(&c))
+        .await
+        .unwrap_or_else(|e| {
+            Err(KafkaError::Canceled)
+                .inspect_err(|_| tracing::error!(error = %e, "blocking Kafka call panicked"))
+        })
+}
+
+fn classify(topic: &str, e: &KafkaError) -> Blind {
+    match e.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) => (
+            BlindKind::TopicMissing,
+            format!("topic {topic} does not exist"),
+        ),
+        _ => (BlindKind::Broker, e.to_string()),
+    }
+}
+
+/// The topic's partitions.
+async fn partitions(c: &Arc<StreamConsumer>, topic: &str) -> Result<Vec<i32>, Blind> {
+    let t = topic.to_string();
+    let md = blocking(c, move |c| c.fetch_metadata(Some(&t), REQUEST_TIMEOUT))
+        .await
+        .map_err(|e| classify(topic, &e))?;
+    let Some(mt) = md.topics().iter().find(|mt| mt.name() == topic) else {
+        return Err((
+            BlindKind::TopicMissing,
+            format!("topic {topic} does not exist"),
+        ));
+    };
+    if let Some(err) = mt.error() {
+        let code = RDKafkaErrorCode::from(err);
+        return Err(classify(topic, &KafkaError::MetadataFetch(code)));
+    }
+    let ps: Vec<i32> = mt.partitions().iter().map(|p| p.id()).collect();
+    if ps.is_empty() {
+        return Err((
+            BlindKind::TopicMissing,
+            format!("topic {topic} has no partitions"),
+        ));
+    }
+    Ok(ps)
+}
+
+/// Learns the topic's retention.ms (for the condition that warns when it
+/// is shorter than the seek-back window). Describing needs its own ACL;
+/// without it the retention stays unknown and nothing is claimed.
+async fn describe_retention(shared: &Shared) {
+    use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = match shared
+        .key
+        .client_config(&shared.group, &shared.client_id)
+        .create()
+    {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::debug!(error = %e, "no admin client for the retention check");
+            return;
+        }
+    };
+    let opts = AdminOptions::new().request_timeout(Some(REQUEST_TIMEOUT));
+    let found = admin
+        .describe_configs(&[ResourceSpecifier::Topic(&shared.key.topic)], &opts)
+        .await;
+    let retention = found.ok().and_then(|rs| {
+        rs.into_iter().flatten().find_map(|r| {
+            r.get("retention.ms")
+                .and_then(|e| e.value.as_deref())
+                .and_then(|v| v.parse::<i64>().ok())
+        })
+    });
+    match retention {
+        Some(ms) => shared.retention_ms.store(ms, Ordering::Relaxed),
+        None => tracing::debug!(consumer = %shared.key, "topic retention unknown"),
+    }
+    tokio::task::spawn_blocking(move || drop(admin));
+}
+
+/// Assigns every partition at the first offset at or after `target`;
+/// returns the next offset to read per partition.
+async fn seek(
+    c: &Arc<StreamConsumer>,
+    topic: &str,
+    parts: &[i32],
+    target: Timestamp,
+) -> Result<HashMap<i32, i64>, Blind> {
+    let mut tpl = TopicPartitionList::new();
+    for p in parts {
+        tpl.add_partition_offset(topic, *p, Offset::Offset(target.as_millisecond()))
+            .map_err(|e| classify(topic, &e))?;
+    }
+    let resolved = blocking(c, move |c| c.offsets_for_times(tpl, REQUEST_TIMEOUT))
+        .await
+        .map_err(|e| classify(topic, &e))?;
+    let highs = watermarks(c, topic, parts).await?;
+    let mut assign = TopicPartitionList::new();
+    let mut next = HashMap::new();
+    for e in resolved.elements() {
+        // No message at or after the target: start at the end.
+        let high = highs.get(&e.partition()).copied().unwrap_or(0);
+        let offset = match e.offset() {
+            Offset::Offset(o) if o >= 0 => o,
+            _ => high,
+        };
+        assign
+            .add_partition_offset(topic, e.partition(), Offset::Offset(offset))
+            .map_err(|e| classify(topic, &e))?;
+        next.insert(e.partition(), offset);
+    }
+    c.assign(&assign).map_err(|e| classify(topic, &e))?;
+    Ok(next)
+}
+
+/// The high watermark of each partition.
+async fn watermarks(
+    c: &Arc<StreamConsumer>,
+    topic: &str,
+    parts: &[i32],
+) -> Result<HashMap<i32, i64>, Blind> {
+    let (t, ps) = (topic.to_string(), parts.to_vec());
+    blocking(c, move |c| {
+        ps.iter()
+            .map(|p| {
+                c.fetch_watermarks(&t, *p, REQUEST_TIMEOUT)
+                    .map(|(_, high)| (*p, high))
+            })
+            .collect()
+    })
+    .await
+    .map_err(|e| classify(topic, &e))
+}
+
+async fn read(
+    shared: &Arc<Shared>,
+    c: &Arc<StreamConsumer>,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+    sight: &mut Sight,
+) -> Result<(), Blind> {
+    let topic = shared.key.topic.clone();
+    let parts = partitions(c, &topic).await?;
+    describe_retention(shared).await;
+    let mut log = RejectLog::default();
+    let mut check = tokio::time::interval(CHECK_EVERY);
+    'seek: loop {
+        let epoch = shared.seek_requested.load(Ordering::Relaxed);
+        let window =
+            SignedDuration::from_secs(shared.seek_window_secs.load(Ordering::Relaxed) as i64);
+        let target = Timestamp::now() - window;
+        let mut next = seek(c, &topic, &parts, target).await?;
+        tracing::info!(consumer = %shared.key, %target, epoch, "reading back from the target time");
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.changed() => {
+                    if *stop.borrow() { return Ok(()); }
+                }
+                _ = shared.seek.notified() => {
+                    if *stop.borrow() { return Ok(()); }
+                    if shared.seek_requested.load(Ordering::Relaxed) > epoch {
+                        continue 'seek;
+                    }
+                }
+                m = c.recv() => match m {
+                    Ok(msg) => {
+                        next.insert(msg.partition(), msg.offset() + 1);
+                        intake(shared, &msg, &mut log);
+                    }
+                    // Transport errors come here too; the periodic check
+                    // decides whether the topic can still be read.
+                    Err(e) => log.error(&shared.key, &e),
+                },
+                _ = check.tick() => {
+                    match watermarks(c, &topic, &parts).await {
+                        Err((kind, why)) => {
+                            if !sight.blind {
+                                tracing::warn!(consumer = %shared.key, %why, "lost sight of the topic");
+                            }
+                            sight.blind = true;
+                            shared.health.send_replace(Health::Blind { kind, why });
+                        }
+                        Ok(highs) => {
+                            let lag: i64 = highs
+                                .iter()
+                                .map(|(p, high)| (high - next.get(p).copied().unwrap_or(0)).max(0))
+                                .sum();
+                            shared.metrics.consumer_lag
+                                .get_or_create(&TopicLabels { topic: topic.clone() })
+                                .set(lag);
+                            if lag == 0 {
+                                let since = match sight.since {
+                                    Some(s) if !sight.blind => s,
+                                    // Back after a gap: nothing before now was seen.
+                                    Some(_) => Timestamp::now(),
+                                    None if sight.blind => Timestamp::now(),
+                                    None => target,
+                                };
+                                if sight.blind {
+                                    tracing::info!(consumer = %shared.key, "reading the topic again");
+                                }
+                                sight.since = Some(since);
+                                sight.blind = false;
+                                shared.health.send_if_modified(|h| {
+                                    let new = Health::Reading { since, caught_up_epoch: epoch };
+                                    let changed = *h != new;
+                                    *h = new;
+                                    changed
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Attributes one message to the monitors reading through this consumer.
+fn intake(shared: &Shared, msg: &BorrowedMessage<'_>, log: &mut RejectLog) {
+    let topic = &shared.key.topic;
+    let m = &shared.metrics;
+    let reject = |reason: &str| {
+        m.beats_rejected
+            .get_or_create(&RejectLabels {
+                topic: topic.clone(),
+                reason: reason.to_string(),
+            })
+            .inc();
+    };
+    let (program_id, lenient) = match Beat::parse_message(msg.key(), msg.payload()) {
+        Ok(p) => p,
+        Err(e) => {
+            reject(e.metric_label());
+            log.reject(&shared.key, e.metric_label(), || e.to_string());
+            return;
+        }
+    };
+    for d in &lenient.dropped {
+        m.beat_fields_dropped
+            .get_or_create(&FieldLabels {
+                topic: topic.clone(),
+                field: d.field.clone(),
+            })
+            .inc();
+    }
+    let broker_time = msg
+        .timestamp()
+        .to_millis()
+        .and_then(|ms| Timestamp::from_millisecond(ms).ok());
+    let incoming = Incoming {
+        program_id: &program_id,
+        beat: &lenient.beat,
+        broker_time,
+    };
+    let now = Timestamp::now();
+    let mut recorded = false;
+    let mut unattributed = None;
+    let subs = match shared.subscribers.read() {
+        Ok(s) => s,
+        Err(p) => p.into_inner(),
+    };
+    for s in subs.iter() {
+        match lock(&s.table).record(&incoming, now) {
+            Recorded::Member { revived, skewed } => {
+                recorded = true;
+                if skewed {
+                    m.beats_skewed
+                        .get_or_create(&TopicLabels {
+                            topic: topic.clone(),
+                        })
+                        .inc();
+                }
+                if revived {
+                    let _ = shared
+                        .waker
+                        .send(ObjectRef::new(&s.id.name).within(&s.id.namespace));
+                }
+            }
+            Recorded::Unattributed(reason) => unattributed = unattributed.or(Some(reason)),
+            Recorded::NotMine => {}
+        }
+    }
+    if recorded {
+        m.beats_consumed
+            .get_or_create(&TopicLabels {
+                topic: topic.clone(),
+            })
+            .inc();
+    } else {
+        let reason = unattributed.unwrap_or("no_monitor");
+        reject(reason);
+        log.reject(&shared.key, reason, || {
+            format!("beat of {program_id:?} matches no member")
+        });
+    }
+}
+
+/// Logs rejections and consumer errors at a bounded rate.
+#[derive(Default)]
+struct RejectLog {
+    last: HashMap<&'static str, (Instant, u64)>,
+}
+
+impl RejectLog {
+    fn reject(
+        &mut self,
+        key: &super::ConsumerKey,
+        reason: &'static str,
+        why: impl FnOnce() -> String,
+    ) {
+        let now = Instant::now();
+        let e = self.last.entry(reason).or_insert((now - LOG_EVERY * 2, 0));
+        e.1 += 1;
+        if now.duration_since(e.0) >= LOG_EVERY {
+            tracing::warn!(consumer = %key, reason, count = e.1, example = %why(), "rejected beats");
+            *e = (now, 0);
+        }
+    }
+
+    fn error(&mut self, key: &super::ConsumerKey, err: &KafkaError) {
+        self.reject(key, "consumer_error", || err.to_string());
+    }
+}

@@ -1,0 +1,168 @@
+//! Events on member transitions (`HeartbeatStale`, `HeartbeatRecovered`,
+//! `HeartbeatStopped`), regarding the monitor with the pod as the related
+//! object. kube's Recorder folds repeats into a series; on top of that a
+//! per-monitor budget keeps a flapping or mass-failing monitor from
+//! flooding the API server (what is not published is counted).
+
+use heartbeat_crds::monitor::HeartbeatMonitor;
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::Resource;
+use kube::runtime::events::{Event, EventType};
+
+use crate::membership::table::{Alarm, Transition};
+use crate::metrics::EventLabels;
+
+use super::Context;
+
+/// Events a monitor may publish in a burst.
+const BURST: f64 = 20.0;
+/// Then one more every this long.
+const REFILL: SignedDuration = SignedDuration::from_secs(3);
+
+/// A token bucket of Events for one monitor. Pure.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    tokens: f64,
+    at: Option<Timestamp>,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Budget {
+            tokens: BURST,
+            at: None,
+        }
+    }
+}
+
+impl Budget {
+    /// Takes one Event's worth at `now`; false when spent.
+    pub fn take(&mut self, now: Timestamp) -> bool {
+        if let Some(at) = self.at {
+            let refill = now.duration_since(at).as_secs_f64() / REFILL.as_secs_f64();
+            self.tokens = (self.tokens + refill.max(0.0)).min(BURST);
+        }
+        self.at = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The Event for a transition that raises one. The note is stable for a
+/// member and alarm, so the Recorder can fold repeats into a series.
+pub fn event_for(t: &Transition, stale_after: SignedDuration) -> Option<Event> {
+    let alarm = t.alarm?;
+    let who = match &t.pod {
+        Some(pod) => format!("pod {pod} (program {})", t.program_id),
+        None => format!("program {}", t.program_id),
+    };
+    let (type_, note) = match alarm {
+        Alarm::Stale => (
+            EventType::Warning,
+            format!(
+                "{who} is Stale: no beat for over {}s",
+                stale_after.as_secs()
+            ),
+        ),
+        Alarm::Recovered => (EventType::Normal, format!("{who} beats again")),
+        Alarm::Stopped => (EventType::Normal, format!("{who} stopped: {}", t.reason)),
+    };
+    Some(Event {
+        type_,
+        reason: alarm.reason().into(),
+        note: Some(note),
+        action: "Track".into(),
+        secondary: None,
+    })
+}
+
+/// Publishes the Events of `transitions` within the monitor's budget.
+pub async fn publish(
+    ctx: &Context,
+    monitor: &HeartbeatMonitor,
+    budget: &std::sync::Mutex<Budget>,
+    transitions: &[Transition],
+    stale_after: SignedDuration,
+) {
+    let regarding: ObjectReference = monitor.object_ref(&());
+    for t in transitions {
+        let Some(mut ev) = event_for(t, stale_after) else {
+            continue;
+        };
+        let labels = EventLabels {
+            reason: ev.reason.clone(),
+        };
+        if !crate::consumer::lock(budget).take(Timestamp::now()) {
+            ctx.metrics.events_suppressed.get_or_create(&labels).inc();
+            tracing::warn!(monitor = ?regarding.name, reason = %ev.reason, note = ?ev.note, "event budget spent; not published");
+            continue;
+        }
+        ev.secondary = t.pod.as_ref().map(|pod| ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: Some(pod.clone()),
+            namespace: regarding.namespace.clone(),
+            ..ObjectReference::default()
+        });
+        tracing::info!(monitor = ?regarding.name, reason = %ev.reason, note = ?ev.note, "member transition");
+        match ctx.recorder.publish(&ev, &regarding).await {
+            Ok(()) => {
+                ctx.metrics.events.get_or_create(&labels).inc();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, reason = %ev.reason, "cannot publish the Event")
+            }
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use heartbeat_crds::monitor::MemberState;
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + s).expect("valid")
+    }
+
+    #[test]
+    fn a_burst_is_allowed_then_one_event_per_refill() {
+        let mut b = Budget::default();
+        assert!((0..20).all(|_| b.take(t(0))));
+        assert!(!b.take(t(0)));
+        assert!(!b.take(t(2)));
+        assert!(b.take(t(3)));
+        assert!(!b.take(t(3)));
+        assert!(
+            (0..20).all(|_| b.take(t(1000))),
+            "refilled, never above the burst"
+        );
+        assert!(!b.take(t(1000)));
+    }
+
+    #[test]
+    fn stale_is_a_warning_naming_the_pod_and_quiet_transitions_raise_nothing() {
+        let mut tr = Transition {
+            program_id: "data.ingest-1".into(),
+            pod: Some("ingest-1".into()),
+            from: MemberState::Late,
+            to: MemberState::Stale,
+            reason: "no beat for 36s".into(),
+            alarm: Some(Alarm::Stale),
+        };
+        let ev = event_for(&tr, SignedDuration::from_secs(35)).expect("event");
+        assert_eq!(ev.type_, EventType::Warning);
+        assert_eq!(ev.reason, "HeartbeatStale");
+        assert_eq!(
+            ev.note.as_deref(),
+            Some("pod ingest-1 (program data.ingest-1) is Stale: no beat for over 35s")
+        );
+        tr.alarm = None;
+        assert!(event_for(&tr, SignedDuration::from_secs(35)).is_none());
+    }
+}

@@ -1,0 +1,326 @@
+//! The controller: while this replica leads, one kube-runtime Controller
+//! for HeartbeatMonitors that also watches Pods (the members) and Secret
+//! metadata (a changed broker Secret restarts the consumer), woken early
+//! when a silent member beats again. `reconcile` owns one pass.
+
+pub mod events;
+pub mod pods;
+pub mod reconcile;
+pub mod status;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use heartbeat_crds::monitor::{HeartbeatMonitor, HeartbeatMonitorStatus};
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, PodStatus, Secret};
+use kube::api::Api;
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{self, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use tokio::sync::{mpsc, watch};
+
+use crate::consumer::{ConsumerKey, Consumers, lock};
+use crate::membership::Table;
+use crate::membership::table::{Limits, MonitorId, Settings};
+use crate::metrics::{MemberLabels, Metrics, MonitorLabels, StateLabels};
+
+/// What every reconcile works with.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub consumers: Consumers,
+    /// The monitors this replica tracks.
+    pub tracked: Mutex<HashMap<MonitorId, Arc<Tracked>>>,
+    pub monitors: Store<HeartbeatMonitor>,
+    pub pods: Store<Pod>,
+    pub secrets: Store<PartialObjectMeta<Secret>>,
+    pub limits: Limits,
+    pub member_metrics_cap: usize,
+    /// Cleared the moment leadership is lost: no status write after that.
+    pub leader: Arc<AtomicBool>,
+}
+
+/// One monitor's state in this replica.
+pub struct Tracked {
+    pub table: Arc<Mutex<Table>>,
+    pub budget: Mutex<events::Budget>,
+    /// The last status written, and when.
+    pub written: Mutex<Option<(Timestamp, HeartbeatMonitorStatus)>>,
+    /// The broker Secret's resourceVersion and what it gave.
+    pub broker: Mutex<Option<(String, std::result::Result<ConsumerKey, status::Readiness>)>>,
+    /// `heartbeat_member_up` series exported for it, to remove the gone.
+    pub member_series: Mutex<HashSet<String>>,
+}
+
+impl Context {
+    /// The monitor's state, made on first sight; its settings applied.
+    pub fn track(&self, id: &MonitorId, settings: Settings, now: Timestamp) -> Arc<Tracked> {
+        let mut all = lock(&self.tracked);
+        let t = all
+            .entry(id.clone())
+            .or_insert_with(|| {
+                Arc::new(Tracked {
+                    table: Arc::new(Mutex::new(Table::new(id.clone(), settings.clone(), now))),
+                    budget: Mutex::new(events::Budget::default()),
+                    written: Mutex::new(None),
+                    broker: Mutex::new(None),
+                    member_series: Mutex::new(HashSet::new()),
+                })
+            })
+            .clone();
+        drop(all);
+        let mut table = lock(&t.table);
+        if table.settings != settings {
+            table.configure(settings, now);
+        }
+        drop(table);
+        t
+    }
+
+    /// Forgets a monitor that is gone (or no longer ours): its consumer
+    /// attachment and its metric series.
+    pub fn forget(&self, id: &MonitorId) {
+        self.consumers.detach(id);
+        let Some(t) = lock(&self.tracked).remove(id) else {
+            return;
+        };
+        tracing::info!(monitor = %id, "monitor gone; stopped tracking it");
+        for state in reconcile::STATES {
+            let _ = self.metrics.members.remove(&StateLabels {
+                namespace: id.namespace.clone(),
+                monitor: id.name.clone(),
+                state: format!("{state:?}"),
+            });
+        }
+        for member in lock(&t.member_series).drain() {
+            let _ = self.metrics.member_up.remove(&MemberLabels {
+                namespace: id.namespace.clone(),
+                monitor: id.name.clone(),
+                member,
+            });
+        }
+        let labels = MonitorLabels {
+            namespace: id.namespace.clone(),
+            monitor: id.name.clone(),
+        };
+        let _ = self.metrics.alarms_silenced.remove(&labels);
+    }
+}
+
+/// The flags the controller needs.
+#[derive(Debug, Clone)]
+pub struct ControllerSettings {
+    pub monitor_selector: String,
+    pub consumer_group: String,
+    pub identity: String,
+    pub limits: Limits,
+    pub member_metrics_cap: usize,
+}
+
+/// Keeps only what membership reads of a pod: the cache holds every pod of
+/// the cluster, so the rest is dropped on arrival.
+fn trim_pod(p: &mut Pod) {
+    p.metadata.managed_fields = None;
+    let names = |cs: Vec<Container>| -> Vec<Container> {
+        cs.into_iter()
+            .map(|c| Container {
+                name: c.name,
+                ..Container::default()
+            })
+            .collect()
+    };
+    p.spec = p.spec.take().map(|s| PodSpec {
+        containers: names(s.containers),
+        init_containers: s.init_containers.map(names),
+        node_name: s.node_name,
+        ..PodSpec::default()
+    });
+    p.status = p.status.take().map(|s| PodStatus {
+        phase: s.phase,
+        start_time: s.start_time,
+        ..PodStatus::default()
+    });
+}
+
+/// The monitors a pod event concerns: those of its namespace (the covering
+/// one is decided in reconcile; a pod can also leave a monitor).
+fn monitors_in_namespace(
+    store: &Store<HeartbeatMonitor>,
+    ns: Option<&str>,
+) -> Vec<ObjectRef<HeartbeatMonitor>> {
+    store
+        .state()
+        .iter()
+        .filter(|m| m.metadata.namespace.as_deref() == ns)
+        .map(|m| ObjectRef::from(m.as_ref()))
+        .collect()
+}
+
+/// Runs the controller whenever `leader` says this replica leads, and
+/// stops it (consumers included) the moment it does not.
+pub async fn lead(
+    client: Client,
+    settings: ControllerSettings,
+    metrics: Arc<Metrics>,
+    mut leader: watch::Receiver<bool>,
+) {
+    let flag = Arc::new(AtomicBool::new(false));
+    loop {
+        while !*leader.borrow_and_update() {
+            if leader.changed().await.is_err() {
+                return;
+            }
+        }
+        tracing::info!(identity = %settings.identity, "leading: consuming beats and writing status");
+        flag.store(true, Ordering::SeqCst);
+        metrics.leader.set(1);
+        let (ctx, run) = controller(client.clone(), &settings, metrics.clone(), flag.clone());
+        tokio::pin!(run);
+        let lost = loop {
+            tokio::select! {
+                _ = &mut run => break false,
+                changed = leader.changed() => {
+                    if changed.is_err() || !*leader.borrow_and_update() {
+                        break true;
+                    }
+                }
+            }
+        };
+        flag.store(false, Ordering::SeqCst);
+        metrics.leader.set(0);
+        for id in lock(&ctx.tracked).keys().cloned().collect::<Vec<_>>() {
+            ctx.forget(&id);
+        }
+        ctx.consumers.stop_all();
+        if lost {
+            tracing::warn!("lost the leader Lease: stopped consuming and writing status");
+        } else {
+            tracing::error!("the controller ended; retrying");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
+
+/// Builds the Controller and its Context; the future runs it.
+fn controller(
+    client: Client,
+    settings: &ControllerSettings,
+    metrics: Arc<Metrics>,
+    leader: Arc<AtomicBool>,
+) -> (Arc<Context>, impl std::future::Future<Output = ()>) {
+    let mut wc = watcher::Config::default();
+    if !settings.monitor_selector.is_empty() {
+        wc = wc.labels(&settings.monitor_selector);
+    }
+    let controller = Controller::new(Api::<HeartbeatMonitor>::all(client.clone()), wc)
+        .with_config(controller::Config::default().debounce(Duration::from_millis(300)));
+    let monitors = controller.store();
+
+    let (pods, pod_writer) = reflector::store();
+    let pod_stream = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .modify(trim_pod)
+        .reflect(pod_writer)
+        .touched_objects();
+    let (secrets, secret_writer) = reflector::store();
+    let secret_stream = watcher(
+        Api::<PartialObjectMeta<Secret>>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(secret_writer)
+    .touched_objects();
+
+    let (wake, mut woken) = mpsc::unbounded_channel();
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "heartbeat-operator".into(),
+            instance: Some(settings.identity.clone()),
+        },
+    );
+    let ctx = Arc::new(Context {
+        client,
+        recorder,
+        metrics: metrics.clone(),
+        consumers: Consumers::new(
+            metrics,
+            wake,
+            settings.consumer_group.clone(),
+            settings.identity.clone(),
+        ),
+        tracked: Mutex::new(HashMap::new()),
+        monitors: monitors.clone(),
+        pods,
+        secrets,
+        limits: settings.limits.clone(),
+        member_metrics_cap: settings.member_metrics_cap,
+        leader,
+    });
+
+    let for_pods = monitors.clone();
+    let for_secrets = monitors.clone();
+    let run = controller
+        .watches_stream(pod_stream, move |pod: Pod| {
+            monitors_in_namespace(&for_pods, pod.metadata.namespace.as_deref())
+        })
+        .watches_stream(secret_stream, move |s: PartialObjectMeta<Secret>| {
+            let name = s.name_any();
+            monitors_in_namespace(&for_secrets, s.metadata.namespace.as_deref())
+                .into_iter()
+                .filter(|r| {
+                    for_secrets
+                        .get(r)
+                        .is_some_and(|m| m.spec.broker_secret_ref.name == name)
+                })
+                .collect::<Vec<_>>()
+        })
+        .reconcile_on(futures::stream::poll_fn(move |cx| woken.poll_recv(cx)))
+        .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "reconcile");
+            }
+        });
+    let sweep = sweep(ctx.clone());
+    let both = async move {
+        tokio::select! {
+            _ = run => {}
+            _ = sweep => {}
+        }
+    };
+    (ctx, both)
+}
+
+/// Forgets monitors that left the cache (deleted, or no longer selected):
+/// the Controller calls nothing for a deleted object without a finalizer,
+/// and a finalizer would block deletions while the operator is down.
+async fn sweep(ctx: Arc<Context>) {
+    let mut every = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        every.tick().await;
+        if ctx.monitors.wait_until_ready().await.is_err() {
+            return;
+        }
+        let gone: Vec<MonitorId> = lock(&ctx.tracked)
+            .keys()
+            .filter(|id| {
+                ctx.monitors
+                    .get(&ObjectRef::new(&id.name).within(&id.namespace))
+                    .is_none()
+            })
+            .cloned()
+            .collect();
+        for id in gone {
+            ctx.forget(&id);
+        }
+    }
+}

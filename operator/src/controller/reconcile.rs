@@ -1,0 +1,391 @@
+//! One reconcile of a monitor: fetch what it needs (its pods, its broker
+//! Secret, its consumer's health) -> decide (membership, pure) -> raise
+//! Events -> write status when it changed, at most once per interval.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use heartbeat_crds::monitor::{HeartbeatMonitor, MemberState};
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use serde_json::json;
+
+use super::status::{self, Inputs, Readiness, Row};
+use super::{Context, Tracked, events, pods};
+use crate::consumer::{BlindKind, ConsumerKey, Health, lock, view_for};
+use crate::membership::View;
+use crate::membership::silence;
+use crate::membership::state::Timing;
+use crate::membership::table::{MonitorId, Settings};
+use crate::metrics::{ErrorLabels, MemberLabels, MonitorLabels, StateLabels};
+use crate::webhook::config::FIELD_MANAGER;
+use crate::{Error, Result};
+
+/// Every member state, for the per-monitor gauges.
+pub const STATES: [MemberState; 7] = [
+    MemberState::Pending,
+    MemberState::Up,
+    MemberState::Late,
+    MemberState::Stale,
+    MemberState::Stopped,
+    MemberState::Failing,
+    MemberState::Unknown,
+];
+
+/// How far back a consumer reads when a monitor attaches: the Stale
+/// window with room to spare (what a restart must see to judge without
+/// flapping), or the availability history if longer.
+pub fn seek_window(timing: &Timing, history: SignedDuration) -> SignedDuration {
+    stale_window(timing).max(history)
+}
+
+/// The part of the seek-back window retention must cover.
+fn stale_window(timing: &Timing) -> SignedDuration {
+    timing.stale_after + timing.interval * 2 + SignedDuration::from_secs(30)
+}
+
+/// Reconciles one monitor.
+pub async fn reconcile(monitor: Arc<HeartbeatMonitor>, ctx: Arc<Context>) -> Result<Action> {
+    if !ctx.leader.load(Ordering::SeqCst) {
+        return Ok(Action::await_change());
+    }
+    let id = MonitorId {
+        namespace: monitor.namespace().unwrap_or_default(),
+        name: monitor.name_any(),
+    };
+    let now = Timestamp::now();
+    let settings = Settings::from_spec(&monitor.spec, &ctx.limits);
+    let timing = settings.timing;
+    let tracked = ctx.track(&id, settings, now);
+
+    // Members: the pods the monitor covers.
+    let siblings: Vec<HeartbeatMonitor> = ctx
+        .monitors
+        .state()
+        .iter()
+        .filter(|m| m.metadata.namespace.as_deref() == Some(id.namespace.as_str()))
+        .map(|m| m.as_ref().clone())
+        .collect();
+    let all_pods = ctx.pods.state();
+    let coverage = pods::coverage(&monitor, &siblings, all_pods.iter().map(|p| p.as_ref()));
+    lock(&tracked.table).sync_pods(coverage.members, now);
+
+    // Sight: the broker Secret, the consumer, its health.
+    let readiness = match broker_key(&ctx, &monitor, &tracked).await? {
+        Ok(key) => {
+            let a = ctx.consumers.attach(
+                &key,
+                &id,
+                &tracked.table,
+                seek_window(&timing, ctx.limits.history),
+                now,
+            );
+            let health = a.health.borrow().clone();
+            lock(&tracked.table).set_view(view_for(&health, a.epoch, a.replayed_from));
+            readiness_for(
+                &id,
+                &key,
+                &health,
+                a.retention_ms.load(Ordering::Relaxed),
+                &timing,
+            )
+        }
+        Err(not_reading) => {
+            ctx.consumers.detach(&id);
+            if let Readiness::NotReading { message, .. } = &not_reading {
+                lock(&tracked.table).set_view(View::Blind {
+                    why: message.clone(),
+                });
+            }
+            not_reading
+        }
+    };
+
+    // Decide.
+    let (silence, bad_windows) = silence::silence(&monitor.spec, now);
+    let transitions = lock(&tracked.table).evaluate(now, silence.as_ref());
+    events::publish(
+        &ctx,
+        &monitor,
+        &tracked.budget,
+        &transitions,
+        timing.stale_after,
+    )
+    .await;
+    let (rows, view, last_beat, deadline) = {
+        let mut t = lock(&tracked.table);
+        let rows = status::rows(&mut t, now);
+        (rows, t.view().clone(), t.last_beat, t.next_deadline(now))
+    };
+    observe(&ctx, &id, &tracked, &rows, silence.is_some());
+
+    // Status.
+    let previous = lock(&tracked.written)
+        .as_ref()
+        .map(|(_, s)| s.clone())
+        .or_else(|| monitor.status.clone());
+    let desired = status::build(&Inputs {
+        generation: monitor.metadata.generation,
+        namespace: &id.namespace,
+        rows: &rows,
+        view: &view,
+        readiness: &readiness,
+        silence: silence.as_ref(),
+        bad_windows: &bad_windows,
+        uninjected: &coverage.uninjected,
+        last_beat,
+        stale_after: timing.stale_after,
+        previous: previous.as_ref(),
+        now,
+    });
+    let not_before = write_status(&ctx, &id, &tracked, desired, timing.interval, now).await?;
+
+    // Wake up at the next deadline (a member going Late or Stale), when a
+    // held-back write may go, and at least once per interval.
+    let mut next = now + timing.interval;
+    if let Some(d) = deadline {
+        next = next.min(d + SignedDuration::from_millis(100));
+    }
+    if let Some(w) = not_before {
+        next = next.min(w);
+    }
+    let wait = now
+        .duration_until(next)
+        .max(SignedDuration::from_millis(100));
+    Ok(Action::requeue(
+        Duration::try_from(wait).unwrap_or(Duration::from_secs(1)),
+    ))
+}
+
+/// Backs off a failed reconcile; the failure is counted and logged.
+pub fn error_policy(monitor: Arc<HeartbeatMonitor>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics
+        .reconcile_errors
+        .get_or_create(&ErrorLabels {
+            error: error.metric_label().into(),
+        })
+        .inc();
+    tracing::warn!(monitor = %monitor.name_any(), namespace = ?monitor.namespace(), error = %error, "reconcile failed");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// The consumer key from the monitor's broker Secret, read again only when
+/// the Secret changed (its resourceVersion in the metadata cache).
+async fn broker_key(
+    ctx: &Context,
+    monitor: &HeartbeatMonitor,
+    tracked: &Tracked,
+) -> Result<std::result::Result<ConsumerKey, Readiness>> {
+    let ns = monitor.namespace().unwrap_or_default();
+    let name = &monitor.spec.broker_secret_ref.name;
+    let version = ctx
+        .secrets
+        .get(&ObjectRef::new(name).within(&ns))
+        .and_then(|m| m.metadata.resource_version.clone());
+    if let (Some(v), Some((cached, result))) = (&version, lock(&tracked.broker).as_ref()) {
+        // The spec's topic may have changed while the Secret did not.
+        let same_topic = result
+            .as_ref()
+            .map_or(true, |k| k.topic == monitor.spec.topic);
+        if v == cached && same_topic {
+            return Ok(result.clone());
+        }
+    }
+    let secret = Api::<Secret>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(name)
+        .await
+        .map_err(|source| Error::GetSecret {
+            namespace: ns.clone(),
+            name: name.clone(),
+            source,
+        })?;
+    let result = match secret {
+        None => Err(Readiness::NotReading {
+            reason: "SecretMissing",
+            message: format!(
+                "broker Secret {ns}/{name} does not exist: create it with librdkafka properties, e.g. kubectl -n {ns} create secret generic {name} --from-literal=bootstrap.servers=HOST:9092"
+            ),
+        }),
+        Some(s) => ConsumerKey::from_secret(&monitor.spec.topic, &s.data.unwrap_or_default())
+            .map_err(|e| Readiness::NotReading {
+                reason: "SecretInvalid",
+                message: format!("broker Secret {ns}/{name}: {e}"),
+            }),
+    };
+    if let Some(v) = version {
+        *lock(&tracked.broker) = Some((v, result.clone()));
+    }
+    Ok(result)
+}
+
+/// Ready, from the consumer's health.
+fn readiness_for(
+    id: &MonitorId,
+    key: &ConsumerKey,
+    health: &Health,
+    retention_ms: i64,
+    timing: &Timing,
+) -> Readiness {
+    let (topic, bootstrap) = (&key.topic, key.bootstrap());
+    let window = stale_window(timing);
+    match health {
+        Health::Blind {
+            kind: BlindKind::TopicMissing,
+            ..
+        } => Readiness::NotReading {
+            reason: "TopicMissing",
+            message: format!(
+                "topic {topic} does not exist on {bootstrap}, and the operator does not create topics: create it, e.g. kafka-topics.sh --bootstrap-server {bootstrap} --create --topic {topic} --partitions 3 --config retention.ms={}",
+                window.as_millis().max(86_400_000)
+            ),
+        },
+        Health::Blind {
+            kind: BlindKind::BadSettings,
+            why,
+        } => Readiness::NotReading {
+            reason: "InvalidBrokerSettings",
+            message: format!("librdkafka refused the settings of the broker Secret of {id}: {why}"),
+        },
+        Health::Blind {
+            kind: BlindKind::Broker,
+            why,
+        } => Readiness::NotReading {
+            reason: "BrokerUnavailable",
+            message: format!(
+                "cannot read {key}: {why}; members are Unknown (never Stale) until it is back"
+            ),
+        },
+        Health::Starting | Health::Reading { .. } => Readiness::Reading {
+            what: key.to_string(),
+            warning: (retention_ms >= 0 && i128::from(retention_ms) < window.as_millis())
+                .then(|| {
+                    format!(
+                        "but the topic keeps messages for {}s only, less than the {}s a restart reads back to rebuild state: raise its retention.ms",
+                        retention_ms / 1000,
+                        window.as_secs()
+                    )
+                }),
+        },
+    }
+}
+
+/// Per-monitor gauges, and the capped per-member series.
+fn observe(ctx: &Context, id: &MonitorId, tracked: &Tracked, rows: &[Row], silenced: bool) {
+    let m = &ctx.metrics;
+    for state in STATES {
+        m.members
+            .get_or_create(&StateLabels {
+                namespace: id.namespace.clone(),
+                monitor: id.name.clone(),
+                state: format!("{state:?}"),
+            })
+            .set(rows.iter().filter(|r| r.state == state).count() as i64);
+    }
+    m.alarms_silenced
+        .get_or_create(&MonitorLabels {
+            namespace: id.namespace.clone(),
+            monitor: id.name.clone(),
+        })
+        .set(i64::from(silenced));
+    let mut series = lock(&tracked.member_series);
+    let mut now_exported = std::collections::HashSet::new();
+    for r in rows.iter().take(ctx.member_metrics_cap) {
+        let member = r.pod.clone().unwrap_or_else(|| r.program_id.clone());
+        m.member_up
+            .get_or_create(&MemberLabels {
+                namespace: id.namespace.clone(),
+                monitor: id.name.clone(),
+                member: member.clone(),
+            })
+            .set(i64::from(r.state == MemberState::Up));
+        now_exported.insert(member);
+    }
+    for gone in series.difference(&now_exported) {
+        let _ = m.member_up.remove(&MemberLabels {
+            namespace: id.namespace.clone(),
+            monitor: id.name.clone(),
+            member: gone.clone(),
+        });
+    }
+    *series = now_exported;
+}
+
+/// Writes `desired` through the status subresource (server-side apply)
+/// when it differs from the last write and an interval has passed since;
+/// returns when a held-back write may go.
+async fn write_status(
+    ctx: &Context,
+    id: &MonitorId,
+    tracked: &Tracked,
+    desired: heartbeat_crds::HeartbeatMonitorStatus,
+    interval: SignedDuration,
+    now: Timestamp,
+) -> Result<Option<Timestamp>> {
+    if let Some((at, last)) = lock(&tracked.written).as_ref() {
+        if *last == desired {
+            return Ok(None);
+        }
+        if now < *at + interval {
+            return Ok(Some(*at + interval));
+        }
+    }
+    // Checked last thing before the write: a replica that lost the Lease
+    // writes nothing more.
+    if !ctx.leader.load(Ordering::SeqCst) {
+        return Ok(None);
+    }
+    let patch = json!({
+        "apiVersion": "heartbeat.dev/v1alpha1",
+        "kind": "HeartbeatMonitor",
+        "status": desired,
+    });
+    Api::<HeartbeatMonitor>::namespaced(ctx.client.clone(), &id.namespace)
+        .patch_status(
+            &id.name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+        .map_err(|source| Error::WriteStatus {
+            namespace: id.namespace.clone(),
+            name: id.name.clone(),
+            source,
+        })?;
+    ctx.metrics
+        .status_writes
+        .get_or_create(&MonitorLabels {
+            namespace: id.namespace.clone(),
+            monitor: id.name.clone(),
+        })
+        .inc();
+    *lock(&tracked.written) = Some((now, desired));
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_seek_back_covers_the_stale_window_with_room_or_the_history() {
+        let spec: heartbeat_crds::HeartbeatMonitorSpec = serde_json::from_value(json!({
+            "topic": "t", "intervalSeconds": 10, "brokerSecretRef": {"name": "k"}
+        }))
+        .expect("spec");
+        let timing = Timing::from_spec(&spec);
+        // 10 x 3 + 5 = 35 s Stale window, + 2 intervals + 30 s.
+        assert_eq!(
+            seek_window(&timing, SignedDuration::ZERO),
+            SignedDuration::from_secs(85)
+        );
+        assert_eq!(
+            seek_window(&timing, SignedDuration::from_hours(24)),
+            SignedDuration::from_hours(24)
+        );
+    }
+}
