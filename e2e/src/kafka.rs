@@ -152,6 +152,40 @@ pub async fn read_until(
     got
 }
 
+/// Produces one message with `kcat` (as an external program would), keyed
+/// `key`; a broker that does not take it within a few seconds is an `Err`
+/// (never a hang). A missing `kcat` panics naming it.
+pub fn kcat_produce(bootstrap: &str, topic: &str, key: &str, value: &str) -> Result<(), String> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    // `|` never occurs in a key we use; kcat splits a line at its first delimiter.
+    assert!(
+        !key.contains('|') && !value.contains('\n'),
+        "unsendable {key:?}"
+    );
+    let mut child = Command::new("kcat")
+        .args(["-P", "-b", bootstrap, "-t", topic, "-K", "|"])
+        .args(["-X", "message.timeout.ms=5000"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run kcat (e2e/stack install installs it): {e}"));
+    let mut stdin = child.stdin.take().expect("kcat stdin");
+    let written = writeln!(stdin, "{key}|{value}");
+    drop(stdin);
+    let out = child.wait_with_output().expect("kcat");
+    if written.is_ok() && out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "kcat to {bootstrap} failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
 /// A broker of its own, for tests that stop and restart it. Stopped on drop
 /// (and by `e2e/stack` if this process dies first).
 pub struct PrivateKafka {

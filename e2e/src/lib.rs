@@ -14,6 +14,7 @@
 
 pub mod kafka;
 pub mod kube_env;
+pub mod metrics;
 pub mod operator;
 pub mod process;
 pub mod stack;

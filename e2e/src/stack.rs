@@ -137,6 +137,20 @@ impl Stack {
         path
     }
 
+    /// The pid (also the process group) of a running container, as
+    /// `e2e/stack container-pid` reports it; panics when it is not running.
+    pub fn container_pid(&self, namespace: &str, pod: &str, container: &str) -> i32 {
+        let out = run_ok(stack_command(self.layout.root()).args([
+            "container-pid",
+            namespace,
+            pod,
+            container,
+        ]));
+        out.trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("container-pid printed {out:?}: {e}"))
+    }
+
     /// The current log of `container` in pod `namespace/pod` on the process node.
     pub fn container_log(&self, namespace: &str, pod: &str, container: &str) -> String {
         self.layout

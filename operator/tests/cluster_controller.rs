@@ -1,0 +1,787 @@
+//! The controller on the real stack: the real operator binary (as its
+//! least-privilege ServiceAccount) consumes the beats of injected pods and
+//! of external programs from the real Kafka, judges every member and writes
+//! HeartbeatMonitor status, Events and metrics. Each test has its own
+//! operator (monitors carry its `monitor_label()`), namespace and topic.
+//!
+//! Timing of every monitor: a beat every 2 s, Stale after 2 missed beats
+//! plus 1 s of grace (5 s of silence). Tests never assert on speed: every
+//! wait is a poll with a generous timeout ([`T`]); a rule that must hold
+//! throughout is checked on every poll.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use heartbeat_e2e::kafka::kcat_produce;
+use heartbeat_e2e::kube_env::install_crds;
+use heartbeat_e2e::operator::{Network, OperatorOptions, OperatorProcess};
+use heartbeat_e2e::stack::run;
+use heartbeat_e2e::{PrivateKafka, Stack, TestNamespace, TestTopic};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_heartbeat-operator");
+/// The bound of every wait: generous, a slow machine is not a failure.
+const T: Duration = Duration::from_secs(120);
+/// A Stale window (5 s) and then some: how long a "nothing bad happens" check watches.
+const QUIET: Duration = Duration::from_secs(12);
+/// The monitors' timing.
+const INTERVAL_SECS: u64 = 2;
+/// The monitor covers the pods labelled app=ingest.
+const SELECT_INGEST: &str = "  selector: {matchLabels: {app: ingest}}";
+const REJECTED: &str = "heartbeat_operator_beats_rejected_total";
+const WRITES: &str = "heartbeat_operator_status_writes_total";
+const LEADER: &str = "heartbeat_operator_leader";
+
+/// One test's world: its operator, a topic, and a namespace the operator
+/// injects, holding the broker Secret.
+struct Case {
+    stack: &'static Stack,
+    op: OperatorProcess,
+    topic: TestTopic,
+    ns: TestNamespace,
+    bootstrap: String,
+}
+
+impl Case {
+    /// A fresh operator on the stack's broker.
+    async fn start(prefix: &str) -> Case {
+        let stack = Stack::get();
+        install_crds(stack);
+        let op = OperatorProcess::start(stack, BIN.as_ref());
+        Case::with(stack, op, &stack.kafka_bootstrap, prefix).await
+    }
+
+    /// A case around `op`, with its topic and broker Secret on `bootstrap`.
+    async fn with(
+        stack: &'static Stack,
+        op: OperatorProcess,
+        bootstrap: &str,
+        prefix: &str,
+    ) -> Case {
+        let topic = TestTopic::create(bootstrap, prefix).await;
+        let ns = TestNamespace::create(stack, prefix);
+        op.enable_injection(&ns);
+        ns.create_broker_secret(bootstrap);
+        Case {
+            stack,
+            op,
+            topic,
+            ns,
+            bootstrap: bootstrap.to_string(),
+        }
+    }
+
+    /// Applies monitor `name` on the case's topic, labelled for its operator,
+    /// with the short timing and the `extra` spec lines.
+    fn apply_monitor(&self, name: &str, extra: &str) {
+        let (k, v) = self.op.monitor_label();
+        self.ns.apply(&format!(
+            r#"
+apiVersion: heartbeat.dev/v1alpha1
+kind: HeartbeatMonitor
+metadata: {{name: {name}, labels: {{"{k}": "{v}"}}}}
+spec:
+  topic: {topic}
+  intervalSeconds: {INTERVAL_SECS}
+  missedBeatsTolerated: 2
+  graceSeconds: 1
+  brokerSecretRef: {{name: kafka}}
+{extra}
+"#,
+            topic = self.topic.name
+        ));
+        // The webhook decides from its cache: give it a moment to see the monitor.
+        std::thread::sleep(Duration::from_secs(2));
+    }
+
+    /// A Deployment `ingest` of `replicas` demo workers (app=ingest).
+    fn deploy_ingest(&self, replicas: u32) {
+        self.ns.apply(&format!(
+            r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: ingest}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: ingest}}}}
+  template:
+    metadata: {{labels: {{app: ingest}}}}
+    spec:
+      terminationGracePeriodSeconds: 5
+      containers: [{{name: app, image: demo/worker}}]
+"#
+        ));
+    }
+
+    /// Bare demo-worker pods (app=ingest) named `names`, waited for until Running.
+    fn run_pods(&self, names: &[&str]) {
+        for name in names {
+            self.ns.apply(&format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, labels: {{app: ingest}}}}\n\
+                 spec: {{terminationGracePeriodSeconds: 5, containers: [{{name: app, image: demo/worker}}]}}\n"
+            ));
+        }
+        for name in names {
+            self.ns.wait_pod_phase(name, "Running", T);
+        }
+    }
+
+    /// The names of the pods labelled app=ingest.
+    fn ingest_pods(&self) -> Vec<String> {
+        self.ns
+            .kubectl(&[
+                "get",
+                "pods",
+                "-l",
+                "app=ingest",
+                "-o",
+                "jsonpath={.items[*].metadata.name}",
+            ])
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Monitor `name`'s status (Null before the first write).
+    fn status(&self, monitor: &str) -> Value {
+        let json = self.ns.kubectl(&["get", "hbm", monitor, "-o", "json"]);
+        let hbm: Value = serde_json::from_str(&json).expect("HeartbeatMonitor json");
+        hbm["status"].clone()
+    }
+
+    /// Polls the status until `done` holds; returns it. `done` may assert
+    /// what must hold on every poll. Panics after [`T`] with what was seen.
+    fn wait_status(&self, monitor: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        eventually(&format!("{monitor}: {what}"), T, || {
+            let status = self.status(monitor);
+            if done(&status) {
+                Ok(status)
+            } else {
+                Err(self.report(&status))
+            }
+        })
+    }
+
+    /// Polls the status for `how_long`; panics the first time `holds` does not.
+    fn status_holds(
+        &self,
+        monitor: &str,
+        how_long: Duration,
+        what: &str,
+        holds: impl Fn(&Value) -> bool,
+    ) {
+        let end = Instant::now() + how_long;
+        while Instant::now() < end {
+            let status = self.status(monitor);
+            assert!(
+                holds(&status),
+                "{monitor}: {what}: broken\n{}",
+                self.report(&status)
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// The Events (events.k8s.io/v1) of the case's namespace with `reason`.
+    fn events_with_reason(&self, reason: &str) -> Vec<Value> {
+        let json = self
+            .ns
+            .kubectl(&["get", "events.events.k8s.io", "-o", "json"]);
+        let list: Value = serde_json::from_str(&json).expect("event list json");
+        list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["reason"] == reason)
+            .cloned()
+            .collect()
+    }
+
+    /// Waits for an Event `reason` regarding HeartbeatMonitor `monitor` whose note names `pod`.
+    fn wait_event(&self, monitor: &str, reason: &str, pod: &str) -> Value {
+        let what = format!("a {reason} Event regarding {monitor} naming {pod}");
+        eventually(&what, T, || {
+            self.events_with_reason(reason)
+                .into_iter()
+                .find(|e| {
+                    e["regarding"]["kind"] == "HeartbeatMonitor"
+                        && e["regarding"]["name"] == monitor
+                        && e["note"].as_str().is_some_and(|n| n.contains(pod))
+                })
+                .ok_or_else(|| self.report(&self.status(monitor)))
+        })
+    }
+
+    /// Asserts that no `HeartbeatStale` Event exists in the namespace.
+    fn assert_no_stale_event(&self) {
+        let stale = self.events_with_reason("HeartbeatStale");
+        assert!(
+            stale.is_empty(),
+            "unexpected HeartbeatStale Events: {stale:#?}\n{}",
+            self.report(&Value::Null)
+        );
+    }
+
+    /// SIGSTOPs the heartbeat sidecar of `pod` (its whole process group); returns its pid.
+    fn freeze_sidecar(&self, pod: &str) -> i32 {
+        let pid = self.stack.container_pid(&self.ns.name, pod, "heartbeat");
+        assert!(signal(&format!("-{pid}"), "STOP"), "SIGSTOP {pid}");
+        pid
+    }
+
+    /// What a failure shows: the status, the Events, the pods and the operator's log.
+    fn report(&self, status: &Value) -> String {
+        let events = run(self.stack.kubectl().args([
+            "get",
+            "events.events.k8s.io",
+            "-n",
+            &self.ns.name,
+            "-o",
+            "jsonpath={range .items[*]}{.reason}: {.note}{\"\\n\"}{end}",
+        ]))
+        .1;
+        let pods =
+            run(self
+                .stack
+                .kubectl()
+                .args(["get", "pods", "-n", &self.ns.name, "-o", "wide"]))
+            .1;
+        format!(
+            "status: {status:#}\nevents:\n{events}\npods:\n{pods}\noperator log (tail):\n{}",
+            self.op.log_tail(40)
+        )
+    }
+}
+
+/// Calls `probe` every half second until it returns `Ok`; panics after
+/// `timeout` with `what` and the last `Err`.
+fn eventually<V>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Result<V, String>) -> V {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match probe() {
+            Ok(v) => return v,
+            Err(last) => assert!(
+                Instant::now() < deadline,
+                "{what}: not within {timeout:?}; last:\n{last}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Resumes a frozen sidecar (a no-op if the kubelet restarted it meanwhile).
+fn thaw_sidecar(pid: i32) {
+    signal(&format!("-{pid}"), "CONT");
+}
+
+/// `kill -<sig> -- <target>` (a negative target is a process group).
+fn signal(target: &str, sig: &str) -> bool {
+    run(std::process::Command::new("kill").args([&format!("-{sig}"), "--", target])).0
+}
+
+/// A status count (0 when absent).
+fn count(status: &Value, field: &str) -> u64 {
+    status[field].as_u64().unwrap_or(0)
+}
+
+/// Condition `type` of a status (Null when absent).
+fn condition<'a>(status: &'a Value, kind: &str) -> &'a Value {
+    status["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == kind))
+        .unwrap_or(&Value::Null)
+}
+
+/// The listed member whose programId or pod is `who`.
+fn member<'a>(status: &'a Value, who: &str) -> Option<&'a Value> {
+    status["members"]
+        .as_array()?
+        .iter()
+        .find(|m| m["programId"] == who || m["pod"] == who)
+}
+
+/// `status.lastBeatTime`, parsed.
+fn last_beat(status: &Value) -> Option<jiff::Timestamp> {
+    status["lastBeatTime"].as_str()?.parse().ok()
+}
+
+/// A column of the one-row `kubectl get` table `table`.
+fn column<'a>(table: &'a str, name: &str) -> Option<&'a str> {
+    let mut lines = table.lines();
+    let i = lines.next()?.split_whitespace().position(|h| h == name)?;
+    lines.next()?.split_whitespace().nth(i)
+}
+
+/// A beat exactly as OpenMSIStream writes it: a naive UTC timestamp with
+/// microseconds, a float counter.
+fn openmsistream_beat() -> String {
+    let now = jiff::Timestamp::now();
+    format!(
+        r#"{{"timestamp": "{}.{:06}", "n_messages_read": 1.5}}"#,
+        now.strftime("%Y-%m-%dT%H:%M:%S"),
+        now.subsec_microsecond()
+    )
+}
+
+/// A program outside the cluster beating every interval with kcat, until
+/// dropped. A broker that is down loses beats, as it would in the wild.
+struct ExternalProgram {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ExternalProgram {
+    fn start(bootstrap: &str, topic: &str, program_id: &str) -> ExternalProgram {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (bootstrap, topic) = (bootstrap.to_string(), topic.to_string());
+        let key = format!("{program_id}_heartbeat");
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                let _ = kcat_produce(&bootstrap, &topic, &key, &openmsistream_beat());
+                std::thread::sleep(Duration::from_secs(INTERVAL_SECS));
+            }
+        });
+        ExternalProgram {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for ExternalProgram {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Rule: a monitor over a 3-pod Deployment whose injected pods all beat
+/// shows expected 3 and up 3 (in `kubectl get hbm` too), Ready=True and
+/// Healthy=True.
+#[tokio::test]
+async fn three_beating_pods_are_up_ready_and_healthy() {
+    let case = Case::start("ctl-up").await;
+    case.apply_monitor("ingest", SELECT_INGEST);
+    case.deploy_ingest(3);
+    let status = case.wait_status("ingest", "expected 3, up 3, Ready and Healthy", |s| {
+        count(s, "expected") == 3
+            && count(s, "up") == 3
+            && condition(s, "Ready")["status"] == "True"
+            && condition(s, "Healthy")["status"] == "True"
+    });
+    assert_eq!(count(&status, "stale"), 0, "{status:#}");
+    eventually("`kubectl get hbm` shows EXPECTED 3, UP 3", T, || {
+        let table = case.ns.kubectl(&["get", "hbm", "ingest"]);
+        let shown = (column(&table, "EXPECTED"), column(&table, "UP"));
+        (shown == (Some("3"), Some("3"))).then_some(()).ok_or(table)
+    });
+}
+
+/// Rule: a member silent for interval*missed+grace (its pod still Running)
+/// is Stale, with a `HeartbeatStale` Event regarding the monitor that names
+/// the pod; when it beats again it is Up, with a `HeartbeatRecovered` Event.
+#[tokio::test]
+async fn a_frozen_sidecar_goes_stale_with_an_event_and_recovers_with_one() {
+    let case = Case::start("ctl-stale").await;
+    case.apply_monitor("ingest", SELECT_INGEST);
+    case.run_pods(&["steady", "frozen"]);
+    case.wait_status("ingest", "up 2", |s| count(s, "up") == 2);
+    let pid = case.freeze_sidecar("frozen");
+    // The sidecar's livenessProbe restarts a frozen sidecar after about 30 s,
+    // far past the 5 s Stale window.
+    let status = case.wait_status("ingest", "stale 1, up 1", |s| {
+        count(s, "stale") == 1 && count(s, "up") == 1
+    });
+    if let Some(m) = member(&status, "frozen") {
+        assert_eq!(m["state"], "Stale", "{status:#}");
+    }
+    case.wait_event("ingest", "HeartbeatStale", "frozen");
+    thaw_sidecar(pid);
+    case.wait_status("ingest", "up 2 again", |s| {
+        count(s, "up") == 2 && count(s, "stale") == 0
+    });
+    case.wait_event("ingest", "HeartbeatRecovered", "frozen");
+}
+
+/// Rule: a sidecar stopped with SIGTERM says so in a last `stopping` beat:
+/// no alarm (stale stays 0, no `HeartbeatStale` Event); once the process
+/// node restarts it (a native sidecar) the member is Up again.
+#[tokio::test]
+async fn a_sigtermed_sidecar_raises_no_alarm_and_comes_back_up() {
+    let case = Case::start("ctl-term").await;
+    case.apply_monitor("ingest", SELECT_INGEST);
+    case.deploy_ingest(3);
+    case.wait_status("ingest", "up 3", |s| count(s, "up") == 3);
+    let pod = case.ingest_pods().remove(0);
+    let restarts =
+        "{.status.initContainerStatuses[?(@.name==\"heartbeat\")].restartCount}".to_string();
+    let before = case
+        .ns
+        .kubectl(&["get", "pod", &pod, "-o", &format!("jsonpath={restarts}")]);
+    let pid = case.stack.container_pid(&case.ns.name, &pod, "heartbeat");
+    assert!(signal(&pid.to_string(), "TERM"), "SIGTERM {pid}");
+    case.ns
+        .wait_jsonpath(&format!("pod/{pod}"), &restarts, T, |n| *n != before);
+    case.wait_status("ingest", "up 3 again, never stale", |s| {
+        assert_eq!(count(s, "stale"), 0, "{s:#}");
+        count(s, "up") == 3
+    });
+    case.status_holds("ingest", QUIET, "never stale", |s| count(s, "stale") == 0);
+    case.assert_no_stale_event();
+}
+
+/// Rule: pods removed on purpose (a deleted pod, a Deployment scaled down)
+/// leave the monitor without an alarm: expected follows the pods, no member
+/// is Stale, no `HeartbeatStale` Event.
+#[tokio::test]
+async fn deleted_and_scaled_down_pods_leave_without_an_alarm() {
+    let case = Case::start("ctl-scale").await;
+    case.apply_monitor("ingest", SELECT_INGEST);
+    case.deploy_ingest(3);
+    case.run_pods(&["extra"]);
+    case.wait_status("ingest", "expected 4, up 4", |s| {
+        count(s, "expected") == 4 && count(s, "up") == 4
+    });
+    let never_stale = |s: &Value| {
+        assert_eq!(count(s, "stale"), 0, "{s:#}");
+    };
+    case.ns.kubectl(&["delete", "pod", "extra", "--wait=false"]);
+    case.wait_status("ingest", "expected 3 after the delete", |s| {
+        never_stale(s);
+        count(s, "expected") == 3 && count(s, "up") == 3
+    });
+    case.ns
+        .kubectl(&["scale", "deployment", "ingest", "--replicas=2"]);
+    case.wait_status("ingest", "expected 2 after scaling down", |s| {
+        never_stale(s);
+        count(s, "expected") == 2 && count(s, "up") == 2
+    });
+    case.status_holds("ingest", QUIET, "never stale", |s| count(s, "stale") == 0);
+    case.assert_no_stale_event();
+}
+
+/// Rule: an injected Job's pod that completes (app exits 0, then its
+/// sidecar stops) raises no alarm: its member is Stopped or gone, never
+/// Stale, and there is no `HeartbeatStale` Event.
+#[tokio::test]
+async fn a_completed_job_pod_is_stopped_not_stale() {
+    let case = Case::start("ctl-job").await;
+    case.apply_monitor("ingest", SELECT_INGEST);
+    case.ns.apply(
+        r#"
+apiVersion: batch/v1
+kind: Job
+metadata: {name: batch}
+spec:
+  backoffLimit: 0
+  template:
+    metadata: {labels: {app: ingest}}
+    spec:
+      restartPolicy: Never
+      containers: [{name: work, image: demo/job, env: [{name: JOB_SECONDS, value: "6"}]}]
+"#,
+    );
+    case.ns
+        .wait_jsonpath("job/batch", "{.status.succeeded}", T, |s| s == "1");
+    let pod = case.ingest_pods().remove(0);
+    case.wait_status(
+        "ingest",
+        "the job's beats seen, its member stopped or gone",
+        |s| {
+            assert_eq!(count(s, "stale"), 0, "{s:#}");
+            last_beat(s).is_some()
+                && count(s, "up") == 0
+                && member(s, &pod).is_none_or(|m| m["state"] == "Stopped")
+        },
+    );
+    case.status_holds("ingest", QUIET, "never stale", |s| {
+        count(s, "stale") == 0 && member(s, &pod).is_none_or(|m| m["state"] == "Stopped")
+    });
+    case.assert_no_stale_event();
+}
+
+/// Rule: a program outside the cluster beating in OpenMSIStream's own
+/// format (naive UTC timestamp, a float counter) is tracked and Up; an
+/// expected program that never beats is Stale.
+#[tokio::test]
+async fn an_openmsistream_program_is_up_and_a_silent_expected_one_is_stale() {
+    let case = Case::start("ctl-ext").await;
+    case.apply_monitor(
+        "lab",
+        "  external: {expectedPrograms: [lab-uploader-1, lab-uploader-2]}",
+    );
+    let _uploader = ExternalProgram::start(&case.bootstrap, &case.topic.name, "lab-uploader-1");
+    let status = case.wait_status("lab", "uploader 1 Up, uploader 2 Stale", |s| {
+        count(s, "up") == 1
+            && count(s, "stale") == 1
+            && member(s, "lab-uploader-1").is_none_or(|m| m["state"] == "Up")
+            && member(s, "lab-uploader-2").is_some_and(|m| m["state"] == "Stale")
+    });
+    assert!(last_beat(&status).is_some(), "{status:#}");
+}
+
+/// Rule: malformed messages on the topic (not JSON, no timestamp, a key
+/// without `_heartbeat`, an oversized value) are rejected and counted by
+/// reason in `heartbeat_operator_beats_rejected_total`, never a crash; a
+/// pod beating on the same topic stays Up.
+#[tokio::test]
+async fn malformed_messages_are_counted_by_reason_and_crash_nothing() {
+    let mut case = Case::start("ctl-bad").await;
+    case.apply_monitor("ingest", SELECT_INGEST);
+    case.run_pods(&["steady"]);
+    case.wait_status("ingest", "up 1", |s| count(s, "up") == 1);
+    let topic = case.topic.name.clone();
+    let by_topic = [("topic", topic.as_str())];
+    let before = case.op.metric_sum(REJECTED, &by_topic);
+    let now = jiff::Timestamp::now().to_string();
+    let big = format!(
+        r#"{{"timestamp": "{now}", "padding": "{}"}}"#,
+        "x".repeat(100 * 1024)
+    );
+    let bad = [
+        ("lab-bad-1_heartbeat", "this is not json".to_string()),
+        (
+            "lab-bad-2_heartbeat",
+            r#"{"n_messages_read": 3}"#.to_string(),
+        ),
+        ("lab-bad-3", format!(r#"{{"timestamp": "{now}"}}"#)),
+        ("lab-bad-4_heartbeat", big),
+    ];
+    for (key, value) in &bad {
+        kcat_produce(&case.bootstrap, &topic, key, value).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let want = before + bad.len() as f64;
+    eventually("the rejections counted", T, || {
+        let samples = case.op.metrics();
+        if heartbeat_e2e::metrics::sum(&samples, REJECTED, &by_topic) >= want {
+            Ok(())
+        } else {
+            let rejected: Vec<_> = samples.iter().filter(|s| s.name == REJECTED).collect();
+            Err(format!("{rejected:?}\n{}", case.report(&Value::Null)))
+        }
+    });
+    // Counted once each: give a double count the time to show.
+    std::thread::sleep(Duration::from_secs(2 * INTERVAL_SECS));
+    let samples = case.op.metrics();
+    let rejected: Vec<_> = samples
+        .iter()
+        .filter(|s| s.matches(REJECTED, &by_topic) && s.value > 0.0)
+        .collect();
+    let total: f64 = rejected.iter().map(|s| s.value).sum();
+    assert_eq!(total, want, "{rejected:?}");
+    let mut reasons: Vec<&str> = rejected
+        .iter()
+        .filter_map(|s| s.labels.get("reason").map(String::as_str))
+        .collect();
+    reasons.sort_unstable();
+    reasons.dedup();
+    assert!(reasons.len() >= 2, "one reason for all: {rejected:?}");
+    assert!(
+        case.op.is_running(),
+        "the operator died:\n{}",
+        case.op.log()
+    );
+    let status = case.wait_status("ingest", "up 1 after the bad messages", |s| {
+        count(s, "up") == 1 && count(s, "stale") == 0
+    });
+    for (key, _) in &bad {
+        let id = key.trim_end_matches("_heartbeat");
+        assert!(
+            member(&status, id).is_none(),
+            "{id} became a member: {status:#}"
+        );
+    }
+}
+
+/// Rule: while the operator cannot read the topic (its broker down past the
+/// tolerance window) members are Unknown, never Stale, and Ready=False names
+/// the broker; with the broker back they are Up again, and no
+/// `HeartbeatStale` Event was emitted.
+///
+/// The broker is a private one, so other tests keep theirs. The stack's
+/// network namespace (pods, and an operator run there) has no route to
+/// another stack, so the operator runs on the host and the member is an
+/// external program beating with kcat.
+#[tokio::test]
+async fn a_broker_outage_makes_members_unknown_never_stale() {
+    let stack = Stack::get();
+    install_crds(stack);
+    let kafka = PrivateKafka::start();
+    let options = OperatorOptions {
+        network: Network::Host,
+        ..OperatorOptions::default()
+    };
+    let op = OperatorProcess::start_with(stack, BIN.as_ref(), options);
+    let case = Case::with(stack, op, &kafka.bootstrap, "ctl-outage").await;
+    case.apply_monitor("lab", "  external: {expectedPrograms: [lab-uploader-1]}");
+    let _uploader = ExternalProgram::start(&kafka.bootstrap, &case.topic.name, "lab-uploader-1");
+    case.wait_status("lab", "up 1, Ready", |s| {
+        count(s, "up") == 1 && condition(s, "Ready")["status"] == "True"
+    });
+    let never_stale = |s: &Value| assert_eq!(count(s, "stale"), 0, "{s:#}");
+    kafka.stop_broker();
+    let broker_host = kafka.bootstrap.rsplit_once(':').map_or("", |(h, _)| h);
+    let status = case.wait_status("lab", "unknown, Ready=False naming the broker", |s| {
+        never_stale(s);
+        let ready = condition(s, "Ready");
+        count(s, "unknown") > 0
+            && ready["status"] == "False"
+            && ready["message"]
+                .as_str()
+                .is_some_and(|m| m.contains(broker_host))
+    });
+    assert_eq!(count(&status, "up"), 0, "{status:#}");
+    // Down well past the Stale window.
+    case.status_holds("lab", QUIET, "unknown, never stale", |s| {
+        count(s, "stale") == 0 && count(s, "unknown") > 0
+    });
+    kafka.start_broker();
+    case.wait_status("lab", "up 1 and Ready again", |s| {
+        never_stale(s);
+        count(s, "up") == 1 && count(s, "unknown") == 0 && condition(s, "Ready")["status"] == "True"
+    });
+    case.assert_no_stale_event();
+}
+
+/// Rule: an operator that restarts rebuilds its state from the topic (it
+/// seeks back about missed*interval) instead of declaring everyone Stale:
+/// through a SIGKILL, a pause longer than the Stale window and a fresh
+/// start, no member is Stale and no `HeartbeatStale` Event is emitted.
+#[tokio::test]
+async fn a_restarted_operator_declares_no_one_stale() {
+    let mut case = Case::start("ctl-restart").await;
+    case.apply_monitor("ingest", SELECT_INGEST);
+    case.run_pods(&["one", "two"]);
+    case.wait_status("ingest", "up 2", |s| count(s, "up") == 2);
+    case.op.kill();
+    // Longer than the Stale window: the members' last beats are old by now.
+    std::thread::sleep(Duration::from_secs(8));
+    case.op.restart();
+    let by_monitor = [("namespace", case.ns.name.as_str()), ("monitor", "ingest")];
+    case.wait_status("ingest", "written by the new process, up 2", |s| {
+        assert_eq!(count(s, "stale"), 0, "{s:#}");
+        count(s, "up") == 2 && case.op.metric_sum(WRITES, &by_monitor) > 0.0
+    });
+    case.status_holds("ingest", QUIET, "never stale", |s| count(s, "stale") == 0);
+    case.assert_no_stale_event();
+}
+
+/// Rule: of two replicas exactly one leads (`heartbeat_operator_leader` 1)
+/// and only it writes status; SIGKILL the leader and the other leads within
+/// about one lease duration, and status keeps advancing.
+#[tokio::test]
+async fn one_of_two_replicas_leads_and_the_other_takes_over() {
+    const LEASE_SECS: u32 = 6;
+    let stack = Stack::get();
+    install_crds(stack);
+    let options = OperatorOptions {
+        lease_duration_seconds: Some(LEASE_SECS),
+        ..OperatorOptions::default()
+    };
+    let op = OperatorProcess::start_with(stack, BIN.as_ref(), options);
+    let mut replica = op.start_replica();
+    let mut case = Case::with(stack, op, &stack.kafka_bootstrap, "ctl-ha").await;
+    case.apply_monitor("ingest", SELECT_INGEST);
+    case.run_pods(&["steady"]);
+    case.wait_status("ingest", "up 1", |s| count(s, "up") == 1);
+
+    let leaders = |a: &OperatorProcess, b: &OperatorProcess| {
+        [a, b].map(|p| p.metric_value(LEADER, &[]) == Some(1.0))
+    };
+    let first_leads = eventually("exactly one leader", T, || {
+        match leaders(&case.op, &replica) {
+            [true, false] => Ok(true),
+            [false, true] => Ok(false),
+            seen => Err(format!("{LEADER} == 1 on (first, replica): {seen:?}")),
+        }
+    });
+    let (leader, follower) = if first_leads {
+        (&case.op, &replica)
+    } else {
+        (&replica, &case.op)
+    };
+    let by_monitor = [("namespace", case.ns.name.as_str()), ("monitor", "ingest")];
+    let written = leader.metric_sum(WRITES, &by_monitor);
+    eventually("the leader's status writes grow", T, || {
+        let now = leader.metric_sum(WRITES, &by_monitor);
+        (now > written)
+            .then_some(())
+            .ok_or(format!("{WRITES}: {now}"))
+    });
+    let follower_writes = follower.metric_sum(WRITES, &[]);
+    assert_eq!(follower_writes, 0.0, "the follower wrote status");
+    assert_eq!(leaders(&case.op, &replica), [first_leads, !first_leads]);
+
+    let killed_at = jiff::Timestamp::now();
+    let survivor = if first_leads {
+        case.op.kill();
+        &replica
+    } else {
+        replica.kill();
+        &case.op
+    };
+    let takeover = Duration::from_secs(3 * u64::from(LEASE_SECS));
+    eventually("the survivor leads", takeover, || {
+        (survivor.metric_value(LEADER, &[]) == Some(1.0))
+            .then_some(())
+            .ok_or_else(|| survivor.log_tail(40))
+    });
+    let after = killed_at + jiff::SignedDuration::from_secs(1);
+    eventually("status advances after the takeover", T, || {
+        let status = case.status("ingest");
+        let advanced = last_beat(&status).is_some_and(|t| t > after) && count(&status, "up") == 1;
+        if advanced && survivor.metric_sum(WRITES, &by_monitor) > 0.0 {
+            Ok(())
+        } else {
+            Err(format!("{status:#}\n{}", survivor.log_tail(40)))
+        }
+    });
+}
+
+/// Rule: a suspended monitor still tracks its members (a frozen sidecar
+/// counts as stale) but emits no `HeartbeatStale` Event, and Healthy is
+/// not False: status Unknown, reason Suspended.
+#[tokio::test]
+async fn a_suspended_monitor_tracks_a_frozen_sidecar_without_alarm() {
+    silenced_monitor_raises_no_alarm("ctl-suspend", "  suspend: true", "Suspended").await;
+}
+
+/// Rule: inside a maintenance window (one active now) a frozen sidecar
+/// counts as stale but no `HeartbeatStale` Event is emitted, and Healthy is
+/// not False: status Unknown, reason InMaintenance.
+#[tokio::test]
+async fn in_a_maintenance_window_a_frozen_sidecar_raises_no_alarm() {
+    silenced_monitor_raises_no_alarm(
+        "ctl-maint",
+        r#"  maintenanceWindows: [{schedule: "* * * * *", durationMinutes: 5, timeZone: Europe/Berlin}]"#,
+        "InMaintenance",
+    )
+    .await;
+}
+
+/// A monitor with `silence` in its spec: a frozen sidecar is stale in the
+/// counts, Healthy is Unknown with `reason`, and no HeartbeatStale Event.
+async fn silenced_monitor_raises_no_alarm(prefix: &str, silence: &str, reason: &str) {
+    let case = Case::start(prefix).await;
+    case.apply_monitor("ingest", &format!("{SELECT_INGEST}\n{silence}"));
+    case.run_pods(&["steady", "frozen"]);
+    case.wait_status("ingest", "up 2", |s| count(s, "up") == 2);
+    let pid = case.freeze_sidecar("frozen");
+    let silenced = |s: &Value| {
+        let healthy = condition(s, "Healthy");
+        assert_ne!(healthy["status"], "False", "{s:#}");
+        healthy["status"] == "Unknown" && healthy["reason"] == reason
+    };
+    case.wait_status("ingest", "stale 1, up 1, silenced", |s| {
+        count(s, "stale") == 1 && count(s, "up") == 1 && silenced(s)
+    });
+    // A Stale window more for a wrong Event to show (the kubelet restarts
+    // the frozen sidecar after about 30 s, so this stays well inside).
+    case.status_holds("ingest", Duration::from_secs(6), "silenced", silenced);
+    case.assert_no_stale_event();
+    thaw_sidecar(pid);
+}
