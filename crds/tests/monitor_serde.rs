@@ -83,11 +83,13 @@ fn status_round_trips() {
             last_beat_time: Some(t.clone()),
             since: Some(t),
             reason: Some("no beat for 35s".into()),
+            availability: Some("99.50%".into()),
         }],
         ..Default::default()
     };
     let json = serde_json::to_value(&status).expect("to json");
     assert_eq!(json["members"][0]["state"], "Stale");
+    assert_eq!(json["members"][0]["availability"], "99.50%");
     assert_eq!(json["lastBeatTime"], "2026-11-22T23:14:51Z");
     let back: HeartbeatMonitorStatus = serde_json::from_value(json).expect("back");
     assert_eq!(back, status);

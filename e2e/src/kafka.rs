@@ -62,6 +62,20 @@ fn admin(bootstrap: &str) -> AdminClient<DefaultClientContext> {
 }
 
 impl TestTopic {
+    /// A name `<prefix>-<random>` not created yet (`create_now` does), deleted
+    /// on drop all the same: for tests of what happens before a topic exists.
+    pub fn reserve(bootstrap: &str, prefix: &str) -> TestTopic {
+        TestTopic {
+            name: format!("{prefix}-{}", crate::unique_suffix()),
+            bootstrap: bootstrap.to_string(),
+        }
+    }
+
+    /// Creates a reserved topic.
+    pub async fn create_now(&self) {
+        create_topic(&self.bootstrap, &self.name).await;
+    }
+
     /// Creates `<prefix>-<random>` with one partition on the broker at `bootstrap`.
     pub async fn create(bootstrap: &str, prefix: &str) -> TestTopic {
         let name = format!("{prefix}-{}", crate::unique_suffix());

@@ -203,6 +203,7 @@ impl OperatorProcess {
         }
         let child = cmd
             .env("HEARTBEAT_OPERATOR_LOG", "info")
+            .env("HEARTBEAT_OPERATOR_LOG_FORMAT", "text")
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

@@ -58,7 +58,8 @@ async fn beat_round_trips_through_kafka_and_kcat_reads_it() {
         .expect("consume");
     let (program_id, got) = Beat::parse_message(msg.key(), msg.payload()).expect("parse");
     assert_eq!(program_id, "smoke.roundtrip");
-    assert_eq!(got, beat);
+    assert_eq!(got.beat, beat);
+    assert!(got.dropped.is_empty(), "{:?}", got.dropped);
 
     let kcat = run_ok(std::process::Command::new("kcat").args([
         "-C",

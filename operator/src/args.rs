@@ -112,10 +112,20 @@ pub struct Args {
     /// are rejected as `too_many_programs`).
     #[arg(long, env = "HEARTBEAT_MAX_SEEN_PROGRAMS", default_value_t = 1_000)]
     pub max_seen_programs: usize,
+    /// Log format: `json` (one object per line, for a log pipeline) or `text`.
+    #[arg(long, env = "HEARTBEAT_OPERATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
     /// Most members per monitor exported as `heartbeat_member_up` series
     /// (worst first); per-monitor metrics are not capped.
     #[arg(long, env = "HEARTBEAT_MEMBER_METRICS_CAP", default_value_t = 200)]
     pub member_metrics_cap: usize,
+}
+
+/// Log formats.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
 }
 
 impl Args {

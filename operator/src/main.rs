@@ -3,17 +3,22 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use heartbeat_operator::args::Args;
+use heartbeat_operator::args::{self, Args};
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HEARTBEAT_OPERATOR_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_ansi(false)
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HEARTBEAT_OPERATOR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false);
+    // Structured logs (one JSON object per line) for a log pipeline; text
+    // for a person at a terminal.
+    if args.log_format == args::LogFormat::Json {
+        logs.json().flatten_event(true).init();
+    } else {
+        logs.init();
+    }
     // One TLS crypto provider for the whole process (rustls, ring).
     let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -785,3 +785,71 @@ async fn silenced_monitor_raises_no_alarm(prefix: &str, silence: &str, reason: &
     case.assert_no_stale_event();
     thaw_sidecar(pid);
 }
+
+/// Rule: the operator creates no topics and needs its broker Secret: a
+/// missing topic is Ready=False `TopicMissing` with the command to create
+/// it, a missing Secret is Ready=False `SecretMissing` naming it; once
+/// either exists, the monitor becomes Ready without being touched.
+#[tokio::test]
+async fn a_missing_topic_or_secret_is_not_ready_with_how_to_fix_it() {
+    let case = Case::start("ctl-missing").await;
+    let missing = TestTopic::reserve(&case.bootstrap, "ctl-missing");
+    let topic = missing.name.clone();
+    let (k, v) = case.op.monitor_label();
+    let monitor = |name: &str, topic: &str, secret: &str| {
+        format!(
+            r#"
+apiVersion: heartbeat.dev/v1alpha1
+kind: HeartbeatMonitor
+metadata: {{name: {name}, labels: {{"{k}": "{v}"}}}}
+spec:
+  topic: {topic}
+  intervalSeconds: {INTERVAL_SECS}
+  brokerSecretRef: {{name: {secret}}}
+  external: {{expectedPrograms: [lab-1]}}
+"#
+        )
+    };
+    case.ns.apply(&monitor("no-topic", &topic, "kafka"));
+    case.ns
+        .apply(&monitor("no-secret", &case.topic.name, "kafka-later"));
+    let status = case.wait_status("no-topic", "Ready=False TopicMissing", |s| {
+        condition(s, "Ready")["reason"] == "TopicMissing"
+    });
+    let message = condition(&status, "Ready")["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        message.contains("kafka-topics.sh") && message.contains(&topic),
+        "{status:#}"
+    );
+    assert_eq!(condition(&status, "Ready")["status"], "False");
+    let status = case.wait_status("no-secret", "Ready=False SecretMissing", |s| {
+        condition(s, "Ready")["reason"] == "SecretMissing"
+    });
+    assert!(
+        condition(&status, "Ready")["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("kafka-later")),
+        "{status:#}"
+    );
+    assert_eq!(
+        count(&status, "stale"),
+        0,
+        "blind is never Stale: {status:#}"
+    );
+
+    missing.create_now().await;
+    case.ns.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "kafka-later",
+        &format!("--from-literal=bootstrap.servers={}", case.bootstrap),
+    ]);
+    for name in ["no-topic", "no-secret"] {
+        case.wait_status(name, "Ready=True once it exists", |s| {
+            condition(s, "Ready")["status"] == "True"
+        });
+    }
+}

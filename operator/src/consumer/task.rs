@@ -387,6 +387,7 @@ fn intake(shared: &Shared, msg: &BorrowedMessage<'_>, log: &mut RejectLog) {
                         .send(ObjectRef::new(&s.id.name).within(&s.id.namespace));
                 }
             }
+            Recorded::Departed => recorded = true,
             Recorded::Unattributed(reason) => unattributed = unattributed.or(Some(reason)),
             Recorded::NotMine => {}
         }

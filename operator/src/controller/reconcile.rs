@@ -370,6 +370,91 @@ async fn write_status(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeMap;
+
+    fn key() -> ConsumerKey {
+        let data: BTreeMap<String, k8s_openapi::ByteString> = [(
+            "bootstrap.servers".to_string(),
+            k8s_openapi::ByteString(b"kafka:9092".to_vec()),
+        )]
+        .into();
+        ConsumerKey::from_secret("hb", &data).expect("key")
+    }
+
+    fn timing() -> Timing {
+        Timing::from_spec(
+            &serde_json::from_value(json!({
+                "topic": "hb", "intervalSeconds": 10, "brokerSecretRef": {"name": "k"}
+            }))
+            .expect("spec"),
+        )
+    }
+
+    #[test]
+    fn a_retention_shorter_than_the_seek_back_is_a_warning_and_unknown_retention_none() {
+        let id = MonitorId {
+            namespace: "d".into(),
+            name: "m".into(),
+        };
+        let reading = Health::Reading {
+            since: Timestamp::UNIX_EPOCH,
+            caught_up_epoch: 1,
+        };
+        let r = readiness_for(&id, &key(), &reading, 60_000, &timing());
+        let Readiness::Reading {
+            warning: Some(w), ..
+        } = r
+        else {
+            panic!("no warning: {r:?}");
+        };
+        assert!(
+            w.contains("60s") && w.contains("85s") && w.contains("retention.ms"),
+            "{w}"
+        );
+        for ms in [-1, 86_400_000] {
+            let r = readiness_for(&id, &key(), &reading, ms, &timing());
+            assert!(
+                matches!(r, Readiness::Reading { warning: None, .. }),
+                "{ms}: {r:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_missing_topic_names_the_command_and_a_broker_error_is_verbatim() {
+        let id = MonitorId {
+            namespace: "d".into(),
+            name: "m".into(),
+        };
+        let missing = Health::Blind {
+            kind: BlindKind::TopicMissing,
+            why: "x".into(),
+        };
+        let Readiness::NotReading { reason, message } =
+            readiness_for(&id, &key(), &missing, -1, &timing())
+        else {
+            panic!("ready without a topic");
+        };
+        assert_eq!(reason, "TopicMissing");
+        assert!(
+            message.contains("kafka-topics.sh --bootstrap-server kafka:9092 --create --topic hb"),
+            "{message}"
+        );
+        let down = Health::Blind {
+            kind: BlindKind::Broker,
+            why: "Local: All broker connections are down".into(),
+        };
+        let Readiness::NotReading { reason, message } =
+            readiness_for(&id, &key(), &down, -1, &timing())
+        else {
+            panic!("ready without a broker");
+        };
+        assert_eq!(reason, "BrokerUnavailable");
+        assert!(
+            message.contains("Local: All broker connections are down")
+                && message.contains("kafka:9092")
+        );
+    }
 
     #[test]
     fn the_seek_back_covers_the_stale_window_with_room_or_the_history() {

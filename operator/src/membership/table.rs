@@ -177,6 +177,9 @@ pub enum Recorded {
     NotMine,
     /// The beat claims this monitor but matches no member (reason label).
     Unattributed(&'static str),
+    /// A late beat (the last `stopping` one, typically) of a pod that just
+    /// left: a genuine beat, nothing to record.
+    Departed,
 }
 
 /// The Event a transition raises.
@@ -215,6 +218,8 @@ pub struct Table {
     pub id: MonitorId,
     pub settings: Settings,
     members: HashMap<MemberKey, Member>,
+    /// Pods that left recently (uid, when): their last beats still arrive.
+    departed: HashMap<String, Timestamp>,
     seen: usize,
     view: View,
     /// When the table was made: expected programs must beat from then.
@@ -230,6 +235,7 @@ impl Table {
             id,
             settings: settings.clone(),
             members: HashMap::new(),
+            departed: HashMap::new(),
             seen: 0,
             view: View::Blind {
                 why: "not reading the topic yet".into(),
@@ -294,10 +300,16 @@ impl Table {
                     .observe_from(started.max(now - self.settings.history));
             }
         }
+        let departed = &mut self.departed;
         self.members.retain(|k, _| match k {
-            MemberKey::Pod(uid) => present.contains(uid),
-            MemberKey::Program(_) => true,
+            MemberKey::Pod(uid) if !present.contains(uid) => {
+                departed.insert(uid.clone(), now);
+                false
+            }
+            _ => true,
         });
+        let keep = self.settings.timing.stale_after;
+        departed.retain(|_, at| now.duration_since(*at) <= keep);
     }
 
     /// Sets whether the operator can see the topic.
@@ -384,6 +396,7 @@ impl Table {
             return match self.members.get(&key) {
                 Some(m) if m.pod.as_deref() == Some(pod.name.as_str()) => Ok(key),
                 Some(_) => Err(Recorded::Unattributed("pod_name_mismatch")),
+                None if self.departed.contains_key(uid) => Err(Recorded::Departed),
                 None => Err(Recorded::Unattributed("unknown_pod")),
             };
         }

@@ -213,6 +213,16 @@ fn a_deleted_or_completed_pod_is_stopped_and_then_leaves_without_alarm() {
     assert_eq!(alarms(&ts), [Alarm::Stopped, Alarm::Stopped]);
     tb.sync_pods([], t(101));
     assert_eq!(tb.members().count(), 0);
+    // Their last beats still arrive: genuine, nothing to record.
+    assert_eq!(
+        record(&mut tb, &sidecar_beat("a", 102), 102),
+        Recorded::Departed
+    );
+    tb.sync_pods([], t(200));
+    assert_eq!(
+        record(&mut tb, &sidecar_beat("a", 200), 200),
+        Recorded::Unattributed("unknown_pod")
+    );
     assert!(tb.evaluate(t(200), None).is_empty());
 }
 
