@@ -232,9 +232,20 @@ fn a_replacement_pod_is_a_new_member_and_beats_of_others_are_not_attributed() {
     tb.sync_pods([pod("old", Some(0))], t(0));
     tb.sync_pods([pod("new", Some(1))], t(1));
     assert_eq!(tb.members().count(), 1);
+    // The old pod's late beat is genuine but belongs to no member now.
     assert_eq!(
         record(&mut tb, &sidecar_beat("old", 2), 2),
+        Recorded::Departed
+    );
+    assert_eq!(
+        record(&mut tb, &sidecar_beat("never-seen", 2), 2),
         Recorded::Unattributed("unknown_pod")
+    );
+    tb.evaluate(t(2), None);
+    assert_eq!(
+        state_of(&tb, "pod-new"),
+        MemberState::Pending,
+        "not revived by the old pod's beat"
     );
 
     let mut wrong_ns = sidecar_beat("new", 2);
