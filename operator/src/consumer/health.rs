@@ -22,10 +22,12 @@ pub enum Health {
     /// Connecting, or reading back after a seek and not caught up yet.
     Starting,
     /// Reading, caught up with the seek of `caught_up_epoch`; nothing before
-    /// `since` was read (the start of the seek, or the end of an outage).
+    /// `since` was read (the start of the seek, or the end of an outage);
+    /// everything up to `until` has been.
     Reading {
         since: Timestamp,
         caught_up_epoch: u64,
+        until: Timestamp,
     },
     /// Not reading: the error as the broker or librdkafka gave it.
     Blind { kind: BlindKind, why: String },
@@ -43,8 +45,9 @@ pub fn view_for(health: &Health, epoch: u64, replayed_from: Timestamp) -> View {
         } if *caught_up_epoch < epoch => View::Blind {
             why: "catching up with the topic".into(),
         },
-        Health::Reading { since, .. } => View::Sighted {
+        Health::Reading { since, until, .. } => View::Sighted {
             since: (*since).max(replayed_from),
+            until: *until,
         },
         Health::Blind { why, .. } => View::Blind { why: why.clone() },
     }
@@ -63,9 +66,22 @@ mod tests {
         let h = Health::Reading {
             since: t(0),
             caught_up_epoch: 1,
+            until: t(9),
         };
-        assert_eq!(view_for(&h, 1, t(-5)), View::Sighted { since: t(0) });
-        assert_eq!(view_for(&h, 1, t(5)), View::Sighted { since: t(5) });
+        assert_eq!(
+            view_for(&h, 1, t(-5)),
+            View::Sighted {
+                since: t(0),
+                until: t(9)
+            }
+        );
+        assert_eq!(
+            view_for(&h, 1, t(5)),
+            View::Sighted {
+                since: t(5),
+                until: t(9)
+            }
+        );
         assert!(matches!(view_for(&h, 2, t(5)), View::Blind { .. }));
         let blind = Health::Blind {
             kind: BlindKind::Broker,

@@ -20,8 +20,9 @@ use super::{BlindKind, Health, Shared, lock};
 use crate::membership::table::{Incoming, Recorded};
 use crate::metrics::{FieldLabels, RejectLabels, TopicLabels};
 
-/// How often health and lag are checked.
-const CHECK_EVERY: Duration = Duration::from_secs(2);
+/// How often health and lag are checked: also how far behind the present
+/// the confirmed end of the topic lags, so how late a Stale is declared.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// Timeout of one metadata, offsets or watermark request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Rejections of one reason are logged at most this often.
@@ -259,6 +260,8 @@ async fn read(
             SignedDuration::from_secs(shared.seek_window_secs.load(Ordering::Relaxed) as i64);
         let target = Timestamp::now() - window;
         let mut next = seek(c, &topic, &parts, target).await?;
+        // A check whose high watermarks the consumer has not passed yet.
+        let mut pending: Option<(Timestamp, HashMap<i32, i64>)> = None;
         tracing::info!(consumer = %shared.key, %target, epoch, "reading back from the target time");
         loop {
             tokio::select! {
@@ -291,6 +294,7 @@ async fn read(
                             shared.health.send_replace(Health::Blind { kind, why });
                         }
                         Ok(highs) => {
+                            let checked = Timestamp::now();
                             let lag: i64 = highs
                                 .iter()
                                 .map(|(p, high)| (high - next.get(p).copied().unwrap_or(0)).max(0))
@@ -298,12 +302,30 @@ async fn read(
                             shared.metrics.consumer_lag
                                 .get_or_create(&TopicLabels { topic: topic.clone() })
                                 .set(lag);
-                            if lag == 0 {
+                            // Everything produced before a check is read once
+                            // the offsets pass its high watermarks.
+                            let passed = |hs: &HashMap<i32, i64>| {
+                                hs.iter().all(|(p, h)| next.get(p).copied().unwrap_or(0) >= *h)
+                            };
+                            let mut confirmed = None;
+                            if let Some((at, hs)) = &pending
+                                && passed(hs)
+                            {
+                                confirmed = Some(*at);
+                                pending = None;
+                            }
+                            if passed(&highs) {
+                                confirmed = Some(checked);
+                                pending = None;
+                            } else if pending.is_none() {
+                                pending = Some((checked, highs));
+                            }
+                            if let Some(until) = confirmed {
                                 let since = match sight.since {
                                     Some(s) if !sight.blind => s,
                                     // Back after a gap: nothing before now was seen.
-                                    Some(_) => Timestamp::now(),
-                                    None if sight.blind => Timestamp::now(),
+                                    Some(_) => checked,
+                                    None if sight.blind => checked,
                                     None => target,
                                 };
                                 if sight.blind {
@@ -311,11 +333,10 @@ async fn read(
                                 }
                                 sight.since = Some(since);
                                 sight.blind = false;
-                                shared.health.send_if_modified(|h| {
-                                    let new = Health::Reading { since, caught_up_epoch: epoch };
-                                    let changed = *h != new;
-                                    *h = new;
-                                    changed
+                                shared.health.send_replace(Health::Reading {
+                                    since,
+                                    caught_up_epoch: epoch,
+                                    until,
                                 });
                             }
                         }

@@ -37,6 +37,9 @@ pub const STATES: [MemberState; 7] = [
     MemberState::Unknown,
 ];
 
+/// How long to wait for the consumer to confirm the topic past a deadline.
+const CONFIRM_WAIT: SignedDuration = SignedDuration::from_millis(500);
+
 /// How far back a consumer reads when a monitor attaches: the Stale
 /// window with room to spare (what a restart must see to judge without
 /// flapping), or the availability history if longer.
@@ -53,6 +56,11 @@ fn stale_window(timing: &Timing) -> SignedDuration {
 pub async fn reconcile(monitor: Arc<HeartbeatMonitor>, ctx: Arc<Context>) -> Result<Action> {
     if !ctx.leader.load(Ordering::SeqCst) {
         return Ok(Action::await_change());
+    }
+    // Judging before the pod cache is filled would drop every member (and
+    // ignore their replayed beats): wait for it once.
+    if ctx.pods.wait_until_ready().await.is_err() || ctx.secrets.wait_until_ready().await.is_err() {
+        return Ok(Action::requeue(Duration::from_secs(1)));
     }
     let id = MonitorId {
         namespace: monitor.namespace().unwrap_or_default(),
@@ -149,7 +157,9 @@ pub async fn reconcile(monitor: Arc<HeartbeatMonitor>, ctx: Arc<Context>) -> Res
     // held-back write may go, and at least once per interval.
     let mut next = now + timing.interval;
     if let Some(d) = deadline {
-        next = next.min(d + SignedDuration::from_millis(100));
+        // A deadline already past `now` waits for the consumer to confirm
+        // the topic up to it (within a check or two).
+        next = next.min((d + SignedDuration::from_millis(100)).max(now + CONFIRM_WAIT));
     }
     if let Some(w) = not_before {
         next = next.min(w);
@@ -399,6 +409,7 @@ mod tests {
         let reading = Health::Reading {
             since: Timestamp::UNIX_EPOCH,
             caught_up_epoch: 1,
+            until: Timestamp::UNIX_EPOCH,
         };
         let r = readiness_for(&id, &key(), &reading, 60_000, &timing());
         let Readiness::Reading {

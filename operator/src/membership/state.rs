@@ -38,9 +38,11 @@ impl Timing {
 /// Whether the operator can see the topic, as far as one monitor is concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum View {
-    /// Reading the topic, caught up; nothing before `since` can be held
-    /// against a member (the operator was blind, or had not started, then).
-    Sighted { since: Timestamp },
+    /// Reading the topic: everything on it up to `until` has been read
+    /// (silence is measured up to then, never past what the broker
+    /// confirmed); nothing before `since` can be held against a member (the
+    /// operator was blind, or had not started, then).
+    Sighted { since: Timestamp, until: Timestamp },
     /// Not reading it (broker down, auth error, topic missing, catching up):
     /// members are Unknown, never Stale.
     Blind { why: String },
@@ -92,14 +94,16 @@ pub fn judge(facts: &Facts, timing: &Timing, view: &View, now: Timestamp) -> Jud
     if facts.stopping {
         return j(MemberState::Stopped, "sent a stopping beat".into());
     }
-    let since = match view {
+    // Silence is measured up to what the broker confirmed was read, never
+    // past it: a consumer that fell behind must not make anyone Stale.
+    let (since, now) = match view {
         View::Blind { why } => {
             return j(
                 MemberState::Unknown,
                 format!("operator cannot read the topic: {why}"),
             );
         }
-        View::Sighted { since } => *since,
+        View::Sighted { since, until } => (*since, now.min(*until)),
     };
     let Some(start) = facts.clock_start.or(facts.last_beat) else {
         return j(MemberState::Pending, "pod not started yet".into());
@@ -143,9 +147,10 @@ pub fn next_deadline(
     view: &View,
     now: Timestamp,
 ) -> Option<Timestamp> {
-    let View::Sighted { since } = view else {
+    let View::Sighted { since, until } = view else {
         return None;
     };
+    let now = now.min(*until);
     if facts.pod_end.is_some() || facts.stopping {
         return None;
     }

@@ -3,6 +3,14 @@
 
 use super::*;
 
+/// Sighted since `since`, with everything read up to a far future.
+fn sighted(since: Timestamp) -> View {
+    View::Sighted {
+        since,
+        until: Timestamp::MAX,
+    }
+}
+
 fn t(s: i64) -> Timestamp {
     Timestamp::from_second(1_800_000_000 + s).expect("valid")
 }
@@ -65,7 +73,7 @@ fn counts_and_conditions_of_a_healthy_monitor() {
         row("b", MemberState::Up, MemberKind::Pod),
         row("seen", MemberState::Up, MemberKind::Seen),
     ];
-    let view = View::Sighted { since: t(0) };
+    let view = sighted(t(0));
     let r = reading();
     let s = build(&inputs(&rows, &view, &r, None, &[]));
     assert_eq!((s.expected, s.up, s.stale), (2, 3, 0));
@@ -82,7 +90,7 @@ fn stale_members_make_healthy_false_naming_them_unless_silenced() {
         row("a", MemberState::Stale, MemberKind::Pod),
         row("b", MemberState::Up, MemberKind::Pod),
     ];
-    let view = View::Sighted { since: t(0) };
+    let view = sighted(t(0));
     let r = reading();
     let s = build(&inputs(&rows, &view, &r, None, &[]));
     let h = cond(&s, "Healthy");
@@ -134,7 +142,7 @@ fn a_blind_operator_says_why_in_ready_and_judges_no_one() {
 
 #[test]
 fn uninjected_pods_are_counted_with_how_to_fix_it() {
-    let view = View::Sighted { since: t(0) };
+    let view = sighted(t(0));
     let r = reading();
     let names = ["p1".to_string(), "p2".to_string()];
     let s = build(&inputs(&[], &view, &r, None, &names));
@@ -153,7 +161,7 @@ fn the_member_list_is_bounded_and_transition_times_are_kept() {
     let rows: Vec<Row> = (0..80)
         .map(|i| row(&format!("p{i}"), MemberState::Up, MemberKind::Pod))
         .collect();
-    let view = View::Sighted { since: t(0) };
+    let view = sighted(t(0));
     let r = reading();
     let first = build(&inputs(&rows, &view, &r, None, &[]));
     assert_eq!(first.members.len(), MAX_STATUS_MEMBERS);

@@ -5,6 +5,14 @@ use heartbeat_crds::beat::{BeatApp, BeatPod, BeatSidecar};
 
 const NS: &str = "data";
 
+/// Sighted since `since`, with everything read up to a far future.
+fn sighted(since: Timestamp) -> View {
+    View::Sighted {
+        since,
+        until: Timestamp::MAX,
+    }
+}
+
 fn t(secs: i64) -> Timestamp {
     Timestamp::from_second(1_800_000_000 + secs).expect("valid")
 }
@@ -39,7 +47,7 @@ fn table(external: Option<&[&str]>) -> Table {
         Settings::from_spec(&spec(external), &limits()),
         t(0),
     );
-    t0.set_view(View::Sighted { since: t(0) });
+    t0.set_view(sighted(t(0)));
     t0
 }
 
@@ -379,7 +387,7 @@ fn while_blind_members_are_unknown_never_stale_and_sight_restores_their_allowanc
     assert!(ts[0].reason.contains("broker down"));
     assert_eq!(tb.next_deadline(t(100)), None);
     // Sight again at 200: the silence before it is not held against anyone.
-    tb.set_view(View::Sighted { since: t(200) });
+    tb.set_view(sighted(t(200)));
     assert_eq!(alarms(&tb.evaluate(t(200), None)), []);
     assert_eq!(state_of(&tb, "pod-a"), MemberState::Up);
     assert_eq!(tb.next_deadline(t(200)), Some(t(215)));
@@ -453,7 +461,7 @@ fn beat_clock_uses_the_beat_time_capped_at_now() {
         Settings::from_spec(&s, &limits()),
         t(0),
     );
-    tb.set_view(View::Sighted { since: t(0) });
+    tb.set_view(sighted(t(0)));
     tb.sync_pods([pod("a", Some(0))], t(0));
     let b = sidecar_beat("a", 1000);
     tb.record(
@@ -492,4 +500,30 @@ fn replayed_beats_change_nothing() {
     record(&mut tb, &old_stop, 10);
     tb.evaluate(t(20), None);
     assert_eq!(state_of(&tb, "pod-a"), MemberState::Up);
+}
+
+#[test]
+fn silence_is_measured_only_up_to_what_the_broker_confirmed_was_read() {
+    let mut tb = table(None);
+    tb.sync_pods([pod("a", Some(0))], t(0));
+    record(&mut tb, &sidecar_beat("a", 0), 0);
+    tb.evaluate(t(0), None);
+    // The consumer confirmed the topic up to 30 only (it fell behind, or
+    // the broker just died): at 40, the member is Late, not yet Stale.
+    tb.set_view(View::Sighted {
+        since: t(0),
+        until: t(30),
+    });
+    assert_eq!(alarms(&tb.evaluate(t(40), None)), []);
+    assert_eq!(state_of(&tb, "pod-a"), MemberState::Late);
+    assert_eq!(
+        tb.next_deadline(t(40)),
+        Some(t(35)),
+        "the deadline waits for confirmation"
+    );
+    tb.set_view(View::Sighted {
+        since: t(0),
+        until: t(40),
+    });
+    assert_eq!(alarms(&tb.evaluate(t(40), None)), [Alarm::Stale]);
 }
