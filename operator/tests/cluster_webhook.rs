@@ -26,11 +26,13 @@ fn monitored_namespace(
     let ns = TestNamespace::create(stack, prefix);
     op.enable_injection(&ns);
     ns.create_broker_secret(&stack.kafka_bootstrap);
+    // The operator handles only monitors with its label (--monitor-selector).
+    let (k, v) = op.monitor_label();
     ns.apply(&format!(
         r#"
 apiVersion: heartbeat.dev/v1alpha1
 kind: HeartbeatMonitor
-metadata: {{name: ingest}}
+metadata: {{name: ingest, labels: {{"{k}": "{v}"}}}}
 spec:
   topic: {topic}
   intervalSeconds: 1
@@ -147,17 +149,21 @@ apiVersion: v1
 kind: Pod
 metadata: {name: unmatched, labels: {app: web}}
 spec: {terminationGracePeriodSeconds: 1, containers: [{name: app, image: demo/worker}]}
----
+"#,
+    );
+    let (k, v) = op.monitor_label();
+    ns.apply(&format!(
+        r#"
 apiVersion: heartbeat.dev/v1alpha1
 kind: HeartbeatMonitor
-metadata: {name: nosecret}
+metadata: {{name: nosecret, labels: {{"{k}": "{v}"}}}}
 spec:
   topic: skips
   intervalSeconds: 5
-  brokerSecretRef: {name: missing}
-  selector: {matchLabels: {app: orphan}}
-"#,
-    );
+  brokerSecretRef: {{name: missing}}
+  selector: {{matchLabels: {{app: orphan}}}}
+"#
+    ));
     std::thread::sleep(Duration::from_secs(2));
     ns.apply(
         r#"
