@@ -14,16 +14,22 @@ pub struct Timing {
     pub late_after: SignedDuration,
     /// Silent this long: Stale (the alarm): interval * missed + grace.
     pub stale_after: SignedDuration,
+    missed: i32,
+    grace: SignedDuration,
 }
 
 impl Timing {
     /// The deadlines a monitor's spec sets.
     pub fn from_spec(spec: &HeartbeatMonitorSpec) -> Timing {
-        let interval = SignedDuration::from_secs(i64::from(spec.interval_seconds));
-        let stale_after = SignedDuration::from_secs(
-            i64::from(spec.interval_seconds) * i64::from(spec.missed_beats_tolerated)
-                + i64::from(spec.grace_seconds),
-        );
+        Timing::new(
+            SignedDuration::from_secs(i64::from(spec.interval_seconds)),
+            spec.missed_beats_tolerated as i32,
+            SignedDuration::from_secs(i64::from(spec.grace_seconds)),
+        )
+    }
+
+    fn new(interval: SignedDuration, missed: i32, grace: SignedDuration) -> Timing {
+        let stale_after = interval * missed + grace;
         // Half an interval of slack before Late: scheduling jitter and the
         // broker's batching are not lateness.
         let late_after = (interval + interval / 2).min(stale_after);
@@ -31,6 +37,19 @@ impl Timing {
             interval,
             late_after,
             stale_after,
+            missed,
+            grace,
+        }
+    }
+
+    /// The deadlines for a member that beats every `beat_interval` (what its
+    /// beats say): a longer one than the spec's wins, so lowering the spec's
+    /// interval does not make running sidecars (admitted with the old one)
+    /// Stale before their pods are recreated.
+    pub fn for_member(&self, beat_interval: Option<SignedDuration>) -> Timing {
+        match beat_interval {
+            Some(i) if i > self.interval => Timing::new(i, self.missed, self.grace),
+            _ => *self,
         }
     }
 }
@@ -67,6 +86,13 @@ pub struct Facts {
     pub last_beat: Option<Timestamp>,
     /// The newest beat was a `stopping` beat.
     pub stopping: bool,
+    /// A stop is final (a program outside the cluster). For a pod it is
+    /// not: a sidecar that said it stops while its pod keeps running is
+    /// judged again once it stayed silent for the Stale time plus a minute
+    /// (killed and not coming back, say).
+    pub stop_is_final: bool,
+    /// The interval the newest beat announced.
+    pub beat_interval: Option<SignedDuration>,
     /// The newest beat says the application is failing (with why).
     pub app_failing: Option<String>,
     pub pod_end: Option<PodEnd>,
@@ -91,7 +117,8 @@ pub fn judge(facts: &Facts, timing: &Timing, view: &View, now: Timestamp) -> Jud
         Some(PodEnd::Completed) => return j(MemberState::Stopped, "pod completed".into()),
         None => {}
     }
-    if facts.stopping {
+    let timing = &timing.for_member(facts.beat_interval);
+    if facts.stopping && (facts.stop_is_final || !stop_expired(facts, timing, view, now)) {
         return j(MemberState::Stopped, "sent a stopping beat".into());
     }
     // Silence is measured up to what the broker confirmed was read, never
@@ -138,6 +165,19 @@ pub fn judge(facts: &Facts, timing: &Timing, view: &View, now: Timestamp) -> Jud
     }
 }
 
+/// How long a pod's sidecar may stay silent after a stopping beat while the
+/// pod still runs, beyond the Stale time.
+const STOP_GRACE: SignedDuration = SignedDuration::from_secs(60);
+
+fn stop_expired(facts: &Facts, timing: &Timing, view: &View, now: Timestamp) -> bool {
+    let View::Sighted { until, .. } = view else {
+        return false;
+    };
+    facts
+        .last_beat
+        .is_some_and(|last| now.min(*until).duration_since(last) > timing.stale_after + STOP_GRACE)
+}
+
 /// When the judgement of `facts` changes next without a new beat (the
 /// first deadline after `now`), if ever: the reconciler wakes up then, so
 /// an alarm is not late.
@@ -150,10 +190,21 @@ pub fn next_deadline(
     let View::Sighted { since, until } = view else {
         return None;
     };
-    let now = now.min(*until);
-    if facts.pod_end.is_some() || facts.stopping {
+    let reference = now.min(*until);
+    let timing = &timing.for_member(facts.beat_interval);
+    if facts.pod_end.is_some() {
         return None;
     }
+    if facts.stopping {
+        if facts.stop_is_final {
+            return None;
+        }
+        return facts
+            .last_beat
+            .map(|last| last + timing.stale_after + STOP_GRACE)
+            .filter(|t| *t > reference);
+    }
+    let now = reference;
     let start = facts.clock_start.or(facts.last_beat)?;
     let silent_from = facts.last_beat.unwrap_or(start).max(*since);
     let late = facts

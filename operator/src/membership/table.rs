@@ -124,6 +124,9 @@ pub struct Member {
     availability: Availability,
     /// Judged once at least: the first judgement is no transition.
     judged: bool,
+    /// Silence before this does not count: the member joined while the
+    /// topic was already being read, so its earlier beats were not kept.
+    clock_floor: Option<Timestamp>,
 }
 
 impl Member {
@@ -136,6 +139,8 @@ impl Member {
                 clock_start: None,
                 last_beat: None,
                 stopping: false,
+                stop_is_final: kind != MemberKind::Pod,
+                beat_interval: None,
                 app_failing: None,
                 pod_end: None,
             },
@@ -148,6 +153,7 @@ impl Member {
             alarmed: false,
             availability: Availability::default(),
             judged: false,
+            clock_floor: None,
         }
     }
 
@@ -282,18 +288,26 @@ impl Table {
     /// vanished ones removed, the rest updated.
     pub fn sync_pods(&mut self, pods: impl IntoIterator<Item = PodFacts>, now: Timestamp) {
         let mut present = BTreeSet::new();
+        let sighted = matches!(self.view, View::Sighted { .. });
         for p in pods {
             let key = MemberKey::Pod(p.uid.clone());
             present.insert(p.uid.clone());
             let m = self.members.entry(key).or_insert_with(|| {
-                Member::new(
+                let mut m = Member::new(
                     MemberKind::Pod,
                     p.program_id.clone(),
                     Some(p.name.clone()),
                     now,
-                )
+                );
+                // A pod that joins a monitor already reading (a label or
+                // selector change) had its earlier beats dropped.
+                m.clock_floor = sighted.then_some(now);
+                m
             });
-            m.facts.clock_start = p.started;
+            m.facts.clock_start = match (p.started, m.clock_floor) {
+                (Some(s), Some(floor)) => Some(s.max(floor)),
+                (started, _) => started,
+            };
             m.facts.pod_end = p.end;
             if let Some(started) = p.started {
                 m.availability
@@ -359,6 +373,10 @@ impl Table {
         let revived = !matches!(m.judgement.state, MemberState::Up | MemberState::Failing);
         m.facts.last_beat = Some(judged);
         m.facts.stopping = beat.beat.phase == Some(Phase::Stopping);
+        m.facts.beat_interval = beat
+            .beat
+            .interval_secs
+            .map(|s| SignedDuration::from_secs(i64::from(s)));
         m.facts.app_failing = beat
             .beat
             .app
@@ -405,6 +423,18 @@ impl Table {
             Ok(key)
         } else {
             Err(Recorded::NotMine)
+        }
+    }
+
+    /// Marks the members an earlier leader (or an earlier run) already
+    /// alarmed about, by program id: when they are first judged Stale here,
+    /// no second HeartbeatStale is raised.
+    pub fn inherit_alarms<'a>(&mut self, program_ids: impl IntoIterator<Item = &'a str>) {
+        let ids: BTreeSet<&str> = program_ids.into_iter().collect();
+        for m in self.members.values_mut() {
+            if !m.judged && ids.contains(m.program_id.as_str()) {
+                m.alarmed = true;
+            }
         }
     }
 

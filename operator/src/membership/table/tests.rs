@@ -194,14 +194,13 @@ fn a_stopping_beat_stops_the_member_without_alarm_and_a_new_beat_revives_it() {
         (MemberState::Stopped, Some(Alarm::Stopped))
     );
     assert!(
-        tb.evaluate(t(500), None).is_empty(),
+        tb.evaluate(t(90), None).is_empty(),
         "silence after a stop is no alarm"
     );
-    assert_eq!(tb.next_deadline(t(500)), None);
-    let mut again = sidecar_beat("a", 501);
+    let mut again = sidecar_beat("a", 91);
     again.phase = Some(Phase::Starting);
-    record(&mut tb, &again, 501);
-    assert_eq!(alarms(&tb.evaluate(t(501), None)), []);
+    record(&mut tb, &again, 91);
+    assert_eq!(alarms(&tb.evaluate(t(91), None)), []);
     assert_eq!(state_of(&tb, "pod-a"), MemberState::Up);
 }
 
@@ -526,4 +525,88 @@ fn silence_is_measured_only_up_to_what_the_broker_confirmed_was_read() {
         until: t(40),
     });
     assert_eq!(alarms(&tb.evaluate(t(40), None)), [Alarm::Stale]);
+}
+
+#[test]
+fn a_longer_interval_announced_by_the_beats_wins_over_a_lowered_spec() {
+    let mut tb = table(None);
+    tb.sync_pods([pod("a", Some(0))], t(0));
+    // The sidecar was admitted with a 60 s interval; the spec says 10 now.
+    let mut b = sidecar_beat("a", 0);
+    b.interval_secs = Some(60);
+    record(&mut tb, &b, 0);
+    tb.evaluate(t(0), None);
+    assert_eq!(
+        alarms(&tb.evaluate(t(100), None)),
+        [],
+        "60 x 3 + 5 s allowed"
+    );
+    assert_eq!(state_of(&tb, "pod-a"), MemberState::Late);
+    assert_eq!(alarms(&tb.evaluate(t(186), None)), [Alarm::Stale]);
+}
+
+#[test]
+fn a_pod_joining_a_monitor_that_already_reads_gets_a_fresh_allowance() {
+    let mut tb = table(None);
+    tb.set_view(sighted(t(0)));
+    // Relabelled into the monitor at 500; running since 0, its beats until
+    // now went to no member.
+    tb.sync_pods([pod("a", Some(0))], t(500));
+    assert_eq!(alarms(&tb.evaluate(t(500), None)), []);
+    assert_eq!(state_of(&tb, "pod-a"), MemberState::Pending);
+    assert_eq!(
+        alarms(&tb.evaluate(t(536), None)),
+        [Alarm::Stale],
+        "but it must beat after all"
+    );
+}
+
+#[test]
+fn a_pod_sidecar_silent_long_after_a_stopping_beat_while_its_pod_runs_is_judged_again() {
+    let mut tb = table(Some(&["lab-1"]));
+    tb.sync_pods([pod("a", Some(0))], t(0));
+    let mut stop = sidecar_beat("a", 0);
+    stop.phase = Some(Phase::Stopping);
+    record(&mut tb, &stop, 0);
+    let mut ext = Beat::at(t(0));
+    ext.phase = Some(Phase::Stopping);
+    tb.record(
+        &Incoming {
+            program_id: "lab-1",
+            beat: &ext,
+            broker_time: Some(t(0)),
+        },
+        t(0),
+    );
+    tb.evaluate(t(0), None);
+    assert_eq!(
+        alarms(&tb.evaluate(t(95), None)),
+        [],
+        "35 s + 60 s of grace"
+    );
+    assert_eq!(tb.next_deadline(t(90)), Some(t(95)));
+    let ts = tb.evaluate(t(96), None);
+    assert_eq!(alarms(&ts), [Alarm::Stale]);
+    assert_eq!(
+        ts[0].pod.as_deref(),
+        Some("pod-a"),
+        "the program outside stopped for good"
+    );
+    assert_eq!(state_of(&tb, "lab-1"), MemberState::Stopped);
+}
+
+#[test]
+fn an_alarm_inherited_from_the_previous_status_is_not_raised_twice() {
+    let mut tb = table(None);
+    tb.sync_pods([pod("a", Some(0)), pod("b", Some(0))], t(0));
+    tb.inherit_alarms(["data.pod-a"]);
+    let ts = tb.evaluate(t(100), None);
+    let stale: Vec<_> = ts
+        .iter()
+        .filter(|t| t.alarm == Some(Alarm::Stale))
+        .map(|t| t.pod.as_deref())
+        .collect();
+    assert_eq!(stale, [Some("pod-b")]);
+    record(&mut tb, &sidecar_beat("a", 101), 101);
+    assert_eq!(alarms(&tb.evaluate(t(101), None)), [Alarm::Recovered]);
 }
