@@ -23,6 +23,13 @@ pub struct TopicLabels {
     pub topic: String,
 }
 
+/// Labels of a per-consumer metric (the same topic on two clusters is two consumers).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConsumerLabels {
+    pub topic: String,
+    pub bootstrap: String,
+}
+
 /// Labels of a rejected beat.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RejectLabels {
@@ -94,7 +101,7 @@ pub struct Metrics {
     /// Beats whose own time is further than maxSkewSeconds from the broker's.
     pub beats_skewed: Family<TopicLabels, Counter>,
     /// Messages behind the end of the topic, per consumer.
-    pub consumer_lag: Family<TopicLabels, Gauge>,
+    pub consumer_lag: Family<ConsumerLabels, Gauge>,
     /// Kafka consumers running.
     pub consumers: Gauge,
     /// Background tasks running (consumers and their upkeep).

@@ -1,7 +1,7 @@
 //! What a consumer reports about itself, and what that means for one
 //! monitor reading through it (its [`View`]). Pure.
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 
 use crate::membership::View;
 
@@ -33,9 +33,13 @@ pub enum Health {
     Blind { kind: BlindKind, why: String },
 }
 
-/// The view of a monitor attached at seek epoch `epoch`, which replays its
-/// topic from `replayed_from`.
-pub fn view_for(health: &Health, epoch: u64, replayed_from: Timestamp) -> View {
+/// A consumer that has confirmed nothing newer than this is not reading:
+/// it is stuck behind (or its fetches fail while metadata works).
+pub const STALLED_AFTER: SignedDuration = SignedDuration::from_secs(20);
+
+/// The view at `now` of a monitor attached at seek epoch `epoch`, which
+/// replays its topic from `replayed_from`.
+pub fn view_for(health: &Health, epoch: u64, replayed_from: Timestamp, now: Timestamp) -> View {
     match health {
         Health::Starting => View::Blind {
             why: "catching up with the topic".into(),
@@ -45,6 +49,14 @@ pub fn view_for(health: &Health, epoch: u64, replayed_from: Timestamp) -> View {
         } if *caught_up_epoch < epoch => View::Blind {
             why: "catching up with the topic".into(),
         },
+        Health::Reading { until, .. } if now.duration_since(*until) > STALLED_AFTER => {
+            View::Blind {
+                why: format!(
+                    "the consumer has read nothing newer than {}s ago (far behind, or fetching fails)",
+                    now.duration_since(*until).as_secs()
+                ),
+            }
+        }
         Health::Reading { since, until, .. } => View::Sighted {
             since: (*since).max(replayed_from),
             until: *until,
@@ -69,26 +81,31 @@ mod tests {
             until: t(9),
         };
         assert_eq!(
-            view_for(&h, 1, t(-5)),
+            view_for(&h, 1, t(-5), t(10)),
             View::Sighted {
                 since: t(0),
                 until: t(9)
             }
         );
         assert_eq!(
-            view_for(&h, 1, t(5)),
+            view_for(&h, 1, t(5), t(10)),
             View::Sighted {
                 since: t(5),
                 until: t(9)
             }
         );
-        assert!(matches!(view_for(&h, 2, t(5)), View::Blind { .. }));
+        assert!(matches!(view_for(&h, 2, t(5), t(10)), View::Blind { .. }));
+        // Nothing confirmed for longer than the stall bound: not reading.
+        let View::Blind { why } = view_for(&h, 1, t(5), t(30)) else {
+            panic!("a stalled consumer is not sighted");
+        };
+        assert!(why.contains("21s"), "{why}");
         let blind = Health::Blind {
             kind: BlindKind::Broker,
             why: "all brokers down".into(),
         };
         assert_eq!(
-            view_for(&blind, 1, t(0)),
+            view_for(&blind, 1, t(0), t(0)),
             View::Blind {
                 why: "all brokers down".into()
             }

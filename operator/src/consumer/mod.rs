@@ -9,7 +9,7 @@ pub mod settings;
 mod task;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use heartbeat_crds::monitor::HeartbeatMonitor;
@@ -30,6 +30,11 @@ pub type Waker = mpsc::UnboundedSender<ObjectRef<HeartbeatMonitor>>;
 pub struct Subscriber {
     pub id: MonitorId,
     pub table: Arc<Mutex<Table>>,
+    /// The seek this monitor waits for before its beats mean anything.
+    pub epoch: u64,
+    /// A wake-up is on its way (cleared by the reconciler): one per
+    /// reconcile, however many members come back at once.
+    pub wake_pending: Arc<AtomicBool>,
 }
 
 /// What a consumer task shares with the manager.
@@ -37,9 +42,15 @@ struct Shared {
     key: ConsumerKey,
     subscribers: RwLock<Vec<Subscriber>>,
     health: watch::Sender<Health>,
-    /// Seeks asked for (one per attach) and the window to seek back.
+    /// Seeks asked for (one per attach) and the longest window asked for
+    /// since the last seek (0: none).
     seek_requested: AtomicU64,
     seek_window_secs: AtomicU64,
+    /// Caught up at least once: later attachments replay the short window.
+    caught_up_once: AtomicBool,
+    /// The topic's message.timestamp.type is CreateTime (the producer's
+    /// clock), as described; false while unknown.
+    create_time: AtomicBool,
     seek: Notify,
     /// The topic's retention.ms as the broker describes it; -1: unknown.
     retention_ms: Arc<AtomicI64>,
@@ -54,8 +65,21 @@ struct Running {
     shared: Arc<Shared>,
 }
 
+/// What [`Consumers::attach`] needs.
+pub struct AttachRequest<'a> {
+    pub key: &'a ConsumerKey,
+    pub id: &'a MonitorId,
+    pub table: &'a Arc<Mutex<Table>>,
+    pub wake_pending: &'a Arc<AtomicBool>,
+    /// Seek-back when the consumer starts (history to rebuild).
+    pub full: SignedDuration,
+    /// Seek-back for a monitor joining a running consumer.
+    pub short: SignedDuration,
+    pub now: Timestamp,
+}
+
 /// Where a monitor is attached and what it waits for.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Attachment {
     pub key: ConsumerKey,
     /// The seek this monitor's view waits for.
@@ -66,6 +90,15 @@ pub struct Attachment {
     /// The topic's retention.ms; -1 while unknown (not described yet, or
     /// the operator may not describe it).
     pub retention_ms: Arc<AtomicI64>,
+    shared: Arc<Shared>,
+}
+
+impl Attachment {
+    /// The topic's timestamps are the producers' (message.timestamp.type
+    /// CreateTime), so the "Broker" clock is theirs.
+    pub fn create_time(&self) -> bool {
+        self.shared.create_time.load(Ordering::Relaxed)
+    }
 }
 
 /// Every consumer of this replica.
@@ -93,48 +126,54 @@ impl Consumers {
 
     /// Attaches monitor `id` to the consumer for `key` (starting it if
     /// needed, leaving any other first). A new attachment asks for a seek
-    /// back by `window`, and the monitor sees once that seek caught up.
-    pub fn attach(
-        &self,
-        key: &ConsumerKey,
-        id: &MonitorId,
-        table: &Arc<Mutex<Table>>,
-        window: SignedDuration,
-        now: Timestamp,
-    ) -> Attachment {
-        if let Some(a) = lock(&self.attached).get(id)
-            && a.key == *key
+    /// back by `full` (the history to rebuild) while the consumer has not
+    /// caught up yet, by `short` (what judging needs) once it runs, so a
+    /// monitor added later does not make everyone wait for a long replay;
+    /// the monitor sees once that seek caught up.
+    pub fn attach(&self, a: AttachRequest<'_>) -> Attachment {
+        if let Some(existing) = lock(&self.attached).get(a.id)
+            && existing.key == *a.key
         {
-            return a.clone();
+            return existing.clone();
         }
-        self.detach(id);
+        self.detach(a.id);
+        // Held while subscribing, so a concurrent detach cannot stop the
+        // consumer between its lookup and the subscription.
         let mut running = lock(&self.running);
         let shared = running
-            .entry(key.clone())
-            .or_insert_with(|| self.start(key))
+            .entry(a.key.clone())
+            .or_insert_with(|| self.start(a.key))
             .shared
             .clone();
-        drop(running);
-        if let Ok(mut subs) = shared.subscribers.write() {
-            subs.push(Subscriber {
-                id: id.clone(),
-                table: table.clone(),
-            });
-        }
+        let window = if shared.caught_up_once.load(Ordering::Relaxed) {
+            a.short
+        } else {
+            a.full
+        };
         shared
             .seek_window_secs
-            .fetch_max(window.as_secs().max(0) as u64, Ordering::Relaxed);
+            .fetch_max(window.as_secs().max(1) as u64, Ordering::Relaxed);
         let epoch = shared.seek_requested.fetch_add(1, Ordering::Relaxed) + 1;
+        if let Ok(mut subs) = shared.subscribers.write() {
+            subs.push(Subscriber {
+                id: a.id.clone(),
+                table: a.table.clone(),
+                epoch,
+                wake_pending: a.wake_pending.clone(),
+            });
+        }
         shared.seek.notify_one();
-        let a = Attachment {
-            key: key.clone(),
+        drop(running);
+        let attachment = Attachment {
+            key: a.key.clone(),
             epoch,
-            replayed_from: now - window,
+            replayed_from: a.now - window,
             health: shared.health.subscribe(),
             retention_ms: shared.retention_ms.clone(),
+            shared: shared.clone(),
         };
-        lock(&self.attached).insert(id.clone(), a.clone());
-        a
+        lock(&self.attached).insert(a.id.clone(), attachment.clone());
+        attachment
     }
 
     /// Detaches monitor `id`; a consumer left without monitors stops.
@@ -182,6 +221,8 @@ impl Consumers {
             health,
             seek_requested: AtomicU64::new(0),
             seek_window_secs: AtomicU64::new(0),
+            caught_up_once: AtomicBool::new(false),
+            create_time: AtomicBool::new(false),
             seek: Notify::new(),
             retention_ms: Arc::new(AtomicI64::new(-1)),
             stop,

@@ -18,7 +18,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::{BlindKind, Health, Shared, lock};
 use crate::membership::table::{Incoming, Recorded};
-use crate::metrics::{FieldLabels, RejectLabels, TopicLabels};
+use crate::metrics::{ConsumerLabels, FieldLabels, RejectLabels, TopicLabels};
 
 /// How often health and lag are checked: also how far behind the present
 /// the confirmed end of the topic lags, so how late a Stale is declared.
@@ -80,9 +80,7 @@ pub(super) async fn run(shared: Arc<Shared>) {
             }
         }
     }
-    let _ = shared.metrics.consumer_lag.remove(&TopicLabels {
-        topic: shared.key.topic.clone(),
-    });
+    let _ = shared.metrics.consumer_lag.remove(&lag_labels(&shared));
     tracing::info!(consumer = %shared.key, "consumer stopped");
 }
 
@@ -155,8 +153,9 @@ async fn partitions(c: &Arc<StreamConsumer>, topic: &str) -> Result<Vec<i32>, Bl
 }
 
 /// Learns the topic's retention.ms (for the condition that warns when it
-/// is shorter than the seek-back window). Describing needs its own ACL;
-/// without it the retention stays unknown and nothing is claimed.
+/// is shorter than the seek-back window) and its message.timestamp.type
+/// (CreateTime makes the "Broker" clock the producers'). Describing needs
+/// its own ACL; without it both stay unknown and nothing is claimed.
 async fn describe_retention(shared: &Shared) {
     use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
     use rdkafka::client::DefaultClientContext;
@@ -175,17 +174,20 @@ async fn describe_retention(shared: &Shared) {
     let found = admin
         .describe_configs(&[ResourceSpecifier::Topic(&shared.key.topic)], &opts)
         .await;
-    let retention = found.ok().and_then(|rs| {
-        rs.into_iter().flatten().find_map(|r| {
-            r.get("retention.ms")
-                .and_then(|e| e.value.as_deref())
-                .and_then(|v| v.parse::<i64>().ok())
-        })
-    });
-    match retention {
+    let configs: Vec<_> = found.ok().into_iter().flatten().flatten().collect();
+    let value = |name: &str| {
+        configs
+            .iter()
+            .find_map(|r| r.get(name).and_then(|e| e.value.clone()))
+    };
+    match value("retention.ms").and_then(|v| v.parse::<i64>().ok()) {
         Some(ms) => shared.retention_ms.store(ms, Ordering::Relaxed),
         None => tracing::debug!(consumer = %shared.key, "topic retention unknown"),
     }
+    shared.create_time.store(
+        value("message.timestamp.type").as_deref() == Some("CreateTime"),
+        Ordering::Relaxed,
+    );
     tokio::task::spawn_blocking(move || drop(admin));
 }
 
@@ -197,6 +199,8 @@ async fn seek(
     parts: &[i32],
     target: Timestamp,
 ) -> Result<HashMap<i32, i64>, Blind> {
+    // The ends first: a message appended meanwhile is read, not skipped.
+    let highs = watermarks(c, topic, parts).await?;
     let mut tpl = TopicPartitionList::new();
     for p in parts {
         tpl.add_partition_offset(topic, *p, Offset::Offset(target.as_millisecond()))
@@ -205,10 +209,12 @@ async fn seek(
     let resolved = blocking(c, move |c| c.offsets_for_times(tpl, REQUEST_TIMEOUT))
         .await
         .map_err(|e| classify(topic, &e))?;
-    let highs = watermarks(c, topic, parts).await?;
     let mut assign = TopicPartitionList::new();
     let mut next = HashMap::new();
     for e in resolved.elements() {
+        // A partition that could not be looked up would skip its history
+        // (and make its members look silent): the session starts over.
+        e.error().map_err(|err| classify(topic, &err))?;
         // No message at or after the target: start at the end.
         let high = highs.get(&e.partition()).copied().unwrap_or(0);
         let offset = match e.offset() {
@@ -243,6 +249,10 @@ async fn watermarks(
     .map_err(|e| classify(topic, &e))
 }
 
+/// How often (in checks) the partition list is read again: partitions
+/// added to the topic are assigned from their start.
+const PARTITIONS_EVERY: u32 = 30;
+
 async fn read(
     shared: &Arc<Shared>,
     c: &Arc<StreamConsumer>,
@@ -250,14 +260,24 @@ async fn read(
     sight: &mut Sight,
 ) -> Result<(), Blind> {
     let topic = shared.key.topic.clone();
-    let parts = partitions(c, &topic).await?;
+    let mut parts = partitions(c, &topic).await?;
     describe_retention(shared).await;
     let mut log = RejectLog::default();
     let mut check = tokio::time::interval(CHECK_EVERY);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut checks = 0u32;
+    let mut window_secs = 0;
+    // The seek epoch the consumer has caught up with, if any.
+    let mut caught_up: Option<u64> = None;
     'seek: loop {
         let epoch = shared.seek_requested.load(Ordering::Relaxed);
-        let window =
-            SignedDuration::from_secs(shared.seek_window_secs.load(Ordering::Relaxed) as i64);
+        // The longest window asked for since the last seek; a new session
+        // or a partition change replays what the last seek did.
+        window_secs = match shared.seek_window_secs.swap(0, Ordering::Relaxed) {
+            0 => window_secs,
+            w => w,
+        };
+        let window = SignedDuration::from_secs(window_secs as i64);
         let target = Timestamp::now() - window;
         let mut next = seek(c, &topic, &parts, target).await?;
         // A check whose high watermarks the consumer has not passed yet.
@@ -265,7 +285,6 @@ async fn read(
         tracing::info!(consumer = %shared.key, %target, epoch, "reading back from the target time");
         loop {
             tokio::select! {
-                biased;
                 _ = stop.changed() => {
                     if *stop.borrow() { return Ok(()); }
                 }
@@ -278,13 +297,32 @@ async fn read(
                 m = c.recv() => match m {
                     Ok(msg) => {
                         next.insert(msg.partition(), msg.offset() + 1);
-                        intake(shared, &msg, &mut log);
+                        intake(shared, &msg, caught_up, &mut log);
                     }
                     // Transport errors come here too; the periodic check
                     // decides whether the topic can still be read.
                     Err(e) => log.error(&shared.key, &e),
                 },
                 _ = check.tick() => {
+                    checks += 1;
+                    if checks.is_multiple_of(PARTITIONS_EVERY)
+                        && let Ok(now_parts) = partitions(c, &topic).await
+                        && now_parts != parts
+                    {
+                        tracing::info!(consumer = %shared.key, from = parts.len(), to = now_parts.len(), "partitions changed; seeking again");
+                        parts = now_parts;
+                        continue 'seek;
+                    }
+                    // The consumer's own positions pass transaction markers
+                    // and compacted gaps that no message shows.
+                    if let Ok(positions) = c.position() {
+                        for e in positions.elements_for_topic(&topic) {
+                            if let Offset::Offset(o) = e.offset() {
+                                let n = next.entry(e.partition()).or_insert(o);
+                                *n = (*n).max(o);
+                            }
+                        }
+                    }
                     match watermarks(c, &topic, &parts).await {
                         Err((kind, why)) => {
                             if !sight.blind {
@@ -300,7 +338,7 @@ async fn read(
                                 .map(|(p, high)| (high - next.get(p).copied().unwrap_or(0)).max(0))
                                 .sum();
                             shared.metrics.consumer_lag
-                                .get_or_create(&TopicLabels { topic: topic.clone() })
+                                .get_or_create(&lag_labels(shared))
                                 .set(lag);
                             // Everything produced before a check is read once
                             // the offsets pass its high watermarks.
@@ -333,6 +371,8 @@ async fn read(
                                 }
                                 sight.since = Some(since);
                                 sight.blind = false;
+                                caught_up = Some(epoch);
+                                shared.caught_up_once.store(true, Ordering::Relaxed);
                                 shared.health.send_replace(Health::Reading {
                                     since,
                                     caught_up_epoch: epoch,
@@ -347,8 +387,17 @@ async fn read(
     }
 }
 
+fn lag_labels(shared: &Shared) -> ConsumerLabels {
+    ConsumerLabels {
+        topic: shared.key.topic.clone(),
+        bootstrap: shared.key.bootstrap().to_string(),
+    }
+}
+
 /// Attributes one message to the monitors reading through this consumer.
-fn intake(shared: &Shared, msg: &BorrowedMessage<'_>, log: &mut RejectLog) {
+/// `caught_up`: the seek epoch the consumer has caught up with; a monitor
+/// waiting for a later one is not woken (its replay is not news).
+fn intake(shared: &Shared, msg: &BorrowedMessage<'_>, caught_up: Option<u64>, log: &mut RejectLog) {
     let topic = &shared.key.topic;
     let m = &shared.metrics;
     let reject = |reason: &str| {
@@ -402,7 +451,10 @@ fn intake(shared: &Shared, msg: &BorrowedMessage<'_>, log: &mut RejectLog) {
                         })
                         .inc();
                 }
-                if revived {
+                if revived
+                    && caught_up.is_some_and(|e| e >= s.epoch)
+                    && !s.wake_pending.swap(true, Ordering::Relaxed)
+                {
                     let _ = shared
                         .waker
                         .send(ObjectRef::new(&s.id.name).within(&s.id.namespace));

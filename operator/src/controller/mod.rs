@@ -16,7 +16,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use heartbeat_crds::monitor::{HeartbeatMonitor, HeartbeatMonitorStatus};
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, PodStatus, Secret};
+use k8s_openapi::api::core::v1::{Container, ContainerStatus, Pod, PodSpec, PodStatus, Secret};
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Controller};
@@ -58,6 +58,8 @@ pub struct Tracked {
     pub broker: Mutex<Option<(String, std::result::Result<ConsumerKey, status::Readiness>)>>,
     /// `heartbeat_member_up` series exported for it, to remove the gone.
     pub member_series: Mutex<HashSet<String>>,
+    /// A consumer's wake-up for this monitor is on its way.
+    pub wake_pending: Arc<AtomicBool>,
 }
 
 impl Context {
@@ -73,6 +75,7 @@ impl Context {
                     written: Mutex::new(None),
                     broker: Mutex::new(None),
                     member_series: Mutex::new(HashSet::new()),
+                    wake_pending: Arc::new(AtomicBool::new(false)),
                 })
             })
             .clone();
@@ -112,6 +115,7 @@ impl Context {
             monitor: id.name.clone(),
         };
         let _ = self.metrics.alarms_silenced.remove(&labels);
+        let _ = self.metrics.status_writes.remove(&labels);
     }
 }
 
@@ -143,9 +147,19 @@ fn trim_pod(p: &mut Pod) {
         node_name: s.node_name,
         ..PodSpec::default()
     });
+    // Only the sidecar's container status is read (when it started).
+    let sidecar = |cs: Option<Vec<ContainerStatus>>| {
+        cs.map(|v| {
+            v.into_iter()
+                .filter(|c| c.name == crate::webhook::inject::SIDECAR_NAME)
+                .collect::<Vec<_>>()
+        })
+    };
     p.status = p.status.take().map(|s| PodStatus {
         phase: s.phase,
         start_time: s.start_time,
+        init_container_statuses: sidecar(s.init_container_statuses),
+        container_statuses: sidecar(s.container_statuses),
         ..PodStatus::default()
     });
 }

@@ -9,7 +9,7 @@ use kube::ResourceExt;
 
 use crate::membership::state::PodEnd;
 use crate::membership::table::PodFacts;
-use crate::webhook::inject::{ANNOTATION_INJECT, already_injected, choose};
+use crate::webhook::inject::{ANNOTATION_INJECT, SIDECAR_NAME, already_injected, choose};
 
 /// The pods of a monitor: members (injected) and those left without a sidecar.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -29,6 +29,40 @@ fn pod_end(pod: &Pod) -> Option<PodEnd> {
         Some("Succeeded" | "Failed") => Some(PodEnd::Completed),
         _ => None,
     }
+}
+
+/// From when the member's silence counts: when its sidecar started. A
+/// sidecar that has not started yet (image pull, init) has no deadline; one
+/// that started before and is down now (crash loop) counts from the pod's
+/// start.
+fn clock_start(pod: &Pod) -> Option<jiff::Timestamp> {
+    let status = pod.status.as_ref()?;
+    let pod_start = status.start_time.as_ref().map(|t| t.0);
+    let sidecar = status
+        .init_container_statuses
+        .iter()
+        .chain(status.container_statuses.iter())
+        .flatten()
+        .find(|c| c.name == SIDECAR_NAME);
+    let Some(cs) = sidecar else {
+        // No container statuses reported: the pod's start is all there is.
+        return pod_start;
+    };
+    if let Some(started) = cs
+        .state
+        .as_ref()
+        .and_then(|s| s.running.as_ref())
+        .and_then(|r| r.started_at.as_ref())
+    {
+        return Some(started.0);
+    }
+    (cs.restart_count > 0
+        || cs
+            .last_state
+            .as_ref()
+            .is_some_and(|l| l.terminated.is_some()))
+    .then_some(pod_start)
+    .flatten()
 }
 
 fn program_id(monitor: &HeartbeatMonitor, pod: &Pod) -> String {
@@ -75,11 +109,7 @@ pub fn coverage<'a>(
                 uid,
                 name: pod.name_any(),
                 program_id: program_id(monitor, pod),
-                started: pod
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.start_time.as_ref())
-                    .map(|t| t.0),
+                started: clock_start(pod),
                 end,
             });
         } else if end.is_none()
@@ -145,6 +175,30 @@ mod tests {
             Some("2026-11-27T07:00:00Z".parse().expect("ts"))
         );
         assert_eq!(c.uninjected, ["b"]);
+    }
+
+    #[test]
+    fn silence_counts_from_the_sidecars_start_and_not_before_it_started() {
+        let m = monitor("ingest", "x");
+        let with = |statuses: serde_json::Value| {
+            let mut v = injected();
+            json_patch::merge(
+                &mut v,
+                &json!({"status": {"initContainerStatuses": statuses}}),
+            );
+            let p = pod("a", "x", v);
+            coverage(&m, std::slice::from_ref(&m), [&p]).members[0].started
+        };
+        let ts = |s: &str| Some(s.parse::<jiff::Timestamp>().expect("ts"));
+        let running = json!([{"name": "heartbeat", "ready": true, "restartCount": 0, "image": "i", "imageID": "",
+            "state": {"running": {"startedAt": "2026-11-27T07:00:40Z"}}}]);
+        assert_eq!(with(running), ts("2026-11-27T07:00:40Z"));
+        let pulling = json!([{"name": "heartbeat", "ready": false, "restartCount": 0, "image": "i", "imageID": "",
+            "state": {"waiting": {"reason": "ContainerCreating"}}}]);
+        assert_eq!(with(pulling), None);
+        let crashing = json!([{"name": "heartbeat", "ready": false, "restartCount": 3, "image": "i", "imageID": "",
+            "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]);
+        assert_eq!(with(crashing), ts("2026-11-27T07:00:00Z"));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use heartbeat_crds::monitor::{HeartbeatMonitor, MemberState};
+use heartbeat_crds::monitor::{ClockSource, HeartbeatMonitor, MemberState};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
@@ -17,7 +17,7 @@ use serde_json::json;
 
 use super::status::{self, Inputs, Readiness, Row};
 use super::{Context, Tracked, events, pods};
-use crate::consumer::{BlindKind, ConsumerKey, Health, lock, view_for};
+use crate::consumer::{AttachRequest, BlindKind, ConsumerKey, Health, lock, view_for};
 use crate::membership::View;
 use crate::membership::silence;
 use crate::membership::state::Timing;
@@ -37,6 +37,9 @@ pub const STATES: [MemberState; 7] = [
     MemberState::Unknown,
 ];
 
+/// The longest a changed status waits for its write.
+const MAX_HOLD: SignedDuration = SignedDuration::from_secs(60);
+
 /// How long to wait for the consumer to confirm the topic past a deadline.
 const CONFIRM_WAIT: SignedDuration = SignedDuration::from_millis(500);
 
@@ -47,7 +50,8 @@ pub fn seek_window(timing: &Timing, history: SignedDuration) -> SignedDuration {
     stale_window(timing).max(history)
 }
 
-/// The part of the seek-back window retention must cover.
+/// The part of the seek-back window retention must cover, and what a
+/// monitor joining a running consumer replays.
 fn stale_window(timing: &Timing) -> SignedDuration {
     timing.stale_after + timing.interval * 2 + SignedDuration::from_secs(30)
 }
@@ -84,24 +88,29 @@ pub async fn reconcile(monitor: Arc<HeartbeatMonitor>, ctx: Arc<Context>) -> Res
     lock(&tracked.table).sync_pods(coverage.members, now);
 
     // Sight: the broker Secret, the consumer, its health.
+    tracked.wake_pending.store(false, Ordering::Relaxed);
     let readiness = match broker_key(&ctx, &monitor, &tracked).await? {
         Ok(key) => {
-            let a = ctx.consumers.attach(
-                &key,
-                &id,
-                &tracked.table,
-                seek_window(&timing, ctx.limits.history),
+            let a = ctx.consumers.attach(AttachRequest {
+                key: &key,
+                id: &id,
+                table: &tracked.table,
+                wake_pending: &tracked.wake_pending,
+                full: seek_window(&timing, ctx.limits.history),
+                short: stale_window(&timing),
                 now,
-            );
+            });
             let health = a.health.borrow().clone();
-            lock(&tracked.table).set_view(view_for(&health, a.epoch, a.replayed_from));
-            readiness_for(
-                &id,
-                &key,
-                &health,
-                a.retention_ms.load(Ordering::Relaxed),
-                &timing,
-            )
+            lock(&tracked.table).set_view(view_for(&health, a.epoch, a.replayed_from, now));
+            let retention = a.retention_ms.load(Ordering::Relaxed);
+            let mut r = readiness_for(&id, &key, &health, retention, &timing);
+            if a.create_time() && monitor.spec.clock.source == ClockSource::Broker {
+                r.warn(format!(
+                    "topic {} stamps messages with the producers' clock (message.timestamp.type=CreateTime), so clock.source Broker judges by the sidecars' clocks: set it to LogAppendTime",
+                    key.topic
+                ));
+            }
+            r
         }
         Err(not_reading) => {
             ctx.consumers.detach(&id);
@@ -114,7 +123,19 @@ pub async fn reconcile(monitor: Arc<HeartbeatMonitor>, ctx: Arc<Context>) -> Res
         }
     };
 
-    // Decide.
+    // Decide. Members an earlier leader already alarmed about raise no
+    // second Stale Event.
+    if lock(&tracked.written).is_none()
+        && let Some(previous) = &monitor.status
+    {
+        lock(&tracked.table).inherit_alarms(
+            previous
+                .members
+                .iter()
+                .filter(|m| m.state == MemberState::Stale)
+                .map(|m| m.program_id.as_str()),
+        );
+    }
     let (silence, bad_windows) = silence::silence(&monitor.spec, now);
     let transitions = lock(&tracked.table).evaluate(now, silence.as_ref());
     events::publish(
@@ -155,7 +176,7 @@ pub async fn reconcile(monitor: Arc<HeartbeatMonitor>, ctx: Arc<Context>) -> Res
 
     // Wake up at the next deadline (a member going Late or Stale), when a
     // held-back write may go, and at least once per interval.
-    let mut next = now + timing.interval;
+    let mut next = now + timing.interval.min(MAX_HOLD);
     if let Some(d) = deadline {
         // A deadline already past `now` waits for the consumer to confirm
         // the topic up to it (within a check or two).
@@ -336,12 +357,15 @@ async fn write_status(
     interval: SignedDuration,
     now: Timestamp,
 ) -> Result<Option<Timestamp>> {
+    // Once per interval, but at least once a minute: a monitor beating
+    // daily must not take a day to show Stale.
+    let hold = interval.min(MAX_HOLD);
     if let Some((at, last)) = lock(&tracked.written).as_ref() {
         if *last == desired {
             return Ok(None);
         }
-        if now < *at + interval {
-            return Ok(Some(*at + interval));
+        if now < *at + hold {
+            return Ok(Some(*at + hold));
         }
     }
     // Checked last thing before the write: a replica that lost the Lease

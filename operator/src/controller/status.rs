@@ -27,6 +27,18 @@ pub enum Readiness {
     },
 }
 
+impl Readiness {
+    /// Adds a warning to a Reading (kept with any earlier one).
+    pub fn warn(&mut self, w: String) {
+        if let Readiness::Reading { warning, .. } = self {
+            *warning = Some(match warning.take() {
+                Some(earlier) => format!("{earlier}; {w}"),
+                None => w,
+            });
+        }
+    }
+}
+
 /// One member as status shows it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
@@ -147,7 +159,11 @@ fn ready(i: &Inputs<'_>) -> (&'static str, &'static str, String) {
                 warning: Some(w),
             },
             View::Sighted { .. },
-        ) => ("True", "RetentionTooShort", format!("reading {what}; {w}")),
+        ) => (
+            "True",
+            "ReadingWithWarnings",
+            format!("reading {what}; {w}"),
+        ),
         (
             Readiness::Reading {
                 what,
