@@ -98,7 +98,7 @@ pub struct Args {
     pub consumer_group: String,
     /// Availability window, and how far back a restart reads the topic to
     /// rebuild it (where retention allows).
-    #[arg(long, env = "HEARTBEAT_HISTORY_SECONDS", default_value_t = 86_400)]
+    #[arg(long, env = "HEARTBEAT_HISTORY_SECONDS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(0..=30 * 86_400))]
     pub history_seconds: u64,
     /// A program seen on a topic but not expected is forgotten after this
     /// long without a beat.

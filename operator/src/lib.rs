@@ -157,14 +157,9 @@ fn monitor_watch(args: &Args) -> watcher::Config {
     }
 }
 
-/// Joins the leader election and runs the controller while leading.
-async fn start_controller(
-    client: kube::Client,
-    args: &Args,
-    metrics: Arc<Metrics>,
-) -> Result<tokio::task::JoinHandle<()>> {
-    let (leading, election) = leader::join(client.clone(), args).await?;
-    let settings = controller::ControllerSettings {
+/// The controller's settings from the flags.
+fn controller_settings(args: &Args) -> controller::ControllerSettings {
+    controller::ControllerSettings {
         monitor_selector: args.monitor_selector.clone(),
         consumer_group: args.consumer_group.clone(),
         identity: args.identity(),
@@ -175,14 +170,7 @@ async fn start_controller(
             sidecar_version: env!("CARGO_PKG_VERSION").into(),
         },
         member_metrics_cap: args.member_metrics_cap,
-    };
-    let controller = tokio::spawn(controller::lead(client, settings, metrics, leading));
-    // Ends when the controller does (it owns the receiver): the election
-    // task then releases the Lease.
-    Ok(tokio::spawn(async move {
-        let _ = controller.await;
-        let _ = election.await;
-    }))
+    }
 }
 
 /// Runs the operator until SIGTERM or SIGINT.
@@ -310,7 +298,15 @@ pub async fn run(args: Args) -> Result<()> {
         tracing::info!("caches synced; ready");
     });
     tracing::info!(addr = %args.webhook_addr, admin = %args.admin_addr, "webhook serving");
-    let controller = start_controller(client.clone(), &args, metrics.clone()).await?;
+    let election = leader::join(client.clone(), &args).await?;
+    let (shutdown, shutting_down) = tokio::sync::watch::channel(false);
+    let controller = tokio::spawn(controller::lead(
+        client.clone(),
+        controller_settings(&args),
+        metrics.clone(),
+        election.leading.clone(),
+        shutting_down,
+    ));
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|source| Error::Serve {
@@ -331,8 +327,10 @@ pub async fn run(args: Args) -> Result<()> {
     tokio::time::sleep(Duration::from_secs(2)).await;
     handle.graceful_shutdown(Some(Duration::from_secs(5)));
     let _ = tokio::time::timeout(Duration::from_secs(6), serving_wait(handle)).await;
-    // Hand the Lease over rather than let it expire.
-    controller.abort();
+    // Stop writing first, then hand the Lease over rather than let it expire.
+    let _ = shutdown.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), controller).await;
+    election.resign().await;
     Ok(())
 }
 

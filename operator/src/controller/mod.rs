@@ -179,18 +179,21 @@ fn monitors_in_namespace(
 }
 
 /// Runs the controller whenever `leader` says this replica leads, and
-/// stops it (consumers included) the moment it does not.
+/// stops it (consumers included) the moment it does not, or when
+/// `shutdown` says so (before the Lease is released).
 pub async fn lead(
     client: Client,
     settings: ControllerSettings,
     metrics: Arc<Metrics>,
     mut leader: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<bool>,
 ) {
     let flag = Arc::new(AtomicBool::new(false));
     loop {
         while !*leader.borrow_and_update() {
-            if leader.changed().await.is_err() {
-                return;
+            tokio::select! {
+                r = leader.changed() => if r.is_err() { return },
+                _ = shutdown.changed() => return,
             }
         }
         tracing::info!(identity = %settings.identity, "leading: consuming beats and writing status");
@@ -198,27 +201,41 @@ pub async fn lead(
         metrics.leader.set(1);
         let (ctx, run) = controller(client.clone(), &settings, metrics.clone(), flag.clone());
         tokio::pin!(run);
-        let lost = loop {
+        enum End {
+            ControllerEnded,
+            LostLease,
+            Shutdown,
+        }
+        let end = loop {
             tokio::select! {
-                _ = &mut run => break false,
+                _ = &mut run => break End::ControllerEnded,
+                _ = shutdown.changed() => break End::Shutdown,
                 changed = leader.changed() => {
                     if changed.is_err() || !*leader.borrow_and_update() {
-                        break true;
+                        break End::LostLease;
                     }
                 }
             }
         };
+        // No status write after this, whatever is still in flight.
         flag.store(false, Ordering::SeqCst);
         metrics.leader.set(0);
         for id in lock(&ctx.tracked).keys().cloned().collect::<Vec<_>>() {
             ctx.forget(&id);
         }
         ctx.consumers.stop_all();
-        if lost {
-            tracing::warn!("lost the leader Lease: stopped consuming and writing status");
-        } else {
-            tracing::error!("the controller ended; retrying");
-            tokio::time::sleep(Duration::from_secs(1)).await;
+        match end {
+            End::LostLease => {
+                tracing::warn!("lost the leader Lease: stopped consuming and writing status")
+            }
+            End::Shutdown => {
+                tracing::info!("shutting down: stopped consuming and writing status");
+                return;
+            }
+            End::ControllerEnded => {
+                tracing::error!("the controller ended; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
         }
     }
 }
