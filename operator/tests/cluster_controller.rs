@@ -4,8 +4,9 @@
 //! HeartbeatMonitor status, Events and metrics. Each test has its own
 //! operator (monitors carry its `monitor_label()`), namespace and topic.
 //!
-//! Timing of every monitor: a beat every 2 s, Stale after 2 missed beats
-//! plus 1 s of grace (5 s of silence). Tests never assert on speed: every
+//! Timing of every monitor: a beat every 2 s, Stale after 3 missed beats
+//! plus 3 s of grace (9 s of silence: a loaded 2-core machine running the
+//! whole tier at once can hold a sidecar's beat back for a few seconds). Tests never assert on speed: every
 //! wait is a poll with a generous timeout ([`T`]); a rule that must hold
 //! throughout is checked on every poll.
 
@@ -23,8 +24,8 @@ use serde_json::Value;
 const BIN: &str = env!("CARGO_BIN_EXE_heartbeat-operator");
 /// The bound of every wait: generous, a slow machine is not a failure.
 const T: Duration = Duration::from_secs(120);
-/// A Stale window (5 s) and then some: how long a "nothing bad happens" check watches.
-const QUIET: Duration = Duration::from_secs(12);
+/// A Stale window (9 s) and then some: how long a "nothing bad happens" check watches.
+const QUIET: Duration = Duration::from_secs(18);
 /// The monitors' timing.
 const INTERVAL_SECS: u64 = 2;
 /// The monitor covers the pods labelled app=ingest.
@@ -84,8 +85,8 @@ metadata: {{name: {name}, labels: {{"{k}": "{v}"}}}}
 spec:
   topic: {topic}
   intervalSeconds: {INTERVAL_SECS}
-  missedBeatsTolerated: 2
-  graceSeconds: 1
+  missedBeatsTolerated: 3
+  graceSeconds: 3
   brokerSecretRef: {{name: kafka}}
 {extra}
 "#,
@@ -392,7 +393,7 @@ async fn a_frozen_sidecar_goes_stale_with_an_event_and_recovers_with_one() {
     case.wait_status("ingest", "up 2", |s| count(s, "up") == 2);
     let pid = case.freeze_sidecar("frozen");
     // The sidecar's livenessProbe restarts a frozen sidecar after about 30 s,
-    // far past the 5 s Stale window.
+    // far past the 9 s Stale window.
     let status = case.wait_status("ingest", "stale 1, up 1", |s| {
         count(s, "stale") == 1 && count(s, "up") == 1
     });

@@ -142,7 +142,9 @@ async fn partitions(c: &Arc<StreamConsumer>, topic: &str) -> Result<Vec<i32>, Bl
         let code = RDKafkaErrorCode::from(err);
         return Err(classify(topic, &KafkaError::MetadataFetch(code)));
     }
-    let ps: Vec<i32> = mt.partitions().iter().map(|p| p.id()).collect();
+    let mut ps: Vec<i32> = mt.partitions().iter().map(|p| p.id()).collect();
+    // Sorted: metadata lists them in no fixed order, and a change is news.
+    ps.sort_unstable();
     if ps.is_empty() {
         return Err((
             BlindKind::TopicMissing,
