@@ -47,6 +47,14 @@ pub struct Args {
     /// operator run outside the cluster network); its host goes into the certificate.
     #[arg(long, env = "HEARTBEAT_WEBHOOK_URL")]
     pub webhook_url: Option<String>,
+    /// The certificate Secret is kept by someone else (cert-manager: keys
+    /// `tls.crt`, `tls.key`): read it, follow its renewals, never write it.
+    #[arg(
+        long,
+        env = "HEARTBEAT_EXTERNAL_CERT",
+        conflicts_with = "manage_webhook_config"
+    )]
+    pub external_cert: bool,
     /// Write the MutatingWebhookConfiguration (with the CA) ourselves.
     #[arg(long, env = "HEARTBEAT_MANAGE_WEBHOOK_CONFIG")]
     pub manage_webhook_config: bool,

@@ -94,6 +94,23 @@ fn webhook_settings(args: &Args) -> WebhookSettings {
     }
 }
 
+/// The serving certificate: made and renewed by the operator, or (with
+/// `--external-cert`) read from the Secret someone else keeps; `None`
+/// while that Secret is not filled yet.
+async fn certificate(
+    client: &kube::Client,
+    args: &Args,
+    names: &[String],
+) -> Result<Option<CertBundle>> {
+    if args.external_cert {
+        certs::load_external(client, &args.namespace, &args.cert_secret).await
+    } else {
+        certs::ensure(client, &args.namespace, &args.cert_secret, names)
+            .await
+            .map(Some)
+    }
+}
+
 /// Keeps the serving certificate current: a renewed one (by this replica
 /// or another) is loaded without a restart, and the CA re-applied.
 async fn keep_certificate(
@@ -108,9 +125,9 @@ async fn keep_certificate(
     let mut applied_ca = args.manage_webhook_config.then(|| current.ca_pem.clone());
     loop {
         tokio::time::sleep(Duration::from_secs(args.cert_check_seconds)).await;
-        let bundle = match certs::ensure(&client, &args.namespace, &args.cert_secret, &names).await
-        {
-            Ok(b) => b,
+        let bundle = match certificate(&client, &args, &names).await {
+            Ok(Some(b)) => b,
+            Ok(None) => continue,
             Err(e) => {
                 tracing::warn!(error = %e, label = e.metric_label(), "certificate check failed; keeping the current one");
                 continue;
@@ -219,13 +236,13 @@ pub async fn run(args: Args) -> Result<()> {
         }
     }));
 
-    let bundle = certs::ensure(
-        &client,
-        &args.namespace,
-        &args.cert_secret,
-        &dns_names(&args),
-    )
-    .await?;
+    let bundle = loop {
+        if let Some(b) = certificate(&client, &args, &dns_names(&args)).await? {
+            break b;
+        }
+        tracing::info!(secret = %args.cert_secret, "waiting for the certificate Secret to be filled (cert-manager)");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
     let tls = RustlsConfig::from_pem(
         bundle.cert_pem.clone().into_bytes(),
         bundle.key_pem.clone().into_bytes(),

@@ -112,6 +112,8 @@ pub struct Metrics {
     pub member_up: Family<MemberLabels, Gauge>,
     /// 1 while a monitor's alarms are silenced (suspend or maintenance).
     pub alarms_silenced: Family<MonitorLabels, Gauge>,
+    /// 1 while the operator reads a monitor's topic (its Ready condition).
+    pub monitor_ready: Family<MonitorLabels, Gauge>,
     /// Status writes, per monitor.
     pub status_writes: Family<MonitorLabels, Counter>,
     /// Events published, by reason.
@@ -221,6 +223,12 @@ impl Metrics {
                 r,
                 "heartbeat_monitor_alarms_silenced",
                 "1 while a monitor's alarms are silenced by suspend or a maintenance window",
+                Family::default(),
+            ),
+            monitor_ready: registered(
+                r,
+                "heartbeat_monitor_ready",
+                "1 while the operator reads the monitor's topic (its Ready condition is True)",
                 Family::default(),
             ),
             status_writes: registered(

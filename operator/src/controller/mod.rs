@@ -116,6 +116,7 @@ impl Context {
         };
         let _ = self.metrics.alarms_silenced.remove(&labels);
         let _ = self.metrics.status_writes.remove(&labels);
+        let _ = self.metrics.monitor_ready.remove(&labels);
     }
 }
 

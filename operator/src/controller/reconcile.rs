@@ -172,6 +172,17 @@ pub async fn reconcile(monitor: Arc<HeartbeatMonitor>, ctx: Arc<Context>) -> Res
         previous: previous.as_ref(),
         now,
     });
+    let ready = desired
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True");
+    ctx.metrics
+        .monitor_ready
+        .get_or_create(&MonitorLabels {
+            namespace: id.namespace.clone(),
+            monitor: id.name.clone(),
+        })
+        .set(i64::from(ready));
     let not_before = write_status(&ctx, &id, &tracked, desired, timing.interval, now).await?;
 
     // Wake up at the next deadline (a member going Late or Stale), when a

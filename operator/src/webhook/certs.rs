@@ -207,6 +207,45 @@ fn from_secret(s: &Secret) -> Result<CertBundle, String> {
     })
 }
 
+/// The serving certificate someone else keeps in Secret `namespace/name`
+/// (cert-manager: `tls.crt`, `tls.key`, `ca.crt`), read only; `None` while
+/// it is not there yet.
+pub async fn load_external(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<CertBundle>> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let Some(secret) = api.get_opt(name).await.map_err(|source| Error::GetSecret {
+        namespace: namespace.into(),
+        name: name.into(),
+        source,
+    })?
+    else {
+        return Ok(None);
+    };
+    Ok(external_bundle(&secret))
+}
+
+/// A bundle from a cert-manager style Secret; `None` while incomplete.
+fn external_bundle(s: &Secret) -> Option<CertBundle> {
+    let get = |k: &str| {
+        s.data
+            .as_ref()
+            .and_then(|d| d.get(k))
+            .filter(|v| !v.0.is_empty())
+            .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+    };
+    Some(CertBundle {
+        ca_pem: get(CA_CRT).unwrap_or_default(),
+        ca_key_pem: String::new(),
+        cert_pem: get(TLS_CRT)?,
+        key_pem: get(TLS_KEY)?,
+        not_after: Timestamp::MAX,
+        dns_names: Vec::new(),
+    })
+}
+
 /// The current bundle from Secret `namespace/name`, creating or renewing
 /// it as needed; safe to run in every replica at once.
 pub async fn ensure(
@@ -257,12 +296,18 @@ pub async fn ensure(
                     .as_ref()
                     .map(|b| (b.ca_pem.as_str(), b.ca_key_pem.as_str()));
                 let bundle = generate(dns_names, now, ca)?;
-                let update = to_secret(
+                let mut update = to_secret(
                     &bundle,
                     namespace,
                     name,
                     secret.metadata.resource_version.clone(),
                 );
+                // Keep what others put on it (a Helm release's labels and
+                // annotations: the chart creates the Secret empty).
+                update.metadata.labels = secret.metadata.labels.clone();
+                let mut annotations = secret.metadata.annotations.clone().unwrap_or_default();
+                annotations.extend(update.metadata.annotations.take().unwrap_or_default());
+                update.metadata.annotations = Some(annotations);
                 match api.replace(name, &PostParams::default(), &update).await {
                     Ok(_) => return Ok(bundle),
                     // Another replica renewed it first: read theirs.
@@ -278,6 +323,31 @@ pub async fn ensure(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cert_manager_secret_is_read_once_it_has_a_certificate_and_key() {
+        let secret = |pairs: &[(&str, &str)]| Secret {
+            data: Some(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                    .collect(),
+            ),
+            ..Secret::default()
+        };
+        // As the chart creates it, before cert-manager fills it.
+        assert!(external_bundle(&secret(&[(TLS_CRT, ""), (TLS_KEY, "")])).is_none());
+        let b = external_bundle(&secret(&[
+            (TLS_CRT, "CERT"),
+            (TLS_KEY, "KEY"),
+            (CA_CRT, "CA"),
+        ]))
+        .expect("filled");
+        assert_eq!(
+            (b.cert_pem.as_str(), b.key_pem.as_str(), b.ca_pem.as_str()),
+            ("CERT", "KEY", "CA")
+        );
+    }
 
     fn names() -> Vec<String> {
         vec!["heartbeat-operator.heartbeat-system.svc".into()]
