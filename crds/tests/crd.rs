@@ -14,6 +14,17 @@ fn committed_crd_yaml_matches_the_rust_types() {
     );
 }
 
+/// Helm installs the CRD from the chart's own `crds/`: it must be this one.
+#[test]
+fn the_charts_crd_is_the_generated_one() {
+    let chart = include_str!("../../charts/heartbeat-operator/crds/heartbeatmonitors.yaml");
+    assert!(
+        chart == COMMITTED,
+        "charts/heartbeat-operator/crds/heartbeatmonitors.yaml differs from crds/heartbeatmonitors.yaml.\n\
+         Copy it:\n    cp crds/heartbeatmonitors.yaml charts/heartbeat-operator/crds/"
+    );
+}
+
 fn crd() -> serde_yaml::Value {
     serde_yaml::from_str(COMMITTED).expect("committed CRD is YAML")
 }

@@ -72,33 +72,13 @@ pub fn apply_yaml(stack: &Stack, yaml: &str) {
 }
 
 fn apply_in(stack: &Stack, namespace: Option<&str>, yaml: &str) {
-    {
-        use std::io::Write;
-        let mut cmd = stack.kubectl();
-        cmd.arg("apply");
-        if let Some(ns) = namespace {
-            cmd.args(["-n", ns]);
-        }
-        let mut child = cmd
-            .args(["-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("kubectl apply");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(yaml.as_bytes())
-            .expect("write yaml");
-        let out = child.wait_with_output().expect("kubectl apply");
-        assert!(
-            out.status.success(),
-            "kubectl apply failed:\n{}\n{yaml}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    let mut cmd = stack.kubectl();
+    cmd.arg("apply");
+    if let Some(ns) = namespace {
+        cmd.args(["-n", ns]);
     }
+    let (ok, _, err) = crate::stack::run_with_stdin(cmd.args(["-f", "-"]), yaml);
+    assert!(ok, "kubectl apply failed:\n{err}\n{yaml}");
 }
 
 impl TestNamespace {

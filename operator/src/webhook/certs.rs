@@ -305,6 +305,10 @@ pub async fn ensure(
                 // Keep what others put on it (a Helm release's labels and
                 // annotations: the chart creates the Secret empty).
                 update.metadata.labels = secret.metadata.labels.clone();
+                // A Secret's type cannot change (the chart makes it Opaque).
+                if secret.type_.is_some() {
+                    update.type_ = secret.type_.clone();
+                }
                 let mut annotations = secret.metadata.annotations.clone().unwrap_or_default();
                 annotations.extend(update.metadata.annotations.take().unwrap_or_default());
                 update.metadata.annotations = Some(annotations);
