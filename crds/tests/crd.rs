@@ -128,3 +128,34 @@ fn every_spec_field_has_a_description_for_kubectl_explain() {
         );
     }
 }
+
+/// `kubectl explain heartbeatmonitor.spec` (and `.status`) shows a
+/// description for every field, nested ones included.
+#[test]
+fn every_spec_and_status_field_has_a_description() {
+    fn walk(schema: &serde_yaml::Value, path: &str, missing: &mut Vec<String>) {
+        if let Some(props) = schema["properties"].as_mapping() {
+            for (k, v) in props {
+                let p = format!("{path}.{}", k.as_str().unwrap_or("?"));
+                if v["description"].as_str().is_none_or(str::is_empty) {
+                    missing.push(p.clone());
+                }
+                walk(v, &p, missing);
+                walk(&v["items"], &format!("{p}[]"), missing);
+            }
+        }
+        walk_extra(schema, path, missing);
+    }
+    fn walk_extra(schema: &serde_yaml::Value, path: &str, missing: &mut Vec<String>) {
+        if schema["additionalProperties"].is_mapping() {
+            walk(&schema["additionalProperties"], &format!("{path}{{}}"), missing);
+        }
+    }
+    let crd = crd();
+    let root = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"];
+    let mut missing = Vec::new();
+    for part in ["spec", "status"] {
+        walk(&root[part], part, &mut missing);
+    }
+    assert!(missing.is_empty(), "fields without a description: {missing:?}");
+}
