@@ -95,10 +95,12 @@ install_kafka() {
 }
 
 install_debs() {
-	# kcat for by-hand inspection and tests; cmake/libcurl/libsasl for rdkafka's build.
+	# kcat for by-hand inspection and tests; cmake/libcurl/libsasl for rdkafka's build;
+	# musl-tools (musl-gcc) for the static binaries (e2e/build-static).
 	local missing=()
 	command -v kcat >/dev/null || missing+=(kcat)
 	command -v cmake >/dev/null || missing+=(cmake)
+	command -v musl-gcc >/dev/null || missing+=(musl-tools)
 	dpkg -s libcurl4-openssl-dev >/dev/null 2>&1 || missing+=(libcurl4-openssl-dev)
 	dpkg -s libsasl2-dev >/dev/null 2>&1 || missing+=(libsasl2-dev)
 	dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
@@ -108,6 +110,15 @@ install_debs() {
 	[ "$(id -u)" -eq 0 ] || sudo=sudo
 	$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null ||
 		die "apt-get install ${missing[*]} failed"
+}
+
+# The Rust standard library for the static binaries' target (e2e/build-static).
+install_rust_targets() {
+	local triple=x86_64-unknown-linux-musl
+	[ -d "$(rustc --print target-libdir --target "$triple" 2>/dev/null)" ] && return 0
+	command -v rustup >/dev/null || die "the Rust target $triple is missing and there is no rustup to add it"
+	log "adding the Rust target $triple"
+	rustup target add "$triple" >/dev/null || die "rustup target add $triple failed"
 }
 
 # What must already be on the machine (the project's machines have it all).
@@ -129,6 +140,7 @@ cmd_install() {
 	require_prereqs
 	mkdir -p "$TOOLS_BIN"
 	install_debs
+	install_rust_targets
 	install_kafka
 	install_etcd
 	install_kubernetes
