@@ -2,6 +2,7 @@
 //! no registry and no container runtime, so an image name is only a key.
 
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 /// What to run for an image: a program and its default arguments (the
 /// image's ENTRYPOINT and CMD).
@@ -27,6 +28,36 @@ pub const DEMO_IMAGES: &[(&str, &str)] = &[
 /// segment is one of these (so a chart's `ghcr.io/x/heartbeat-operator:1.2`
 /// runs the local build).
 pub const WORKSPACE_IMAGES: &[&str] = &["heartbeat-sidecar", "heartbeat-operator"];
+
+/// The static build's directory under the target directory: what
+/// `e2e/build-static` makes and the Dockerfiles ship.
+pub const STATIC_BUILD_DIR: &str = "x86_64-unknown-linux-musl/release";
+
+/// Where the workspace's binaries are built under the target directory, the
+/// preferred first: of builds of equal age the earlier wins, so the static
+/// build runs whenever it is at least as new as the others.
+pub const BUILD_DIRS: &[&str] = &[STATIC_BUILD_DIR, "release", "debug"];
+
+/// The paths the binary `name` may have been built at, in [`BUILD_DIRS`] order.
+pub fn build_candidates(target_dir: &Path, name: &str) -> Vec<PathBuf> {
+    BUILD_DIRS
+        .iter()
+        .map(|dir| target_dir.join(dir).join(name))
+        .collect()
+}
+
+/// Which build to run: the newest of those that exist (a modification
+/// time), the earliest in preference order among equally new ones.
+pub fn choose_build(builds: Vec<(PathBuf, Option<SystemTime>)>) -> Option<PathBuf> {
+    let mut chosen: Option<(SystemTime, PathBuf)> = None;
+    for (path, modified) in builds {
+        let Some(modified) = modified else { continue };
+        if chosen.as_ref().is_none_or(|(newest, _)| modified > *newest) {
+            chosen = Some((modified, path));
+        }
+    }
+    chosen.map(|(_, path)| path)
+}
 
 /// `registry/path/name:tag@digest` -> `path/name` without registry, tag or digest.
 pub fn repository(image: &str) -> &str {
@@ -69,8 +100,9 @@ impl Images {
         }
     }
 
-    /// The workspace binary `name`: the pinned sidecar, else the newer of
-    /// the release and debug builds, looked up now so a build made after
+    /// The workspace binary `name`: the pinned sidecar, else the newest of
+    /// the static, release and debug builds (the static one when it is at
+    /// least as new: [`choose_build`]), looked up now so a build made after
     /// the node started is used.
     fn workspace_binary(&self, name: &str) -> Option<PathBuf> {
         if name == "heartbeat-sidecar"
@@ -78,13 +110,14 @@ impl Images {
         {
             return pinned.is_file().then(|| pinned.clone());
         }
-        let target = &self.target_dir;
-        ["release", "debug"]
-            .iter()
-            .map(|profile| target.join(profile).join(name))
-            .filter_map(|p| Some((p.metadata().ok()?.modified().ok()?, p)))
-            .max()
-            .map(|(_, p)| p)
+        let builds = build_candidates(&self.target_dir, name)
+            .into_iter()
+            .map(|path| {
+                let modified = path.metadata().and_then(|m| m.modified()).ok();
+                (path, modified)
+            })
+            .collect();
+        choose_build(builds)
     }
 
     /// The entrypoint for `image`, or the reason it cannot be "pulled".
@@ -101,7 +134,7 @@ impl Images {
                 .ok_or_else(|| {
                     format!(
                         "image {image} maps to the workspace's {name} binary, which is not built: \
-                         run cargo build -p {name}"
+                         run e2e/build-static (what the images ship) or cargo build -p {name}"
                     )
                 });
         }
@@ -162,5 +195,57 @@ mod tests {
             images.resolve("demo/worker:latest").map(|e| e.program),
             Ok(PathBuf::from("/nonexistent/e2e/workloads/worker"))
         );
+    }
+
+    #[test]
+    fn builds_are_looked_for_static_first() {
+        assert_eq!(
+            build_candidates(Path::new("/t"), "heartbeat-operator"),
+            [
+                "/t/x86_64-unknown-linux-musl/release/heartbeat-operator",
+                "/t/release/heartbeat-operator",
+                "/t/debug/heartbeat-operator",
+            ]
+            .map(PathBuf::from)
+        );
+    }
+
+    /// `choose_build` over the candidates of `heartbeat-sidecar` under `/t`,
+    /// with the static, release and debug builds made at these seconds
+    /// (`None`: not built).
+    fn choose(static_: Option<u64>, release: Option<u64>, debug: Option<u64>) -> Option<String> {
+        let at =
+            |s: Option<u64>| s.map(|s| SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(s));
+        let builds = build_candidates(Path::new("/t"), "heartbeat-sidecar")
+            .into_iter()
+            .zip([at(static_), at(release), at(debug)])
+            .collect();
+        choose_build(builds).map(|p| {
+            p.strip_prefix("/t")
+                .expect("under the target dir")
+                .parent()
+                .expect("a directory")
+                .display()
+                .to_string()
+        })
+    }
+
+    #[test]
+    fn the_static_build_runs_when_at_least_as_new_as_the_others() {
+        let dir = |d: &str| Some(d.to_string());
+        let musl = dir(STATIC_BUILD_DIR);
+        // Alone, newest, or as new as the newest other build: the static one.
+        assert_eq!(choose(Some(5), None, None), musl);
+        assert_eq!(choose(Some(5), Some(4), Some(3)), musl);
+        assert_eq!(choose(Some(5), Some(5), Some(5)), musl);
+        assert_eq!(choose(Some(5), None, Some(5)), musl);
+        // Older than a build made after it (an edit, then cargo build): that one.
+        assert_eq!(choose(Some(5), Some(6), Some(4)), dir("release"));
+        assert_eq!(choose(Some(5), Some(4), Some(6)), dir("debug"));
+        // Without a static build, the newer of release and debug, release on a tie.
+        assert_eq!(choose(None, Some(4), Some(6)), dir("debug"));
+        assert_eq!(choose(None, Some(6), Some(4)), dir("release"));
+        assert_eq!(choose(None, Some(6), Some(6)), dir("release"));
+        assert_eq!(choose(None, None, None), None);
     }
 }
