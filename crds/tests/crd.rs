@@ -148,7 +148,11 @@ fn every_spec_and_status_field_has_a_description() {
     }
     fn walk_extra(schema: &serde_yaml::Value, path: &str, missing: &mut Vec<String>) {
         if schema["additionalProperties"].is_mapping() {
-            walk(&schema["additionalProperties"], &format!("{path}{{}}"), missing);
+            walk(
+                &schema["additionalProperties"],
+                &format!("{path}{{}}"),
+                missing,
+            );
         }
     }
     let crd = crd();
@@ -157,5 +161,8 @@ fn every_spec_and_status_field_has_a_description() {
     for part in ["spec", "status"] {
         walk(&root[part], part, &mut missing);
     }
-    assert!(missing.is_empty(), "fields without a description: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "fields without a description: {missing:?}"
+    );
 }
