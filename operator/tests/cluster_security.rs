@@ -1,0 +1,175 @@
+//! Security properties on the real stack: what the operator's ServiceAccount
+//! may do is exactly the documented minimum, and what the webhook injects
+//! passes the Kubernetes "restricted" Pod Security Standard.
+
+use std::collections::BTreeSet;
+
+use heartbeat_e2e::kube_env::install_crds;
+use heartbeat_e2e::operator::OperatorProcess;
+use heartbeat_e2e::stack::run;
+use heartbeat_e2e::{Stack, TestNamespace};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_heartbeat-operator");
+
+/// `kubectl auth can-i --list` rows (resource, resource names, verbs) of
+/// `sa` in `namespace`, whitespace normalised, non-resource URLs left out.
+fn can_i(stack: &Stack, sa: &str, namespace: &str) -> BTreeSet<String> {
+    let out = heartbeat_e2e::stack::run_ok(stack.kubectl().args([
+        "auth",
+        "can-i",
+        "--list",
+        "--as",
+        sa,
+        "-n",
+        namespace,
+        "--no-headers",
+    ]));
+    out.lines()
+        .filter(|l| !l.trim().is_empty())
+        .filter_map(|l| {
+            // Columns: resources, non-resource URLs, resource names, verbs.
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            let resource = cols.first()?;
+            if resource.starts_with('[') {
+                return None;
+            }
+            Some(cols.join(" "))
+        })
+        .collect()
+}
+
+/// The documented minimum (operator/deploy/rbac.yaml, each rule there
+/// says why), as `kubectl auth can-i --list` prints it.
+fn minimum(name: &str, own_namespace: bool) -> BTreeSet<String> {
+    // In its own namespace the Role adds `create` to the ClusterRole's
+    // Secret verbs, and can-i prints them as one row.
+    let secrets = if own_namespace {
+        "secrets [] [] [get list watch create]"
+    } else {
+        "secrets [] [] [get list watch]"
+    };
+    let mut rows = vec![
+        "heartbeatmonitors.heartbeat.dev [] [] [get list watch]".to_string(),
+        "heartbeatmonitors.heartbeat.dev/status [] [] [get patch]".to_string(),
+        "pods [] [] [list watch]".to_string(),
+        secrets.to_string(),
+        "events.events.k8s.io [] [] [create patch]".to_string(),
+        "mutatingwebhookconfigurations.admissionregistration.k8s.io [] [] [create]".to_string(),
+        format!(
+            "mutatingwebhookconfigurations.admissionregistration.k8s.io [] [{name}] [get patch]"
+        ),
+    ];
+    if own_namespace {
+        rows.extend([
+            format!("secrets [] [{name}-webhook-tls] [get update]"),
+            "leases.coordination.k8s.io [] [] [create]".to_string(),
+            format!("leases.coordination.k8s.io [] [{name}] [get patch]"),
+        ]);
+    }
+    rows.into_iter().collect()
+}
+
+/// Rule: the operator's ServiceAccount can do exactly the documented
+/// minimum: cluster-wide reads of monitors, pods and Secrets, its status,
+/// Events and its one webhook configuration; in its own namespace, its
+/// certificate Secret and its Lease; nothing else (no pod writes, no
+/// Secret writes elsewhere, no other Leases).
+#[test]
+fn the_operators_service_account_can_do_exactly_the_documented_minimum() {
+    let stack = Stack::get();
+    install_crds(stack);
+    let op = OperatorProcess::start(stack, BIN.as_ref());
+    let sa = format!("system:serviceaccount:{}:{}", op.namespace(), op.name);
+    // What any ServiceAccount may do (self reviews, public info) is not the
+    // operator's doing: a ServiceAccount without bindings shows it.
+    let anyone = format!("system:serviceaccount:{}:default", op.namespace());
+    let elsewhere = TestNamespace::create(stack, "rbac-other");
+    for (namespace, own) in [(op.namespace(), true), (elsewhere.name.as_str(), false)] {
+        let baseline = can_i(stack, &anyone, namespace);
+        let got: BTreeSet<String> = can_i(stack, &sa, namespace)
+            .difference(&baseline)
+            .cloned()
+            .collect();
+        let want = minimum(&op.name, own);
+        let extra: Vec<_> = got.difference(&want).collect();
+        let missing: Vec<_> = want.difference(&got).collect();
+        assert!(
+            extra.is_empty() && missing.is_empty(),
+            "in {namespace}: more than the minimum: {extra:#?}\nless than it: {missing:#?}"
+        );
+    }
+}
+
+/// Rule: the injected sidecar passes the "restricted" Pod Security
+/// Standard: in a namespace that enforces it, a compliant pod is admitted
+/// with the sidecar injected (admission checks the mutated pod), while a
+/// non-compliant one is refused (so enforcement is really on).
+#[test]
+fn the_injected_sidecar_passes_the_restricted_pod_security_standard() {
+    let stack = Stack::get();
+    install_crds(stack);
+    let op = OperatorProcess::start(stack, BIN.as_ref());
+    let ns = TestNamespace::create(stack, "pss");
+    op.enable_injection(&ns);
+    ns.kubectl(&[
+        "label",
+        "namespace",
+        &ns.name,
+        "pod-security.kubernetes.io/enforce=restricted",
+    ]);
+    ns.create_broker_secret(&stack.kafka_bootstrap);
+    let (k, v) = op.monitor_label();
+    ns.apply(&format!(
+        r#"
+apiVersion: heartbeat.dev/v1alpha1
+kind: HeartbeatMonitor
+metadata: {{name: app, labels: {{"{k}": "{v}"}}}}
+spec:
+  topic: pss
+  intervalSeconds: 5
+  brokerSecretRef: {{name: kafka}}
+  selector: {{matchLabels: {{app: restricted}}}}
+  appHealth: {{mode: File, file: {{path: /var/run/heartbeat/health}}, injectLivenessProbe: true}}
+"#
+    ));
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let pod = |name: &str, secure: bool| {
+        let sc = if secure {
+            "securityContext: {allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}, runAsNonRoot: true, runAsUser: 1000, seccompProfile: {type: RuntimeDefault}}"
+        } else {
+            "securityContext: {privileged: true}"
+        };
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, labels: {{app: restricted}}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: app\n    image: demo/worker\n    {sc}\n"
+        )
+    };
+    let mut apply = stack.kubectl();
+    apply.args(["apply", "-n", &ns.name, "-f", "-"]);
+    let (ok, _, err) = heartbeat_e2e::stack::run_with_stdin(&mut apply, &pod("compliant", true));
+    assert!(
+        ok,
+        "a compliant pod with the injected sidecar was refused: {err}"
+    );
+    let created: Value =
+        serde_json::from_str(&ns.kubectl(&["get", "pod", "compliant", "-o", "json"]))
+            .expect("pod JSON");
+    let injected = created["spec"]["initContainers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["name"] == "heartbeat");
+    assert!(injected, "not injected: {created:#}");
+
+    let mut apply = stack.kubectl();
+    apply.args(["apply", "-n", &ns.name, "-f", "-"]);
+    let (ok, _, err) = heartbeat_e2e::stack::run_with_stdin(&mut apply, &pod("privileged", false));
+    assert!(
+        !ok && err.contains("restricted"),
+        "a privileged pod was admitted: {err}"
+    );
+    let _ =
+        run(stack
+            .kubectl()
+            .args(["delete", "pod", "compliant", "-n", &ns.name, "--wait=false"]));
+}
