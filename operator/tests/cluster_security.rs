@@ -11,6 +11,7 @@ use heartbeat_e2e::{Stack, TestNamespace};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_heartbeat-operator");
+const T: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// `kubectl auth can-i --list` rows (resource, resource names, verbs) of
 /// `sa` in `namespace`, whitespace normalised, non-resource URLs left out.
@@ -172,4 +173,103 @@ spec:
         run(stack
             .kubectl()
             .args(["delete", "pod", "compliant", "-n", &ns.name, "--wait=false"]));
+}
+
+fn curl(args: &[&str]) -> (u16, String) {
+    let out = heartbeat_e2e::stack::run_ok(
+        std::process::Command::new("curl")
+            .args(["-s", "--noproxy", "*", "-m", "5", "-w", "\n%{http_code}"])
+            .args(args),
+    );
+    let (body, code) = out.rsplit_once('\n').unwrap_or((&out, "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// Rule: only the application in the same pod can signal progress or
+/// failure to its sidecar. Another pod (and the host) posting `/ping/fail`
+/// to the pod's IP is refused with 403 and changes nothing: the member stays
+/// Up and its app healthy; the app's own pings (to its pod IP) still count.
+#[test]
+fn only_the_pod_itself_can_ping_its_sidecar() {
+    let stack = Stack::get();
+    install_crds(stack);
+    let op = OperatorProcess::start(stack, BIN.as_ref());
+    let ns = TestNamespace::create(stack, "ping-auth");
+    op.enable_injection(&ns);
+    ns.create_broker_secret(&stack.kafka_bootstrap);
+    let topic = format!("ping-auth-{}", heartbeat_e2e::unique_suffix());
+    heartbeat_e2e::stack::run_ok(
+        heartbeat_e2e::stack::stack_command(stack.layout.root()).args(["create-topic", &topic]),
+    );
+    let (k, v) = op.monitor_label();
+    ns.apply(&format!(
+        r#"
+apiVersion: heartbeat.dev/v1alpha1
+kind: HeartbeatMonitor
+metadata: {{name: app, labels: {{"{k}": "{v}"}}}}
+spec:
+  topic: {topic}
+  intervalSeconds: 2
+  missedBeatsTolerated: 3
+  graceSeconds: 3
+  brokerSecretRef: {{name: kafka}}
+  selector: {{matchLabels: {{app: pinger}}}}
+  appHealth: {{mode: Ping, ping: {{maxAgeSeconds: 5}}}}
+"#
+    ));
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    ns.apply(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: app, labels: {app: pinger}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: demo/worker
+    env:
+    - {name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
+    - {name: PING_URL, value: "http://$(POD_IP):9190/ping"}
+"#,
+    );
+    ns.wait_pod_phase("app", "Running", T);
+    let ip = ns.wait_jsonpath("pod app", "{.status.podIP}", T, |s| !s.is_empty());
+    let status = |what: &str| ns.kubectl(&["get", "hbm", "app", "-o", &format!("jsonpath={what}")]);
+    let start = std::time::Instant::now();
+    while status("{.status.up}") != "1" {
+        assert!(start.elapsed() < T, "never Up: {}", status("{.status}"));
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+
+    // Another pod keeps telling the sidecar the app fails; so does the host.
+    ns.apply(&format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: intruder, annotations: {{heartbeat.dev/inject: "false"}}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: demo/worker
+    env: [{{name: PING_URL, value: "http://{ip}:9190/ping/fail"}}]
+"#
+    ));
+    ns.wait_pod_phase("intruder", "Running", T);
+    let (code, body) = curl(&["-X", "POST", &format!("http://{ip}:9190/ping/fail")]);
+    assert_eq!(code, 403, "the host's /ping/fail: {body}");
+    let watch = std::time::Instant::now();
+    while watch.elapsed() < std::time::Duration::from_secs(15) {
+        let (code, body) = curl(&[&format!("http://{ip}:9190/healthz/app")]);
+        assert_eq!(code, 200, "the app's health flipped: {body}");
+        assert_eq!(status("{.status.failing}"), "0", "{}", status("{.status}"));
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    assert_eq!(status("{.status.up}"), "1", "{}", status("{.status}"));
+    let refused = stack.container_log(&ns.name, "app", "heartbeat");
+    assert!(
+        refused.contains("refused a ping from outside the pod"),
+        "the sidecar did not log the refusals:\n{refused}"
+    );
 }

@@ -1,12 +1,16 @@
 //! The sidecar's HTTP port: liveness of the sidecar and of the app, progress
-//! pings from the app, and Prometheus metrics.
+//! pings from the app, and Prometheus metrics. Pings change what the
+//! sidecar says about the app (and so whether Kubernetes restarts it), so
+//! they are taken only from the pod itself: see [`Pingers`].
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
@@ -14,16 +18,64 @@ use serde::Deserialize;
 use crate::sidecar::Sidecar;
 use crate::signals::PingKind;
 
-/// The routes, each handler given the shared [`Sidecar`] as axum state.
-pub fn router(sidecar: Arc<Sidecar>) -> Router {
+/// Who may ping: the pod's own loopback, and the address the sidecar
+/// listens on (in a pod that is the pod IP, so a connection from that
+/// address comes from a container of the same pod; another pod's comes
+/// from its own IP). Pure.
+#[derive(Debug, Clone, Copy)]
+pub struct Pingers {
+    /// The listening address's IP; `None` when bound to all interfaces
+    /// (then only loopback may ping).
+    own: Option<IpAddr>,
+}
+
+impl Pingers {
+    /// The rule for a server listening on `bound`.
+    pub fn for_listener(bound: SocketAddr) -> Pingers {
+        let ip = bound.ip();
+        Pingers {
+            own: (!ip.is_unspecified()).then_some(ip),
+        }
+    }
+
+    /// Whether a connection from `peer` may ping.
+    pub fn allows(&self, peer: IpAddr) -> bool {
+        peer.is_loopback() || Some(peer) == self.own
+    }
+}
+
+async fn only_from_the_pod(
+    State(pingers): State<Pingers>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if pingers.allows(peer.ip()) {
+        return next.run(request).await;
+    }
+    tracing::warn!(%peer, path = %request.uri().path(), "refused a ping from outside the pod");
+    (
+        StatusCode::FORBIDDEN,
+        "pings are taken only from the pod itself (its loopback or its pod IP)\n",
+    )
+        .into_response()
+}
+
+/// The routes, each handler given the shared [`Sidecar`] as axum state;
+/// the ping routes only for [`Pingers`]. Serve it with connect info
+/// (`into_make_service_with_connect_info::<SocketAddr>`).
+pub fn router(sidecar: Arc<Sidecar>, pingers: Pingers) -> Router {
+    let pings = Router::new()
+        .route("/ping", get(ping).post(ping))
+        .route("/ping/start", get(ping_start).post(ping_start))
+        .route("/ping/fail", get(ping_fail).post(ping_fail))
+        .route_layer(middleware::from_fn_with_state(pingers, only_from_the_pod));
     Router::new()
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .route("/healthz/app", get(app))
-        .route("/ping", get(ping).post(ping))
-        .route("/ping/start", get(ping_start).post(ping_start))
-        .route("/ping/fail", get(ping_fail).post(ping_fail))
         .route("/metrics", get(metrics))
+        .merge(pings)
         .with_state(sidecar)
 }
 
@@ -144,5 +196,26 @@ async fn metrics(State(sidecar): State<Arc<Sidecar>>) -> Response {
         )
             .into_response(),
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics\n").into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_pod_itself_may_ping() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        let in_pod = Pingers::for_listener("10.192.0.7:9190".parse().expect("addr"));
+        assert!(
+            in_pod.allows(ip("10.192.0.7")),
+            "a container of the same pod"
+        );
+        assert!(in_pod.allows(ip("127.0.0.1")));
+        assert!(!in_pod.allows(ip("10.192.0.8")), "another pod");
+        assert!(!in_pod.allows(ip("10.191.0.1")), "the host");
+        let anywhere = Pingers::for_listener("0.0.0.0:9190".parse().expect("addr"));
+        assert!(anywhere.allows(ip("::1")));
+        assert!(!anywhere.allows(ip("192.168.1.2")));
     }
 }

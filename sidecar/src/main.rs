@@ -101,7 +101,12 @@ async fn run(config: Config) -> Result<(), Error> {
         "heartbeat-sidecar started"
     );
     let sidecar = Arc::new(Sidecar::new(config, metrics, producer, probe_client));
-    let server = axum::serve(listener, http::router(sidecar.clone()));
+    let pingers = http::Pingers::for_listener(addr);
+    let server = axum::serve(
+        listener,
+        http::router(sidecar.clone(), pingers)
+            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    );
     let server = tokio::spawn(async move { server.await });
 
     let mut term = signal(SignalKind::terminate()).map_err(Error::Signal)?;
