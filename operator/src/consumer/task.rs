@@ -434,6 +434,7 @@ fn intake(shared: &Shared, msg: &BorrowedMessage<'_>, caught_up: Option<u64>, lo
         program_id: &program_id,
         beat: &lenient.beat,
         broker_time,
+        position: Some((msg.partition(), msg.offset())),
     };
     let now = Timestamp::now();
     let mut recorded = false;

@@ -127,6 +127,10 @@ pub struct Member {
     /// Silence before this does not count: the member joined while the
     /// topic was already being read, so its earlier beats were not kept.
     clock_floor: Option<Timestamp>,
+    /// The newest sidecar run (its start) and beat `seq` seen, and where
+    /// that beat was on the topic.
+    last_seq: Option<(Timestamp, u64)>,
+    last_position: Option<(i32, i64)>,
 }
 
 impl Member {
@@ -154,6 +158,8 @@ impl Member {
             availability: Availability::default(),
             judged: false,
             clock_floor: None,
+            last_seq: None,
+            last_position: None,
         }
     }
 
@@ -170,6 +176,9 @@ pub struct Incoming<'a> {
     pub beat: &'a Beat,
     /// The message's broker timestamp.
     pub broker_time: Option<Timestamp>,
+    /// The message's (partition, offset): tells the operator's own re-read
+    /// of a message from a new message repeating an old beat.
+    pub position: Option<(i32, i64)>,
 }
 
 /// What [`Table::record`] did with a beat.
@@ -363,6 +372,34 @@ impl Table {
         let Some(m) = self.members.get_mut(&key) else {
             return Recorded::Unattributed("unknown_member");
         };
+        // A beat of the same sidecar run with a `seq` not above the newest
+        // is a repeat: the operator's own re-read (an offset it already
+        // read) is ignored; a new message repeating an old beat is a replay
+        // (someone re-producing captured beats to fake life) and refused.
+        if let (Some(sc), Some(seq)) = (&beat.beat.sidecar, beat.beat.seq)
+            && let Some((started, last_seq)) = m.last_seq
+            && started == sc.started_at
+            && seq <= last_seq
+        {
+            let new_message = match (m.last_position, beat.position) {
+                (Some((p, o)), Some((p2, o2))) if p == p2 => o2 > o,
+                _ => true,
+            };
+            return if new_message {
+                Recorded::Unattributed("replayed")
+            } else {
+                Recorded::Member {
+                    revived: false,
+                    skewed,
+                }
+            };
+        }
+        if let (Some(sc), Some(seq)) = (&beat.beat.sidecar, beat.beat.seq) {
+            m.last_seq = Some((sc.started_at, seq));
+        }
+        if beat.position.is_some() {
+            m.last_position = beat.position;
+        }
         if m.facts.last_beat.is_some_and(|last| judged <= last) {
             // A replayed or reordered beat: the newest one already counts.
             return Recorded::Member {

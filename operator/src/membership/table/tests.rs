@@ -89,6 +89,7 @@ fn record(table: &mut Table, beat: &Beat, at: i64) -> Recorded {
             program_id: &pid,
             beat,
             broker_time: Some(t(at)),
+            position: None,
         },
         t(at),
     )
@@ -310,6 +311,7 @@ fn an_expected_program_that_never_beats_is_stale_and_a_seen_one_ages_out_quietly
             program_id: "lab-1",
             beat: &b,
             broker_time: Some(t(1)),
+            position: None,
         },
         t(1),
     );
@@ -318,6 +320,7 @@ fn an_expected_program_that_never_beats_is_stale_and_a_seen_one_ages_out_quietly
             program_id: "script-9",
             beat: &Beat::at(t(1)),
             broker_time: Some(t(1)),
+            position: None,
         },
         t(1),
     );
@@ -331,6 +334,7 @@ fn an_expected_program_that_never_beats_is_stale_and_a_seen_one_ages_out_quietly
             program_id: "lab-1",
             beat: &Beat::at(t(30)),
             broker_time: Some(t(30)),
+            position: None,
         },
         t(30),
     );
@@ -361,6 +365,7 @@ fn seen_programs_are_capped() {
                 program_id: &id,
                 beat: &Beat::at(t(1)),
                 broker_time: None,
+                position: None,
             },
             t(1),
         );
@@ -430,6 +435,7 @@ fn broker_clock_judges_lateness_and_skewed_beats_are_flagged() {
             program_id: "x",
             beat: &b,
             broker_time: Some(t(10)),
+            position: None,
         },
         t(10),
     );
@@ -468,6 +474,7 @@ fn beat_clock_uses_the_beat_time_capped_at_now() {
             program_id: "x",
             beat: &b,
             broker_time: Some(t(10)),
+            position: None,
         },
         t(10),
     );
@@ -483,6 +490,7 @@ fn beat_clock_uses_the_beat_time_capped_at_now() {
             program_id: "x",
             beat: &b,
             broker_time: Some(t(60)),
+            position: None,
         },
         t(60),
     );
@@ -575,6 +583,7 @@ fn a_pod_sidecar_silent_long_after_a_stopping_beat_while_its_pod_runs_is_judged_
             program_id: "lab-1",
             beat: &ext,
             broker_time: Some(t(0)),
+            position: None,
         },
         t(0),
     );
@@ -609,4 +618,50 @@ fn an_alarm_inherited_from_the_previous_status_is_not_raised_twice() {
     assert_eq!(stale, [Some("pod-b")]);
     record(&mut tb, &sidecar_beat("a", 101), 101);
     assert_eq!(alarms(&tb.evaluate(t(101), None)), [Alarm::Recovered]);
+}
+
+#[test]
+fn a_repeated_seq_is_a_replay_unless_it_is_the_operators_own_re_read() {
+    let mut tb = table(None);
+    tb.sync_pods([pod("a", Some(0))], t(0));
+    fn at(b: &Beat, secs: i64, offset: i64) -> Incoming<'_> {
+        Incoming {
+            program_id: "x",
+            beat: b,
+            broker_time: Some(t(secs)),
+            position: Some((0, offset)),
+        }
+    }
+    let mut first = sidecar_beat("a", 0);
+    first.seq = Some(7);
+    assert!(matches!(
+        tb.record(&at(&first, 0, 10), t(0)),
+        Recorded::Member { .. }
+    ));
+    // The consumer reads offset 10 again after a seek: nothing new.
+    assert!(matches!(
+        tb.record(&at(&first, 0, 10), t(1)),
+        Recorded::Member { revived: false, .. }
+    ));
+    // The same beat produced again later (a new offset): a replay.
+    assert_eq!(
+        tb.record(&at(&first, 30, 11), t(30)),
+        Recorded::Unattributed("replayed")
+    );
+    tb.evaluate(t(30), None);
+    assert_eq!(
+        state_of(&tb, "pod-a"),
+        MemberState::Late,
+        "the replay did not make it look alive"
+    );
+    // A restarted sidecar (a new started_at) starts its seq again: fine.
+    let mut restarted = sidecar_beat("a", 51);
+    restarted.seq = Some(1);
+    if let Some(sc) = restarted.sidecar.as_mut() {
+        sc.started_at = t(51);
+    }
+    assert!(matches!(
+        tb.record(&at(&restarted, 51, 12), t(51)),
+        Recorded::Member { .. }
+    ));
 }
