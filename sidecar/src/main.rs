@@ -9,6 +9,7 @@ mod health;
 mod http;
 mod metrics;
 mod producer;
+mod serve;
 mod sidecar;
 mod signals;
 
@@ -102,12 +103,15 @@ async fn run(config: Config) -> Result<(), Error> {
     );
     let sidecar = Arc::new(Sidecar::new(config, metrics, producer, probe_client));
     let pingers = http::Pingers::for_listener(addr);
-    let server = axum::serve(
+    let refused = sidecar.metrics.http_refused.clone();
+    let server = tokio::spawn(serve::serve(
         listener,
-        http::router(sidecar.clone(), pingers)
-            .into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    );
-    let server = tokio::spawn(async move { server.await });
+        http::router(sidecar.clone(), pingers),
+        serve::Limits::default(),
+        move || {
+            refused.inc();
+        },
+    ));
 
     let mut term = signal(SignalKind::terminate()).map_err(Error::Signal)?;
     let mut int = signal(SignalKind::interrupt()).map_err(Error::Signal)?;

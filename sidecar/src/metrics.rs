@@ -22,6 +22,8 @@ pub struct Metrics {
     pub ping_failures: Counter,
     pub app_healthy: Gauge,
     pub last_delivery_timestamp_seconds: Gauge<f64, AtomicU64>,
+    /// Connections closed at accept because the server was at its bound.
+    pub http_refused: Counter,
 }
 
 /// A new metric, registered under `name` (counters get `_total`) with `help`.
@@ -54,6 +56,11 @@ impl Metrics {
                 r,
                 "last_delivery_timestamp_seconds",
                 "Unix time of the last delivered beat",
+            ),
+            http_refused: registered(
+                r,
+                "http_connections_refused",
+                "Connections closed at accept because the server was at its connection bound",
             ),
             registry,
         }
