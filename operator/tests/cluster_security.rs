@@ -273,3 +273,101 @@ spec:
         "the sidecar did not log the refusals:\n{refused}"
     );
 }
+
+/// Rule: the API server verifies the webhook's TLS through the caBundle: a
+/// wrong CA makes injection fail open (the pod is admitted, without the
+/// sidecar), and the operator says so: `uninjected` counts the pod,
+/// `Injected=False`, and a `PodsWithoutSidecar` Event names it.
+#[test]
+fn a_wrong_ca_fails_open_with_the_pod_admitted_counted_and_an_event() {
+    let stack = Stack::get();
+    install_crds(stack);
+    let op = OperatorProcess::start(stack, BIN.as_ref());
+    let ns = TestNamespace::create(stack, "wrong-ca");
+    op.enable_injection(&ns);
+    ns.create_broker_secret(&stack.kafka_bootstrap);
+    let (k, v) = op.monitor_label();
+    ns.apply(&format!(
+        r#"
+apiVersion: heartbeat.dev/v1alpha1
+kind: HeartbeatMonitor
+metadata: {{name: app, labels: {{"{k}": "{v}"}}}}
+spec:
+  topic: wrong-ca
+  intervalSeconds: 5
+  brokerSecretRef: {{name: kafka}}
+  selector: {{matchLabels: {{app: victim}}}}
+"#
+    ));
+    // A CA that did not sign the webhook's certificate.
+    let bogus = heartbeat_e2e::stack::run_ok(std::process::Command::new("openssl").args([
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "/dev/null",
+        "-subj",
+        "/CN=not-the-webhook-ca",
+        "-days",
+        "1",
+    ]));
+    use base64::Engine;
+    let patch = format!(
+        r#"[{{"op": "replace", "path": "/webhooks/0/clientConfig/caBundle", "value": "{}"}}]"#,
+        base64::engine::general_purpose::STANDARD.encode(bogus.as_bytes())
+    );
+    heartbeat_e2e::stack::run_ok(stack.kubectl().args([
+        "patch",
+        "mutatingwebhookconfiguration",
+        &op.name,
+        "--type=json",
+        "-p",
+        &patch,
+    ]));
+    // The API server picks the configuration up from its watch.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    ns.apply(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: victim, labels: {app: victim}}\n\
+         spec: {terminationGracePeriodSeconds: 1, containers: [{name: app, image: demo/worker}]}\n",
+    );
+    let pod: Value =
+        serde_json::from_str(&ns.kubectl(&["get", "pod", "victim", "-o", "json"])).expect("pod");
+    let injected = pod["spec"]["initContainers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["name"] == "heartbeat");
+    assert!(
+        !injected,
+        "injected through a webhook whose CA is wrong: {pod:#}"
+    );
+    let start = std::time::Instant::now();
+    loop {
+        let status: Value =
+            serde_json::from_str(&ns.kubectl(&["get", "hbm", "app", "-o", "json"])).expect("hbm");
+        let injected_false = status["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Injected" && c["status"] == "False");
+        let events = ns.kubectl(&[
+            "get",
+            "events",
+            "--field-selector",
+            "reason=PodsWithoutSidecar",
+            "-o",
+            "jsonpath={.items[*].message}",
+        ]);
+        if status["status"]["uninjected"] == 1 && injected_false && events.contains("victim") {
+            break;
+        }
+        assert!(
+            start.elapsed() < T,
+            "not reported: {:#}\nevents: {events}",
+            status["status"]
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}

@@ -81,6 +81,51 @@ pub fn event_for(t: &Transition, stale_after: SignedDuration) -> Option<Event> {
     })
 }
 
+/// The Event for pods that match a monitor but came without the sidecar
+/// (created while the webhook was down or unreachable, e.g. a wrong CA in
+/// the webhook configuration): they were admitted, so nothing else says so.
+pub fn uninjected_event(new: &[String], namespace: &str) -> Option<Event> {
+    if new.is_empty() {
+        return None;
+    }
+    let shown: Vec<&str> = new.iter().take(5).map(String::as_str).collect();
+    Some(Event {
+        type_: EventType::Warning,
+        reason: "PodsWithoutSidecar".into(),
+        note: Some(format!(
+            "{} pod(s) match but were created without the heartbeat sidecar ({}{}): the webhook was not called or failed (it fails open); check the operator and its webhook configuration's caBundle, then recreate them (kubectl -n {namespace} rollout restart ...)",
+            new.len(),
+            shown.join(", "),
+            if new.len() > 5 { ", ..." } else { "" }
+        )),
+        action: "Inject".into(),
+        secondary: None,
+    })
+}
+
+/// Publishes one Event about the monitor within its budget.
+pub async fn publish_one(
+    ctx: &Context,
+    monitor: &HeartbeatMonitor,
+    budget: &std::sync::Mutex<Budget>,
+    ev: Event,
+) {
+    let regarding: ObjectReference = monitor.object_ref(&());
+    let labels = EventLabels {
+        reason: ev.reason.clone(),
+    };
+    if !crate::consumer::lock(budget).take(Timestamp::now()) {
+        ctx.metrics.events_suppressed.get_or_create(&labels).inc();
+        return;
+    }
+    match ctx.recorder.publish(&ev, &regarding).await {
+        Ok(()) => {
+            ctx.metrics.events.get_or_create(&labels).inc();
+        }
+        Err(e) => tracing::warn!(error = %e, reason = %ev.reason, "cannot publish the Event"),
+    }
+}
+
 /// Publishes the Events of `transitions` within the monitor's budget.
 pub async fn publish(
     ctx: &Context,
@@ -128,6 +173,20 @@ mod tests {
 
     fn t(s: i64) -> Timestamp {
         Timestamp::from_second(1_800_000_000 + s).expect("valid")
+    }
+
+    #[test]
+    fn pods_without_the_sidecar_are_named_with_how_to_fix_it() {
+        assert!(uninjected_event(&[], "d").is_none());
+        let ev = uninjected_event(&["p1".into(), "p2".into()], "data").expect("event");
+        assert_eq!(ev.reason, "PodsWithoutSidecar");
+        let note = ev.note.unwrap_or_default();
+        assert!(
+            note.contains("p1, p2")
+                && note.contains("caBundle")
+                && note.contains("kubectl -n data"),
+            "{note}"
+        );
     }
 
     #[test]

@@ -60,6 +60,8 @@ pub struct Tracked {
     pub member_series: Mutex<HashSet<String>>,
     /// A consumer's wake-up for this monitor is on its way.
     pub wake_pending: Arc<AtomicBool>,
+    /// Uninjected pods already reported in an Event.
+    pub uninjected_reported: Mutex<HashSet<String>>,
 }
 
 impl Context {
@@ -76,6 +78,7 @@ impl Context {
                     broker: Mutex::new(None),
                     member_series: Mutex::new(HashSet::new()),
                     wake_pending: Arc::new(AtomicBool::new(false)),
+                    uninjected_reported: Mutex::new(HashSet::new()),
                 })
             })
             .clone();

@@ -146,6 +146,20 @@ pub async fn reconcile(monitor: Arc<HeartbeatMonitor>, ctx: Arc<Context>) -> Res
         timing.stale_after,
     )
     .await;
+    // Pods admitted without the sidecar: one Event per newly seen pod.
+    let fresh: Vec<String> = {
+        let mut reported = lock(&tracked.uninjected_reported);
+        reported.retain(|p| coverage.uninjected.contains(p));
+        coverage
+            .uninjected
+            .iter()
+            .filter(|p| reported.insert((*p).clone()))
+            .cloned()
+            .collect()
+    };
+    if let Some(ev) = events::uninjected_event(&fresh, &id.namespace) {
+        events::publish_one(&ctx, &monitor, &tracked.budget, ev).await;
+    }
     let (rows, view, last_beat, deadline) = {
         let mut t = lock(&tracked.table);
         let rows = status::rows(&mut t, now);
