@@ -854,3 +854,82 @@ spec:
         });
     }
 }
+
+/// Rule: a rotated broker Secret restarts the consumer with the new
+/// settings (still one consumer, members stay Up, no Stale); deleting the
+/// monitor stops its consumer and task (the metrics go back to 0) and
+/// removes its per-member series.
+#[tokio::test]
+async fn a_rotated_secret_restarts_the_consumer_and_a_deleted_monitor_leaks_nothing() {
+    let case = Case::start("ctl-rotate").await;
+    case.apply_monitor("ingest", SELECT_INGEST);
+    case.run_pods(&["one"]);
+    case.wait_status("ingest", "up 1", |s| count(s, "up") == 1);
+    let gauge = |name: &str| case.op.metric_value(name, &[]).unwrap_or(-1.0);
+    assert_eq!(gauge("heartbeat_operator_consumers"), 1.0);
+    assert_eq!(gauge("heartbeat_operator_tasks"), 1.0);
+
+    // New settings (same broker, another client property): a new consumer.
+    let rotated = case.ns.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "kafka",
+        &format!("--from-literal=bootstrap.servers={}", case.bootstrap),
+        "--from-literal=client.rack=rotated",
+        "--dry-run=client",
+        "-o",
+        "yaml",
+    ]);
+    case.ns.apply(&rotated);
+    eventually("the consumer restarted with the new settings", T, || {
+        let log = case.op.log();
+        let starts = log.matches("starting a consumer").count();
+        let stops = log.matches("stopping the consumer").count();
+        (starts >= 2 && stops >= 1)
+            .then_some(())
+            .ok_or(format!("{starts} starts, {stops} stops"))
+    });
+    let quiet = Instant::now();
+    while quiet.elapsed() < QUIET {
+        let s = case.status("ingest");
+        assert_eq!(count(&s, "stale"), 0, "{s:#}");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    case.wait_status("ingest", "up 1 on the new consumer", |s| {
+        count(s, "up") == 1
+    });
+    assert_eq!(
+        gauge("heartbeat_operator_consumers"),
+        1.0,
+        "the old consumer leaked"
+    );
+    assert_eq!(
+        gauge("heartbeat_operator_tasks"),
+        1.0,
+        "the old task leaked"
+    );
+    case.assert_no_stale_event();
+
+    case.ns.kubectl(&["delete", "hbm", "ingest"]);
+    eventually("the consumer and its task stopped", T, || {
+        let (c, t) = (
+            gauge("heartbeat_operator_consumers"),
+            gauge("heartbeat_operator_tasks"),
+        );
+        (c == 0.0 && t == 0.0)
+            .then_some(())
+            .ok_or(format!("consumers {c}, tasks {t}"))
+    });
+    let series = case.op.metric_sum(
+        "heartbeat_member_up",
+        &[("namespace", case.ns.name.as_str())],
+    );
+    let members = case
+        .op
+        .metrics()
+        .iter()
+        .filter(|m| m.name == "heartbeat_member_up")
+        .count();
+    assert_eq!((series, members), (0.0, 0), "per-member series left behind");
+}
