@@ -85,7 +85,7 @@ mod tests {
     use super::*;
 
     /// Sample names on /metrics: dashboards, the Kafka tests and the README use them.
-    const EXPOSED: [&str; 10] = [
+    const EXPOSED: [&str; 11] = [
         "heartbeat_sidecar_beats_enqueued_total",
         "heartbeat_sidecar_beats_delivered_total",
         "heartbeat_sidecar_beats_undelivered_total",
@@ -96,6 +96,7 @@ mod tests {
         "heartbeat_sidecar_ping_failures_total",
         "heartbeat_sidecar_app_healthy",
         "heartbeat_sidecar_last_delivery_timestamp_seconds",
+        "heartbeat_sidecar_http_connections_refused_total",
     ];
 
     #[test]
