@@ -1,9 +1,9 @@
 //! Leader election on a `coordination.k8s.io` Lease (kube-lease-manager):
 //! every replica serves the webhook, only the leader consumes and writes
 //! status. On top of the crate's own loop, a guard reads the Lease back
-//! every third of its duration: a replica that cannot confirm it still
-//! holds a live Lease (the API server unreachable, another holder) stops
-//! leading at once, before another replica can take over.
+//! every sixth of its duration: a replica that sees another holder stops at
+//! once, and one that cannot confirm its live Lease for half a duration
+//! (the API server unreachable) stops before another can take over.
 
 use std::time::Duration;
 
@@ -71,25 +71,33 @@ pub async fn join(client: Client, args: &Args) -> Result<Election> {
     let (stop, mut stopping) = watch::channel(false);
     let leases: Api<Lease> = Api::namespaced(client, &args.namespace);
     let name = args.lease_name.clone();
-    let every = Duration::from_secs((duration / 3).max(1));
+    // Read every sixth of the duration; a confirmation holds for half of it:
+    // a replica that cannot confirm stops within two thirds of a lease
+    // duration, before its Lease can expire and another take over, and two
+    // failed reads in a row are tolerated.
+    let every = Duration::from_secs((duration / 6).max(1));
+    let valid_for = Duration::from_secs((duration / 2).max(1));
     let task = tokio::spawn(async move {
         let mut check = tokio::time::interval(every);
-        let mut confirmed = false;
+        let mut confirmed_at: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 _ = stopping.changed() => break,
                 r = managed.changed() => if r.is_err() { break },
                 _ = check.tick() => {
-                    confirmed = match leases.get_opt(&name).await {
-                        Ok(Some(lease)) => holds(&lease, &identity, Timestamp::now()),
-                        Ok(None) => false,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "cannot read the leader Lease; not leading until it can be confirmed");
-                            false
+                    match leases.get_opt(&name).await {
+                        Ok(Some(lease)) if holds(&lease, &identity, Timestamp::now()) => {
+                            confirmed_at = Some(tokio::time::Instant::now());
                         }
-                    };
+                        // Someone else holds it, or nobody: not leading, at once.
+                        Ok(_) => confirmed_at = None,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot read the leader Lease to confirm it");
+                        }
+                    }
                 }
             }
+            let confirmed = confirmed_at.is_some_and(|at| at.elapsed() < valid_for);
             let lead = *managed.borrow() && confirmed;
             leading_tx.send_if_modified(|l| {
                 let changed = *l != lead;
