@@ -107,7 +107,7 @@ spec:
   topic: {}
   intervalSeconds: 2
   missedBeatsTolerated: 3
-  graceSeconds: 3
+  graceSeconds: 15
   brokerSecretRef: {{name: kafka}}
   selector: {{matchLabels: {{app: ingest}}}}
 "#,

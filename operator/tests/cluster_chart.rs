@@ -285,7 +285,7 @@ spec:
   topic: {}
   intervalSeconds: 2
   missedBeatsTolerated: 3
-  graceSeconds: 3
+  graceSeconds: 15
   brokerSecretRef: {{name: kafka}}
   selector: {{matchLabels: {{app: worker}}}}
 "#,

@@ -4,9 +4,10 @@
 //! HeartbeatMonitor status, Events and metrics. Each test has its own
 //! operator (monitors carry its `monitor_label()`), namespace and topic.
 //!
-//! Timing of every monitor: a beat every 2 s, Stale after 3 missed beats
-//! plus 3 s of grace (9 s of silence: a loaded 2-core machine running the
-//! whole tier at once can hold a sidecar's beat back for a few seconds). Tests never assert on speed: every
+//! Timing of the monitors: a beat every 2 s, Stale after 3 missed beats
+//! plus 3 s of grace (9 s of silence) where a test waits for Stale, plus
+//! 15 s (21 s) where the rule is that nothing alarms: a loaded 2-core
+//! machine has been seen to hold a broker's produce requests for 10 s. Tests never assert on speed: every
 //! wait is a poll with a generous timeout ([`T`]); a rule that must hold
 //! throughout is checked on every poll.
 
@@ -24,8 +25,13 @@ use serde_json::Value;
 const BIN: &str = env!("CARGO_BIN_EXE_heartbeat-operator");
 /// The bound of every wait: generous, a slow machine is not a failure.
 const T: Duration = Duration::from_secs(120);
-/// A Stale window (9 s) and then some: how long a "nothing bad happens" check watches.
-const QUIET: Duration = Duration::from_secs(18);
+/// The Stale window of the tolerant monitors (21 s) and then some: how long
+/// a "nothing bad happens" check watches.
+const QUIET: Duration = Duration::from_secs(25);
+/// Grace of the monitors that must go Stale (9 s of silence) and of those
+/// whose rule is that nothing alarms (21 s).
+const GRACE_SECS: u64 = 3;
+const TOLERANT_GRACE_SECS: u64 = 15;
 /// The monitors' timing.
 const INTERVAL_SECS: u64 = 2;
 /// The monitor covers the pods labelled app=ingest.
@@ -76,6 +82,18 @@ impl Case {
     /// Applies monitor `name` on the case's topic, labelled for its operator,
     /// with the short timing and the `extra` spec lines.
     fn apply_monitor(&self, name: &str, extra: &str) {
+        self.apply_monitor_with_grace(name, extra, GRACE_SECS);
+    }
+
+    /// [`Case::apply_monitor`] with a Stale window of 21 s, for tests whose
+    /// rule is that nothing alarms: on a loaded 2-core machine the broker
+    /// has been seen to hold every producer back for 10 s, which is a real
+    /// silence on the topic, not what these tests are about.
+    fn apply_tolerant_monitor(&self, name: &str, extra: &str) {
+        self.apply_monitor_with_grace(name, extra, TOLERANT_GRACE_SECS);
+    }
+
+    fn apply_monitor_with_grace(&self, name: &str, extra: &str, grace: u64) {
         let (k, v) = self.op.monitor_label();
         self.ns.apply(&format!(
             r#"
@@ -86,7 +104,7 @@ spec:
   topic: {topic}
   intervalSeconds: {INTERVAL_SECS}
   missedBeatsTolerated: 3
-  graceSeconds: 3
+  graceSeconds: {grace}
   brokerSecretRef: {{name: kafka}}
 {extra}
 "#,
@@ -366,7 +384,7 @@ impl Drop for ExternalProgram {
 #[tokio::test]
 async fn three_beating_pods_are_up_ready_and_healthy() {
     let case = Case::start("ctl-up").await;
-    case.apply_monitor("ingest", SELECT_INGEST);
+    case.apply_tolerant_monitor("ingest", SELECT_INGEST);
     case.deploy_ingest(3);
     let status = case.wait_status("ingest", "expected 3, up 3, Ready and Healthy", |s| {
         count(s, "expected") == 3
@@ -414,7 +432,7 @@ async fn a_frozen_sidecar_goes_stale_with_an_event_and_recovers_with_one() {
 #[tokio::test]
 async fn a_sigtermed_sidecar_raises_no_alarm_and_comes_back_up() {
     let case = Case::start("ctl-term").await;
-    case.apply_monitor("ingest", SELECT_INGEST);
+    case.apply_tolerant_monitor("ingest", SELECT_INGEST);
     case.deploy_ingest(3);
     case.wait_status("ingest", "up 3", |s| count(s, "up") == 3);
     let pod = case.ingest_pods().remove(0);
@@ -441,7 +459,7 @@ async fn a_sigtermed_sidecar_raises_no_alarm_and_comes_back_up() {
 #[tokio::test]
 async fn deleted_and_scaled_down_pods_leave_without_an_alarm() {
     let case = Case::start("ctl-scale").await;
-    case.apply_monitor("ingest", SELECT_INGEST);
+    case.apply_tolerant_monitor("ingest", SELECT_INGEST);
     case.deploy_ingest(3);
     case.run_pods(&["extra"]);
     case.wait_status("ingest", "expected 4, up 4", |s| {
@@ -471,7 +489,7 @@ async fn deleted_and_scaled_down_pods_leave_without_an_alarm() {
 #[tokio::test]
 async fn a_completed_job_pod_is_stopped_not_stale() {
     let case = Case::start("ctl-job").await;
-    case.apply_monitor("ingest", SELECT_INGEST);
+    case.apply_tolerant_monitor("ingest", SELECT_INGEST);
     case.ns.apply(
         r#"
 apiVersion: batch/v1
@@ -532,7 +550,7 @@ async fn an_openmsistream_program_is_up_and_a_silent_expected_one_is_stale() {
 #[tokio::test]
 async fn malformed_messages_are_counted_by_reason_and_crash_nothing() {
     let mut case = Case::start("ctl-bad").await;
-    case.apply_monitor("ingest", SELECT_INGEST);
+    case.apply_tolerant_monitor("ingest", SELECT_INGEST);
     case.run_pods(&["steady"]);
     case.wait_status("ingest", "up 1", |s| count(s, "up") == 1);
     let topic = case.topic.name.clone();
@@ -618,7 +636,7 @@ async fn a_broker_outage_makes_members_unknown_never_stale() {
     };
     let op = OperatorProcess::start_with(stack, BIN.as_ref(), options);
     let case = Case::with(stack, op, &kafka.bootstrap, "ctl-outage").await;
-    case.apply_monitor("lab", "  external: {expectedPrograms: [lab-uploader-1]}");
+    case.apply_tolerant_monitor("lab", "  external: {expectedPrograms: [lab-uploader-1]}");
     let _uploader = ExternalProgram::start(&kafka.bootstrap, &case.topic.name, "lab-uploader-1");
     case.wait_status("lab", "up 1, Ready", |s| {
         count(s, "up") == 1 && condition(s, "Ready")["status"] == "True"
@@ -655,7 +673,7 @@ async fn a_broker_outage_makes_members_unknown_never_stale() {
 #[tokio::test]
 async fn a_restarted_operator_declares_no_one_stale() {
     let mut case = Case::start("ctl-restart").await;
-    case.apply_monitor("ingest", SELECT_INGEST);
+    case.apply_tolerant_monitor("ingest", SELECT_INGEST);
     case.run_pods(&["one", "two"]);
     case.wait_status("ingest", "up 2", |s| count(s, "up") == 2);
     case.op.kill();
@@ -686,7 +704,7 @@ async fn one_of_two_replicas_leads_and_the_other_takes_over() {
     let op = OperatorProcess::start_with(stack, BIN.as_ref(), options);
     let mut replica = op.start_replica();
     let mut case = Case::with(stack, op, &stack.kafka_bootstrap, "ctl-ha").await;
-    case.apply_monitor("ingest", SELECT_INGEST);
+    case.apply_tolerant_monitor("ingest", SELECT_INGEST);
     case.run_pods(&["steady"]);
     case.wait_status("ingest", "up 1", |s| count(s, "up") == 1);
 
@@ -862,7 +880,7 @@ spec:
 #[tokio::test]
 async fn a_rotated_secret_restarts_the_consumer_and_a_deleted_monitor_leaks_nothing() {
     let case = Case::start("ctl-rotate").await;
-    case.apply_monitor("ingest", SELECT_INGEST);
+    case.apply_tolerant_monitor("ingest", SELECT_INGEST);
     case.run_pods(&["one"]);
     case.wait_status("ingest", "up 1", |s| count(s, "up") == 1);
     let gauge = |name: &str| case.op.metric_value(name, &[]).unwrap_or(-1.0);
