@@ -124,7 +124,9 @@ pub struct OperatorProcess {
 fn ports() -> (u16, u16) {
     use std::sync::atomic::{AtomicU16, Ordering};
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = 20_000 + (std::process::id() % 40) as u16 * 1_000;
+    // Below the kernel's ephemeral range (32768 and up), where any outgoing
+    // connection in the stack's namespace may already hold a port.
+    let base = 20_000 + (std::process::id() % 12) as u16 * 1_000;
     let p = base + (NEXT.fetch_add(2, Ordering::Relaxed) % 1_000);
     (p, p + 1)
 }
