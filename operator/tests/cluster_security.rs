@@ -102,6 +102,23 @@ fn the_operators_service_account_can_do_exactly_the_documented_minimum() {
     }
 }
 
+/// An operator, and a namespace it injects with the broker Secret and a
+/// monitor `app` labelled for it: `spec` lines besides `brokerSecretRef`.
+fn monitored(stack: &Stack, prefix: &str, spec: &str) -> (OperatorProcess, TestNamespace) {
+    let op = OperatorProcess::start(stack, BIN.as_ref());
+    let ns = TestNamespace::create(stack, prefix);
+    op.enable_injection(&ns);
+    ns.create_broker_secret(&stack.kafka_bootstrap);
+    let (k, v) = op.monitor_label();
+    ns.apply(&format!(
+        "apiVersion: heartbeat.dev/v1alpha1\nkind: HeartbeatMonitor\n\
+         metadata: {{name: app, labels: {{\"{k}\": \"{v}\"}}}}\nspec:\n  brokerSecretRef: {{name: kafka}}\n{spec}\n"
+    ));
+    // The webhook decides from its cache: let it see the monitor.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    (op, ns)
+}
+
 /// Rule: the injected sidecar passes the "restricted" Pod Security
 /// Standard: in a namespace that enforces it, a compliant pod is admitted
 /// with the sidecar injected (admission checks the mutated pod), while a
@@ -110,31 +127,18 @@ fn the_operators_service_account_can_do_exactly_the_documented_minimum() {
 fn the_injected_sidecar_passes_the_restricted_pod_security_standard() {
     let stack = Stack::get();
     install_crds(stack);
-    let op = OperatorProcess::start(stack, BIN.as_ref());
-    let ns = TestNamespace::create(stack, "pss");
-    op.enable_injection(&ns);
+    let (_op, ns) = monitored(
+        stack,
+        "pss",
+        "  topic: pss\n  intervalSeconds: 5\n  selector: {matchLabels: {app: restricted}}\n  \
+         appHealth: {mode: File, file: {path: /var/run/heartbeat/health}, injectLivenessProbe: true}",
+    );
     ns.kubectl(&[
         "label",
         "namespace",
         &ns.name,
         "pod-security.kubernetes.io/enforce=restricted",
     ]);
-    ns.create_broker_secret(&stack.kafka_bootstrap);
-    let (k, v) = op.monitor_label();
-    ns.apply(&format!(
-        r#"
-apiVersion: heartbeat.dev/v1alpha1
-kind: HeartbeatMonitor
-metadata: {{name: app, labels: {{"{k}": "{v}"}}}}
-spec:
-  topic: pss
-  intervalSeconds: 5
-  brokerSecretRef: {{name: kafka}}
-  selector: {{matchLabels: {{app: restricted}}}}
-  appHealth: {{mode: File, file: {{path: /var/run/heartbeat/health}}, injectLivenessProbe: true}}
-"#
-    ));
-    std::thread::sleep(std::time::Duration::from_secs(2));
     let pod = |name: &str, secure: bool| {
         let sc = if secure {
             "securityContext: {allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}, runAsNonRoot: true, runAsUser: 1000, seccompProfile: {type: RuntimeDefault}}"
@@ -193,31 +197,18 @@ fn curl(args: &[&str]) -> (u16, String) {
 fn only_the_pod_itself_can_ping_its_sidecar() {
     let stack = Stack::get();
     install_crds(stack);
-    let op = OperatorProcess::start(stack, BIN.as_ref());
-    let ns = TestNamespace::create(stack, "ping-auth");
-    op.enable_injection(&ns);
-    ns.create_broker_secret(&stack.kafka_bootstrap);
     let topic = format!("ping-auth-{}", heartbeat_e2e::unique_suffix());
     heartbeat_e2e::stack::run_ok(
         heartbeat_e2e::stack::stack_command(stack.layout.root()).args(["create-topic", &topic]),
     );
-    let (k, v) = op.monitor_label();
-    ns.apply(&format!(
-        r#"
-apiVersion: heartbeat.dev/v1alpha1
-kind: HeartbeatMonitor
-metadata: {{name: app, labels: {{"{k}": "{v}"}}}}
-spec:
-  topic: {topic}
-  intervalSeconds: 2
-  missedBeatsTolerated: 3
-  graceSeconds: 3
-  brokerSecretRef: {{name: kafka}}
-  selector: {{matchLabels: {{app: pinger}}}}
-  appHealth: {{mode: Ping, ping: {{maxAgeSeconds: 5}}}}
-"#
-    ));
-    std::thread::sleep(std::time::Duration::from_secs(2));
+    let (_op, ns) = monitored(
+        stack,
+        "ping-auth",
+        &format!(
+            "  topic: {topic}\n  intervalSeconds: 2\n  missedBeatsTolerated: 3\n  graceSeconds: 3\n  \
+             selector: {{matchLabels: {{app: pinger}}}}\n  appHealth: {{mode: Ping, ping: {{maxAgeSeconds: 5}}}}"
+        ),
+    );
     ns.apply(
         r#"
 apiVersion: v1
@@ -282,23 +273,11 @@ spec:
 fn a_wrong_ca_fails_open_with_the_pod_admitted_counted_and_an_event() {
     let stack = Stack::get();
     install_crds(stack);
-    let op = OperatorProcess::start(stack, BIN.as_ref());
-    let ns = TestNamespace::create(stack, "wrong-ca");
-    op.enable_injection(&ns);
-    ns.create_broker_secret(&stack.kafka_bootstrap);
-    let (k, v) = op.monitor_label();
-    ns.apply(&format!(
-        r#"
-apiVersion: heartbeat.dev/v1alpha1
-kind: HeartbeatMonitor
-metadata: {{name: app, labels: {{"{k}": "{v}"}}}}
-spec:
-  topic: wrong-ca
-  intervalSeconds: 5
-  brokerSecretRef: {{name: kafka}}
-  selector: {{matchLabels: {{app: victim}}}}
-"#
-    ));
+    let (op, ns) = monitored(
+        stack,
+        "wrong-ca",
+        "  topic: wrong-ca\n  intervalSeconds: 5\n  selector: {matchLabels: {app: victim}}",
+    );
     // A CA that did not sign the webhook's certificate.
     let bogus = heartbeat_e2e::stack::run_ok(std::process::Command::new("openssl").args([
         "req",

@@ -207,11 +207,6 @@ impl Consumers {
         }
     }
 
-    /// Monitors attached now.
-    pub fn attached(&self) -> Vec<MonitorId> {
-        lock(&self.attached).keys().cloned().collect()
-    }
-
     fn start(&self, key: &ConsumerKey) -> Running {
         let (health, _) = watch::channel(Health::Starting);
         let (stop, _) = watch::channel(false);

@@ -103,7 +103,8 @@ pub fn uninjected_event(new: &[String], namespace: &str) -> Option<Event> {
     })
 }
 
-/// Publishes one Event about the monitor within its budget.
+/// Publishes one Event about the monitor within its budget (what is over
+/// it is counted and logged, not published).
 pub async fn publish_one(
     ctx: &Context,
     monitor: &HeartbeatMonitor,
@@ -116,8 +117,10 @@ pub async fn publish_one(
     };
     if !crate::consumer::lock(budget).take(Timestamp::now()) {
         ctx.metrics.events_suppressed.get_or_create(&labels).inc();
+        tracing::warn!(monitor = ?regarding.name, reason = %ev.reason, note = ?ev.note, "event budget spent; not published");
         return;
     }
+    tracing::info!(monitor = ?regarding.name, reason = %ev.reason, note = ?ev.note, "event");
     match ctx.recorder.publish(&ev, &regarding).await {
         Ok(()) => {
             ctx.metrics.events.get_or_create(&labels).inc();
@@ -126,7 +129,8 @@ pub async fn publish_one(
     }
 }
 
-/// Publishes the Events of `transitions` within the monitor's budget.
+/// Publishes the Events of `transitions` (the pod as related object)
+/// within the monitor's budget.
 pub async fn publish(
     ctx: &Context,
     monitor: &HeartbeatMonitor,
@@ -134,35 +138,18 @@ pub async fn publish(
     transitions: &[Transition],
     stale_after: SignedDuration,
 ) {
-    let regarding: ObjectReference = monitor.object_ref(&());
     for t in transitions {
         let Some(mut ev) = event_for(t, stale_after) else {
             continue;
         };
-        let labels = EventLabels {
-            reason: ev.reason.clone(),
-        };
-        if !crate::consumer::lock(budget).take(Timestamp::now()) {
-            ctx.metrics.events_suppressed.get_or_create(&labels).inc();
-            tracing::warn!(monitor = ?regarding.name, reason = %ev.reason, note = ?ev.note, "event budget spent; not published");
-            continue;
-        }
         ev.secondary = t.pod.as_ref().map(|pod| ObjectReference {
             api_version: Some("v1".into()),
             kind: Some("Pod".into()),
             name: Some(pod.clone()),
-            namespace: regarding.namespace.clone(),
+            namespace: monitor.metadata.namespace.clone(),
             ..ObjectReference::default()
         });
-        tracing::info!(monitor = ?regarding.name, reason = %ev.reason, note = ?ev.note, "member transition");
-        match ctx.recorder.publish(&ev, &regarding).await {
-            Ok(()) => {
-                ctx.metrics.events.get_or_create(&labels).inc();
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, reason = %ev.reason, "cannot publish the Event")
-            }
-        };
+        publish_one(ctx, monitor, budget, ev).await;
     }
 }
 

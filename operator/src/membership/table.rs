@@ -11,7 +11,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::availability::Availability;
 use super::silence::Silence;
-use super::state::{Facts, Judgement, PodEnd, Timing, View, judge, next_deadline, severity};
+use super::state::{Facts, Judgement, PodEnd, Timing, View, judge, next_deadline};
 
 /// A monitor, `namespace/name` (what a beat's `monitor` field holds).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -546,18 +546,6 @@ impl Table {
     /// Every member, to read availability (which prunes as it goes).
     pub fn members_mut(&mut self) -> impl Iterator<Item = &mut Member> {
         self.members.values_mut()
-    }
-
-    /// The members, worst first (ties: longest in their state first).
-    pub fn worst_first(&self) -> Vec<&Member> {
-        let mut v: Vec<&Member> = self.members.values().collect();
-        v.sort_by(|a, b| {
-            severity(a.judgement.state)
-                .cmp(&severity(b.judgement.state))
-                .then(a.since.cmp(&b.since))
-                .then(a.program_id.cmp(&b.program_id))
-        });
-        v
     }
 }
 
