@@ -170,6 +170,17 @@ pub async fn read_until(
 /// `key`; a broker that does not take it within a few seconds is an `Err`
 /// (never a hang). A missing `kcat` panics naming it.
 pub fn kcat_produce(bootstrap: &str, topic: &str, key: &str, value: &str) -> Result<(), String> {
+    kcat_produce_with_headers(bootstrap, topic, key, value, &[])
+}
+
+/// [`kcat_produce`] with Kafka headers (`name`, `value`).
+pub fn kcat_produce_with_headers(
+    bootstrap: &str,
+    topic: &str,
+    key: &str,
+    value: &str,
+    headers: &[(&str, &str)],
+) -> Result<(), String> {
     use std::io::Write;
     use std::process::{Command, Stdio};
     // `|` never occurs in a key we use; kcat splits a line at its first delimiter.
@@ -177,9 +188,13 @@ pub fn kcat_produce(bootstrap: &str, topic: &str, key: &str, value: &str) -> Res
         !key.contains('|') && !value.contains('\n'),
         "unsendable {key:?}"
     );
-    let mut child = Command::new("kcat")
-        .args(["-P", "-b", bootstrap, "-t", topic, "-K", "|"])
-        .args(["-X", "message.timeout.ms=5000"])
+    let mut cmd = Command::new("kcat");
+    cmd.args(["-P", "-b", bootstrap, "-t", topic, "-K", "|"])
+        .args(["-X", "message.timeout.ms=5000"]);
+    for (name, v) in headers {
+        cmd.arg("-H").arg(format!("{name}={v}"));
+    }
+    let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -198,6 +213,26 @@ pub fn kcat_produce(bootstrap: &str, topic: &str, key: &str, value: &str) -> Res
             String::from_utf8_lossy(&out.stderr)
         ))
     }
+}
+
+/// The last `n` messages of `topic` (partition 0) as (key, value) text,
+/// read with `kcat` as any consumer could.
+pub fn kcat_last(bootstrap: &str, topic: &str, n: u32) -> Vec<(String, String)> {
+    let out = std::process::Command::new("kcat")
+        .args(["-C", "-b", bootstrap, "-t", topic, "-p", "0", "-e", "-q"])
+        .args(["-o", &format!("-{n}"), "-f", "%k|%s\n"])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run kcat (e2e/stack install installs it): {e}"));
+    assert!(
+        out.status.success(),
+        "kcat -C on {topic}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once('|'))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// A broker of its own, for tests that stop and restart it. Stopped on drop

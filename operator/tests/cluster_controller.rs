@@ -951,3 +951,116 @@ async fn a_rotated_secret_restarts_the_consumer_and_a_deleted_monitor_leaks_noth
         .count();
     assert_eq!((series, members), (0.0, 0), "per-member series left behind");
 }
+
+/// The key Secret's `key` (and `previous`, if any), decoded.
+fn signing_keys(case: &Case, monitor: &str) -> Result<(String, Option<String>), String> {
+    let (ok, json, err) = run(case.stack.kubectl().args([
+        "get",
+        "secret",
+        "-n",
+        &case.ns.name,
+        &format!("{monitor}-signing-key"),
+        "-o",
+        "json",
+    ]));
+    if !ok {
+        return Err(err);
+    }
+    let secret: Value = serde_json::from_str(&json).map_err(|e| e.to_string())?;
+    let decode = |k: &str| {
+        secret["data"][k].as_str().map(|b| {
+            use base64::Engine;
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(b)
+                .expect("base64 Secret data");
+            String::from_utf8(raw).expect("a hex key")
+        })
+    };
+    let key = decode("key").ok_or_else(|| format!("no key in {secret:#}"))?;
+    Ok((key, decode("previous")))
+}
+
+/// Rule: with `signing: {enabled: true}` the operator keeps a key Secret
+/// for the monitor and the webhook hands it to sidecars by `secretKeyRef`
+/// only (the key is nowhere in the pod); signed beats keep the member Up,
+/// while an unsigned and a forged copy of its beat announcing `stopping`
+/// are rejected and counted (`unsigned`, `forged`) and change nothing; a
+/// key rotation (the monitor's rotate annotation) keeps the old key
+/// accepted, so the running pod stays Up, a new pod signs with the new key,
+/// and no `HeartbeatStale` Event is raised.
+#[tokio::test]
+async fn signed_beats_count_forged_ones_do_not_and_a_rotation_raises_no_alarm() {
+    let case = Case::start("ctl-sign").await;
+    case.apply_tolerant_monitor(
+        "ingest",
+        &format!("{SELECT_INGEST}\n  signing: {{enabled: true}}"),
+    );
+    let (first, _) = eventually("the operator makes the key Secret", T, || {
+        signing_keys(&case, "ingest")
+    });
+    case.run_pods(&["old"]);
+    case.wait_status("ingest", "up 1 with signed beats", |s| count(s, "up") == 1);
+    let pod_json = case.ns.kubectl(&["get", "pod", "old", "-o", "json"]);
+    assert!(!pod_json.contains(&first), "the key is in the pod spec");
+    assert!(pod_json.contains("ingest-signing-key"), "{pod_json}");
+
+    // A copy of the member's own beat saying it stops, unsigned and forged.
+    let (key, genuine) = heartbeat_e2e::kafka::kcat_last(&case.bootstrap, &case.topic.name, 1)
+        .pop()
+        .expect("a beat on the topic");
+    let mut beat: Value = serde_json::from_str(&genuine).expect("beat json");
+    beat["phase"] = "stopping".into();
+    beat["seq"] = (beat["seq"].as_u64().unwrap_or(0) + 1000).into();
+    beat["timestamp"] = jiff::Timestamp::now().to_string().into();
+    let fake = beat.to_string();
+    let forged = format!("v1={}", "ab".repeat(32));
+    for headers in [vec![], vec![("heartbeat-signature", forged.as_str())]] {
+        heartbeat_e2e::kafka::kcat_produce_with_headers(
+            &case.bootstrap,
+            &case.topic.name,
+            &key,
+            &fake,
+            &headers,
+        )
+        .expect("produce");
+    }
+    eventually("unsigned and forged counted", T, || {
+        let by = |reason| case.op.metric_sum(REJECTED, &[("reason", reason)]);
+        let seen = (by("unsigned"), by("forged"));
+        (seen.0 >= 1.0 && seen.1 >= 1.0)
+            .then_some(())
+            .ok_or(format!("{seen:?}"))
+    });
+    case.status_holds("ingest", Duration::from_secs(5), "still up", |s| {
+        count(s, "up") == 1 && count(s, "stopped") == 0
+    });
+
+    // Rotate: the old pod keeps signing with the old key.
+    case.ns.kubectl(&[
+        "annotate",
+        "hbm",
+        "ingest",
+        "heartbeat.dev/rotate-signing-key=1",
+    ]);
+    let (second, previous) = eventually("a new key, the old one kept", T, || {
+        let (k, p) = signing_keys(&case, "ingest")?;
+        (k != first)
+            .then_some((k, p))
+            .ok_or("not rotated yet".into())
+    });
+    assert_eq!(previous.as_deref(), Some(first.as_str()));
+    case.run_pods(&["new"]);
+    case.wait_status("ingest", "up 2 across the rotation", |s| {
+        assert_eq!(count(s, "stale"), 0, "{s:#}");
+        count(s, "up") == 2
+    });
+    case.status_holds("ingest", QUIET, "both up, nothing stale", |s| {
+        count(s, "up") == 2 && count(s, "stale") == 0
+    });
+    let new_json = case.ns.kubectl(&["get", "pod", "new", "-o", "json"]);
+    assert!(
+        !new_json.contains(&first) && !new_json.contains(&second),
+        "a key is in the pod spec"
+    );
+    case.assert_no_stale_event();
+}

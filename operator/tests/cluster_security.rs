@@ -43,13 +43,9 @@ fn can_i(stack: &Stack, sa: &str, namespace: &str) -> BTreeSet<String> {
 /// The documented minimum (operator/deploy/rbac.yaml, each rule there
 /// says why), as `kubectl auth can-i --list` prints it.
 fn minimum(name: &str, own_namespace: bool) -> BTreeSet<String> {
-    // In its own namespace the Role adds `create` to the ClusterRole's
-    // Secret verbs, and can-i prints them as one row.
-    let secrets = if own_namespace {
-        "secrets [] [] [get list watch create]"
-    } else {
-        "secrets [] [] [get list watch]"
-    };
+    // In its own namespace the Role's `create` folds into the ClusterRole's
+    // Secret verbs (create/update: the signing key Secrets).
+    let secrets = "secrets [] [] [get list watch create update]";
     let mut rows = vec![
         "heartbeatmonitors.heartbeat.dev [] [] [get list watch]".to_string(),
         "heartbeatmonitors.heartbeat.dev/status [] [] [get patch]".to_string(),

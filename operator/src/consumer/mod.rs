@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use heartbeat_crds::monitor::HeartbeatMonitor;
+use heartbeat_crds::signing::KeyRing;
 use jiff::{SignedDuration, Timestamp};
 use kube::runtime::reflector::ObjectRef;
 use tokio::sync::{Notify, mpsc, watch};
@@ -26,6 +27,11 @@ pub use settings::{ConsumerKey, SettingsError};
 /// Wakes the reconciler of a monitor (a member came back to life).
 pub type Waker = mpsc::UnboundedSender<ObjectRef<HeartbeatMonitor>>;
 
+/// The keys a monitor's beats must be signed with; `None`: signing is off.
+/// Shared by the reconciler (which loads the key Secret) and the consumer
+/// (which checks every message before it reaches the monitor's table).
+pub type SigningKeys = Arc<RwLock<Option<KeyRing>>>;
+
 /// A monitor reading through a consumer.
 pub struct Subscriber {
     pub id: MonitorId,
@@ -35,6 +41,7 @@ pub struct Subscriber {
     /// A wake-up is on its way (cleared by the reconciler): one per
     /// reconcile, however many members come back at once.
     pub wake_pending: Arc<AtomicBool>,
+    pub signing: SigningKeys,
 }
 
 /// What a consumer task shares with the manager.
@@ -71,6 +78,7 @@ pub struct AttachRequest<'a> {
     pub id: &'a MonitorId,
     pub table: &'a Arc<Mutex<Table>>,
     pub wake_pending: &'a Arc<AtomicBool>,
+    pub signing: &'a SigningKeys,
     /// Seek-back when the consumer starts (history to rebuild).
     pub full: SignedDuration,
     /// Seek-back for a monitor joining a running consumer.
@@ -160,6 +168,7 @@ impl Consumers {
                 table: a.table.clone(),
                 epoch,
                 wake_pending: a.wake_pending.clone(),
+                signing: a.signing.clone(),
             });
         }
         shared.seek.notify_one();

@@ -9,11 +9,12 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use heartbeat_crds::Beat;
+use heartbeat_crds::signing::{self, Verdict};
 use jiff::{SignedDuration, Timestamp};
 use kube::runtime::reflector::ObjectRef;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::{BlindKind, Health, Shared, lock};
@@ -443,7 +444,29 @@ fn intake(shared: &Shared, msg: &BorrowedMessage<'_>, caught_up: Option<u64>, lo
         Ok(s) => s,
         Err(p) => p.into_inner(),
     };
+    let signature = msg.headers().and_then(|h| {
+        h.iter()
+            .find(|h| h.key == signing::HEADER)
+            .and_then(|h| h.value)
+    });
+    let mut refused = None;
     for s in subs.iter() {
+        // A monitor with signing on sees only what its keys signed; the
+        // same message may still count for a monitor without signing.
+        let verdict = match s.signing.read() {
+            Ok(g) => g.as_ref().map(|ring| {
+                ring.check(
+                    msg.key().unwrap_or_default(),
+                    msg.payload().unwrap_or_default(),
+                    signature,
+                )
+            }),
+            Err(p) => p.get_ref().as_ref().map(|_| Verdict::Forged),
+        };
+        if let Some(reason) = verdict.and_then(Verdict::rejection) {
+            refused = refused.or(Some(reason));
+            continue;
+        }
         match lock(&s.table).record(&incoming, now) {
             Recorded::Member { revived, skewed } => {
                 recorded = true;
@@ -475,7 +498,7 @@ fn intake(shared: &Shared, msg: &BorrowedMessage<'_>, caught_up: Option<u64>, lo
             })
             .inc();
     } else {
-        let reason = unattributed.unwrap_or("no_monitor");
+        let reason = refused.or(unattributed).unwrap_or("no_monitor");
         reject(reason);
         log.reject(&shared.key, reason, || {
             format!("beat of {program_id:?} matches no member")

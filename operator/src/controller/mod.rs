@@ -6,6 +6,7 @@
 pub mod events;
 pub mod pods;
 pub mod reconcile;
+pub mod signing;
 pub mod status;
 
 use std::collections::{HashMap, HashSet};
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use heartbeat_crds::monitor::{HeartbeatMonitor, HeartbeatMonitorStatus};
+use heartbeat_crds::signing::{KeyRing, secret_name as signing_secret_name};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Container, ContainerStatus, Pod, PodSpec, PodStatus, Secret};
 use kube::api::Api;
@@ -26,7 +28,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tokio::sync::{mpsc, watch};
 
-use crate::consumer::{ConsumerKey, Consumers, lock};
+use crate::consumer::{ConsumerKey, Consumers, SigningKeys, lock};
 use crate::membership::Table;
 use crate::membership::table::{Limits, MonitorId, Settings};
 use crate::metrics::{MemberLabels, Metrics, MonitorLabels, StateLabels};
@@ -62,6 +64,10 @@ pub struct Tracked {
     pub wake_pending: Arc<AtomicBool>,
     /// Uninjected pods already reported in an Event.
     pub uninjected_reported: Mutex<HashSet<String>>,
+    /// The keys its beats must be signed with (shared with the consumer).
+    pub signing: SigningKeys,
+    /// The key Secret's resourceVersion and the keys it gave.
+    pub signing_cache: Mutex<Option<(String, KeyRing)>>,
 }
 
 impl Context {
@@ -79,6 +85,8 @@ impl Context {
                     member_series: Mutex::new(HashSet::new()),
                     wake_pending: Arc::new(AtomicBool::new(false)),
                     uninjected_reported: Mutex::new(HashSet::new()),
+                    signing: SigningKeys::default(),
+                    signing_cache: Mutex::new(None),
                 })
             })
             .clone();
@@ -224,7 +232,10 @@ pub async fn lead(
         // No status write after this, whatever is still in flight.
         flag.store(false, Ordering::SeqCst);
         metrics.leader.set(0);
-        for id in lock(&ctx.tracked).keys().cloned().collect::<Vec<_>>() {
+        // Collected first: a `for` head's temporaries (the guard) live
+        // through the loop, and `forget` takes the same lock.
+        let ids: Vec<MonitorId> = lock(&ctx.tracked).keys().cloned().collect();
+        for id in ids {
             ctx.forget(&id);
         }
         ctx.consumers.stop_all();
@@ -312,9 +323,10 @@ fn controller(
             monitors_in_namespace(&for_secrets, s.metadata.namespace.as_deref())
                 .into_iter()
                 .filter(|r| {
-                    for_secrets
-                        .get(r)
-                        .is_some_and(|m| m.spec.broker_secret_ref.name == name)
+                    for_secrets.get(r).is_some_and(|m| {
+                        m.spec.broker_secret_ref.name == name
+                            || signing_secret_name(&m.name_any()) == name
+                    })
                 })
                 .collect::<Vec<_>>()
         })

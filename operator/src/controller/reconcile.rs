@@ -16,7 +16,7 @@ use kube::runtime::reflector::ObjectRef;
 use serde_json::json;
 
 use super::status::{self, Inputs, Readiness, Row};
-use super::{Context, Tracked, events, pods};
+use super::{Context, Tracked, events, pods, signing};
 use crate::consumer::{AttachRequest, BlindKind, ConsumerKey, Health, lock, view_for};
 use crate::membership::View;
 use crate::membership::silence;
@@ -89,13 +89,18 @@ pub async fn reconcile(monitor: Arc<HeartbeatMonitor>, ctx: Arc<Context>) -> Res
 
     // Sight: the broker Secret, the consumer, its health.
     tracked.wake_pending.store(false, Ordering::Relaxed);
-    let readiness = match broker_key(&ctx, &monitor, &tracked).await? {
+    let sight = match broker_key(&ctx, &monitor, &tracked).await? {
+        Ok(key) => signing::load(&ctx, &monitor, &tracked).await.map(|()| key),
+        Err(not_reading) => Err(not_reading),
+    };
+    let readiness = match sight {
         Ok(key) => {
             let a = ctx.consumers.attach(AttachRequest {
                 key: &key,
                 id: &id,
                 table: &tracked.table,
                 wake_pending: &tracked.wake_pending,
+                signing: &tracked.signing,
                 full: seek_window(&timing, ctx.limits.history),
                 short: stale_window(&timing),
                 now,

@@ -20,7 +20,7 @@ use json_patch::{AddOperation, Patch, PatchOperation};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EmptyDirVolumeSource, EnvFromSource, EnvVar, EnvVarSource,
     HTTPGetAction, ObjectFieldSelector, Pod, Probe, ResourceRequirements, SeccompProfile,
-    SecretEnvSource, SecurityContext, Volume, VolumeMount,
+    SecretEnvSource, SecretKeySelector, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -322,6 +322,23 @@ pub fn sidecar_container(
             v.replace('$', "$$"),
         )
     }));
+    // The signing key by reference only: it never appears in the pod spec.
+    // The operator creates the Secret when signing is turned on; a pod
+    // admitted before that waits for it (the kubelet retries the start).
+    if spec.signing.as_ref().is_some_and(|s| s.enabled) {
+        env.push(EnvVar {
+            name: env::SIGNING_KEY.to_string(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: heartbeat_crds::signing::secret_name(&name),
+                    key: heartbeat_crds::signing::SECRET_KEY.to_string(),
+                    optional: Some(false),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
     let volume_mounts = (spec.app_health.mode == AppHealthMode::File).then(|| {
         vec![VolumeMount {
             name: HEALTH_VOLUME.into(),
@@ -643,6 +660,40 @@ mod tests {
             Outcome::Skip { monitor, reason } => (monitor, reason),
             other => panic!("expected a skip, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn with_signing_on_the_key_comes_by_secret_reference_only() {
+        let mut m = monitor("ingest", "ingest");
+        m.spec.signing = Some(heartbeat_crds::monitor::Signing { enabled: true });
+        let out = injected(&pod(json!({})), &[m], &defaults());
+        let init = out.spec.and_then(|s| s.init_containers).expect("init");
+        let key = init[0]
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == "HEARTBEAT_SIGNING_KEY")
+            .expect("the signing key env");
+        assert_eq!(key.value, None, "never a literal key");
+        let r = key
+            .value_from
+            .as_ref()
+            .and_then(|f| f.secret_key_ref.as_ref())
+            .expect("secretKeyRef");
+        assert_eq!(
+            (r.name.as_str(), r.key.as_str()),
+            ("ingest-signing-key", "key")
+        );
+        // Off: no key at all.
+        let plain = injected(&pod(json!({})), &[monitor("ingest", "ingest")], &defaults());
+        let init = plain.spec.and_then(|s| s.init_containers).expect("init");
+        assert!(
+            init[0]
+                .env
+                .iter()
+                .flatten()
+                .all(|e| e.name != "HEARTBEAT_SIGNING_KEY")
+        );
     }
 
     #[test]
