@@ -151,6 +151,27 @@ impl Stack {
             .unwrap_or_else(|e| panic!("container-pid printed {out:?}: {e}"))
     }
 
+    /// Stops the API server (`e2e/stack stop apiserver`): an outage for
+    /// everything that talks to it. Only a test binary of its own may do
+    /// this, as other tests of the same binary would see the outage too.
+    pub fn stop_apiserver(&self) {
+        run_ok(
+            stack_command(self.layout.root())
+                .env("HB_COMPONENTS", "")
+                .args(["stop", "apiserver"]),
+        );
+    }
+
+    /// Starts it again on the same address, port and certificates and
+    /// waits until `/readyz` answers (`e2e/stack start apiserver`).
+    pub fn start_apiserver(&self) {
+        run_ok(
+            stack_command(self.layout.root())
+                .env("HB_COMPONENTS", "")
+                .args(["start", "apiserver"]),
+        );
+    }
+
     /// The current log of `container` in pod `namespace/pod` on the process node.
     pub fn container_log(&self, namespace: &str, pod: &str, container: &str) -> String {
         self.layout

@@ -283,7 +283,7 @@ impl Stack {
         Ok(out)
     }
 
-    /// The plan of the running stack (for `start kafka`, `create-topic`, `exec`).
+    /// The plan of the running stack (for `start`, `create-topic`, `exec`).
     fn running_plan(&self) -> Result<Plan, Error> {
         let net = StackNet::read(&self.layout).ok_or_else(|| Error::NotUp {
             dir: self.layout.root().to_path_buf(),
@@ -296,23 +296,39 @@ impl Stack {
         })
     }
 
-    /// `stop kafka`: takes the broker away (its ports stay in stack.env).
-    pub fn stop_kafka(&self) {
-        if let Some(pid) = process::stop(&self.layout.pid_file(Component::Kafka.name()), STOP_GRACE)
-        {
-            say(format!("stopped kafka ({pid})"));
+    /// `stop kafka|apiserver`: takes a component away (its address and
+    /// port stay in stack.env), for tests of outages.
+    pub fn stop_component(&self, c: Component) -> Result<(), Error> {
+        self.require(c)?;
+        if let Some(pid) = process::stop(&self.layout.pid_file(c.name()), STOP_GRACE) {
+            say(format!("stopped {} ({pid})", c.name()));
         }
+        Ok(())
     }
 
-    /// `start kafka`: brings the broker back on the same ports.
-    pub fn start_kafka(&self) -> Result<(), Error> {
-        if self.running(Component::Kafka).is_some() {
+    /// `start kafka|apiserver`: brings it back as `up` started it (same
+    /// port, same certificates and data) and waits until it is healthy.
+    pub fn start_component(&self, c: Component) -> Result<(), Error> {
+        self.require(c)?;
+        if self.running(c).is_some() {
             return Ok(());
         }
         let plan = self.running_plan()?;
-        self.start_one(&plan, Component::Kafka)?;
-        say(format!("started kafka on {}", plan.kafka_bootstrap()));
+        self.start_one(&plan, c)?;
+        say(format!("started {}", c.name()));
         Ok(())
+    }
+
+    /// Only what this stack runs can be stopped or started.
+    fn require(&self, c: Component) -> Result<(), Error> {
+        if self.wants(c) {
+            Ok(())
+        } else {
+            Err(Error::Usage(format!(
+                "this stack does not run {} (HB_COMPONENTS)",
+                c.name()
+            )))
+        }
     }
 
     /// `create-topic NAME [PARTITIONS]` (auto-creation is off on purpose).

@@ -87,6 +87,17 @@ enum Cmd {
 #[derive(ValueEnum, Debug, Clone, Copy)]
 enum Stoppable {
     Kafka,
+    /// kube-apiserver (the other components and clients reconnect).
+    Apiserver,
+}
+
+impl Stoppable {
+    fn component(self) -> Component {
+        match self {
+            Stoppable::Kafka => Component::Kafka,
+            Stoppable::Apiserver => Component::KubeApiserver,
+        }
+    }
 }
 
 fn run(args: Args) -> Result<ExitCode, Error> {
@@ -128,12 +139,8 @@ fn run(args: Args) -> Result<ExitCode, Error> {
             }
         }
         Cmd::Env => print!("{}", stack.env()?),
-        Cmd::Stop {
-            component: Stoppable::Kafka,
-        } => stack.stop_kafka(),
-        Cmd::Start {
-            component: Stoppable::Kafka,
-        } => stack.start_kafka()?,
+        Cmd::Stop { component } => stack.stop_component(component.component())?,
+        Cmd::Start { component } => stack.start_component(component.component())?,
         Cmd::CreateTopic { name, partitions } => stack.create_topic(&name, partitions)?,
         // Only returns when the exec failed.
         Cmd::Exec { cmd } => return Err(stack.exec(&cmd)),
