@@ -2,7 +2,7 @@
 //! (binary garbage, deep JSON, a value near the broker's limit, wrong
 //! types, non-UTF-8 keys, timestamps beyond the skew bound, a replayed
 //! beat, stopping beats for other pods) produced onto the topic of a
-//! monitor with one real member.
+//! monitor with one real member; and monitors at every validation bound.
 
 use std::time::{Duration, Instant};
 
@@ -234,4 +234,384 @@ spec:
         rss_after <= rss_before + RSS_SLACK_KIB,
         "resident memory grew from {rss_before} KiB to {rss_after} KiB over {ROUNDS} rounds of the corpus"
     );
+}
+
+/// Every numeric, length, item-count and property-count bound of the
+/// monitor spec in the generated CRD, as (path, keyword, limit).
+fn crd_bounds() -> std::collections::BTreeSet<(String, String)> {
+    fn walk(s: &Value, path: &str, out: &mut std::collections::BTreeSet<(String, String)>) {
+        for k in [
+            "minimum",
+            "maximum",
+            "minLength",
+            "maxLength",
+            "minItems",
+            "maxItems",
+            "maxProperties",
+        ] {
+            if s.get(k).is_some() {
+                out.insert((path.to_string(), k.to_string()));
+            }
+        }
+        if let Some(props) = s["properties"].as_object() {
+            for (name, sub) in props {
+                walk(sub, &format!("{path}.{name}"), out);
+            }
+        }
+        if s.get("items").is_some() {
+            walk(&s["items"], &format!("{path}[]"), out);
+        }
+    }
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../crds/heartbeatmonitors.yaml"
+    ))
+    .expect("the generated CRD");
+    let crd: Value = serde_yaml::from_str(&text).expect("CRD yaml");
+    let mut out = std::collections::BTreeSet::new();
+    walk(
+        &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"],
+        "spec",
+        &mut out,
+    );
+    out
+}
+
+/// One bound: the spec at it (accepted) and just past it (refused).
+struct Bound {
+    path: &'static str,
+    keyword: &'static str,
+    at: Value,
+    past: Value,
+}
+
+fn bound(path: &'static str, keyword: &'static str, at: Value, past: Value) -> Bound {
+    Bound {
+        path,
+        keyword,
+        at,
+        past,
+    }
+}
+
+fn window(schedule: &str, minutes: i64, zone: &str) -> Value {
+    serde_json::json!({"schedule": schedule, "durationMinutes": minutes, "timeZone": zone})
+}
+
+fn bounds() -> Vec<Bound> {
+    use serde_json::json;
+    let s = |c: char, n: usize| c.to_string().repeat(n);
+    let file = |age: i64| json!({"appHealth": {"mode": "File", "file": {"path": "/tmp/hb", "maxAgeSeconds": age}}});
+    let ping = |age: i64| json!({"appHealth": {"mode": "Ping", "ping": {"maxAgeSeconds": age}}});
+    let http = |port: i64, path: String| json!({"appHealth": {"mode": "Http", "http": {"port": port, "path": path}}});
+    let programs = |n: usize| json!({"external": {"expectedPrograms": (0..n).map(|i| format!("p-{i}")).collect::<Vec<_>>()}});
+    let windows = |n: usize| json!({"maintenanceWindows": vec![window("0 3 * * 0", 60, "UTC"); n]});
+    let producer = |n: usize| {
+        let mut keys: Vec<String> = heartbeat_crds::monitor::PRODUCER_ALLOWLIST
+            .iter()
+            .map(|k| k.to_string())
+            .collect();
+        keys.push("linger.ms.extra".into());
+        let map: serde_json::Map<String, Value> =
+            keys.into_iter().take(n).map(|k| (k, json!("1"))).collect();
+        json!({ "producer": map })
+    };
+    let max_producer = heartbeat_crds::monitor::PRODUCER_ALLOWLIST.len();
+    vec![
+        bound(
+            "spec.appHealth.file.maxAgeSeconds",
+            "minimum",
+            file(1),
+            file(0),
+        ),
+        bound(
+            "spec.appHealth.file.maxAgeSeconds",
+            "maximum",
+            file(86_400),
+            file(86_401),
+        ),
+        bound(
+            "spec.appHealth.file.path",
+            "maxLength",
+            json!({"appHealth": {"mode": "File", "file": {"path": format!("/{}", s('a', 1023))}}}),
+            json!({"appHealth": {"mode": "File", "file": {"path": format!("/{}", s('a', 1024))}}}),
+        ),
+        bound(
+            "spec.appHealth.http.port",
+            "minimum",
+            http(1, "/".into()),
+            http(0, "/".into()),
+        ),
+        bound(
+            "spec.appHealth.http.port",
+            "maximum",
+            http(65_535, "/".into()),
+            http(65_536, "/".into()),
+        ),
+        bound(
+            "spec.appHealth.http.path",
+            "maxLength",
+            http(8080, format!("/{}", s('a', 1023))),
+            http(8080, format!("/{}", s('a', 1024))),
+        ),
+        bound(
+            "spec.appHealth.ping.maxAgeSeconds",
+            "minimum",
+            ping(1),
+            ping(0),
+        ),
+        bound(
+            "spec.appHealth.ping.maxAgeSeconds",
+            "maximum",
+            ping(86_400),
+            ping(86_401),
+        ),
+        bound(
+            "spec.brokerSecretRef.name",
+            "minLength",
+            json!({"brokerSecretRef": {"name": "k"}}),
+            json!({"brokerSecretRef": {"name": ""}}),
+        ),
+        bound(
+            "spec.brokerSecretRef.name",
+            "maxLength",
+            json!({"brokerSecretRef": {"name": s('k', 253)}}),
+            json!({"brokerSecretRef": {"name": s('k', 254)}}),
+        ),
+        bound(
+            "spec.clock.maxSkewSeconds",
+            "minimum",
+            json!({"clock": {"maxSkewSeconds": 0}}),
+            json!({"clock": {"maxSkewSeconds": -1}}),
+        ),
+        bound(
+            "spec.clock.maxSkewSeconds",
+            "maximum",
+            json!({"clock": {"maxSkewSeconds": 86_400}}),
+            json!({"clock": {"maxSkewSeconds": 86_401}}),
+        ),
+        bound(
+            "spec.external.expectedPrograms",
+            "maxItems",
+            programs(1000),
+            programs(1001),
+        ),
+        bound(
+            "spec.graceSeconds",
+            "minimum",
+            json!({"graceSeconds": 0}),
+            json!({"graceSeconds": -1}),
+        ),
+        bound(
+            "spec.graceSeconds",
+            "maximum",
+            json!({"graceSeconds": 86_400}),
+            json!({"graceSeconds": 86_401}),
+        ),
+        bound(
+            "spec.intervalSeconds",
+            "minimum",
+            json!({"intervalSeconds": 1}),
+            json!({"intervalSeconds": 0}),
+        ),
+        bound(
+            "spec.intervalSeconds",
+            "maximum",
+            json!({"intervalSeconds": 86_400}),
+            json!({"intervalSeconds": 86_401}),
+        ),
+        bound(
+            "spec.maintenanceWindows",
+            "maxItems",
+            windows(20),
+            windows(21),
+        ),
+        bound(
+            "spec.maintenanceWindows[].durationMinutes",
+            "minimum",
+            json!({"maintenanceWindows": [window("0 3 * * 0", 1, "UTC")]}),
+            json!({"maintenanceWindows": [window("0 3 * * 0", 0, "UTC")]}),
+        ),
+        bound(
+            "spec.maintenanceWindows[].durationMinutes",
+            "maximum",
+            json!({"maintenanceWindows": [window("0 3 * * 0", 10_080, "UTC")]}),
+            json!({"maintenanceWindows": [window("0 3 * * 0", 10_081, "UTC")]}),
+        ),
+        // Five fields that pass the pattern but are no schedule: the
+        // operator must say so, not stumble.
+        bound(
+            "spec.maintenanceWindows[].schedule",
+            "maxLength",
+            json!({"maintenanceWindows": [window(&format!("0 3 * * {}", s('9', 120)), 60, "UTC")]}),
+            json!({"maintenanceWindows": [window(&format!("0 3 * * {}", s('9', 121)), 60, "UTC")]}),
+        ),
+        bound(
+            "spec.maintenanceWindows[].timeZone",
+            "maxLength",
+            json!({"maintenanceWindows": [window("0 3 * * 0", 60, &s('Z', 64))]}),
+            json!({"maintenanceWindows": [window("0 3 * * 0", 60, &s('Z', 65))]}),
+        ),
+        bound(
+            "spec.missedBeatsTolerated",
+            "minimum",
+            json!({"missedBeatsTolerated": 1}),
+            json!({"missedBeatsTolerated": 0}),
+        ),
+        bound(
+            "spec.missedBeatsTolerated",
+            "maximum",
+            json!({"missedBeatsTolerated": 1000}),
+            json!({"missedBeatsTolerated": 1001}),
+        ),
+        bound(
+            "spec.producer",
+            "maxProperties",
+            producer(max_producer),
+            producer(max_producer + 1),
+        ),
+        bound(
+            "spec.programId",
+            "maxLength",
+            json!({"programId": s('p', 249)}),
+            json!({"programId": s('p', 250)}),
+        ),
+        bound(
+            "spec.sidecar.image",
+            "minLength",
+            json!({"sidecar": {"image": "x"}}),
+            json!({"sidecar": {"image": ""}}),
+        ),
+        bound(
+            "spec.sidecar.image",
+            "maxLength",
+            json!({"sidecar": {"image": s('x', 1024)}}),
+            json!({"sidecar": {"image": s('x', 1025)}}),
+        ),
+    ]
+}
+
+/// Rule: every bound of the monitor spec (each numeric, length, item and
+/// property limit in the generated CRD has a case here, so a new bound
+/// without one fails this test) holds at the API server: a monitor at the
+/// bound is stored, one just past it is refused with an error naming the
+/// field; and the operator, given all the at-bound monitors at once
+/// (1,000 expected programs, 20 windows, a day-long interval, schedules and
+/// zones that pass the pattern but mean nothing), keeps running and writes
+/// a status with a Ready condition for every one of them.
+#[test]
+fn monitors_at_every_validation_bound_are_stored_past_it_refused_and_the_operator_copes() {
+    let stack = Stack::get();
+    install_crds(stack);
+    let mut op = OperatorProcess::start(stack, BIN.as_ref());
+    let ns = TestNamespace::create(stack, "bounds");
+    ns.create_broker_secret(&stack.kafka_bootstrap);
+    let cases = bounds();
+    let covered: std::collections::BTreeSet<(String, String)> = cases
+        .iter()
+        .map(|b| (b.path.to_string(), b.keyword.to_string()))
+        .collect();
+    assert_eq!(
+        covered,
+        crd_bounds(),
+        "bounds without a case (or cases without a bound)"
+    );
+
+    let (label_key, label_value) = op.monitor_label();
+    let manifest = |name: &str, patch: &Value| {
+        let mut m = serde_json::json!({
+            "apiVersion": "heartbeat.dev/v1alpha1",
+            "kind": "HeartbeatMonitor",
+            "metadata": {"name": name, "namespace": ns.name, "labels": {&label_key: &label_value}},
+            "spec": {
+                "topic": "bounds",
+                "intervalSeconds": 10,
+                "brokerSecretRef": {"name": "kafka"},
+                "selector": {"matchLabels": {"app": "none"}},
+            },
+        });
+        json_patch::merge(&mut m["spec"], patch);
+        m.to_string()
+    };
+    let apply = |json: &str| {
+        heartbeat_e2e::stack::run_with_stdin(stack.kubectl().args(["apply", "-f", "-"]), json)
+    };
+    let mut stored = Vec::new();
+    for (i, b) in cases.iter().enumerate() {
+        let what = format!("{} {}", b.path, b.keyword);
+        let name = format!("at-{i}");
+        let (ok, out, err) = apply(&manifest(&name, &b.at));
+        assert!(ok, "{what}: at the bound refused:\n{out}{err}");
+        stored.push(name);
+        let (ok, out, err) = apply(&manifest(&format!("past-{i}"), &b.past));
+        assert!(!ok, "{what}: past the bound stored:\n{out}");
+        let field = b
+            .path
+            .rsplit('.')
+            .next()
+            .unwrap_or(b.path)
+            .trim_end_matches("[]");
+        assert!(
+            err.contains(field),
+            "{what}: the error does not name {field}:\n{err}"
+        );
+    }
+    let statuses = || -> Result<(), String> {
+        let list: Value = serde_json::from_str(&ns.kubectl(&["get", "hbm", "-o", "json"]))
+            .map_err(|e| e.to_string())?;
+        let missing: Vec<String> = list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|m| {
+                !m["status"]["conditions"]
+                    .as_array()
+                    .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready"))
+            })
+            .map(|m| m["metadata"]["name"].as_str().unwrap_or("?").to_string())
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("no status yet: {missing:?}"))
+        }
+    };
+    let deadline = Instant::now() + T;
+    loop {
+        assert!(op.is_running(), "the operator died:\n{}", op.log());
+        match statuses() {
+            Ok(()) => break,
+            Err(e) if Instant::now() > deadline => panic!("{e}\n{}", op.log_tail(40)),
+            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
+    let list: Value =
+        serde_json::from_str(&ns.kubectl(&["get", "hbm", "-o", "json"])).expect("hbm list");
+    let items = list["items"].as_array().cloned().unwrap_or_default();
+    let names: Vec<&str> = items
+        .iter()
+        .filter_map(|m| m["metadata"]["name"].as_str())
+        .collect();
+    assert_eq!(names.len(), stored.len(), "stored: {names:?}");
+    // The schedule and zone that pass the pattern but mean nothing are
+    // named in the status, not ignored.
+    let healthy_notes: String = items
+        .iter()
+        .flat_map(|m| {
+            m["status"]["conditions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter(|c| c["type"] == "Healthy")
+        .filter_map(|c| c["message"].as_str().map(str::to_string))
+        .collect::<Vec<_>>()
+        .join("\n");
+    for meaningless in ["9999999", "ZZZZZZZZ"] {
+        assert!(
+            healthy_notes.contains(meaningless) && healthy_notes.contains("silences nothing"),
+            "no note on the window with {meaningless}:\n{healthy_notes}"
+        );
+    }
+    assert!(op.is_running(), "the operator died:\n{}", op.log());
 }

@@ -387,7 +387,7 @@ fn review(kind: &str, object: Value) -> Vec<u8> {
 fn bad_requests_get_clear_errors_and_odd_reviews_admit_unchanged() {
     let stack = Stack::get();
     install_crds(stack);
-    let op = OperatorProcess::start(stack, BIN.as_ref());
+    let mut op = OperatorProcess::start(stack, BIN.as_ref());
     let (code, body) = post_mutate(&op, b"{not json");
     assert_eq!(code, "400", "{body}");
     assert!(body.contains("not an AdmissionReview"), "{body}");
@@ -416,6 +416,38 @@ fn bad_requests_get_clear_errors_and_odd_reviews_admit_unchanged() {
         assert_eq!(answer["response"]["uid"], "e2e-uid-1");
         assert_eq!(answer["response"]["allowed"], true);
         assert!(answer["response"]["patch"].is_null(), "{answer}");
+    }
+    // Malformed in every other way: an answer each (refused, or admitted
+    // unchanged), never a crash.
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    let odd: Vec<(&str, Vec<u8>)> = vec![
+        ("nested 100,000 deep", deep.into_bytes()),
+        ("not UTF-8", vec![0xff, 0xfe, b'{', 0x80, b'}']),
+        ("request null", br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":null}"#.to_vec()),
+        ("v1beta1", br#"{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","request":{"uid":"u"}}"#.to_vec()),
+        ("no object", review("Pod", Value::Null)),
+        ("object a string", review("Pod", Value::from("pod"))),
+        (
+            "10,000 containers",
+            review(
+                "Pod",
+                serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "big"},
+                    "spec": {"containers": (0..10_000).map(|i| serde_json::json!({"name": format!("c{i}"), "image": "x"})).collect::<Vec<_>>()}}),
+            ),
+        ),
+    ];
+    for (what, body) in odd {
+        let (code, answer) = post_mutate(&op, &body);
+        match code.as_str() {
+            "400" | "413" | "422" => {}
+            "200" => {
+                let a: Value = serde_json::from_str(&answer).expect("an AdmissionReview");
+                assert_eq!(a["response"]["allowed"], true, "{what}: {a}");
+                assert!(a["response"]["patch"].is_null(), "{what}: {a}");
+            }
+            other => panic!("{what}: HTTP {other}: {answer}"),
+        }
+        assert!(op.is_running(), "{what} killed the webhook:\n{}", op.log());
     }
     assert!(
         op.metric("heartbeat_operator_webhook_bad_requests_total")
