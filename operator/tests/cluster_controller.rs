@@ -1064,3 +1064,42 @@ async fn signed_beats_count_forged_ones_do_not_and_a_rotation_raises_no_alarm() 
     );
     case.assert_no_stale_event();
 }
+
+/// Rule: with the webhook down (the operator stopped) a covered pod is
+/// still created, without the sidecar (failurePolicy Ignore); the operator
+/// back counts it as `uninjected` with `Injected=False` saying how to fix
+/// it (recreate the pod), never as Stale; recreated, it has the sidecar, is
+/// Up, and `Injected` is True again.
+#[tokio::test]
+async fn pods_created_while_the_webhook_is_down_are_uninjected_until_recreated() {
+    let mut case = Case::start("ctl-nohook").await;
+    case.apply_tolerant_monitor("ingest", SELECT_INGEST);
+    case.op.kill();
+    case.run_pods(&["bare"]);
+    let containers = case.ns.kubectl(&[
+        "get",
+        "pod",
+        "bare",
+        "-o",
+        "jsonpath={.spec.initContainers[*].name} {.spec.containers[*].name}",
+    ]);
+    assert!(!containers.contains("heartbeat"), "injected: {containers}");
+    case.op.restart();
+    let status = case.wait_status("ingest", "uninjected 1, Injected=False: recreate", |s| {
+        let injected = condition(s, "Injected");
+        count(s, "uninjected") == 1
+            && injected["status"] == "False"
+            && injected["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("bare") && m.contains("rollout restart"))
+    });
+    assert_eq!(count(&status, "stale"), 0, "{status:#}");
+    case.ns.kubectl(&["delete", "pod", "bare", "--wait=true"]);
+    case.run_pods(&["bare"]);
+    case.wait_status("ingest", "recreated: injected and up", |s| {
+        count(s, "uninjected") == 0
+            && count(s, "up") == 1
+            && condition(s, "Injected")["status"] == "True"
+    });
+    case.assert_no_stale_event();
+}
