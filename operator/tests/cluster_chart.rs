@@ -180,94 +180,64 @@ fn eventually<V>(what: &str, mut probe: impl FnMut() -> Result<V, String>) -> V 
     }
 }
 
-/// Rule: `helm install` runs the operator in-cluster as the real thing: its
-/// pods run on the process node as their ServiceAccount (token mounted),
-/// become Ready and elect a leader; the API server calls the webhook
-/// through the Service (the sidecar appears in a labelled Deployment's
-/// pods) and the leader reports them Up. `helm upgrade` with a changed
-/// value rolls the pods and the monitor's status survives; `helm
-/// uninstall` removes every object of the release (the CRD stays).
-#[tokio::test]
-async fn install_runs_in_cluster_and_upgrade_and_uninstall_are_clean() {
-    let stack = Stack::get();
-    install_crds(stack);
-    let ops = TestNamespace::create(stack, "chart-ops");
-    let app = TestNamespace::create(stack, "chart-app");
-    let release = Release {
-        stack,
-        name: format!("r{}", heartbeat_e2e::unique_suffix()),
-        namespace: ops.name.clone(),
-    };
-    let full = format!("{}-heartbeat-operator", release.name);
-    let selector = format!("heartbeat.dev/operator={}", release.name);
+/// `helm install` of the chart as `release` in its namespace, for the
+/// monitors labelled `heartbeat.dev/operator=<release>` and the namespaces
+/// labelled `heartbeat.dev/injection=<release>`, with `sets`; waits until
+/// its pods are Ready.
+fn install(stack: &Stack, release: &Release<'_>, sets: &[&str]) {
     let injection = format!("injection.namespaceLabel.value={}", release.name);
-    let monitor_selector = format!("monitorSelector={selector}");
-    run_ok(helm(stack).args([
-        "install",
-        &release.name,
-        &chart(),
-        "-n",
-        &ops.name,
-        "--set",
-        &injection,
-        "--set",
-        &monitor_selector,
-        "--set",
-        "leaderElection.leaseDurationSeconds=6",
-        "--wait",
-        "--timeout",
-        "180s",
-    ]));
+    let monitor_selector = format!("monitorSelector=heartbeat.dev/operator={}", release.name);
+    let mut cmd = helm(stack);
+    cmd.args(["install", &release.name, &chart(), "-n", &release.namespace]);
+    for set in [injection.as_str(), monitor_selector.as_str()]
+        .iter()
+        .chain(sets)
+    {
+        cmd.args(["--set", set]);
+    }
+    run_ok(cmd.args(["--wait", "--timeout", "180s"]));
+}
 
-    // Two Ready operator pods on the process node, as the chart's ServiceAccount.
+/// The release's operator pods that are not being deleted.
+fn operator_pods(stack: &Stack, release: &Release<'_>) -> Vec<Value> {
+    let label = format!("app.kubernetes.io/instance={}", release.name);
     let pods = json(
         stack,
-        &[
-            "get",
-            "pods",
-            "-n",
-            &ops.name,
-            "-l",
-            &format!("app.kubernetes.io/instance={}", release.name),
-        ],
+        &["get", "pods", "-n", &release.namespace, "-l", &label],
     );
-    let items = pods["items"].as_array().expect("pods");
-    assert_eq!(items.len(), 2, "{pods:#}");
-    for p in items {
-        assert_eq!(p["spec"]["nodeName"], "process-node");
-        assert_eq!(p["spec"]["serviceAccountName"], full.as_str());
-        let projected_token = p["spec"]["volumes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|v| {
-                v["projected"]["sources"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|s| s["serviceAccountToken"].is_object())
-            });
-        assert!(projected_token, "no ServiceAccount token volume: {p:#}");
-        assert_eq!(p["status"]["phase"], "Running");
-    }
-    let names: Vec<&str> = items
-        .iter()
-        .filter_map(|p| p["metadata"]["name"].as_str())
-        .collect();
-    let holder = eventually("a leader holds the Lease", || {
-        let lease = json(stack, &["get", "lease", &full, "-n", &ops.name]);
-        let h = lease["spec"]["holderIdentity"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        names
-            .contains(&h.as_str())
-            .then_some(h.clone())
-            .ok_or(format!("{lease:#}"))
-    });
-    assert!(!holder.is_empty());
+    pods["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .cloned()
+        .collect()
+}
 
-    // A labelled namespace, its broker Secret, a monitor and a Deployment.
+fn pod_names(pods: &[Value]) -> Vec<String> {
+    pods.iter()
+        .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// The release's leader Lease (its holderIdentity is a pod name).
+fn lease(stack: &Stack, release: &Release<'_>) -> Value {
+    let name = format!("{}-heartbeat-operator", release.name);
+    json(stack, &["get", "lease", &name, "-n", &release.namespace])
+}
+
+fn holder(lease: &Value) -> String {
+    lease["spec"]["holderIdentity"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Opts `app` in for `release`: its broker Secret, a monitor `app` on
+/// `topic` (Stale after 21 s of silence: the rule of its callers is that
+/// nothing alarms, and a loaded machine has held the broker for 10 s) and a
+/// 2-replica Deployment `worker`, waited for until both pods are injected.
+fn deploy_workers(stack: &Stack, release: &Release<'_>, app: &TestNamespace, topic: &str) {
     run_ok(stack.kubectl().args([
         "label",
         "namespace",
@@ -275,7 +245,6 @@ async fn install_runs_in_cluster_and_upgrade_and_uninstall_are_clean() {
         &format!("heartbeat.dev/injection={}", release.name),
     ]));
     app.create_broker_secret(&stack.kafka_bootstrap);
-    let topic = TestTopic::create(&stack.kafka_bootstrap, "chart").await;
     app.apply(&format!(
         r#"
 apiVersion: heartbeat.dev/v1alpha1
@@ -289,7 +258,7 @@ spec:
   brokerSecretRef: {{name: kafka}}
   selector: {{matchLabels: {{app: worker}}}}
 "#,
-        release.name, topic.name
+        release.name, topic
     ));
     // The webhook decides from its cache: let it see the monitor.
     std::thread::sleep(Duration::from_secs(2));
@@ -327,10 +296,82 @@ spec:
                 .ok_or(format!("{injected} of 2 injected"))
         },
     );
+}
+
+/// The status of monitor `app` in `app`.
+fn app_status(stack: &Stack, app: &TestNamespace) -> Value {
+    json(stack, &["get", "hbm", "app", "-n", &app.name])["status"].clone()
+}
+
+/// The `HeartbeatStale` Events of namespace `ns`, by name.
+fn stale_events(stack: &Stack, ns: &str) -> String {
+    run_ok(stack.kubectl().args([
+        "get",
+        "events",
+        "-n",
+        ns,
+        "--field-selector",
+        "reason=HeartbeatStale",
+        "-o",
+        "name",
+    ]))
+}
+
+/// Rule: `helm install` runs the operator in-cluster as the real thing: its
+/// pods run on the process node as their ServiceAccount (token mounted),
+/// become Ready and elect a leader; the API server calls the webhook
+/// through the Service (the sidecar appears in a labelled Deployment's
+/// pods) and the leader reports them Up. `helm upgrade` with a changed
+/// value rolls the pods and the monitor's status survives; `helm
+/// uninstall` removes every object of the release (the CRD stays).
+#[tokio::test]
+async fn install_runs_in_cluster_and_upgrade_and_uninstall_are_clean() {
+    let stack = Stack::get();
+    install_crds(stack);
+    let ops = TestNamespace::create(stack, "chart-ops");
+    let app = TestNamespace::create(stack, "chart-app");
+    let release = Release {
+        stack,
+        name: format!("r{}", heartbeat_e2e::unique_suffix()),
+        namespace: ops.name.clone(),
+    };
+    let full = format!("{}-heartbeat-operator", release.name);
+    install(stack, &release, &["leaderElection.leaseDurationSeconds=6"]);
+
+    // Two Ready operator pods on the process node, as the chart's ServiceAccount.
+    let items = operator_pods(stack, &release);
+    assert_eq!(items.len(), 2, "{items:#?}");
+    for p in &items {
+        assert_eq!(p["spec"]["nodeName"], "process-node");
+        assert_eq!(p["spec"]["serviceAccountName"], full.as_str());
+        let projected_token = p["spec"]["volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|v| {
+                v["projected"]["sources"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|s| s["serviceAccountToken"].is_object())
+            });
+        assert!(projected_token, "no ServiceAccount token volume: {p:#}");
+        assert_eq!(p["status"]["phase"], "Running");
+    }
+    let names = pod_names(&items);
+    let holder = eventually("a leader holds the Lease", || {
+        let lease = lease(stack, &release);
+        let h = holder(&lease);
+        names.contains(&h).then_some(h).ok_or(format!("{lease:#}"))
+    });
+    assert!(!holder.is_empty());
+
+    // A labelled namespace, its broker Secret, a monitor and a Deployment.
+    let topic = TestTopic::create(&stack.kafka_bootstrap, "chart").await;
+    deploy_workers(stack, &release, &app, &topic.name);
     let up2 = |what: &str| {
         eventually(what, || {
-            let hbm = json(stack, &["get", "hbm", "app", "-n", &app.name]);
-            let s = &hbm["status"];
+            let s = app_status(stack, &app);
             (s["up"] == 2 && s["expected"] == 2)
                 .then_some(())
                 .ok_or(format!("{s:#}"))
@@ -339,7 +380,7 @@ spec:
     up2("kubectl get hbm shows UP 2");
 
     // An upgrade with a changed value rolls both pods; status stays.
-    let before: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    let before = names;
     run_ok(helm(stack).args([
         "upgrade",
         &release.name,
@@ -354,24 +395,7 @@ spec:
         "180s",
     ]));
     eventually("the old operator pods are replaced", || {
-        let pods = json(
-            stack,
-            &[
-                "get",
-                "pods",
-                "-n",
-                &ops.name,
-                "-l",
-                &format!("app.kubernetes.io/instance={}", release.name),
-            ],
-        );
-        let now: Vec<String> = pods["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
-            .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_string))
-            .collect();
+        let now = pod_names(&operator_pods(stack, &release));
         (now.len() == 2 && now.iter().all(|n| !before.contains(n)))
             .then_some(())
             .ok_or(format!("{now:?}"))
@@ -382,16 +406,7 @@ spec:
         "status lost in the upgrade: {hbm:#}"
     );
     up2("still UP 2 under the new leader");
-    let stale_events = run_ok(stack.kubectl().args([
-        "get",
-        "events",
-        "-n",
-        &app.name,
-        "--field-selector",
-        "reason=HeartbeatStale",
-        "-o",
-        "name",
-    ]));
+    let stale_events = stale_events(stack, &app.name);
     assert!(
         stale_events.trim().is_empty(),
         "a Stale Event across the upgrade: {stale_events}"
@@ -435,5 +450,130 @@ spec:
         stack
             .kubectl()
             .args(["get", "crd", "heartbeatmonitors.heartbeat.dev"]),
+    );
+}
+
+/// Rule: in the in-cluster install (2 replicas), deleting the leader's pod
+/// hands the Lease to another replica within one lease duration of the old
+/// leader giving it up (released on SIGTERM, or expired), and the new
+/// leader rebuilds its state from the topic: throughout, every member stays
+/// expected and none is Stale, no `HeartbeatStale` Event is emitted, and
+/// under the new leader status advances with every member Up. (While the
+/// new leader reads the topic back its members are Unknown, Ready=False
+/// `CatchingUp`, as SPEC says: Unknown while the operator cannot consume.)
+#[tokio::test]
+async fn deleting_the_leader_pod_hands_over_within_a_lease_without_a_flap() {
+    const LEASE_SECS: u64 = 6;
+    /// The test's own kubectl polls of the Lease, on a loaded machine: how
+    /// late this test may see the hand-over after the fact.
+    const POLL_SLACK: Duration = Duration::from_secs(2);
+    let stack = Stack::get();
+    install_crds(stack);
+    let ops = TestNamespace::create(stack, "chart-ha-ops");
+    let app = TestNamespace::create(stack, "chart-ha-app");
+    let release = Release {
+        stack,
+        name: format!("r{}", heartbeat_e2e::unique_suffix()),
+        namespace: ops.name.clone(),
+    };
+    install(
+        stack,
+        &release,
+        &[
+            "replicaCount=2",
+            &format!("leaderElection.leaseDurationSeconds={LEASE_SECS}"),
+        ],
+    );
+    let names = pod_names(&operator_pods(stack, &release));
+    assert_eq!(names.len(), 2, "{names:?}");
+    let topic = TestTopic::create(&stack.kafka_bootstrap, "chart-ha").await;
+    deploy_workers(stack, &release, &app, &topic.name);
+    // Never an alarm nor a lost member; true once both are Up.
+    let steady = |s: &Value| {
+        assert_eq!(s["stale"].as_u64().unwrap_or(0), 0, "a Stale member: {s:#}");
+        assert_eq!(s["expected"], 2, "a member lost: {s:#}");
+        s["up"] == 2
+    };
+    eventually("UP 2", || {
+        let s = app_status(stack, &app);
+        (s["up"] == 2 && s["expected"] == 2)
+            .then_some(())
+            .ok_or(format!("{s:#}"))
+    });
+    let leader = eventually("a leader holds the Lease", || {
+        let lease = lease(stack, &release);
+        let h = holder(&lease);
+        names.contains(&h).then_some(h).ok_or(format!("{lease:#}"))
+    });
+
+    run_ok(
+        stack
+            .kubectl()
+            .args(["delete", "pod", &leader, "-n", &ops.name, "--wait=false"]),
+    );
+    let deleted_at = jiff::Timestamp::now();
+    // When the Lease stopped naming the deleted pod as its live holder
+    // (released, or its last renewal expired), then who holds it next.
+    let mut given_up: Option<Instant> = None;
+    let deadline = Instant::now() + T;
+    let new_leader = loop {
+        assert!(Instant::now() < deadline, "no new leader within {T:?}");
+        let lease = lease(stack, &release);
+        let h = holder(&lease);
+        let renewed: Option<jiff::Timestamp> = lease["spec"]["renewTime"]
+            .as_str()
+            .and_then(|t| t.parse().ok());
+        let expired = renewed.is_none_or(|t| {
+            jiff::Timestamp::now() > t + jiff::SignedDuration::from_secs(LEASE_SECS as i64)
+        });
+        if h != leader || expired {
+            given_up.get_or_insert_with(Instant::now);
+        }
+        if !h.is_empty() && h != leader {
+            break h;
+        }
+        steady(&app_status(stack, &app));
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let waited = given_up.map(|at| at.elapsed()).unwrap_or_default();
+    let lease_duration = Duration::from_secs(LEASE_SECS);
+    assert!(
+        waited <= lease_duration + POLL_SLACK,
+        "{new_leader} took the Lease {waited:?} after {leader} gave it up (lease {LEASE_SECS}s)"
+    );
+    let who = if names.contains(&new_leader) {
+        "the other replica"
+    } else {
+        "the deleted pod's replacement"
+    };
+    println!(
+        "hand-over: {leader} -> {new_leader} ({who}), {waited:?} after the Lease was given up"
+    );
+    let live = pod_names(&operator_pods(stack, &release));
+    assert!(
+        live.contains(&new_leader) && new_leader != leader,
+        "the Lease went to {new_leader}, not a live replica: {live:?}"
+    );
+
+    // The new leader writes: status advances past the deletion, never a flap.
+    eventually("status advances under the new leader, UP 2", || {
+        let s = app_status(stack, &app);
+        let up = steady(&s);
+        let advanced = s["lastBeatTime"]
+            .as_str()
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+            .is_some_and(|t| t > deleted_at + jiff::SignedDuration::from_secs(1));
+        (up && advanced).then_some(()).ok_or(format!("{s:#}"))
+    });
+    // A whole Stale window (21 s) and then some for a late alarm to show.
+    let quiet = Instant::now();
+    while quiet.elapsed() < Duration::from_secs(25) {
+        steady(&app_status(stack, &app));
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let stale = stale_events(stack, &app.name);
+    assert!(
+        stale.trim().is_empty(),
+        "a Stale Event across the hand-over: {stale}"
     );
 }
