@@ -172,6 +172,25 @@ impl Stack {
         );
     }
 
+    /// Stops the stack's broker (`e2e/stack stop kafka`): like
+    /// [`Stack::stop_apiserver`], only for a test binary of its own.
+    pub fn stop_kafka(&self) {
+        run_ok(
+            stack_command(self.layout.root())
+                .env("HB_COMPONENTS", "")
+                .args(["stop", "kafka"]),
+        );
+    }
+
+    /// Starts the broker again on the same port and waits until it answers.
+    pub fn start_kafka(&self) {
+        run_ok(
+            stack_command(self.layout.root())
+                .env("HB_COMPONENTS", "")
+                .args(["start", "kafka"]),
+        );
+    }
+
     /// The current log of `container` in pod `namespace/pod` on the process node.
     pub fn container_log(&self, namespace: &str, pod: &str, container: &str) -> String {
         self.layout

@@ -1,0 +1,496 @@
+//! A combined fault run: random faults, one after another, against 50
+//! members (10 injected pods of a Deployment, 40 programs outside the
+//! cluster) watched by two operator replicas. A binary of its own: it stops
+//! the stack's shared broker and API server, and cargo runs test binaries
+//! one after another.
+//!
+//! Seeded: the seed is printed at the start and in every failure, and
+//! `HB_CHAOS_SEED=N` replays the same faults in the same order with the
+//! same durations (what the machine does in between is not replayed).
+//! `HB_CHAOS_SECS` sets how long faults are thrown (default 120 s; the
+//! documented long run, `e2e/bench/chaos`, uses 600).
+//!
+//! Tests never assert on speed: every wait is a poll with a generous bound.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use heartbeat_e2e::kube_env::install_crds;
+use heartbeat_e2e::operator::OperatorProcess;
+use heartbeat_e2e::stack::{run, run_with_stdin};
+use heartbeat_e2e::{Stack, TestNamespace, TestTopic};
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt, SeedableRng};
+use rdkafka::ClientConfig;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_heartbeat-operator");
+/// The bound of the final convergence: generous, a slow machine is not a failure.
+const T: Duration = Duration::from_secs(240);
+const PODS: u32 = 10;
+const EXTERNAL: usize = 40;
+/// A beat every 2 s, Stale after 3 missed beats plus 15 s of grace (21 s
+/// of silence): faults last up to 30 s, so some outlast the window.
+const INTERVAL_SECS: u64 = 2;
+const GRACE_SECS: u64 = 15;
+/// External programs stopped (with a `stopping` beat) at most.
+const MAX_EXTERNAL_STOPS: usize = 5;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Fault {
+    /// The broker stopped for a while (every producer and consumer loses it).
+    BrokerDown,
+    /// The API server stopped for a while.
+    ApiServerDown,
+    /// One operator replica SIGKILLed, started again after a while.
+    ReplicaKilled,
+    /// An injected pod deleted (the Deployment replaces it).
+    PodDeleted,
+    /// The Deployment scaled down, then back up after a while.
+    ScaledDown,
+    /// The broker Secret rewritten with another client.id (a new consumer).
+    SecretRotated,
+    /// An external program says `stopping` and goes quiet.
+    ExternalStopped,
+}
+
+const FAULTS: [Fault; 7] = [
+    Fault::BrokerDown,
+    Fault::ApiServerDown,
+    Fault::ReplicaKilled,
+    Fault::PodDeleted,
+    Fault::ScaledDown,
+    Fault::SecretRotated,
+    Fault::ExternalStopped,
+];
+
+/// Programs outside the cluster: one producer beating for each running
+/// program every interval, as an OpenMSIStream program would; a stopped
+/// one sends a last `stopping` beat.
+struct Externals {
+    running: Arc<Mutex<Vec<bool>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+fn program(i: usize) -> String {
+    format!("lab-{i}")
+}
+
+fn beat(phase: &str, seq: u64) -> String {
+    format!(
+        r#"{{"timestamp": "{}", "phase": "{phase}", "seq": {seq}}}"#,
+        jiff::Timestamp::now()
+    )
+}
+
+impl Externals {
+    fn start(bootstrap: &str, topic: &str) -> Externals {
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("linger.ms", "20")
+            .create()
+            .expect("producer");
+        let running = Arc::new(Mutex::new(vec![true; EXTERNAL]));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (r, s, topic) = (running.clone(), stop.clone(), topic.to_string());
+        let thread = std::thread::spawn(move || {
+            let mut seq = 0;
+            let mut said_stop = vec![false; EXTERNAL];
+            while !s.load(Ordering::Relaxed) {
+                seq += 1;
+                let alive = r.lock().map(|g| g.clone()).unwrap_or_default();
+                for (i, up) in alive.iter().enumerate() {
+                    let phase = match (up, said_stop[i]) {
+                        (true, _) => "running",
+                        (false, false) => "stopping",
+                        (false, true) => continue,
+                    };
+                    said_stop[i] = !up;
+                    let key = format!("{}_heartbeat", program(i));
+                    let value = beat(phase, seq);
+                    // A full queue (a long broker outage) loses the beat, as
+                    // it would in the wild.
+                    let _ = producer.send(BaseRecord::to(&topic).key(&key).payload(&value));
+                }
+                producer.poll(Duration::from_millis(0));
+                let until = Instant::now() + Duration::from_secs(INTERVAL_SECS);
+                while Instant::now() < until && !s.load(Ordering::Relaxed) {
+                    producer.poll(Duration::from_millis(100));
+                }
+            }
+            let _ = producer.flush(Duration::from_secs(1));
+        });
+        Externals {
+            running,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn stop_program(&self, i: usize) {
+        if let Ok(mut g) = self.running.lock() {
+            g[i] = false;
+        }
+    }
+
+    fn running(&self) -> Vec<usize> {
+        self.running
+            .lock()
+            .map(|g| (0..EXTERNAL).filter(|i| g[*i]).collect())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Externals {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Run {
+    stack: &'static Stack,
+    ns: TestNamespace,
+    ops: Vec<OperatorProcess>,
+    externals: Externals,
+    seed: u64,
+    log: Vec<String>,
+    started: Instant,
+}
+
+impl Run {
+    /// Every failure names the seed and what was done.
+    fn fail(&self, what: &str) -> ! {
+        let tails: Vec<String> = self.ops.iter().map(|o| o.log_tail(30)).collect();
+        panic!(
+            "{what}\nseed {seed} (replay: HB_CHAOS_SEED={seed})\nfaults:\n{}\noperator logs (tails):\n{}",
+            self.log.join("\n"),
+            tails.join("\n---\n"),
+            seed = self.seed,
+        );
+    }
+
+    fn note(&mut self, what: String) {
+        let line = format!("t+{:>3}s {what}", self.started.elapsed().as_secs());
+        eprintln!("chaos: {line}");
+        self.log.push(line);
+    }
+
+    fn kubectl(&self, args: &[&str]) -> (bool, String, String) {
+        run(self.stack.kubectl().args(["-n", &self.ns.name]).args(args))
+    }
+
+    fn status(&self) -> Option<Value> {
+        let (ok, out, _) = self.kubectl(&["get", "hbm", "chaos", "-o", "json"]);
+        ok.then(|| serde_json::from_str::<Value>(&out).ok())
+            .flatten()
+            .map(|m| m["status"].clone())
+    }
+
+    /// A Stale member now is a false alarm: every member beats or stopped.
+    fn check_no_stale(&self) {
+        if let Some(s) = self.status()
+            && count(&s, "stale") > 0
+        {
+            self.fail(&format!("a member is Stale: {s:#}"));
+        }
+    }
+
+    fn ingest_pods(&self) -> Vec<(String, bool)> {
+        let (_, out, _) = self.kubectl(&["get", "pods", "-l", "app=ingest", "-o", "json"]);
+        let list: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+        list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .map(|p| {
+                let name = p["metadata"]["name"].as_str().unwrap_or("?").to_string();
+                let injected = p["spec"]["initContainers"]
+                    .as_array()
+                    .into_iter()
+                    .chain(p["spec"]["containers"].as_array())
+                    .flatten()
+                    .any(|c| c["name"] == "heartbeat");
+                (name, injected)
+            })
+            .collect()
+    }
+
+    fn scale(&self, replicas: u32) {
+        let (ok, _, err) = self.kubectl(&[
+            "scale",
+            "deployment",
+            "ingest",
+            &format!("--replicas={replicas}"),
+        ]);
+        if !ok {
+            self.fail(&format!("scale to {replicas}: {err}"));
+        }
+    }
+
+    fn broker_secret(&self, client_id: &str) {
+        let yaml = format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: kafka, namespace: {}}}\nstringData:\n  bootstrap.servers: \"{}\"\n  client.id: \"{client_id}\"\n",
+            self.ns.name, self.stack.kafka_bootstrap
+        );
+        let (ok, _, err) = run_with_stdin(self.stack.kubectl().args(["apply", "-f", "-"]), &yaml);
+        if !ok {
+            self.fail(&format!("broker Secret: {err}"));
+        }
+    }
+
+    fn ops_alive(&mut self, which: &[usize]) {
+        for &i in which {
+            if !self.ops[i].is_running() {
+                let log = self.ops[i].log();
+                self.fail(&format!("operator replica {i} exited:\n{log}"));
+            }
+        }
+    }
+}
+
+fn count(status: &Value, field: &str) -> u64 {
+    status[field].as_u64().unwrap_or(0)
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().map(|v| {
+        v.parse()
+            .unwrap_or_else(|e| panic!("{name}={v:?} is not a number: {e}"))
+    })
+}
+
+/// Rule: under random faults (broker down, API server down, an operator
+/// replica SIGKILLed, pods deleted, the Deployment scaled down and up, the
+/// broker Secret rotated, external programs stopping), none of which
+/// silences a member that is still running for longer than an outage the
+/// operator can see, no member is ever Stale and no `HeartbeatStale` Event
+/// is raised; once the faults end (and pods admitted while the webhook was
+/// down are recreated, as the `Injected` condition says), every running
+/// member is Up, every stopped program Stopped, none Unknown or Pending.
+#[tokio::test]
+async fn random_faults_end_with_every_member_up_or_stopped_and_no_false_alarm() {
+    let seed = env_u64("HB_CHAOS_SEED").unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+    });
+    let budget = Duration::from_secs(env_u64("HB_CHAOS_SECS").unwrap_or(120));
+    eprintln!("chaos: seed {seed} (replay: HB_CHAOS_SEED={seed}), faults for {budget:?}");
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+
+    let stack = Stack::get();
+    install_crds(stack);
+    let first = OperatorProcess::start(stack, BIN.as_ref());
+    let second = first.start_replica();
+    let topic = TestTopic::create(&stack.kafka_bootstrap, "chaos").await;
+    let ns = TestNamespace::create(stack, "chaos");
+    first.enable_injection(&ns);
+    let externals = Externals::start(&stack.kafka_bootstrap, &topic.name);
+    let mut run = Run {
+        stack,
+        ns,
+        ops: vec![first, second],
+        externals,
+        seed,
+        log: Vec::new(),
+        started: Instant::now(),
+    };
+    run.broker_secret("chaos-0");
+    let (k, v) = run.ops[0].monitor_label();
+    let expected: Vec<String> = (0..EXTERNAL).map(program).collect();
+    run.ns.apply(&format!(
+        r#"
+apiVersion: heartbeat.dev/v1alpha1
+kind: HeartbeatMonitor
+metadata: {{name: chaos, labels: {{"{k}": "{v}"}}}}
+spec:
+  topic: {topic}
+  intervalSeconds: {INTERVAL_SECS}
+  missedBeatsTolerated: 3
+  graceSeconds: {GRACE_SECS}
+  brokerSecretRef: {{name: kafka}}
+  selector: {{matchLabels: {{app: ingest}}}}
+  external: {{expectedPrograms: {expected:?}}}
+"#,
+        topic = topic.name
+    ));
+    std::thread::sleep(Duration::from_secs(2));
+    run.ns.apply(&format!(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: ingest}}
+spec:
+  replicas: {PODS}
+  selector: {{matchLabels: {{app: ingest}}}}
+  template:
+    metadata: {{labels: {{app: ingest}}}}
+    spec:
+      terminationGracePeriodSeconds: 5
+      containers: [{{name: app, image: demo/worker}}]
+"#
+    ));
+    let want_up = PODS as u64 + EXTERNAL as u64;
+    let ready_by = Instant::now() + T;
+    loop {
+        match run.status() {
+            Some(s) if count(&s, "up") == want_up => break,
+            s if Instant::now() > ready_by => run.fail(&format!("never all up: {s:#?}")),
+            _ => std::thread::sleep(Duration::from_secs(1)),
+        }
+    }
+    run.note(format!("all {want_up} members up; faults begin"));
+
+    let mut thrown: BTreeMap<Fault, u32> = BTreeMap::new();
+    let mut external_stops = 0;
+    let mut rotations = 0;
+    let faults_from = Instant::now();
+    while faults_from.elapsed() < budget {
+        let fault = FAULTS[rng.random_range(0..FAULTS.len())];
+        let secs = rng.random_range(3..=30u64);
+        let hold = Duration::from_secs(secs);
+        match fault {
+            Fault::BrokerDown => {
+                run.note(format!("broker down for {secs}s"));
+                run.stack.stop_kafka();
+                std::thread::sleep(hold);
+                run.stack.start_kafka();
+            }
+            Fault::ApiServerDown => {
+                run.note(format!("API server down for {secs}s"));
+                run.stack.stop_apiserver();
+                std::thread::sleep(hold);
+                run.stack.start_apiserver();
+            }
+            Fault::ReplicaKilled => {
+                let i = rng.random_range(0..run.ops.len());
+                run.note(format!("operator replica {i} SIGKILLed for {secs}s"));
+                run.ops[i].kill();
+                std::thread::sleep(hold);
+                run.ops[i].restart();
+            }
+            Fault::PodDeleted => {
+                let pods = run.ingest_pods();
+                if pods.is_empty() {
+                    continue;
+                }
+                let (pod, _) = &pods[rng.random_range(0..pods.len())];
+                run.note(format!("pod {pod} deleted"));
+                run.kubectl(&["delete", "pod", pod, "--wait=false"]);
+                std::thread::sleep(Duration::from_secs(3));
+            }
+            Fault::ScaledDown => {
+                let to = rng.random_range(5..PODS);
+                run.note(format!("scaled to {to} for {secs}s"));
+                run.scale(to);
+                std::thread::sleep(hold);
+                run.scale(PODS);
+            }
+            Fault::SecretRotated => {
+                rotations += 1;
+                run.note(format!(
+                    "broker Secret rotated (client.id chaos-{rotations})"
+                ));
+                run.broker_secret(&format!("chaos-{rotations}"));
+                std::thread::sleep(Duration::from_secs(3));
+            }
+            Fault::ExternalStopped => {
+                let alive = run.externals.running();
+                if external_stops >= MAX_EXTERNAL_STOPS || alive.is_empty() {
+                    continue;
+                }
+                let i = alive[rng.random_range(0..alive.len())];
+                external_stops += 1;
+                run.note(format!("{} stops", program(i)));
+                run.externals.stop_program(i);
+                std::thread::sleep(Duration::from_secs(3));
+            }
+        }
+        *thrown.entry(fault).or_default() += 1;
+        run.ops_alive(&[0, 1]);
+        run.check_no_stale();
+        std::thread::sleep(Duration::from_secs(rng.random_range(1..=5u64)));
+    }
+    run.note(format!("faults end: {thrown:?}"));
+
+    // Converge: recreate pods admitted while the webhook was down (what the
+    // Injected condition tells a user to do), then every member settles.
+    let stopped: Vec<usize> = (0..EXTERNAL)
+        .filter(|i| !run.externals.running().contains(i))
+        .collect();
+    let want_up = PODS as u64 + (EXTERNAL - stopped.len()) as u64;
+    let converge_from = Instant::now();
+    let by = converge_from + T;
+    let mut recreated = 0;
+    let last = loop {
+        run.ops_alive(&[0, 1]);
+        let pods = run.ingest_pods();
+        for (pod, injected) in &pods {
+            if !injected {
+                recreated += 1;
+                run.kubectl(&["delete", "pod", pod, "--wait=false"]);
+            }
+        }
+        let status = run.status().unwrap_or(Value::Null);
+        if count(&status, "stale") > 0 {
+            run.fail(&format!("a member is Stale while converging: {status:#}"));
+        }
+        let settled = count(&status, "up") == want_up
+            && count(&status, "unknown") == 0
+            && count(&status, "pending") == 0
+            && count(&status, "late") == 0
+            && count(&status, "uninjected") == 0
+            && pods.len() == PODS as usize
+            && pods.iter().all(|(_, injected)| *injected);
+        if settled {
+            break status;
+        }
+        if Instant::now() > by {
+            run.fail(&format!(
+                "did not settle: want up {want_up}, pods {pods:?}\n{status:#}"
+            ));
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    let secs = converge_from.elapsed().as_secs();
+    run.note(format!(
+        "settled in {secs}s (recreated {recreated} uninjected pods)"
+    ));
+    for i in &stopped {
+        let id = program(*i);
+        if let Some(m) = last["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| m["programId"] == id.as_str())
+            && m["state"] != "Stopped"
+        {
+            run.fail(&format!("{id} stopped but is {}: {last:#}", m["state"]));
+        }
+    }
+    if count(&last, "stopped") < stopped.len() as u64 {
+        run.fail(&format!("{} programs stopped: {last:#}", stopped.len()));
+    }
+    let (_, events, _) = run.kubectl(&[
+        "get",
+        "events.events.k8s.io",
+        "-o",
+        "jsonpath={range .items[*]}{.reason}: {.note}{\"\\n\"}{end}",
+    ]);
+    if events.contains("HeartbeatStale") {
+        run.fail(&format!("a false HeartbeatStale Event:\n{events}"));
+    }
+    eprintln!(
+        "chaos: seed {seed}: {} faults {thrown:?}, no Stale, settled in {secs}s",
+        thrown.values().sum::<u32>()
+    );
+}
