@@ -99,7 +99,7 @@ impl Externals {
         let (r, s, topic) = (running.clone(), stop.clone(), topic.to_string());
         let thread = std::thread::spawn(move || {
             let mut seq = 0;
-            let mut said_stop = vec![false; EXTERNAL];
+            let mut said_stop = [false; EXTERNAL];
             while !s.load(Ordering::Relaxed) {
                 seq += 1;
                 let alive = r.lock().map(|g| g.clone()).unwrap_or_default();
