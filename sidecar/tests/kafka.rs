@@ -298,15 +298,18 @@ async fn app_health_http_mode_follows_the_apps_probe() {
     assert!(body.contains("failed"), "{body}");
 }
 
-#[tokio::test]
-async fn broker_outage_keeps_livez_fails_readyz_bounds_the_queue_and_recovers() {
+/// Runs a sidecar (beat every second, queue capacity `cap`, delivery
+/// timeout `timeout_ms`) through a broker outage of `outage`: `/livez`
+/// holds and the queue never passes `cap` nor a timeout's worth of beats, `/readyz` fails, the
+/// undelivered count grows; with the broker back it is ready again and
+/// fresh beats arrive reporting at least `lost` undelivered.
+async fn outage_run(cap: u32, timeout_ms: u32, outage: Duration, lost: f64) {
     let kafka = PrivateKafka::start();
     let topic = format!("outage-{}", heartbeat_e2e::unique_suffix());
     kafka.create_topic(&topic).await;
     let mut env = injected_env(&kafka.bootstrap, &topic, "e2e.outage", 1);
-    env.push((env::QUEUE_CAPACITY, "3".to_string()));
-    // Long delivery timeout, so beats pile up against the queue cap.
-    env.push(("KAFKA_MESSAGE_TIMEOUT_MS", "120000".to_string()));
+    env.push((env::QUEUE_CAPACITY, cap.to_string()));
+    env.push(("KAFKA_MESSAGE_TIMEOUT_MS", timeout_ms.to_string()));
     let sidecar = SidecarProcess::spawn(BIN.as_ref(), &env, &[]);
     sidecar
         .wait_for("/readyz", 200, Duration::from_secs(30))
@@ -318,21 +321,25 @@ async fn broker_outage_keeps_livez_fails_readyz_bounds_the_queue_and_recovers() 
     assert!(delivered_before >= 1.0);
 
     kafka.stop_broker();
+    let down = std::time::Instant::now();
+    // Never more than the cap, nor more than the beats of one delivery
+    // timeout (one a second) and the one being made.
+    let bound = f64::from(cap.min(timeout_ms / 1000 + 2));
     let body = sidecar
         .wait_for("/readyz", 503, Duration::from_secs(30))
         .await;
     assert!(body.contains("no beat delivered"), "{body}");
-    // Keep watching for a while: liveness holds, the queue never exceeds its cap,
-    // and the undelivered count grows.
+    // Keep watching: liveness holds, the queue never exceeds its cap, and
+    // the undelivered count grows.
     let mut undelivered = Vec::new();
-    for _ in 0..8 {
+    while down.elapsed() < outage || undelivered.len() < 8 {
         let (code, body) = sidecar.get("/livez").await;
         assert_eq!(code, 200, "{body}");
         let depth = sidecar
             .metric("heartbeat_sidecar_queue_depth")
             .await
             .expect("queue depth");
-        assert!(depth <= 3.0, "queue depth {depth} over the cap of 3");
+        assert!(depth <= bound, "queue depth {depth} over {bound}");
         undelivered.push(
             sidecar
                 .metric("heartbeat_sidecar_beats_undelivered_total")
@@ -350,7 +357,7 @@ async fn broker_outage_keeps_livez_fails_readyz_bounds_the_queue_and_recovers() 
         "undelivered did not grow: {undelivered:?}"
     );
     assert!(
-        undelivered.last().copied().unwrap_or(0.0) >= 3.0,
+        undelivered.last().copied().unwrap_or(0.0) >= lost,
         "{undelivered:?}"
     );
 
@@ -361,9 +368,11 @@ async fn broker_outage_keeps_livez_fails_readyz_bounds_the_queue_and_recovers() 
     let seq_before_restart = delivered_before as u64;
     // Fresh beats arrive after the outage, reporting what was lost.
     let received = read_until(&kafka.bootstrap, &topic, Duration::from_secs(60), |r| {
-        beats(r)
-            .iter()
-            .any(|b| b.sidecar.as_ref().is_some_and(|s| s.undelivered >= 3))
+        beats(r).iter().any(|b| {
+            b.sidecar
+                .as_ref()
+                .is_some_and(|s| s.undelivered as f64 >= lost)
+        })
     })
     .await;
     let newest = beats(&received)
@@ -372,6 +381,23 @@ async fn broker_outage_keeps_livez_fails_readyz_bounds_the_queue_and_recovers() 
         .max()
         .unwrap_or(0);
     assert!(newest > seq_before_restart + 3, "newest seq {newest}");
+}
+
+/// Rule: with a long delivery timeout, beats pile up against the queue cap
+/// (3): the queue stays at it, the overflow is counted undelivered, and the
+/// sidecar recovers when the broker returns.
+#[tokio::test]
+async fn broker_outage_keeps_livez_fails_readyz_bounds_the_queue_and_recovers() {
+    outage_run(3, 120_000, Duration::from_secs(8), 3.0).await;
+}
+
+/// Rule: a broker gone longer than `message.timeout.ms` (3 s; an outage of
+/// 15 s) expires the queued beats: each is counted undelivered, the queue
+/// (cap 100) holds no more than the timeout's worth, and beats resume on
+/// return.
+#[tokio::test]
+async fn a_broker_gone_past_the_delivery_timeout_expires_beats_counted_and_resumes() {
+    outage_run(100, 3_000, Duration::from_secs(15), 8.0).await;
 }
 
 #[tokio::test]
