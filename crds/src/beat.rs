@@ -260,8 +260,15 @@ pub fn parse_timestamp(s: &str) -> Result<Timestamp, Error> {
 
 /// Formats like Python's `datetime.now(timezone.utc).isoformat()`:
 /// microseconds and a `+00:00` offset, what OpenMSIStream's consumers expect.
+/// A year before 1 BCE (which a foreign beat may carry) is written in
+/// ISO 8601's expanded form, `-YYYYYY`: `%Y` would write `-001`, which
+/// [`parse_timestamp`] refuses, so the beat would not read back.
 pub fn format_timestamp(ts: Timestamp) -> String {
-    ts.strftime("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string()
+    let rest = ts.strftime("-%m-%dT%H:%M:%S%.6f+00:00");
+    match ts.to_zoned(jiff::tz::TimeZone::UTC).year() {
+        year @ 0.. => format!("{year:04}{rest}"),
+        year => format!("{year:07}{rest}"),
+    }
 }
 
 mod iso_utc {
