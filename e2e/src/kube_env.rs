@@ -175,6 +175,22 @@ impl TestNamespace {
         })
     }
 
+    /// Waits until the webhook injects the heartbeat sidecar into `pod_yaml`
+    /// (a Pod) on a server-side dry run, which runs mutating webhooks and
+    /// stores nothing. The webhook decides from its cache of monitors: a pod
+    /// created before it has seen a new monitor is admitted without one.
+    pub fn wait_injectable(&self, pod_yaml: &str, timeout: std::time::Duration) {
+        let names = "jsonpath={.spec.initContainers[*].name} {.spec.containers[*].name}";
+        self.poll(timeout, "the webhook injects a dry-run pod", || {
+            let mut cmd = self.stack.kubectl();
+            cmd.args(["create", "-n", &self.name, "--dry-run=server", "-o", names])
+                .args(["-f", "-"]);
+            let (ok, out, err) = crate::stack::run_with_stdin(&mut cmd, pod_yaml);
+            let done = ok && out.split_whitespace().any(|c| c == "heartbeat");
+            (done, out.clone(), format!("containers: {out}\n{err}"))
+        });
+    }
+
     /// Secret `kafka` with `bootstrap.servers` (the broker Secret a monitor names).
     pub fn create_broker_secret(&self, bootstrap: &str) {
         self.kubectl(&[

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use heartbeat_e2e::kube_env::install_crds;
 use heartbeat_e2e::operator::OperatorProcess;
-use heartbeat_e2e::stack::{run, run_ok, run_with_stdin};
+use heartbeat_e2e::stack::{run, run_ok};
 use heartbeat_e2e::{Stack, TestNamespace, TestTopic};
 use serde_json::Value;
 
@@ -121,13 +121,9 @@ async fn the_operator_survives_an_api_server_outage_without_duplicate_events() {
     }
 
     // A monitor and a pod made after the outage: the webhook's monitor
-    // cache and the controller's watches have resumed.
+    // cache (`apply_monitor` waits until it injects) and the controller's
+    // watches have resumed.
     case.apply_monitor("late", &topic.name, "late");
-    eventually(
-        "the webhook injects a new pod of the new monitor",
-        T,
-        || case.injected_on_dry_run("late", "late"),
-    );
     case.run_pods("late", &["late"]);
     case.wait_status("late", "late is Up", |s| {
         count(s, "up") == 1 && count(s, "expected") == 1
@@ -187,8 +183,9 @@ spec:
   selector: {{matchLabels: {{app: {app}}}}}
 "#
         ));
-        // The webhook decides from its cache: give it a moment to see the monitor.
-        std::thread::sleep(Duration::from_secs(2));
+        // The webhook decides from its cache: wait until it has seen the monitor.
+        self.ns
+            .wait_injectable(&Self::pod_yaml(app, "dry-run-probe"), T);
     }
 
     fn pod_yaml(app: &str, name: &str) -> String {
@@ -205,38 +202,6 @@ spec:
         }
         for name in names {
             self.ns.wait_pod_phase(name, "Running", T);
-        }
-    }
-
-    /// Whether the webhook injects pod `name` now (a server-side dry run,
-    /// which calls mutating webhooks and creates nothing).
-    fn injected_on_dry_run(&self, app: &str, name: &str) -> Result<(), String> {
-        let (ok, out, err) = run_with_stdin(
-            self.stack.kubectl().args([
-                "create",
-                "-n",
-                &self.ns.name,
-                "--dry-run=server",
-                "-o",
-                "json",
-                "-f",
-                "-",
-            ]),
-            &Self::pod_yaml(app, name),
-        );
-        let pod: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
-        let containers = ["initContainers", "containers"]
-            .iter()
-            .flat_map(|k| pod["spec"][k].as_array().into_iter().flatten())
-            .filter_map(|c| c["name"].as_str())
-            .collect::<Vec<_>>();
-        if ok && containers.contains(&"heartbeat") {
-            Ok(())
-        } else {
-            Err(format!(
-                "containers {containers:?}\n{err}\noperator log (tail):\n{}",
-                self.op.log_tail(30)
-            ))
         }
     }
 

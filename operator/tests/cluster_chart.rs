@@ -260,8 +260,12 @@ spec:
 "#,
         release.name, topic
     ));
-    // The webhook decides from its cache: let it see the monitor.
-    std::thread::sleep(Duration::from_secs(2));
+    // The webhook decides from its cache: wait until it has seen the monitor.
+    app.wait_injectable(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: dry-run-probe, labels: {app: worker}}\n\
+         spec: {containers: [{name: app, image: demo/worker}]}\n",
+        T,
+    );
     app.apply(
         r#"
 apiVersion: apps/v1
