@@ -3,7 +3,6 @@
 #![forbid(unsafe_code)]
 
 mod beat_loop;
-mod config;
 mod error;
 mod health;
 mod http;
@@ -18,6 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use heartbeat_sidecar::config;
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::config::{Args, Config};
