@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use heartbeat_e2e::kube_env::install_crds;
 use heartbeat_e2e::operator::OperatorProcess;
-use heartbeat_e2e::stack::{run, run_ok};
+use heartbeat_e2e::stack::{run, run_ok, stack_command};
 use heartbeat_e2e::{Stack, TestNamespace, TestTopic};
 use serde_json::Value;
 
@@ -70,6 +70,7 @@ async fn the_operator_survives_an_api_server_outage_without_duplicate_events() {
     case.wait_event("ingest", "before");
 
     case.stack.stop_apiserver();
+    let _restart = RestartApiserver(case.stack);
     let down_at = Instant::now();
     // Silent while nobody can write: its Stale comes after the outage.
     let _during = case.cut_off("during");
@@ -144,6 +145,19 @@ struct Case {
     stack: &'static Stack,
     op: OperatorProcess,
     ns: TestNamespace,
+}
+
+/// Starts the API server again if this test ends while it is stopped (a
+/// failed assertion), so the next test binary finds the stack up.
+struct RestartApiserver(&'static Stack);
+
+impl Drop for RestartApiserver {
+    fn drop(&mut self) {
+        // A no-op when it runs; never a panic while unwinding.
+        let _ = run(stack_command(self.0.layout.root())
+            .env("HB_COMPONENTS", "")
+            .args(["start", "apiserver"]));
+    }
 }
 
 /// A pod's sidecar cut off from the broker; reconnected on drop.

@@ -307,7 +307,8 @@ fn app_status(stack: &Stack, app: &TestNamespace) -> Value {
     json(stack, &["get", "hbm", "app", "-n", &app.name])["status"].clone()
 }
 
-/// The `HeartbeatStale` Events of namespace `ns`, by name.
+/// The `HeartbeatStale` Events of namespace `ns`, one line each: when,
+/// which replica, what (empty when there is none).
 fn stale_events(stack: &Stack, ns: &str) -> String {
     run_ok(stack.kubectl().args([
         "get",
@@ -317,7 +318,7 @@ fn stale_events(stack: &Stack, ns: &str) -> String {
         "--field-selector",
         "reason=HeartbeatStale",
         "-o",
-        "name",
+        "jsonpath={range .items[*]}{.eventTime} {.reportingInstance}: {.message}{\"\\n\"}{end}",
     ]))
 }
 
@@ -413,7 +414,8 @@ async fn install_runs_in_cluster_and_upgrade_and_uninstall_are_clean() {
     let stale_events = stale_events(stack, &app.name);
     assert!(
         stale_events.trim().is_empty(),
-        "a Stale Event across the upgrade: {stale_events}"
+        "a Stale Event across the upgrade:\n{stale_events}\nstatus: {:#}",
+        app_status(stack, &app)
     );
 
     // Uninstall: nothing of the release is left; the CRD stays.
@@ -583,6 +585,7 @@ async fn deleting_the_leader_pod_hands_over_within_a_lease_without_a_flap() {
     let stale = stale_events(stack, &app.name);
     assert!(
         stale.trim().is_empty(),
-        "a Stale Event across the hand-over: {stale}"
+        "a Stale Event across the hand-over:\n{stale}\nstatus: {:#}",
+        app_status(stack, &app)
     );
 }
