@@ -525,22 +525,25 @@ spec:
 
 /// Rule: a program outside the cluster beating in OpenMSIStream's own
 /// format (naive UTC timestamp, a float counter) is tracked and Up; an
-/// expected program that never beats is Stale.
+/// expected program that never beats is Stale, and each silent program has
+/// a `HeartbeatStale` Event of its own naming it (not one folded series).
 #[tokio::test]
 async fn an_openmsistream_program_is_up_and_a_silent_expected_one_is_stale() {
     let case = Case::start("ctl-ext").await;
     case.apply_monitor(
         "lab",
-        "  external: {expectedPrograms: [lab-uploader-1, lab-uploader-2]}",
+        "  external: {expectedPrograms: [lab-uploader-1, lab-uploader-2, lab-uploader-3]}",
     );
     let _uploader = ExternalProgram::start(&case.bootstrap, &case.topic.name, "lab-uploader-1");
-    let status = case.wait_status("lab", "uploader 1 Up, uploader 2 Stale", |s| {
+    let status = case.wait_status("lab", "uploader 1 Up, uploaders 2 and 3 Stale", |s| {
         count(s, "up") == 1
-            && count(s, "stale") == 1
+            && count(s, "stale") == 2
             && member(s, "lab-uploader-1").is_none_or(|m| m["state"] == "Up")
             && member(s, "lab-uploader-2").is_some_and(|m| m["state"] == "Stale")
     });
     assert!(last_beat(&status).is_some(), "{status:#}");
+    case.wait_event("lab", "HeartbeatStale", "program lab-uploader-2 ");
+    case.wait_event("lab", "HeartbeatStale", "program lab-uploader-3 ");
 }
 
 /// Rule: malformed messages on the topic (not JSON, no timestamp, a key

@@ -1,6 +1,6 @@
 //! Events on member transitions (`HeartbeatStale`, `HeartbeatRecovered`,
-//! `HeartbeatStopped`), regarding the monitor with the pod as the related
-//! object. kube's Recorder folds repeats into a series; on top of that a
+//! `HeartbeatStopped`), regarding the monitor with the pod (or the
+//! program's entry in the monitor) as the related object. kube's Recorder folds repeats into a series; on top of that a
 //! per-monitor budget keeps a flapping or mass-failing monitor from
 //! flooding the API server (what is not published is counted).
 
@@ -129,6 +129,28 @@ pub async fn publish_one(
     }
 }
 
+/// The related object of a member's Event: its pod, or for a program
+/// outside the cluster the monitor's entry for it (`status.members{id}`,
+/// as the kubelet names a container). The Recorder folds Events with the
+/// same reason, regarding and related object into one series: without a
+/// reference of their own, two programs going Stale would be one Event
+/// naming only the first.
+pub fn related(monitor: &ObjectReference, t: &Transition) -> ObjectReference {
+    match &t.pod {
+        Some(pod) => ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: Some(pod.clone()),
+            namespace: monitor.namespace.clone(),
+            ..ObjectReference::default()
+        },
+        None => ObjectReference {
+            field_path: Some(format!("status.members{{{}}}", t.program_id)),
+            ..monitor.clone()
+        },
+    }
+}
+
 /// Publishes the Events of `transitions` (the pod as related object)
 /// within the monitor's budget.
 pub async fn publish(
@@ -142,13 +164,7 @@ pub async fn publish(
         let Some(mut ev) = event_for(t, stale_after) else {
             continue;
         };
-        ev.secondary = t.pod.as_ref().map(|pod| ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Pod".into()),
-            name: Some(pod.clone()),
-            namespace: monitor.metadata.namespace.clone(),
-            ..ObjectReference::default()
-        });
+        ev.secondary = Some(related(&monitor.object_ref(&()), t));
         publish_one(ctx, monitor, budget, ev).await;
     }
 }
@@ -173,6 +189,36 @@ mod tests {
                 && note.contains("caBundle")
                 && note.contains("kubectl -n data"),
             "{note}"
+        );
+    }
+
+    #[test]
+    fn every_member_has_a_related_object_of_its_own() {
+        let monitor = ObjectReference {
+            api_version: Some("heartbeat.dev/v1alpha1".into()),
+            kind: Some("HeartbeatMonitor".into()),
+            name: Some("lab".into()),
+            namespace: Some("data".into()),
+            uid: Some("u-1".into()),
+            ..ObjectReference::default()
+        };
+        let member = |id: &str, pod: Option<&str>| Transition {
+            program_id: id.into(),
+            pod: pod.map(str::to_string),
+            from: MemberState::Late,
+            to: MemberState::Stale,
+            reason: String::new(),
+            alarm: Some(Alarm::Stale),
+        };
+        let a = related(&monitor, &member("lab-1", None));
+        let b = related(&monitor, &member("lab-2", None));
+        assert_ne!(a, b, "two programs would fold into one Event");
+        assert_eq!(a.field_path.as_deref(), Some("status.members{lab-1}"));
+        assert_eq!(a.name.as_deref(), Some("lab"));
+        let p = related(&monitor, &member("data.ingest-1", Some("ingest-1")));
+        assert_eq!(
+            (p.kind.as_deref(), p.name.as_deref(), p.namespace.as_deref()),
+            (Some("Pod"), Some("ingest-1"), Some("data"))
         );
     }
 
