@@ -283,18 +283,34 @@ spec:
         "the API server called the webhook through the Service",
         || {
             let pods = json(stack, &["get", "pods", "-n", &app.name, "-l", "app=worker"]);
-            let injected = pods["items"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|p| {
-                    p["spec"]["initContainers"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .any(|c| c["name"] == "heartbeat")
-                })
-                .count();
+            let mut injected = 0;
+            for p in pods["items"].as_array().into_iter().flatten() {
+                if !p["metadata"]["deletionTimestamp"].is_null() {
+                    continue;
+                }
+                let has_sidecar = p["spec"]["initContainers"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c["name"] == "heartbeat");
+                if has_sidecar {
+                    injected += 1;
+                } else if let Some(name) = p["metadata"]["name"].as_str() {
+                    // Admitted without it (fail open, as designed: a call
+                    // timed out under load, or went to the replica whose
+                    // cache had not seen the monitor yet); recreated, as
+                    // the operator's PodsWithoutSidecar Event advises.
+                    println!("recreating {name}: admitted without the sidecar");
+                    let _ = run(stack.kubectl().args([
+                        "delete",
+                        "pod",
+                        name,
+                        "-n",
+                        &app.name,
+                        "--wait=false",
+                    ]));
+                }
+            }
             (injected == 2)
                 .then_some(())
                 .ok_or(format!("{injected} of 2 injected"))
