@@ -22,8 +22,10 @@ use crate::membership::table::{Incoming, Recorded};
 use crate::metrics::{ConsumerLabels, FieldLabels, RejectLabels, TopicLabels};
 
 /// How often health and lag are checked: also how far behind the present
-/// the confirmed end of the topic lags, so how late a Stale is declared.
-const CHECK_EVERY: Duration = Duration::from_secs(1);
+/// the confirmed end of the topic lags, so how late a Stale is declared
+/// (the goal is within a second of the deadline). One watermark request
+/// per partition each time.
+const CHECK_EVERY: Duration = Duration::from_millis(500);
 /// Timeout of one metadata, offsets or watermark request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Rejections of one reason are logged at most this often.
@@ -301,6 +303,19 @@ async fn read(
                     Ok(msg) => {
                         next.insert(msg.partition(), msg.offset() + 1);
                         intake(shared, &msg, caught_up, &mut log);
+                        // Confirmed the moment the last check's watermarks
+                        // are passed, not at the next check: silence is
+                        // judged only up to here, so this is how soon a
+                        // passed deadline can be called Stale.
+                        if !sight.blind
+                            && let Some((at, hs)) = &pending
+                            && passed_all(&next, hs)
+                        {
+                            let until = *at;
+                            pending = None;
+                            caught_up = Some(epoch);
+                            confirm(shared, sight, target, epoch, until, until);
+                        }
                     }
                     // Transport errors come here too; the periodic check
                     // decides whether the topic can still be read.
@@ -343,11 +358,7 @@ async fn read(
                             shared.metrics.consumer_lag
                                 .get_or_create(&lag_labels(shared))
                                 .set(lag);
-                            // Everything produced before a check is read once
-                            // the offsets pass its high watermarks.
-                            let passed = |hs: &HashMap<i32, i64>| {
-                                hs.iter().all(|(p, h)| next.get(p).copied().unwrap_or(0) >= *h)
-                            };
+                            let passed = |hs: &HashMap<i32, i64>| passed_all(&next, hs);
                             let mut confirmed = None;
                             if let Some((at, hs)) = &pending
                                 && passed(hs)
@@ -362,25 +373,8 @@ async fn read(
                                 pending = Some((checked, highs));
                             }
                             if let Some(until) = confirmed {
-                                let since = match sight.since {
-                                    Some(s) if !sight.blind => s,
-                                    // Back after a gap: nothing before now was seen.
-                                    Some(_) => checked,
-                                    None if sight.blind => checked,
-                                    None => target,
-                                };
-                                if sight.blind {
-                                    tracing::info!(consumer = %shared.key, "reading the topic again");
-                                }
-                                sight.since = Some(since);
-                                sight.blind = false;
                                 caught_up = Some(epoch);
-                                shared.caught_up_once.store(true, Ordering::Relaxed);
-                                shared.health.send_replace(Health::Reading {
-                                    since,
-                                    caught_up_epoch: epoch,
-                                    until,
-                                });
+                                confirm(shared, sight, target, epoch, until, checked);
                             }
                         }
                     }
@@ -388,6 +382,44 @@ async fn read(
             }
         }
     }
+}
+
+/// Everything produced before a check is read once the consumer's next
+/// offsets pass the high watermarks the check saw.
+fn passed_all(next: &HashMap<i32, i64>, highs: &HashMap<i32, i64>) -> bool {
+    highs
+        .iter()
+        .all(|(p, h)| next.get(p).copied().unwrap_or(0) >= *h)
+}
+
+/// Reports the topic read up to `until` (confirmed at `checked`): sight is
+/// back if it was lost, and it has been continuous since `since`.
+fn confirm(
+    shared: &Shared,
+    sight: &mut Sight,
+    target: Timestamp,
+    epoch: u64,
+    until: Timestamp,
+    checked: Timestamp,
+) {
+    let since = match sight.since {
+        Some(s) if !sight.blind => s,
+        // Back after a gap: nothing before now was seen.
+        Some(_) => checked,
+        None if sight.blind => checked,
+        None => target,
+    };
+    if sight.blind {
+        tracing::info!(consumer = %shared.key, "reading the topic again");
+    }
+    sight.since = Some(since);
+    sight.blind = false;
+    shared.caught_up_once.store(true, Ordering::Relaxed);
+    shared.health.send_replace(Health::Reading {
+        since,
+        caught_up_epoch: epoch,
+        until,
+    });
 }
 
 fn lag_labels(shared: &Shared) -> ConsumerLabels {

@@ -267,7 +267,8 @@ fn controller(
         wc = wc.labels(&settings.monitor_selector);
     }
     let controller = Controller::new(Api::<HeartbeatMonitor>::all(client.clone()), wc)
-        .with_config(controller::Config::default().debounce(Duration::from_millis(300)));
+        // Short: the debounce delays requeues too, so a deadline's Stale.
+        .with_config(controller::Config::default().debounce(Duration::from_millis(100)));
     let monitors = controller.store();
 
     let (pods, pod_writer) = reflector::store();

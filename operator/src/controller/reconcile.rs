@@ -40,8 +40,9 @@ pub const STATES: [MemberState; 7] = [
 /// The longest a changed status waits for its write.
 const MAX_HOLD: SignedDuration = SignedDuration::from_secs(60);
 
-/// How long to wait for the consumer to confirm the topic past a deadline.
-const CONFIRM_WAIT: SignedDuration = SignedDuration::from_millis(500);
+/// How long to wait for the consumer to confirm the topic past a deadline
+/// (it confirms every [`crate::consumer`] check, 500 ms, or sooner).
+const CONFIRM_WAIT: SignedDuration = SignedDuration::from_millis(200);
 
 /// How far back a consumer reads when a monitor attaches: the Stale
 /// window with room to spare (what a restart must see to judge without
