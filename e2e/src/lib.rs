@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod operator;
 pub mod process;
 pub mod stack;
+pub mod status;
 
 pub use kafka::{KafkaStack, PrivateKafka, TestTopic};
 pub use kube_env::TestNamespace;

@@ -151,44 +151,36 @@ impl Stack {
             .unwrap_or_else(|e| panic!("container-pid printed {out:?}: {e}"))
     }
 
-    /// Stops the API server (`e2e/stack stop apiserver`): an outage for
-    /// everything that talks to it. Only a test binary of its own may do
-    /// this, as other tests of the same binary would see the outage too.
+    /// `e2e/stack stop|start COMPONENT` on this stack (`start` waits until
+    /// the component answers again, on the same address and port).
+    fn toggle(&self, action: &str, component: &str) {
+        run_ok(
+            stack_command(self.layout.root())
+                .env("HB_COMPONENTS", "")
+                .args([action, component]),
+        );
+    }
+
+    /// Stops the API server: an outage for everything that talks to it.
+    /// Only a test binary of its own may do this (or stop the broker), as
+    /// other tests of the same binary would see the outage too.
     pub fn stop_apiserver(&self) {
-        run_ok(
-            stack_command(self.layout.root())
-                .env("HB_COMPONENTS", "")
-                .args(["stop", "apiserver"]),
-        );
+        self.toggle("stop", "apiserver");
     }
 
-    /// Starts it again on the same address, port and certificates and
-    /// waits until `/readyz` answers (`e2e/stack start apiserver`).
+    /// Starts it again (same certificates) and waits until `/readyz` answers.
     pub fn start_apiserver(&self) {
-        run_ok(
-            stack_command(self.layout.root())
-                .env("HB_COMPONENTS", "")
-                .args(["start", "apiserver"]),
-        );
+        self.toggle("start", "apiserver");
     }
 
-    /// Stops the stack's broker (`e2e/stack stop kafka`): like
-    /// [`Stack::stop_apiserver`], only for a test binary of its own.
+    /// Stops the stack's broker (see [`Stack::stop_apiserver`]).
     pub fn stop_kafka(&self) {
-        run_ok(
-            stack_command(self.layout.root())
-                .env("HB_COMPONENTS", "")
-                .args(["stop", "kafka"]),
-        );
+        self.toggle("stop", "kafka");
     }
 
-    /// Starts the broker again on the same port and waits until it answers.
+    /// Starts the broker again and waits until it answers.
     pub fn start_kafka(&self) {
-        run_ok(
-            stack_command(self.layout.root())
-                .env("HB_COMPONENTS", "")
-                .args(["start", "kafka"]),
-        );
+        self.toggle("start", "kafka");
     }
 
     /// The current log of `container` in pod `namespace/pod` on the process node.

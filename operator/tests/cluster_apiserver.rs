@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use heartbeat_e2e::kube_env::install_crds;
 use heartbeat_e2e::operator::OperatorProcess;
 use heartbeat_e2e::stack::{run, run_ok, stack_command};
+use heartbeat_e2e::status::{count, eventually, member};
 use heartbeat_e2e::{Stack, TestNamespace, TestTopic};
 use serde_json::Value;
 
@@ -339,33 +340,4 @@ spec:
             self.op.log_tail(40)
         )
     }
-}
-
-/// Calls `probe` every half second until it returns `Ok`; panics after
-/// `timeout` with `what` and the last `Err`.
-fn eventually<V>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Result<V, String>) -> V {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match probe() {
-            Ok(v) => return v,
-            Err(last) => assert!(
-                Instant::now() < deadline,
-                "{what}: not within {timeout:?}; last:\n{last}"
-            ),
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
-/// A status count (0 when absent).
-fn count(status: &Value, field: &str) -> u64 {
-    status[field].as_u64().unwrap_or(0)
-}
-
-/// The listed member whose programId or pod is `who`.
-fn member<'a>(status: &'a Value, who: &str) -> Option<&'a Value> {
-    status["members"]
-        .as_array()?
-        .iter()
-        .find(|m| m["programId"] == who || m["pod"] == who)
 }

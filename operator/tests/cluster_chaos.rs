@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use heartbeat_e2e::kube_env::install_crds;
 use heartbeat_e2e::operator::OperatorProcess;
 use heartbeat_e2e::stack::{run, run_with_stdin};
+use heartbeat_e2e::status::count;
 use heartbeat_e2e::{Stack, TestNamespace, TestTopic};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
@@ -254,10 +255,6 @@ impl Run {
             }
         }
     }
-}
-
-fn count(status: &Value, field: &str) -> u64 {
-    status[field].as_u64().unwrap_or(0)
 }
 
 fn env_u64(name: &str) -> Option<u64> {

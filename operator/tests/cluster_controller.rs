@@ -19,6 +19,7 @@ use heartbeat_e2e::kafka::kcat_produce;
 use heartbeat_e2e::kube_env::install_crds;
 use heartbeat_e2e::operator::{Network, OperatorOptions, OperatorProcess};
 use heartbeat_e2e::stack::run;
+use heartbeat_e2e::status::{condition, count, eventually, member};
 use heartbeat_e2e::{PrivateKafka, Stack, TestNamespace, TestTopic};
 use serde_json::Value;
 
@@ -273,22 +274,6 @@ spec:
     }
 }
 
-/// Calls `probe` every half second until it returns `Ok`; panics after
-/// `timeout` with `what` and the last `Err`.
-fn eventually<V>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Result<V, String>) -> V {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match probe() {
-            Ok(v) => return v,
-            Err(last) => assert!(
-                Instant::now() < deadline,
-                "{what}: not within {timeout:?}; last:\n{last}"
-            ),
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
 /// Resumes a frozen sidecar (a no-op if the kubelet restarted it meanwhile).
 fn thaw_sidecar(pid: i32) {
     signal(&format!("-{pid}"), "CONT");
@@ -297,27 +282,6 @@ fn thaw_sidecar(pid: i32) {
 /// `kill -<sig> -- <target>` (a negative target is a process group).
 fn signal(target: &str, sig: &str) -> bool {
     run(std::process::Command::new("kill").args([&format!("-{sig}"), "--", target])).0
-}
-
-/// A status count (0 when absent).
-fn count(status: &Value, field: &str) -> u64 {
-    status[field].as_u64().unwrap_or(0)
-}
-
-/// Condition `type` of a status (Null when absent).
-fn condition<'a>(status: &'a Value, kind: &str) -> &'a Value {
-    status["conditions"]
-        .as_array()
-        .and_then(|c| c.iter().find(|c| c["type"] == kind))
-        .unwrap_or(&Value::Null)
-}
-
-/// The listed member whose programId or pod is `who`.
-fn member<'a>(status: &'a Value, who: &str) -> Option<&'a Value> {
-    status["members"]
-        .as_array()?
-        .iter()
-        .find(|m| m["programId"] == who || m["pod"] == who)
 }
 
 /// `status.lastBeatTime`, parsed.
