@@ -64,6 +64,54 @@ impl TestNamespace {
     pub fn apply(&self, yaml: &str) {
         apply_in(&self.stack, Some(&self.name), yaml);
     }
+
+    /// Applies HeartbeatMonitor `name` on `topic` with the broker Secret
+    /// `kafka`, a beat every `interval_secs`, Stale after 3 missed beats
+    /// plus `grace_secs`, labelled `label` (an operator's monitor
+    /// selector), and the further spec lines `extra` (indented two spaces).
+    pub fn apply_monitor(
+        &self,
+        name: &str,
+        label: &(String, String),
+        topic: &str,
+        (interval_secs, grace_secs): (u64, u64),
+        extra: &str,
+    ) {
+        let (k, v) = label;
+        self.apply(&format!(
+            r#"
+apiVersion: heartbeat.dev/v1alpha1
+kind: HeartbeatMonitor
+metadata: {{name: {name}, labels: {{"{k}": "{v}"}}}}
+spec:
+  topic: {topic}
+  intervalSeconds: {interval_secs}
+  missedBeatsTolerated: 3
+  graceSeconds: {grace_secs}
+  brokerSecretRef: {{name: kafka}}
+{extra}
+"#
+        ));
+    }
+
+    /// A Deployment `name` of `replicas` demo workers labelled app=`name`.
+    pub fn deploy_workers(&self, name: &str, replicas: u32) {
+        self.apply(&format!(
+            r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      terminationGracePeriodSeconds: 5
+      containers: [{{name: app, image: demo/worker}}]
+"#
+        ));
+    }
 }
 
 /// `kubectl apply -f -` with `yaml` (objects name their namespaces).

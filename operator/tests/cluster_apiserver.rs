@@ -183,21 +183,10 @@ impl Case {
     /// Monitor `name` on `topic` for the pods labelled app=`app`, labelled
     /// for this test's operator.
     fn apply_monitor(&self, name: &str, topic: &str, app: &str) {
-        let (k, v) = self.op.monitor_label();
-        self.ns.apply(&format!(
-            r#"
-apiVersion: heartbeat.dev/v1alpha1
-kind: HeartbeatMonitor
-metadata: {{name: {name}, labels: {{"{k}": "{v}"}}}}
-spec:
-  topic: {topic}
-  intervalSeconds: {INTERVAL_SECS}
-  missedBeatsTolerated: 3
-  graceSeconds: {GRACE_SECS}
-  brokerSecretRef: {{name: kafka}}
-  selector: {{matchLabels: {{app: {app}}}}}
-"#
-        ));
+        let label = self.op.monitor_label();
+        let selector = format!("  selector: {{matchLabels: {{app: {app}}}}}");
+        let timing = (INTERVAL_SECS, GRACE_SECS);
+        (self.ns).apply_monitor(name, &label, topic, timing, &selector);
         // The webhook decides from its cache: wait until it has seen the monitor.
         self.ns
             .wait_injectable(&Self::pod_yaml(app, "dry-run-probe"), T);

@@ -302,40 +302,15 @@ async fn random_faults_end_with_every_member_up_or_stopped_and_no_false_alarm() 
         started: Instant::now(),
     };
     run.broker_secret("chaos-0");
-    let (k, v) = run.ops[0].monitor_label();
+    let label = run.ops[0].monitor_label();
     let expected: Vec<String> = (0..EXTERNAL).map(program).collect();
-    run.ns.apply(&format!(
-        r#"
-apiVersion: heartbeat.dev/v1alpha1
-kind: HeartbeatMonitor
-metadata: {{name: chaos, labels: {{"{k}": "{v}"}}}}
-spec:
-  topic: {topic}
-  intervalSeconds: {INTERVAL_SECS}
-  missedBeatsTolerated: 3
-  graceSeconds: {GRACE_SECS}
-  brokerSecretRef: {{name: kafka}}
-  selector: {{matchLabels: {{app: ingest}}}}
-  external: {{expectedPrograms: {expected:?}}}
-"#,
-        topic = topic.name
-    ));
+    let extra = format!(
+        "  selector: {{matchLabels: {{app: ingest}}}}\n  external: {{expectedPrograms: {expected:?}}}"
+    );
+    let timing = (INTERVAL_SECS, GRACE_SECS);
+    (run.ns).apply_monitor("chaos", &label, &topic.name, timing, &extra);
     std::thread::sleep(Duration::from_secs(2));
-    run.ns.apply(&format!(
-        r#"
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: ingest}}
-spec:
-  replicas: {PODS}
-  selector: {{matchLabels: {{app: ingest}}}}
-  template:
-    metadata: {{labels: {{app: ingest}}}}
-    spec:
-      terminationGracePeriodSeconds: 5
-      containers: [{{name: app, image: demo/worker}}]
-"#
-    ));
+    run.ns.deploy_workers("ingest", PODS);
     let want_up = PODS as u64 + EXTERNAL as u64;
     let ready_by = Instant::now() + T;
     loop {

@@ -95,43 +95,11 @@ impl Case {
     }
 
     fn apply_monitor_with_grace(&self, name: &str, extra: &str, grace: u64) {
-        let (k, v) = self.op.monitor_label();
-        self.ns.apply(&format!(
-            r#"
-apiVersion: heartbeat.dev/v1alpha1
-kind: HeartbeatMonitor
-metadata: {{name: {name}, labels: {{"{k}": "{v}"}}}}
-spec:
-  topic: {topic}
-  intervalSeconds: {INTERVAL_SECS}
-  missedBeatsTolerated: 3
-  graceSeconds: {grace}
-  brokerSecretRef: {{name: kafka}}
-{extra}
-"#,
-            topic = self.topic.name
-        ));
+        let label = self.op.monitor_label();
+        let timing = (INTERVAL_SECS, grace);
+        (self.ns).apply_monitor(name, &label, &self.topic.name, timing, extra);
         // The webhook decides from its cache: give it a moment to see the monitor.
         std::thread::sleep(Duration::from_secs(2));
-    }
-
-    /// A Deployment `ingest` of `replicas` demo workers (app=ingest).
-    fn deploy_ingest(&self, replicas: u32) {
-        self.ns.apply(&format!(
-            r#"
-apiVersion: apps/v1
-kind: Deployment
-metadata: {{name: ingest}}
-spec:
-  replicas: {replicas}
-  selector: {{matchLabels: {{app: ingest}}}}
-  template:
-    metadata: {{labels: {{app: ingest}}}}
-    spec:
-      terminationGracePeriodSeconds: 5
-      containers: [{{name: app, image: demo/worker}}]
-"#
-        ));
     }
 
     /// Bare demo-worker pods (app=ingest) named `names`, waited for until Running.
@@ -349,7 +317,7 @@ impl Drop for ExternalProgram {
 async fn three_beating_pods_are_up_ready_and_healthy() {
     let case = Case::start("ctl-up").await;
     case.apply_tolerant_monitor("ingest", SELECT_INGEST);
-    case.deploy_ingest(3);
+    case.ns.deploy_workers("ingest", 3);
     let status = case.wait_status("ingest", "expected 3, up 3, Ready and Healthy", |s| {
         count(s, "expected") == 3
             && count(s, "up") == 3
@@ -397,7 +365,7 @@ async fn a_frozen_sidecar_goes_stale_with_an_event_and_recovers_with_one() {
 async fn a_sigtermed_sidecar_raises_no_alarm_and_comes_back_up() {
     let case = Case::start("ctl-term").await;
     case.apply_tolerant_monitor("ingest", SELECT_INGEST);
-    case.deploy_ingest(3);
+    case.ns.deploy_workers("ingest", 3);
     case.wait_status("ingest", "up 3", |s| count(s, "up") == 3);
     let pod = case.ingest_pods().remove(0);
     let restarts =
@@ -424,7 +392,7 @@ async fn a_sigtermed_sidecar_raises_no_alarm_and_comes_back_up() {
 async fn deleted_and_scaled_down_pods_leave_without_an_alarm() {
     let case = Case::start("ctl-scale").await;
     case.apply_tolerant_monitor("ingest", SELECT_INGEST);
-    case.deploy_ingest(3);
+    case.ns.deploy_workers("ingest", 3);
     case.run_pods(&["extra"]);
     case.wait_status("ingest", "expected 4, up 4", |s| {
         count(s, "expected") == 4 && count(s, "up") == 4
