@@ -966,8 +966,9 @@ async fn signed_beats_count_forged_ones_do_not_and_a_rotation_raises_no_alarm() 
             .then_some(())
             .ok_or(format!("{seen:?}"))
     });
-    case.status_holds("ingest", Duration::from_secs(5), "still up", |s| {
-        count(s, "up") == 1 && count(s, "stopped") == 0
+    // Late under load is allowed; Stopped (a believed forgery) is not.
+    case.status_holds("ingest", Duration::from_secs(5), "not stopped", |s| {
+        count(s, "up") + count(s, "late") == 1 && count(s, "stopped") == 0
     });
 
     // Rotate: the old pod keeps signing with the old key.
@@ -989,8 +990,8 @@ async fn signed_beats_count_forged_ones_do_not_and_a_rotation_raises_no_alarm() 
         assert_eq!(count(s, "stale"), 0, "{s:#}");
         count(s, "up") == 2
     });
-    case.status_holds("ingest", QUIET, "both up, nothing stale", |s| {
-        count(s, "up") == 2 && count(s, "stale") == 0
+    case.status_holds("ingest", QUIET, "both beating, nothing stale", |s| {
+        count(s, "up") + count(s, "late") == 2 && count(s, "stale") == 0
     });
     let new_json = case.ns.kubectl(&["get", "pod", "new", "-o", "json"]);
     assert!(

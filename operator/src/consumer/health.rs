@@ -37,6 +37,18 @@ pub enum Health {
 /// it is stuck behind (or its fetches fail while metadata works).
 pub const STALLED_AFTER: SignedDuration = SignedDuration::from_secs(20);
 
+/// Whether a monitor attached at seek epoch `epoch` still waits for its
+/// replay of the topic.
+pub fn catching_up(health: &Health, epoch: u64) -> bool {
+    match health {
+        Health::Starting => true,
+        Health::Reading {
+            caught_up_epoch, ..
+        } => *caught_up_epoch < epoch,
+        Health::Blind { .. } => false,
+    }
+}
+
 /// The view at `now` of a monitor attached at seek epoch `epoch`, which
 /// replays its topic from `replayed_from`.
 pub fn view_for(health: &Health, epoch: u64, replayed_from: Timestamp, now: Timestamp) -> View {
@@ -95,6 +107,9 @@ mod tests {
             }
         );
         assert!(matches!(view_for(&h, 2, t(5), t(10)), View::Blind { .. }));
+        // Epoch 2 waits for its replay; epoch 1 has it; an outage is not a replay.
+        assert!(catching_up(&h, 2) && !catching_up(&h, 1));
+        assert!(catching_up(&Health::Starting, 1));
         // Nothing confirmed for longer than the stall bound: not reading.
         let View::Blind { why } = view_for(&h, 1, t(5), t(30)) else {
             panic!("a stalled consumer is not sighted");
@@ -104,6 +119,7 @@ mod tests {
             kind: BlindKind::Broker,
             why: "all brokers down".into(),
         };
+        assert!(!catching_up(&blind, 1));
         assert_eq!(
             view_for(&blind, 1, t(0), t(0)),
             View::Blind {

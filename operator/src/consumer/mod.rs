@@ -21,7 +21,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use crate::membership::Table;
 use crate::membership::table::MonitorId;
 use crate::metrics::Metrics;
-pub use health::{BlindKind, Health, view_for};
+pub use health::{BlindKind, Health, catching_up, view_for};
 pub use settings::{ConsumerKey, SettingsError};
 
 /// Wakes the reconciler of a monitor (a member came back to life).

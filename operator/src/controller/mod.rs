@@ -68,6 +68,8 @@ pub struct Tracked {
     pub signing: SigningKeys,
     /// The key Secret's resourceVersion and the keys it gave.
     pub signing_cache: Mutex<Option<(String, KeyRing)>>,
+    /// When this replica began tracking it (took the lead, or saw it made).
+    pub since: Timestamp,
 }
 
 impl Context {
@@ -87,6 +89,7 @@ impl Context {
                     uninjected_reported: Mutex::new(HashSet::new()),
                     signing: SigningKeys::default(),
                     signing_cache: Mutex::new(None),
+                    since: now,
                 })
             })
             .clone();

@@ -17,7 +17,7 @@ use serde_json::json;
 
 use super::status::{self, Inputs, Readiness, Row};
 use super::{Context, Tracked, events, pods, signing};
-use crate::consumer::{AttachRequest, BlindKind, ConsumerKey, Health, lock, view_for};
+use crate::consumer::{AttachRequest, BlindKind, ConsumerKey, Health, catching_up, lock, view_for};
 use crate::membership::View;
 use crate::membership::silence;
 use crate::membership::state::Timing;
@@ -39,6 +39,10 @@ pub const STATES: [MemberState; 7] = [
 
 /// The longest a changed status waits for its write.
 const MAX_HOLD: SignedDuration = SignedDuration::from_secs(60);
+
+/// How long a new leader keeps the status it found while it replays the
+/// topic; a longer replay shows members Unknown (`CatchingUp`) meanwhile.
+const CATCH_UP_HOLD: SignedDuration = SignedDuration::from_secs(30);
 
 /// How long to wait for the consumer to confirm the topic past a deadline
 /// (it confirms every [`crate::consumer`] check, 500 ms, or sooner).
@@ -94,6 +98,7 @@ pub async fn reconcile(monitor: Arc<HeartbeatMonitor>, ctx: Arc<Context>) -> Res
         Ok(key) => signing::load(&ctx, &monitor, &tracked).await.map(|()| key),
         Err(not_reading) => Err(not_reading),
     };
+    let mut replaying = false;
     let readiness = match sight {
         Ok(key) => {
             let a = ctx.consumers.attach(AttachRequest {
@@ -107,6 +112,7 @@ pub async fn reconcile(monitor: Arc<HeartbeatMonitor>, ctx: Arc<Context>) -> Res
                 now,
             });
             let health = a.health.borrow().clone();
+            replaying = catching_up(&health, a.epoch);
             lock(&tracked.table).set_view(view_for(&health, a.epoch, a.replayed_from, now));
             let retention = a.retention_ms.load(Ordering::Relaxed);
             let mut r = readiness_for(&id, &key, &health, retention, &timing);
@@ -171,6 +177,16 @@ pub async fn reconcile(monitor: Arc<HeartbeatMonitor>, ctx: Arc<Context>) -> Res
         let rows = status::rows(&mut t, now);
         (rows, t.view().clone(), t.last_beat, t.next_deadline(now))
     };
+    // A new leader (or a restarted operator) keeps the status it finds
+    // while it replays the topic, briefly: writing every member Unknown for
+    // the second a replay takes would be a flap on every failover.
+    if replaying
+        && lock(&tracked.written).is_none()
+        && monitor.status.is_some()
+        && now < tracked.since + CATCH_UP_HOLD
+    {
+        return Ok(Action::requeue(Duration::from_millis(200)));
+    }
     observe(&ctx, &id, &tracked, &rows, silence.is_some());
 
     // Status.
