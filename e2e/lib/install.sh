@@ -121,6 +121,22 @@ install_rust_targets() {
 	rustup target add "$triple" >/dev/null || die "rustup target add $triple failed"
 }
 
+# cargo-fuzz for e2e/fuzz, in a directory of its own version (cargo install
+# keeps its bookkeeping there), linked into $TOOLS_BIN. The fuzz targets need
+# a nightly toolchain (-Zsanitizer), so its absence fails here, not mid-suite.
+install_cargo_fuzz() {
+	rustup run nightly rustc --version >/dev/null 2>&1 ||
+		die "no nightly Rust toolchain: e2e/fuzz runs \`cargo +nightly fuzz\`; install one with \`rustup toolchain install nightly --profile minimal\`"
+	local want="$CARGO_FUZZ_VERSION/$RECIPE_VERSION" root="$HB_TOOLS_DIR/cargo-fuzz-$CARGO_FUZZ_VERSION"
+	stamp_ok cargo-fuzz "$want" && [ -x "$TOOLS_BIN/cargo-fuzz" ] && return 0
+	log "building cargo-fuzz $CARGO_FUZZ_VERSION"
+	cargo install -q cargo-fuzz --locked --version "$CARGO_FUZZ_VERSION" --root "$root" ||
+		die "cargo install cargo-fuzz $CARGO_FUZZ_VERSION failed"
+	mkdir -p "$TOOLS_BIN"
+	ln -sf "$root/bin/cargo-fuzz" "$TOOLS_BIN/cargo-fuzz"
+	stamp_set cargo-fuzz "$want"
+}
+
 # What must already be on the machine (the project's machines have it all).
 require_prereqs() {
 	local t missing=()
@@ -145,6 +161,7 @@ cmd_install() {
 	install_etcd
 	install_kubernetes
 	install_helm
+	install_cargo_fuzz
 	prune_go_caches
 	log "tools ready in $HB_TOOLS_DIR"
 }
