@@ -311,7 +311,10 @@ pub fn sidecar_container(
             format!("{}/{name}", monitor.namespace().unwrap_or_default()),
         ),
         value_env(env::HTTP_ADDR, http_addr_on_pod_ip()),
-        value_env(env::APP_HEALTH, app_health.render()),
+        // `$` doubled as for the producer values below: a monitor's probe
+        // path may hold `$(...)`, which the kubelet would expand (found by
+        // fuzzing: `/$(KAFKA_sasl.password)` put the password in the URL).
+        value_env(env::APP_HEALTH, app_health.render().replace('$', "$$")),
     ];
     // Extra producer properties (allowlisted by the CRD) as KAFKA_* env.
     // `$` doubled: the kubelet would otherwise expand `$(KAFKA_...)` in a
@@ -660,6 +663,23 @@ mod tests {
             Outcome::Skip { monitor, reason } => (monitor, reason),
             other => panic!("expected a skip, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_app_health_value_cannot_reference_env_either() {
+        let mut m = monitor("ingest", "ingest");
+        m.spec.app_health.mode = AppHealthMode::Http;
+        m.spec.app_health.http = Some(heartbeat_crds::monitor::HttpHealth {
+            port: 8080,
+            path: "/$(KAFKA_sasl.password)".into(),
+        });
+        let c = sidecar_container(&m, "app", &defaults()).expect("sidecar");
+        let env = env_of(&c);
+        let app = env
+            .iter()
+            .find(|(k, _)| k == env::APP_HEALTH)
+            .map(|(_, v)| v.as_str());
+        assert_eq!(app, Some("http://127.0.0.1:8080/$$(KAFKA_sasl.password)"));
     }
 
     #[test]
