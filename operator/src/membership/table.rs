@@ -237,6 +237,9 @@ pub struct Table {
     departed: HashMap<String, Timestamp>,
     seen: usize,
     view: View,
+    /// The latest `since` of a sighted view: what this table saw
+    /// continuously from. Never moves back (see [`Table::set_view`]).
+    sighted_since: Option<Timestamp>,
     /// When the table was made: expected programs must beat from then.
     created: Timestamp,
     /// Judged time of the newest beat for this monitor.
@@ -256,6 +259,7 @@ impl Table {
                 why: "not reading the topic yet".into(),
             },
             created: now,
+            sighted_since: None,
             last_beat: None,
         };
         t.configure(settings, now);
@@ -337,7 +341,18 @@ impl Table {
 
     /// Sets whether the operator can see the topic.
     pub fn set_view(&mut self, view: View) {
-        self.view = view;
+        // `since` never moves back: a consumer that replaces another (a new
+        // broker Secret) replays the topic from long ago, and the gap an
+        // outage left in it, which the earlier consumer knew it was blind
+        // for, would otherwise count as every member's silence.
+        self.view = match view {
+            View::Sighted { since, until } => {
+                let since = self.sighted_since.map_or(since, |s| s.max(since));
+                self.sighted_since = Some(since);
+                View::Sighted { since, until }
+            }
+            blind => blind,
+        };
     }
 
     /// The current view.

@@ -402,6 +402,33 @@ fn while_blind_members_are_unknown_never_stale_and_sight_restores_their_allowanc
 }
 
 #[test]
+fn a_new_consumer_replaying_from_long_ago_does_not_hold_an_outage_gap_against_anyone() {
+    let mut tb = table(None);
+    tb.sync_pods([pod("a", Some(0))], t(0));
+    record(&mut tb, &sidecar_beat("a", 0), 0);
+    tb.evaluate(t(0), None);
+    // An outage until 100: blind, then sight again from 100.
+    tb.set_view(View::Blind {
+        why: "broker down".into(),
+    });
+    tb.evaluate(t(50), None);
+    tb.set_view(sighted(t(100)));
+    assert_eq!(alarms(&tb.evaluate(t(100), None)), []);
+    // A new consumer (a rotated broker Secret) replays from a day ago
+    // before the member's first beat after the outage is on the topic.
+    tb.set_view(View::Blind {
+        why: "catching up with the topic".into(),
+    });
+    tb.evaluate(t(105), None);
+    tb.set_view(sighted(t(-86_400)));
+    assert_eq!(alarms(&tb.evaluate(t(130), None)), []);
+    assert_ne!(state_of(&tb, "pod-a"), MemberState::Stale);
+    // Still judged from the sight it had: silent since 100, Stale after 35 s.
+    assert_eq!(alarms(&tb.evaluate(t(134), None)), []);
+    assert_eq!(alarms(&tb.evaluate(t(136), None)), [Alarm::Stale]);
+}
+
+#[test]
 fn silenced_alarms_keep_the_state_and_alarm_once_the_silence_ends() {
     let mut tb = table(None);
     tb.sync_pods([pod("a", Some(0))], t(0));
