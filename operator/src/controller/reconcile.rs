@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use heartbeat_crds::monitor::{ClockSource, HeartbeatMonitor, MemberState};
+use heartbeat_crds::monitor::{ClockSource, HeartbeatMonitor, HeartbeatMonitorStatus, MemberState};
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
@@ -140,6 +140,7 @@ pub async fn reconcile(monitor: Arc<HeartbeatMonitor>, ctx: Arc<Context>) -> Res
     if lock(&tracked.written).is_none()
         && let Some(previous) = &monitor.status
     {
+        lock(&tracked.table).sighted_from(sight_floor(previous, tracked.since));
         lock(&tracked.table).inherit_alarms(
             previous
                 .members
@@ -238,6 +239,20 @@ pub async fn reconcile(monitor: Arc<HeartbeatMonitor>, ctx: Arc<Context>) -> Res
     Ok(Action::requeue(
         Duration::try_from(wait).unwrap_or(Duration::from_secs(1)),
     ))
+}
+
+/// From when the status a new leader finds says the topic was read
+/// without a break: `Ready` True since its last transition. Otherwise (not
+/// ready, or no condition) nothing is known before `fallback`, this
+/// replica's first sight of the monitor. A replay cannot tell an outage's
+/// gap in the topic from silence; the previous leader could.
+pub fn sight_floor(previous: &HeartbeatMonitorStatus, fallback: Timestamp) -> Timestamp {
+    previous
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .filter(|c| c.status == "True")
+        .map_or(fallback, |c| c.last_transition_time.0.min(fallback))
 }
 
 /// Backs off a failed reconcile; the failure is counted and logged.
@@ -452,6 +467,26 @@ async fn write_status(
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+
+    #[test]
+    fn a_new_leader_trusts_sight_only_since_ready_last_became_true() {
+        let at = |s: i64| Timestamp::from_second(1_800_000_000 + s).expect("time");
+        let status = |ready: &str, since: i64| -> HeartbeatMonitorStatus {
+            serde_json::from_value(json!({"conditions": [{
+                "type": "Ready", "status": ready, "reason": "R", "message": "",
+                "lastTransitionTime": at(since).to_string(),
+            }]}))
+            .expect("status")
+        };
+        assert_eq!(sight_floor(&status("True", 50), at(100)), at(50));
+        assert_eq!(sight_floor(&status("False", 50), at(100)), at(100));
+        assert_eq!(
+            sight_floor(&HeartbeatMonitorStatus::default(), at(100)),
+            at(100)
+        );
+        // A clock ahead of ours is not trusted past our own start.
+        assert_eq!(sight_floor(&status("True", 500), at(100)), at(100));
+    }
 
     fn key() -> ConsumerKey {
         let data: BTreeMap<String, k8s_openapi::ByteString> = [(

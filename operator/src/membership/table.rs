@@ -355,6 +355,17 @@ impl Table {
         };
     }
 
+    /// Nothing before `floor` is held against anyone: what a new leader
+    /// learns from the status it inherits (sight was continuous only since
+    /// then), applied to the current view and every later one.
+    pub fn sighted_from(&mut self, floor: Timestamp) {
+        let since = self.sighted_since.map_or(floor, |s| s.max(floor));
+        self.sighted_since = Some(since);
+        if let View::Sighted { since: s, .. } = &mut self.view {
+            *s = (*s).max(since);
+        }
+    }
+
     /// The current view.
     pub fn view(&self) -> &View {
         &self.view

@@ -423,6 +423,15 @@ fn a_new_consumer_replaying_from_long_ago_does_not_hold_an_outage_gap_against_an
     tb.set_view(sighted(t(-86_400)));
     assert_eq!(alarms(&tb.evaluate(t(130), None)), []);
     assert_ne!(state_of(&tb, "pod-a"), MemberState::Stale);
+    // A new leader told by the status that sight was continuous only
+    // since 120 holds nothing before it against anyone either.
+    let mut fresh = table(None);
+    fresh.sync_pods([pod("a", Some(0))], t(0));
+    record(&mut fresh, &sidecar_beat("a", 0), 0);
+    fresh.set_view(sighted(t(-86_400)));
+    fresh.sighted_from(t(120));
+    assert_eq!(alarms(&fresh.evaluate(t(150), None)), []);
+    assert_eq!(alarms(&fresh.evaluate(t(156), None)), [Alarm::Stale]);
     // Still judged from the sight it had: silent since 100, Stale after 35 s.
     assert_eq!(alarms(&tb.evaluate(t(134), None)), []);
     assert_eq!(alarms(&tb.evaluate(t(136), None)), [Alarm::Stale]);
