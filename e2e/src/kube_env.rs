@@ -94,6 +94,13 @@ spec:
         ));
     }
 
+    /// HeartbeatMonitor `name`'s status (Null before the first write).
+    pub fn monitor_status(&self, name: &str) -> serde_json::Value {
+        let json = self.kubectl(&["get", "hbm", name, "-o", "json"]);
+        let hbm: serde_json::Value = serde_json::from_str(&json).expect("HeartbeatMonitor json");
+        hbm["status"].clone()
+    }
+
     /// A Deployment `name` of `replicas` demo workers labelled app=`name`.
     pub fn deploy_workers(&self, name: &str, replicas: u32) {
         self.apply(&format!(

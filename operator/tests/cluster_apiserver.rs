@@ -231,9 +231,7 @@ impl Case {
 
     /// Monitor `name`'s status (Null before the first write).
     fn status(&self, monitor: &str) -> Value {
-        let json = self.ns.kubectl(&["get", "hbm", monitor, "-o", "json"]);
-        let hbm: Value = serde_json::from_str(&json).expect("HeartbeatMonitor json");
-        hbm["status"].clone()
+        self.ns.monitor_status(monitor)
     }
 
     /// Polls the status until `done` holds; returns it.
