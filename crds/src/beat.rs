@@ -7,12 +7,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::Error;
 use crate::program_id::program_id_from_key;
+use crate::sidecar_contract::MAX_INTERVAL_SECS;
 
 /// Schema tag our sidecar writes into every beat.
 pub const SCHEMA: &str = "heartbeat.dev/beat/v1";
 /// Largest beat value accepted (a beat is a few hundred bytes; anything near
 /// this is not a heartbeat).
 pub const MAX_VALUE_BYTES: usize = 64 * 1024;
+/// Longest `app.reason` kept, in characters: it reaches a member's status
+/// and Events, so a longer one is cut there (with a trailing `…`).
+pub const MAX_REASON_CHARS: usize = 256;
+/// Longest `sidecar.version` kept, in characters (cut like a reason).
+pub const MAX_VERSION_CHARS: usize = 64;
 
 /// Lifecycle phase a sidecar reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,7 +48,12 @@ pub struct BeatApp {
     pub status: AppStatus,
     #[serde(default, skip_serializing_if = "Option::is_none", with = "iso_utc_opt")]
     pub last_signal: Option<Timestamp>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Why the application is failing, at most [`MAX_REASON_CHARS`].
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "bounded::reason"
+    )]
     pub reason: Option<String>,
 }
 
@@ -60,6 +71,8 @@ pub struct BeatPod {
 /// The `sidecar` object of a beat.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BeatSidecar {
+    /// At most [`MAX_VERSION_CHARS`].
+    #[serde(deserialize_with = "bounded::version")]
     pub version: String,
     #[serde(with = "iso_utc")]
     pub started_at: Timestamp,
@@ -80,7 +93,14 @@ pub struct Beat {
     pub program_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The sidecar's interval, 1..=[`MAX_INTERVAL_SECS`] (the CRD's bound):
+    /// anything else is refused here, so no beat can stretch a member's
+    /// deadlines beyond what a monitor could set.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "bounded::interval"
+    )]
     pub interval_secs: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
@@ -268,6 +288,42 @@ pub fn format_timestamp(ts: Timestamp) -> String {
     match ts.to_zoned(jiff::tz::TimeZone::UTC).year() {
         year @ 0.. => format!("{year:04}{rest}"),
         year => format!("{year:07}{rest}"),
+    }
+}
+
+/// Bounds on what a beat's fields may hold, applied while parsing: every
+/// value off a topic is untrusted.
+mod bounded {
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer};
+
+    use super::{MAX_INTERVAL_SECS, MAX_REASON_CHARS, MAX_VERSION_CHARS};
+
+    /// `interval_secs` outside 1..=MAX_INTERVAL_SECS is an error (the
+    /// lenient parser drops the field and counts it).
+    pub fn interval<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+        match Option::<u32>::deserialize(d)? {
+            Some(s) if s == 0 || s > MAX_INTERVAL_SECS => Err(D::Error::custom(format!(
+                "{s} is outside 1..={MAX_INTERVAL_SECS}"
+            ))),
+            v => Ok(v),
+        }
+    }
+
+    pub fn reason<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        Ok(Option::<String>::deserialize(d)?.map(|s| cut(s, MAX_REASON_CHARS)))
+    }
+
+    pub fn version<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        Ok(cut(String::deserialize(d)?, MAX_VERSION_CHARS))
+    }
+
+    /// `s` cut to `max` characters, the last one replaced by `…` when cut.
+    pub fn cut(s: String, max: usize) -> String {
+        match s.char_indices().nth(max.saturating_sub(1)) {
+            Some((i, _)) if s.chars().count() > max => format!("{}…", &s[..i]),
+            _ => s,
+        }
     }
 }
 

@@ -177,6 +177,50 @@ fn lenient_parse_drops_every_malformed_field_including_nested_ones() {
     assert!(Beat::parse(br#"{"timestamp":"2026-11-22T23:14:51Z","seq":"x"}"#).is_err());
 }
 
+/// Rule: an `interval_secs` outside the CRD's 1..=86400 is no interval at
+/// all: the lenient parser drops the field (counted), the strict one refuses
+/// the beat, and the rest of the beat still counts.
+#[test]
+fn an_interval_beyond_the_crd_bound_is_dropped_and_the_beat_kept() {
+    for bad in ["4294967295", "86401", "0", "-1", "1e30"] {
+        let value = format!(r#"{{"timestamp":"2026-11-22T23:14:51Z","interval_secs":{bad},"phase":"running"}}"#);
+        let b = Beat::parse_lenient(value.as_bytes()).expect("a sign of life");
+        assert_eq!(b.beat.interval_secs, None, "{bad}");
+        assert_eq!(b.beat.phase, Some(Phase::Running), "{bad}");
+        let fields: Vec<_> = b.dropped.iter().map(|d| d.field.as_str()).collect();
+        assert_eq!(fields, ["interval_secs"], "{bad}");
+        assert!(Beat::parse(value.as_bytes()).is_err(), "{bad}");
+    }
+    let at_bound = Beat::parse_lenient(
+        br#"{"timestamp":"2026-11-22T23:14:51Z","interval_secs":86400}"#,
+    )
+    .expect("a beat");
+    assert_eq!(at_bound.beat.interval_secs, Some(86_400));
+    assert!(at_bound.dropped.is_empty());
+}
+
+/// Rule: strings of a beat that reach status and Events are cut to a
+/// documented length (`app.reason` to 256 characters, `sidecar.version`
+/// to 64), on a character boundary.
+#[test]
+fn long_reasons_and_versions_are_cut_to_their_documented_length() {
+    let long = "é".repeat(10_000);
+    let value = format!(
+        r#"{{"timestamp":"2026-11-22T23:14:51Z","app":{{"status":"failing","reason":"{long}"}},"sidecar":{{"version":"{long}","started_at":"2026-11-22T23:00:00Z","undelivered":0}}}}"#
+    );
+    let b = Beat::parse(value.as_bytes()).expect("a beat");
+    let reason = b.app.and_then(|a| a.reason).expect("a reason");
+    assert_eq!(reason.chars().count(), beat::MAX_REASON_CHARS);
+    assert!(reason.ends_with('…'), "{reason}");
+    let version = b.sidecar.expect("sidecar").version;
+    assert_eq!(version.chars().count(), beat::MAX_VERSION_CHARS);
+    let short = Beat::parse(
+        br#"{"timestamp":"2026-11-22T23:14:51Z","app":{"status":"failing","reason":"disk full"}}"#,
+    )
+    .expect("a beat");
+    assert_eq!(short.app.and_then(|a| a.reason).as_deref(), Some("disk full"));
+}
+
 #[test]
 fn lenient_parse_still_rejects_what_is_no_sign_of_life() {
     for bad in [

@@ -1,6 +1,7 @@
 //! Property tests: the parser never panics, and parse(render(b)) == b.
 
 use heartbeat_crds::beat::AppStatus;
+use heartbeat_crds::sidecar_contract::MAX_INTERVAL_SECS;
 use heartbeat_crds::{Beat, BeatApp, BeatPod, BeatSidecar, Phase};
 use jiff::Timestamp;
 use proptest::prelude::*;
@@ -64,7 +65,9 @@ fn beat() -> impl Strategy<Value = Beat> {
         (proptest::option::of(text()), proptest::option::of(text())),
         (
             proptest::option::of(any::<u64>()),
-            proptest::option::of(any::<u32>()),
+            // What a beat may carry (1..=MAX_INTERVAL_SECS); the parser
+            // drops anything else (tested in beat_parse.rs).
+            proptest::option::of(1..=MAX_INTERVAL_SECS),
             phase,
         ),
         counters,

@@ -18,6 +18,7 @@ use serde_json::Value;
 const BIN: &str = env!("CARGO_BIN_EXE_heartbeat-operator");
 const T: Duration = Duration::from_secs(120);
 const REJECTED: &str = "heartbeat_operator_beats_rejected_total";
+const DROPPED: &str = "heartbeat_operator_beat_fields_dropped_total";
 /// Rounds of the whole corpus: enough for growth to show.
 const ROUNDS: usize = 20;
 /// The operator's resident memory may grow this much over all rounds
@@ -43,15 +44,27 @@ fn fill(text: &str, n: &Names<'_>) -> String {
         )
 }
 
-/// One corpus entry as (key, value, reason).
+/// Where an entry is counted: (metric, label, value). A rejected message
+/// under its `reason`; a beat that counts with a field dropped (an
+/// interval beyond the CRD's bound) under its `dropped_field`.
+type Counted = (&'static str, &'static str, String);
+
+fn counted(entry: &Value) -> Counted {
+    match (entry["reason"].as_str(), entry["dropped_field"].as_str()) {
+        (Some(r), None) => (REJECTED, "reason", r.to_string()),
+        (None, Some(f)) => (DROPPED, "field", f.to_string()),
+        _ => panic!("corpus entry needs one of reason, dropped_field: {entry}"),
+    }
+}
+
+/// One corpus entry as (key, value).
 fn message(
     entry: &Value,
     n: &Names<'_>,
     captured: &(Vec<u8>, Vec<u8>),
-) -> (Option<Vec<u8>>, Vec<u8>, String) {
-    let reason = entry["reason"].as_str().expect("reason").to_string();
+) -> (Option<Vec<u8>>, Vec<u8>) {
     if entry["replay_captured"].as_bool() == Some(true) {
-        return (Some(captured.0.clone()), captured.1.clone(), reason);
+        return (Some(captured.0.clone()), captured.1.clone());
     }
     let key = match (&entry["key"], &entry["key_hex"]) {
         (Value::String(k), _) => Some(fill(k, n).into_bytes()),
@@ -72,7 +85,7 @@ fn message(
     } else {
         panic!("corpus entry without a value: {entry}")
     };
-    (key, value, reason)
+    (key, value)
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -85,9 +98,13 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 /// Rule: every malformed or hostile message of the corpus is rejected or
-/// left unattributed and counted under its reason, round after round; the
-/// operator keeps running, its real member stays Up (never Stopped, Stale
-/// or Failing, and no new member appears), and its memory stays flat.
+/// left unattributed and counted under its reason (or, for a beat with a
+/// field out of its bound, counted with the field dropped), round after
+/// round; the operator keeps running and writing status (an
+/// `interval_secs` of 2^32-1 s for a monitor tolerating 100 missed beats
+/// once overflowed its deadline arithmetic and crash-looped every
+/// replica), its real member stays Up (never Stopped, Stale or Failing,
+/// and no new member appears), and its memory stays flat.
 #[tokio::test]
 async fn the_malformed_corpus_is_counted_by_reason_and_changes_nothing() {
     let stack = Stack::get();
@@ -106,7 +123,7 @@ metadata: {{name: ingest, labels: {{"{k}": "{v}"}}}}
 spec:
   topic: {}
   intervalSeconds: 2
-  missedBeatsTolerated: 3
+  missedBeatsTolerated: 100
   graceSeconds: 15
   brokerSecretRef: {{name: kafka}}
   selector: {{matchLabels: {{app: ingest}}}}
@@ -159,18 +176,18 @@ spec:
         pod: "real",
         uid: &uid,
     };
-    let mut want: std::collections::BTreeMap<String, f64> = Default::default();
-    let labels = |reason: &str| {
+    let mut want: std::collections::BTreeMap<Counted, f64> = Default::default();
+    let labels = |(metric, label, value): &Counted| {
         op.metric_value(
-            REJECTED,
-            &[("topic", topic.name.as_str()), ("reason", reason)],
+            metric,
+            &[("topic", topic.name.as_str()), (label, value.as_str())],
         )
         .unwrap_or(0.0)
     };
     for e in entries {
-        let reason = e["reason"].as_str().expect("reason").to_string();
-        let before = labels(&reason);
-        *want.entry(reason).or_insert(before) += ROUNDS as f64;
+        let c = counted(e);
+        let before = labels(&c);
+        *want.entry(c).or_insert(before) += ROUNDS as f64;
     }
 
     let pid = run_ok(std::process::Command::new("pgrep").args([
@@ -190,7 +207,7 @@ spec:
         .expect("producer");
     for _ in 0..ROUNDS {
         for e in entries {
-            let (key, value, _) = message(e, &names, &captured);
+            let (key, value) = message(e, &names, &captured);
             let mut record = FutureRecord::<Vec<u8>, Vec<u8>>::to(&topic.name).payload(&value);
             if let Some(k) = &key {
                 record = record.key(k);
@@ -211,7 +228,7 @@ spec:
         for field in ["stale", "stopped", "failing"] {
             assert_eq!(st[field], 0, "{field}: {s:#}");
         }
-        let counted: Vec<(String, f64, f64)> = want
+        let counted: Vec<(Counted, f64, f64)> = want
             .iter()
             .map(|(r, w)| (r.clone(), labels(r), *w))
             .collect();
@@ -220,10 +237,31 @@ spec:
         }
         assert!(
             start.elapsed() < T,
-            "not counted by reason (reason, got, want): {counted:?}"
+            "not counted by reason (reason, got, want): {counted:?}\n{}",
+            op.log()
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+    // Status still written after the whole corpus: a newer beat of the
+    // real member shows (a dead controller would leave it frozen).
+    let sent = jiff::Timestamp::now();
+    let start = Instant::now();
+    loop {
+        let s = status();
+        let last = s["status"]["lastBeatTime"]
+            .as_str()
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+        if last.is_some_and(|t| t > sent) {
+            break;
+        }
+        assert!(
+            start.elapsed() < T,
+            "status stopped advancing after the corpus: {s:#}\n{}",
+            op.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(!op.log().contains("panicked"), "{}", op.log());
     assert_eq!(status()["status"]["up"], 1, "{:#}", status());
     let rss_after = rss_kib(pid);
     eprintln!(

@@ -41,7 +41,10 @@ impl Availability {
             return;
         }
         if at.duration_since(previous) > late_after {
-            self.push_gap(previous + late_after, at);
+            // Checked: `late_after` is bounded, but no input may panic here.
+            if let Ok(from) = previous.checked_add(late_after) {
+                self.push_gap(from, at);
+            }
         }
         self.last_beat = Some(at);
     }
@@ -65,7 +68,7 @@ impl Availability {
         late_after: SignedDuration,
     ) -> Option<f64> {
         let observed_from = self.observed_from?;
-        let start = observed_from.max(now - window);
+        let start = observed_from.max(now.checked_sub(window).unwrap_or(observed_from));
         while self.gaps.front().is_some_and(|(_, to)| *to <= start) {
             self.gaps.pop_front();
         }
@@ -81,8 +84,10 @@ impl Availability {
         };
         let mut down: f64 = self.gaps.iter().map(|(f, t)| clip(*f, *t)).sum();
         let silent_from = self.last_beat.unwrap_or(observed_from);
-        if now.duration_since(silent_from) > late_after {
-            down += clip(silent_from + late_after, now);
+        if now.duration_since(silent_from) > late_after
+            && let Ok(from) = silent_from.checked_add(late_after)
+        {
+            down += clip(from, now);
         }
         Some((1.0 - down / observed).clamp(0.0, 1.0))
     }

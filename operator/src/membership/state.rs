@@ -4,6 +4,7 @@
 //! judgements, so a restart that rebuilds the facts rebuilds the states.
 
 use heartbeat_crds::monitor::{HeartbeatMonitorSpec, MemberState};
+use heartbeat_crds::sidecar_contract::MAX_INTERVAL_SECS;
 use jiff::{SignedDuration, Timestamp};
 
 /// The deadlines of one monitor.
@@ -29,10 +30,18 @@ impl Timing {
     }
 
     fn new(interval: SignedDuration, missed: i32, grace: SignedDuration) -> Timing {
-        let stale_after = interval * missed + grace;
+        // Saturating: the spec and the beats are bounded where they are
+        // parsed, but no input may make deadline arithmetic panic.
+        let stale_after = interval
+            .checked_mul(missed)
+            .and_then(|d| d.checked_add(grace))
+            .unwrap_or(SignedDuration::MAX);
         // Half an interval of slack before Late: scheduling jitter and the
         // broker's batching are not lateness.
-        let late_after = (interval + interval / 2).min(stale_after);
+        let late_after = interval
+            .checked_add(interval / 2)
+            .unwrap_or(SignedDuration::MAX)
+            .min(stale_after);
         Timing {
             interval,
             late_after,
@@ -48,7 +57,13 @@ impl Timing {
     /// Stale before their pods are recreated.
     pub fn for_member(&self, beat_interval: Option<SignedDuration>) -> Timing {
         match beat_interval {
-            Some(i) if i > self.interval => Timing::new(i, self.missed, self.grace),
+            // Clamped to what a spec may set: the beats are bounded where
+            // they are parsed, this is the second line.
+            Some(i) if i > self.interval => Timing::new(
+                i.min(SignedDuration::from_secs(i64::from(MAX_INTERVAL_SECS))),
+                self.missed,
+                self.grace,
+            ),
             _ => *self,
         }
     }
@@ -169,13 +184,26 @@ pub fn judge(facts: &Facts, timing: &Timing, view: &View, now: Timestamp) -> Jud
 /// pod still runs, beyond the Stale time.
 const STOP_GRACE: SignedDuration = SignedDuration::from_secs(60);
 
+/// `at + d`, or `None` past the end of time (no deadline then).
+fn after(at: Timestamp, d: SignedDuration) -> Option<Timestamp> {
+    at.checked_add(d).ok()
+}
+
+/// How long a stopped pod's sidecar may be silent before it is judged again.
+fn stop_window(timing: &Timing) -> SignedDuration {
+    timing
+        .stale_after
+        .checked_add(STOP_GRACE)
+        .unwrap_or(SignedDuration::MAX)
+}
+
 fn stop_expired(facts: &Facts, timing: &Timing, view: &View, now: Timestamp) -> bool {
     let View::Sighted { until, .. } = view else {
         return false;
     };
     facts
         .last_beat
-        .is_some_and(|last| now.min(*until).duration_since(last) > timing.stale_after + STOP_GRACE)
+        .is_some_and(|last| now.min(*until).duration_since(last) > stop_window(timing))
 }
 
 /// When the judgement of `facts` changes next without a new beat (the
@@ -201,7 +229,7 @@ pub fn next_deadline(
         }
         return facts
             .last_beat
-            .map(|last| last + timing.stale_after + STOP_GRACE)
+            .and_then(|last| after(last, stop_window(timing)))
             .filter(|t| *t > reference);
     }
     let now = reference;
@@ -209,9 +237,9 @@ pub fn next_deadline(
     let silent_from = facts.last_beat.unwrap_or(start).max(*since);
     let late = facts
         .last_beat
-        .map(|_| silent_from + timing.late_after)
+        .and_then(|_| after(silent_from, timing.late_after))
         .filter(|t| *t > now);
-    let stale = Some(silent_from + timing.stale_after).filter(|t| *t > now);
+    let stale = after(silent_from, timing.stale_after).filter(|t| *t > now);
     late.or(stale)
 }
 

@@ -589,6 +589,48 @@ fn a_longer_interval_announced_by_the_beats_wins_over_a_lowered_spec() {
     assert_eq!(alarms(&tb.evaluate(t(186), None)), [Alarm::Stale]);
 }
 
+/// Rule: no beat can make deadline arithmetic overflow. The beat that
+/// crash-looped every replica (`interval_secs: 4294967295` for a monitor
+/// tolerating 100 missed beats) is read with the field dropped, and even a
+/// member whose facts carry such an interval (bypassing the parser) is
+/// judged and given deadlines without a panic.
+#[test]
+fn an_interval_beyond_any_bound_neither_panics_nor_stretches_the_deadline() {
+    let mut v = serde_json::to_value(spec(Some(&["lab-1"]))).expect("spec");
+    v["missedBeatsTolerated"] = 100.into();
+    let settings = Settings::from_spec(&serde_json::from_value(v).expect("spec"), &limits());
+    let id = MonitorId {
+        namespace: NS.into(),
+        name: "ingest".into(),
+    };
+    let mut tb = Table::new(id, settings, t(0));
+    tb.set_view(sighted(t(0)));
+    let parsed =
+        Beat::parse_lenient(br#"{"timestamp":"2027-01-15T08:00:00Z","interval_secs":4294967295}"#)
+            .expect("a sign of life");
+    assert_eq!(parsed.dropped.len(), 1, "interval_secs dropped and counted");
+    let mut b = parsed.beat;
+    b.timestamp = t(0);
+    b.program_id = Some("lab-1".into());
+    record(&mut tb, &b, 0);
+    tb.evaluate(t(0), None);
+    // 10 s x 100 + 5 s: Stale after 1005 s, as the spec says.
+    assert_eq!(alarms(&tb.evaluate(t(1006), None)), [Alarm::Stale]);
+
+    // Past the parser: the facts themselves hold the largest interval.
+    let mut tb = table(Some(&["lab-1"]));
+    let mut b = Beat::at(t(0));
+    b.program_id = Some("lab-1".into());
+    record(&mut tb, &b, 0);
+    for m in tb.members_mut() {
+        m.facts.beat_interval = Some(SignedDuration::from_secs(i64::from(u32::MAX)));
+    }
+    tb.evaluate(t(0), None);
+    let _ = tb.next_deadline(t(1));
+    tb.evaluate(t(1_000_000), None);
+    let _ = tb.next_deadline(Timestamp::MAX);
+}
+
 #[test]
 fn a_pod_joining_a_monitor_that_already_reads_gets_a_fresh_allowance() {
     let mut tb = table(None);
