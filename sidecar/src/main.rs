@@ -107,7 +107,6 @@ async fn run(config: Config) -> Result<(), Error> {
     let server = tokio::spawn(serve::serve(
         listener,
         http::router(sidecar.clone(), pingers),
-        serve::Limits::default(),
         move || {
             refused.inc();
         },

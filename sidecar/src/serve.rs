@@ -1,72 +1,32 @@
-//! The HTTP server's bounds: at most `max_connections` at once (beyond it a
-//! connection is closed at accept), a request's headers must arrive within
-//! `header_timeout` (a slow or idle client is dropped), and no connection
-//! lives longer than `max_lifetime`. So idle or slow clients can neither
-//! exhaust the sidecar nor push its memory past its limit, and the
-//! kubelet's `/livez` keeps being answered.
-
-use std::sync::Arc;
-use std::time::Duration;
+//! The HTTP server's bounds, from the listener limits every port of the
+//! project shares (`heartbeat-listener-limits`): one source holds at most
+//! 32 connections and the listener 256, beyond which a source holding
+//! fewer (the kubelet's probes) displaces the busiest one's oldest; a
+//! request's headers must arrive within 3 s (a slow or idle client is
+//! dropped), a handler answers within 10 s, and no connection lives longer
+//! than 60 s. So neither idle or slow clients nor other pods holding
+//! connections can exhaust the sidecar, push its memory past its limit or
+//! keep the kubelet's `/livez` from being answered.
 
 use axum::Router;
-use axum::extract::ConnectInfo;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
+use heartbeat_listener_limits::{Limits, Refusal};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
-/// The bounds.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    pub max_connections: usize,
-    pub header_timeout: Duration,
-    pub max_lifetime: Duration,
-}
+/// The sidecar's bounds: a port the kubelet probes. The request timeout
+/// stays above `/healthz/app`'s own probe of the app (2 s).
+pub const LIMITS: Limits = Limits::PROBED;
+const _: () = assert!(
+    LIMITS.request_timeout.as_secs() > crate::health::PROBE_TIMEOUT.as_secs(),
+    "a request timeout below the app probe's would cut /healthz/app short"
+);
 
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            // Probes, the app's pings and a scrape need a handful.
-            max_connections: 128,
-            header_timeout: Duration::from_secs(3),
-            max_lifetime: Duration::from_secs(60),
-        }
-    }
-}
-
-/// Serves `app` on `listener` within `limits` until the task is dropped;
-/// each request carries its peer as `ConnectInfo<SocketAddr>`.
-pub async fn serve(
-    listener: TcpListener,
-    app: Router,
-    limits: Limits,
-    refused: impl Fn() + Send + 'static,
-) {
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                // Out of file descriptors, say: wait instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            refused();
-            drop(stream);
-            continue;
-        };
-        let service =
-            TowerToHyperService::new(app.clone().layer(axum::Extension(ConnectInfo(peer))));
-        tokio::spawn(async move {
-            let _permit = permit;
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_timeout)
-                .serve_connection(TokioIo::new(stream), service);
-            let _ = tokio::time::timeout(limits.max_lifetime, connection).await;
-        });
-    }
+/// Serves `app` on `listener` within [`LIMITS`] until the task is dropped;
+/// each request carries its peer as `ConnectInfo<SocketAddr>`; `refused`
+/// is called for each connection closed at accept.
+pub async fn serve(listener: TcpListener, app: Router, refused: impl Fn() + Send + 'static) {
+    heartbeat_listener_limits::serve(listener, app, LIMITS, move |why: Refusal| {
+        tracing::debug!(why = why.as_str(), "refused a connection at accept");
+        refused();
+    })
+    .await;
 }

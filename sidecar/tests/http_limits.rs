@@ -2,11 +2,17 @@
 //! queue, the server is what is tested): 2,000 idle connections and a
 //! client sending its headers a byte at a time neither exhaust it nor
 //! push its memory past the injected 32Mi limit, and `/livez` keeps being
-//! answered. Nothing here asserts on speed: waits are polls with bounds.
+//! answered; nor can other sources holding as many connections as they
+//! like keep the kubelet's probes (another source address on loopback)
+//! from being answered within the probe's 1 s timeout. Nothing else here
+//! asserts on speed: waits are polls with bounds.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// The injected sidecar's memory limit (SPEC: 32Mi).
@@ -46,12 +52,9 @@ fn get(addr: SocketAddr, path: &str) -> Option<u16> {
     std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
 }
 
-/// Rule: idle and slow clients cannot take the sidecar's HTTP server down:
-/// with 2,000 idle connections and a slow-headers client held open,
-/// `/livez` is answered (within a bounded wait), memory stays under the
-/// container limit, and the idle ones are closed by the server.
-#[test]
-fn idle_and_slow_clients_neither_exhaust_the_server_nor_its_memory() {
+/// A sidecar serving on a free loopback port (127.0.0.1), once it
+/// answers `/livez`.
+fn start_sidecar() -> (Sidecar, SocketAddr) {
     let port = heartbeat_e2e::process::free_port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
     let child = Command::new(env!("CARGO_BIN_EXE_heartbeat-sidecar"))
@@ -71,7 +74,6 @@ fn idle_and_slow_clients_neither_exhaust_the_server_nor_its_memory() {
         .spawn()
         .expect("sidecar");
     let sidecar = Sidecar(child);
-    let pid = sidecar.0.id();
     let start = Instant::now();
     while get(addr, "/livez") != Some(200) {
         assert!(
@@ -80,6 +82,18 @@ fn idle_and_slow_clients_neither_exhaust_the_server_nor_its_memory() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+
+    (sidecar, addr)
+}
+
+/// Rule: idle and slow clients cannot take the sidecar's HTTP server down:
+/// with 2,000 idle connections and a slow-headers client held open,
+/// `/livez` is answered (within a bounded wait), memory stays under the
+/// container limit, and the idle ones are closed by the server.
+#[test]
+fn idle_and_slow_clients_neither_exhaust_the_server_nor_its_memory() {
+    let (sidecar, addr) = start_sidecar();
+    let pid = sidecar.0.id();
 
     let idle: Vec<TcpStream> = (0..2000)
         .filter_map(|_| TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok())
@@ -139,4 +153,212 @@ fn idle_and_slow_clients_neither_exhaust_the_server_nor_its_memory() {
         "2,000 idle + 1 slow client: /livez answered after {:?}, peak RSS {peak} KiB",
         start.elapsed()
     );
+}
+
+/// One keep-alive `GET /livez` on `s`; whether it was answered 200.
+fn keep_alive_request(s: &mut TcpStream) -> bool {
+    if s.write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut got = Vec::new();
+    let mut buf = [0u8; 512];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+        let text = String::from_utf8_lossy(&got);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().to_string())
+                })
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            if body.len() >= length {
+                return head.starts_with("HTTP/1.1 200");
+            }
+        }
+    }
+}
+
+/// Another pod: from each of `sources`, `per_source` keep-alive
+/// connections to `addr`, each sent a request in turn (so the header
+/// timeout never closes them) and reopened whenever the server closes
+/// it, until dropped. `held` is how many answered in the last round.
+struct Intruder {
+    stop: Arc<AtomicBool>,
+    held: Arc<AtomicUsize>,
+    rounds: Arc<AtomicUsize>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Intruder {
+    fn start(addr: SocketAddr, sources: &[Ipv4Addr], per_source: usize) -> Intruder {
+        let (stop, held, rounds) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicUsize::new(0)),
+        );
+        let mut conns: Vec<(Ipv4Addr, Option<TcpStream>)> = sources
+            .iter()
+            .flat_map(|s| (0..per_source).map(|_| (*s, None)))
+            .collect();
+        let (stop2, held2, rounds2) = (stop.clone(), held.clone(), rounds.clone());
+        let thread = std::thread::spawn(move || {
+            while !stop2.load(Ordering::Relaxed) {
+                let mut alive = 0;
+                for (source, conn) in conns.iter_mut() {
+                    if conn.is_none() {
+                        *conn = connect_from(*source, addr);
+                    }
+                    if let Some(s) = conn {
+                        if keep_alive_request(s) {
+                            alive += 1;
+                        } else {
+                            *conn = None;
+                        }
+                    }
+                }
+                held2.store(alive, Ordering::Relaxed);
+                rounds2.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        Intruder {
+            stop,
+            held,
+            rounds,
+            thread: Some(thread),
+        }
+    }
+
+    fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// Waits for one more whole round over the intruder's connections.
+    fn next_round(&self) {
+        let seen = self.rounds.load(Ordering::Relaxed);
+        let start = Instant::now();
+        while self.rounds.load(Ordering::Relaxed) <= seen {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the intruder is stuck"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits until the intruder holds at least `n` connections.
+    fn wait_holding(&self, n: usize) {
+        let start = Instant::now();
+        while self.held() < n {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the intruder never held {n} connections (holds {})",
+                self.held()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Intruder {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A connection to `addr` from `source` (any 127/8 address is loopback's).
+fn connect_from(source: Ipv4Addr, addr: SocketAddr) -> Option<TcpStream> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).ok()?;
+    socket
+        .bind(&SocketAddr::new(IpAddr::V4(source), 0).into())
+        .ok()?;
+    socket
+        .connect_timeout(&addr.into(), Duration::from_secs(1))
+        .ok()?;
+    let s: TcpStream = socket.into();
+    s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    s.set_write_timeout(Some(Duration::from_secs(1))).ok()?;
+    Some(s)
+}
+
+/// The kubelet's probe: `GET /livez` from 127.0.0.1 on a fresh connection,
+/// answered 200 within its 1 s timeout (connect and answer together).
+fn probe_answers_in_time(addr: SocketAddr) -> Result<Duration, String> {
+    let start = Instant::now();
+    let limit = Duration::from_secs(1);
+    let mut s = connect_from(Ipv4Addr::LOCALHOST, addr).ok_or("connect failed")?;
+    s.set_read_timeout(Some(limit)).map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "GET /livez HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head)
+        .map_err(|e| format!("no answer: {e}"))?;
+    let took = start.elapsed();
+    match &head[9..12] {
+        b"200" if took < limit => Ok(took),
+        code => Err(format!("{} after {took:?}", String::from_utf8_lossy(code))),
+    }
+}
+
+/// Probes ten times, one per round of the intruder's requests.
+fn probes_answer_while(intruder: &Intruder, addr: SocketAddr) {
+    for i in 0..10 {
+        intruder.next_round();
+        if let Err(why) = probe_answers_in_time(addr) {
+            panic!(
+                "probe {i} failed while the intruder held {} connections: {why}",
+                intruder.held()
+            );
+        }
+    }
+}
+
+/// Rule: one source holds at most its share of the connections (32), and
+/// however many it tries to hold, the kubelet's probe from another source
+/// is answered within its 1 s timeout.
+#[test]
+fn one_source_holding_connections_cannot_starve_the_probes() {
+    let (_sidecar, addr) = start_sidecar();
+    let per_source = heartbeat_listener_limits::Limits::PROBED.caps.per_source;
+    let intruder = Intruder::start(addr, &[Ipv4Addr::new(127, 0, 0, 2)], 300);
+    // It got its connections: the test would see a global cap.
+    intruder.wait_holding(per_source);
+    probes_answer_while(&intruder, addr);
+    assert!(
+        intruder.held() <= per_source,
+        "one source held {} connections (cap {per_source})",
+        intruder.held()
+    );
+}
+
+/// Rule: many sources together, each at its share, cannot starve the
+/// kubelet either: once the listener is full, a source that holds fewer
+/// connections than the busiest (the probe's: none) displaces the
+/// busiest's oldest, so its probe is answered within 1 s.
+#[test]
+fn many_sources_filling_the_listener_cannot_starve_the_probes() {
+    let (_sidecar, addr) = start_sidecar();
+    let caps = heartbeat_listener_limits::Limits::PROBED.caps;
+    let sources: Vec<Ipv4Addr> = (0..caps.total.div_ceil(caps.per_source) + 4)
+        .map(|i| Ipv4Addr::new(127, 0, 1, i as u8 + 1))
+        .collect();
+    let intruder = Intruder::start(addr, &sources, caps.per_source);
+    // They fill the listener (less the few they are reopening).
+    intruder.wait_holding(caps.total * 3 / 4);
+    probes_answer_while(&intruder, addr);
 }
