@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiext;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use kube::core::Rule;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -207,12 +208,43 @@ pub enum AppHealthMode {
     Http,
 }
 
+/// The directory File mode's shared emptyDir is mounted at, in every app
+/// container and the sidecar: the touch file must lie under it. Fixed, so
+/// a monitor cannot mount a writable volume over another directory of
+/// someone else's container (`/etc`, `/app/bin`).
+pub const HEALTH_FILE_DIR: &str = "/var/run/heartbeat";
+
+/// The CEL rule on `appHealth.file.path`: under [`HEALTH_FILE_DIR`], with no
+/// empty, `.` or `..` segment ([`health_file_path_is_allowed`] in Rust).
+fn health_file_path_rule() -> Rule {
+    Rule::new(format!(
+        "self.matches('^{HEALTH_FILE_DIR}(/[^/]+)+$') && !self.matches('/[.][.]?(/|$)')"
+    ))
+    .message(kube::core::Message::Message(format!(
+        "appHealth.file.path must lie under {HEALTH_FILE_DIR}/ (the directory the webhook mounts), with no empty, '.' or '..' segment"
+    )))
+}
+
+/// Whether `path` is a touch file the webhook may serve: under
+/// [`HEALTH_FILE_DIR`] with no empty, `.` or `..` segment (the CRD's CEL
+/// rule, for monitors stored before it).
+pub fn health_file_path_is_allowed(path: &str) -> bool {
+    path.strip_prefix(HEALTH_FILE_DIR)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .is_some_and(|rest| {
+            rest.split('/')
+                .all(|seg| !seg.is_empty() && seg != "." && seg != "..")
+        })
+}
+
 /// File mode: the application touches `path` (on a shared emptyDir) while it makes progress.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FileHealth {
-    /// Absolute path of the touch file, as the application sees it.
+    /// Absolute path of the touch file, as the application sees it: under
+    /// /var/run/heartbeat/, where the webhook mounts the shared emptyDir.
     #[schemars(regex(pattern = r"^/[^:]*$"), length(max = 1024))]
+    #[x_kube(validation = health_file_path_rule())]
     pub path: String,
     /// The app is failing once the file is older than this.
     #[serde(default = "default_max_age")]
@@ -477,5 +509,59 @@ fn drop_unsigned_formats(schema: &mut apiext::JSONSchemaProps) {
         schema.additional_properties.as_mut()
     {
         drop_unsigned_formats(extra);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rule: a touch file lies under HEALTH_FILE_DIR, with no empty, `.` or
+    /// `..` segment, so the shared emptyDir never lands anywhere else.
+    #[test]
+    fn a_touch_file_outside_the_fixed_directory_is_not_allowed() {
+        for ok in [
+            "/var/run/heartbeat/health",
+            "/var/run/heartbeat/app/health",
+            "/var/run/heartbeat/.health",
+            "/var/run/heartbeat/a..b",
+        ] {
+            assert!(health_file_path_is_allowed(ok), "{ok}");
+        }
+        for bad in [
+            "/etc/passwd",
+            "/var/run/heartbeat",
+            "/var/run/heartbeat/",
+            "/var/run/heartbeatx/health",
+            "/var/run/heartbeat/../../etc/passwd",
+            "/var/run/heartbeat/./health",
+            "/var/run/heartbeat//health",
+            "/var/run/heartbeat/health/",
+            "var/run/heartbeat/health",
+        ] {
+            assert!(!health_file_path_is_allowed(bad), "{bad}");
+        }
+    }
+
+    /// Rule: the CRD carries the same rule as CEL on appHealth.file.path,
+    /// with a message naming the field.
+    #[test]
+    fn the_crd_refuses_a_touch_file_outside_the_fixed_directory() {
+        let crd = serde_json::to_value(crd()).expect("crd json");
+        let path = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+            ["appHealth"]["properties"]["file"]["properties"]["path"];
+        let rule = &path["x-kubernetes-validations"][0];
+        assert!(
+            rule["rule"]
+                .as_str()
+                .is_some_and(|r| r.contains("^/var/run/heartbeat(/[^/]+)+$")),
+            "{path}"
+        );
+        assert!(
+            rule["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("appHealth.file.path must lie under")),
+            "{path}"
+        );
     }
 }

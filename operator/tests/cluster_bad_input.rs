@@ -339,7 +339,9 @@ fn window(schedule: &str, minutes: i64, zone: &str) -> Value {
 fn bounds() -> Vec<Bound> {
     use serde_json::json;
     let s = |c: char, n: usize| c.to_string().repeat(n);
-    let file = |age: i64| json!({"appHealth": {"mode": "File", "file": {"path": "/tmp/hb", "maxAgeSeconds": age}}});
+    let file = |age: i64| json!({"appHealth": {"mode": "File", "file": {"path": "/var/run/heartbeat/health", "maxAgeSeconds": age}}});
+    // The touch file lies under the fixed directory (19 characters with its slash).
+    let dir = format!("{}/", heartbeat_crds::monitor::HEALTH_FILE_DIR);
     let ping = |age: i64| json!({"appHealth": {"mode": "Ping", "ping": {"maxAgeSeconds": age}}});
     let http = |port: i64, path: String| json!({"appHealth": {"mode": "Http", "http": {"port": port, "path": path}}});
     let programs = |n: usize| json!({"external": {"expectedPrograms": (0..n).map(|i| format!("p-{i}")).collect::<Vec<_>>()}});
@@ -371,8 +373,8 @@ fn bounds() -> Vec<Bound> {
         bound(
             "spec.appHealth.file.path",
             "maxLength",
-            json!({"appHealth": {"mode": "File", "file": {"path": format!("/{}", s('a', 1023))}}}),
-            json!({"appHealth": {"mode": "File", "file": {"path": format!("/{}", s('a', 1024))}}}),
+            json!({"appHealth": {"mode": "File", "file": {"path": format!("{dir}{}", s('a', 1024 - dir.len()))}}}),
+            json!({"appHealth": {"mode": "File", "file": {"path": format!("{dir}{}", s('a', 1025 - dir.len()))}}}),
         ),
         bound(
             "spec.appHealth.http.port",
@@ -652,4 +654,60 @@ fn monitors_at_every_validation_bound_are_stored_past_it_refused_and_the_operato
         );
     }
     assert!(op.is_running(), "the operator died:\n{}", op.log());
+}
+
+/// Rule: a File-mode touch file lies under the fixed directory the webhook
+/// mounts (/var/run/heartbeat/, no `.`, `..` or empty segment): the API
+/// server refuses any other path with an error naming
+/// spec.appHealth.file.path, so a monitor cannot have a writable emptyDir
+/// mounted over /etc of the pods it selects.
+#[test]
+fn a_touch_file_outside_the_fixed_directory_is_refused_naming_the_field() {
+    let stack = Stack::get();
+    install_crds(stack);
+    let ns = TestNamespace::create(stack, "file-path");
+    let manifest = |name: &str, path: &str| {
+        serde_json::json!({
+            "apiVersion": "heartbeat.dev/v1alpha1",
+            "kind": "HeartbeatMonitor",
+            "metadata": {"name": name, "namespace": ns.name},
+            "spec": {
+                "topic": "file-path",
+                "intervalSeconds": 10,
+                "brokerSecretRef": {"name": "kafka"},
+                "selector": {"matchLabels": {"app": "none"}},
+                "appHealth": {"mode": "File", "file": {"path": path}},
+            },
+        })
+        .to_string()
+    };
+    let apply = |json: &str| {
+        heartbeat_e2e::stack::run_with_stdin(stack.kubectl().args(["apply", "-f", "-"]), json)
+    };
+    for (i, bad) in [
+        "/etc/passwd",
+        "/etc/heartbeat",
+        "/var/run/heartbeat",
+        "/var/run/heartbeatx/health",
+        "/var/run/heartbeat/../../etc/passwd",
+        "/var/run/heartbeat/./health",
+        "/var/run/heartbeat//health",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let (ok, out, err) = apply(&manifest(&format!("bad-{i}"), bad));
+        assert!(!ok, "{bad}: stored:\n{out}");
+        assert!(
+            err.contains("spec.appHealth.file.path") && err.contains("must lie under"),
+            "{bad}: the error does not name the field:\n{err}"
+        );
+    }
+    for (i, good) in ["/var/run/heartbeat/health", "/var/run/heartbeat/app/touch"]
+        .iter()
+        .enumerate()
+    {
+        let (ok, out, err) = apply(&manifest(&format!("good-{i}"), good));
+        assert!(ok, "{good}: refused:\n{out}{err}");
+    }
 }
