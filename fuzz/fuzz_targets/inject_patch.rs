@@ -22,7 +22,8 @@ use heartbeat_crds::monitor::{AppHealthMode, HeartbeatMonitor, PRODUCER_ALLOWLIS
 use heartbeat_crds::sidecar_contract::{SidecarAppHealth, env};
 use heartbeat_operator::webhook::inject::{
     ANNOTATION_ALSO_MATCHED, ANNOTATION_INJECT, ANNOTATION_INJECTED, ANNOTATION_MONITOR,
-    HEALTH_VOLUME, InjectDefaults, Outcome, SIDECAR_NAME, SkipReason, decide,
+    HEALTH_VOLUME, InjectDefaults, Outcome, SIDECAR_NAME, SidecarPolicy, SkipReason, decide,
+    default_maxima,
 };
 use heartbeat_sidecar::config::Args;
 use k8s_openapi::api::core::v1::{Container, Pod};
@@ -101,6 +102,13 @@ fn check(case: Case) {
         resources: InjectDefaults::default_resources(),
         native_sidecar: case.native_sidecar,
         operator_namespace: OPERATOR_NAMESPACE.into(),
+        // The image the inputs override with is allowlisted, so an override
+        // still reaches the patch.
+        policy: SidecarPolicy {
+            allowed_image_repositories: vec!["registry.local/hb".into()],
+            max_requests: default_maxima(),
+            max_limits: default_maxima(),
+        },
     };
     let secret_exists = |_: &str| case.secret_exists;
     let (name, patch) = match decide(&pod, &monitors, secret_exists, &defaults) {
@@ -388,6 +396,9 @@ const FILE_PATHS: &[&str] = &[
     "/a:b/c",
     "/run/$(KAFKA_sasl.password)/touch",
     "/x/",
+    // Under the fixed directory, so these reach the patch (the rest are refused).
+    "/var/run/heartbeat/$(KAFKA_sasl.password)/touch",
+    "/var/run/heartbeat/a:b",
 ];
 const HTTP_PATHS: &[&str] = &["/healthz", "/", "relative", "/$(POD_NAME)", "/$$"];
 const SECRET_NAMES: &[&str] = &["kafka", "other"];

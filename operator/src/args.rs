@@ -74,6 +74,24 @@ pub struct Args {
     /// Inject a plain container instead of a native sidecar (clusters older than 1.29).
     #[arg(long, env = "HEARTBEAT_PLAIN_CONTAINER_SIDECAR")]
     pub plain_container_sidecar: bool,
+    /// Repositories a monitor's `spec.sidecar.image` may name (`repo`,
+    /// `repo:tag`, `repo@sha256:...`), comma-separated or repeated, besides
+    /// the repository of `--sidecar-image`; a monitor naming another image
+    /// is not injected (an InjectionSkipped Event names the field).
+    #[arg(long, env = "HEARTBEAT_SIDECAR_IMAGE_ALLOWLIST", value_delimiter = ',')]
+    pub sidecar_image_allowlist: Vec<String>,
+    /// The most CPU a monitor may request for its sidecar.
+    #[arg(long, env = "HEARTBEAT_SIDECAR_MAX_CPU_REQUEST", default_value = "200m", value_parser = parse_quantity)]
+    pub sidecar_max_cpu_request: String,
+    /// The most memory a monitor may request for its sidecar.
+    #[arg(long, env = "HEARTBEAT_SIDECAR_MAX_MEMORY_REQUEST", default_value = "256Mi", value_parser = parse_quantity)]
+    pub sidecar_max_memory_request: String,
+    /// The highest CPU limit a monitor may set on its sidecar.
+    #[arg(long, env = "HEARTBEAT_SIDECAR_MAX_CPU_LIMIT", default_value = "200m", value_parser = parse_quantity)]
+    pub sidecar_max_cpu_limit: String,
+    /// The highest memory limit a monitor may set on its sidecar.
+    #[arg(long, env = "HEARTBEAT_SIDECAR_MAX_MEMORY_LIMIT", default_value = "256Mi", value_parser = parse_quantity)]
+    pub sidecar_max_memory_limit: String,
     /// Seconds between checks of the certificate Secret (renewals are picked up then).
     #[arg(long, env = "HEARTBEAT_CERT_CHECK_SECONDS", default_value_t = 60)]
     pub cert_check_seconds: u64,
@@ -127,6 +145,23 @@ pub struct Args {
     /// (worst first); per-monitor metrics are not capped.
     #[arg(long, env = "HEARTBEAT_MEMBER_METRICS_CAP", default_value_t = 200)]
     pub member_metrics_cap: usize,
+    /// The ClusterRole that holds the operator's Secret rights; in the
+    /// chart's `rbac.namespaced` mode it is bound per namespace, and a
+    /// monitor in a namespace without that binding is `Ready=False`
+    /// naming the command that grants it.
+    #[arg(
+        long,
+        env = "HEARTBEAT_SECRETS_CLUSTER_ROLE",
+        default_value = "heartbeat-operator-secrets"
+    )]
+    pub secrets_cluster_role: String,
+    /// The operator's ServiceAccount (in `--namespace`), for that command.
+    #[arg(
+        long,
+        env = "HEARTBEAT_SERVICE_ACCOUNT",
+        default_value = "heartbeat-operator"
+    )]
+    pub service_account: String,
 }
 
 /// Log formats.
@@ -137,12 +172,46 @@ pub enum LogFormat {
 }
 
 impl Args {
+    /// What a monitor may ask of the sidecar, from the `--sidecar-*` flags.
+    pub fn sidecar_policy(&self) -> crate::webhook::inject::SidecarPolicy {
+        let q = |s: &String| k8s_openapi::apimachinery::pkg::api::resource::Quantity(s.clone());
+        let maxima = |cpu: &String, memory: &String| {
+            std::collections::BTreeMap::from([
+                ("cpu".to_string(), q(cpu)),
+                ("memory".to_string(), q(memory)),
+            ])
+        };
+        crate::webhook::inject::SidecarPolicy {
+            allowed_image_repositories: self
+                .sidecar_image_allowlist
+                .iter()
+                .map(|r| r.trim().to_string())
+                .filter(|r| !r.is_empty())
+                .collect(),
+            max_requests: maxima(
+                &self.sidecar_max_cpu_request,
+                &self.sidecar_max_memory_request,
+            ),
+            max_limits: maxima(&self.sidecar_max_cpu_limit, &self.sidecar_max_memory_limit),
+        }
+    }
+
     /// This replica's identity in the Lease.
     pub fn identity(&self) -> String {
         self.identity.clone().unwrap_or_else(|| {
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
             format!("{}-{}", host.trim(), std::process::id())
         })
+    }
+}
+
+fn parse_quantity(s: &str) -> Result<String, String> {
+    if crate::webhook::inject::is_quantity(s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} is not a non-negative quantity (e.g. 200m, 256Mi)"
+        ))
     }
 }
 
@@ -167,5 +236,30 @@ mod tests {
         assert_eq!(parse_label("a/b=c"), Ok(("a/b".into(), "c".into())));
         assert!(parse_label("novalue").is_err());
         assert!(parse_label("=x").is_err());
+    }
+
+    /// Rule: the sidecar maxima default to 200m CPU / 256Mi memory, a bad
+    /// quantity is refused at start-up, and the allowlist splits on commas.
+    #[test]
+    fn the_sidecar_policy_flags_parse_into_the_policy() {
+        let args = Args::try_parse_from([
+            "heartbeat-operator",
+            "--sidecar-image-allowlist=a.io/x,b.io/y",
+            "--sidecar-max-memory-limit=1Gi",
+        ])
+        .expect("flags");
+        let policy = args.sidecar_policy();
+        assert_eq!(policy.allowed_image_repositories, ["a.io/x", "b.io/y"]);
+        assert_eq!(
+            policy.max_requests,
+            crate::webhook::inject::default_maxima()
+        );
+        assert_eq!(
+            policy.max_limits.get("memory").map(|q| q.0.as_str()),
+            Some("1Gi")
+        );
+        assert!(
+            Args::try_parse_from(["heartbeat-operator", "--sidecar-max-cpu-limit=lots"]).is_err()
+        );
     }
 }

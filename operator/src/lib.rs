@@ -275,6 +275,7 @@ pub async fn run(args: Args) -> Result<()> {
             resources: InjectDefaults::default_resources(),
             native_sidecar: !args.plain_container_sidecar,
             operator_namespace: args.namespace.clone(),
+            policy: args.sidecar_policy(),
         },
         metrics: metrics.clone(),
         recorder: Some(recorder),

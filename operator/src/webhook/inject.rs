@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use heartbeat_crds::monitor::{AppHealthMode, HeartbeatMonitor};
+use heartbeat_crds::monitor::{AppHealthMode, HEALTH_FILE_DIR, HeartbeatMonitor};
 use heartbeat_crds::program_id::render_with_env_refs;
 use heartbeat_crds::sidecar_contract::{
     DEFAULT_HTTP_PORT, SidecarAppHealth, env, http_addr_on_pod_ip,
@@ -27,6 +27,9 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::core::{Selector, SelectorExt};
 use kube::{Resource, ResourceExt};
 use serde_json::Value;
+
+mod policy;
+pub use policy::{SidecarPolicy, default_maxima, image_in_repository, is_quantity};
 
 /// Pod annotation: `"false"` keeps the sidecar out of this pod.
 pub const ANNOTATION_INJECT: &str = "heartbeat.dev/inject";
@@ -56,6 +59,8 @@ pub struct InjectDefaults {
     pub native_sidecar: bool,
     /// The operator's own namespace: never injected.
     pub operator_namespace: String,
+    /// What a monitor may ask of the sidecar (image repositories, resource maxima).
+    pub policy: SidecarPolicy,
 }
 
 impl InjectDefaults {
@@ -91,6 +96,10 @@ pub enum SkipReason {
     /// The sidecar cannot be built for this monitor and pod (an invalid
     /// template, a pod without containers, ...).
     CannotInject { why: String },
+    /// The monitor asks for more than the operator's sidecar policy allows
+    /// (an image off the allowlist, resources above the maxima, a touch
+    /// file outside the fixed directory); `field` names it (`spec.sidecar.image`).
+    PolicyRefused { field: String, why: String },
 }
 
 impl SkipReason {
@@ -103,6 +112,7 @@ impl SkipReason {
                 | SkipReason::NamedMonitorMissing { .. }
                 | SkipReason::SecretMissing { .. }
                 | SkipReason::CannotInject { .. }
+                | SkipReason::PolicyRefused { .. }
         )
     }
 
@@ -116,6 +126,7 @@ impl SkipReason {
             SkipReason::NamedMonitorMissing { .. } => "named_monitor_missing",
             SkipReason::SecretMissing { .. } => "secret_missing",
             SkipReason::CannotInject { .. } => "cannot_inject",
+            SkipReason::PolicyRefused { .. } => "policy_refused",
         }
     }
 }
@@ -136,6 +147,10 @@ impl fmt::Display for SkipReason {
                 "the broker Secret {secret:?} does not exist; create it, then recreate the pod"
             ),
             SkipReason::CannotInject { why } => write!(f, "the sidecar cannot be injected: {why}"),
+            SkipReason::PolicyRefused { field, why } => write!(
+                f,
+                "the monitor's {field} is refused by the operator's sidecar policy: {why}"
+            ),
         }
     }
 }
@@ -231,6 +246,15 @@ pub fn decide(
     let name = monitor.name_any();
     if pod.annotations().get(ANNOTATION_INJECT).map(String::as_str) == Some("false") {
         return skip(Some(&name), SkipReason::OptedOut);
+    }
+    if let Err(refusal) = policy::check(&monitor.spec, &defaults.policy, &defaults.image) {
+        return skip(
+            Some(&name),
+            SkipReason::PolicyRefused {
+                field: refusal.field,
+                why: refusal.why,
+            },
+        );
     }
     let secret = &monitor.spec.broker_secret_ref.name;
     if !secret_exists(secret) {
@@ -345,7 +369,7 @@ pub fn sidecar_container(
     let volume_mounts = (spec.app_health.mode == AppHealthMode::File).then(|| {
         vec![VolumeMount {
             name: HEALTH_VOLUME.into(),
-            mount_path: health_dir(monitor),
+            mount_path: HEALTH_FILE_DIR.into(),
             ..Default::default()
         }]
     });
@@ -399,21 +423,6 @@ pub fn sidecar_container(
     })
 }
 
-/// File mode: the directory of the touch file, shared through an emptyDir.
-fn health_dir(monitor: &HeartbeatMonitor) -> String {
-    let path = monitor
-        .spec
-        .app_health
-        .file
-        .as_ref()
-        .map(|f| f.path.as_str())
-        .unwrap_or("/var/run/heartbeat/health");
-    match path.rsplit_once('/') {
-        Some(("", _)) | None => "/".into(),
-        Some((dir, _)) => dir.into(),
-    }
-}
-
 /// An `add` at the JSON pointer made of `tokens` (escaped as needed).
 fn add(tokens: &[&str], value: Value) -> PatchOperation {
     PatchOperation::Add(AddOperation {
@@ -428,7 +437,7 @@ fn to_value<T: serde::Serialize>(v: &T) -> Result<Value, String> {
 
 /// Refuses what the patch would make invalid or break: the pod already
 /// uses the sidecar's port, or (File mode) its volume name, or a mount at,
-/// above or below the shared directory, or the directory is `/`.
+/// above or below the shared directory.
 fn conflicts(
     spec: &k8s_openapi::api::core::v1::PodSpec,
     monitor: &HeartbeatMonitor,
@@ -451,10 +460,7 @@ fn conflicts(
     if monitor.spec.app_health.mode != AppHealthMode::File {
         return Ok(());
     }
-    let dir = health_dir(monitor);
-    if dir == "/" {
-        return Err("appHealth.file.path must be in a directory below /".into());
-    }
+    let dir = HEALTH_FILE_DIR;
     if spec
         .volumes
         .iter()
@@ -474,7 +480,7 @@ fn conflicts(
             .volume_mounts
             .iter()
             .flatten()
-            .find(|m| overlaps(&m.mount_path, &dir))
+            .find(|m| overlaps(&m.mount_path, dir))
         {
             return Err(format!(
                 "container {:?} already mounts {} where the health file's directory {dir} goes",
@@ -526,7 +532,7 @@ pub fn patch_for(
         }
         let mount = to_value(&VolumeMount {
             name: HEALTH_VOLUME.into(),
-            mount_path: health_dir(monitor),
+            mount_path: HEALTH_FILE_DIR.into(),
             ..Default::default()
         })?;
         for (i, c) in spec.containers.iter().enumerate() {
@@ -550,8 +556,11 @@ pub fn patch_for(
             failure_threshold: Some(3),
             ..http_probe("/healthz/app")
         })?;
-        for i in 0..spec.containers.len() {
-            // `add` replaces an existing member: the app's own probe gives way.
+        for (i, c) in spec.containers.iter().enumerate() {
+            // The app's own probe is kept: `add` would replace it.
+            if c.liveness_probe.is_some() {
+                continue;
+            }
             let i = i.to_string();
             ops.push(add(
                 &["spec", "containers", &i, "livenessProbe"],
@@ -600,6 +609,11 @@ mod tests {
             resources: InjectDefaults::default_resources(),
             native_sidecar: true,
             operator_namespace: "heartbeat-system".into(),
+            policy: SidecarPolicy {
+                allowed_image_repositories: vec!["registry.local/heartbeat-sidecar".into()],
+                max_requests: default_maxima(),
+                max_limits: default_maxima(),
+            },
         }
     }
 
@@ -1059,26 +1073,225 @@ mod tests {
         assert_eq!(spec.containers[1].restart_policy, None);
     }
 
+    /// Rule: with injectLivenessProbe, an app container without a
+    /// livenessProbe gets ours (the sidecar's /healthz/app); one with its
+    /// own keeps it: a monitor never replaces someone else's probe.
     #[test]
-    fn inject_liveness_probe_points_every_app_container_at_the_sidecar() {
-        let p = pod(
-            json!({"spec": {"containers": [{"name": "app", "image": "demo/worker",
-            "livenessProbe": {"tcpSocket": {"port": 80}}}]}}),
-        );
+    fn inject_liveness_probe_adds_ours_only_where_the_app_has_none() {
+        let p = pod(json!({"spec": {"containers": [
+            {"name": "app", "image": "demo/worker", "livenessProbe": {"tcpSocket": {"port": 80}}},
+            {"name": "helper", "image": "demo/worker"}
+        ]}}));
         let mut m = monitor("ingest", "ingest");
         m.spec.app_health.mode = AppHealthMode::Ping;
         m.spec.app_health.inject_liveness_probe = true;
         let out = injected(&p, &[m], &defaults());
-        let probe = out.spec.expect("spec").containers[0]
+        let containers = out.spec.expect("spec").containers;
+        let own = containers[0]
             .liveness_probe
             .clone()
-            .expect("probe");
-        assert!(probe.tcp_socket.is_none());
-        let get = probe.http_get.expect("httpGet");
+            .expect("the app's probe");
         assert_eq!(
-            (get.path.as_deref(), get.port),
+            own,
+            Probe {
+                tcp_socket: Some(k8s_openapi::api::core::v1::TCPSocketAction {
+                    port: IntOrString::Int(80),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+            "the app's own probe is kept as it was"
+        );
+        let ours = containers[1]
+            .liveness_probe
+            .clone()
+            .and_then(|p| p.http_get)
+            .expect("ours where there was none");
+        assert_eq!(
+            (ours.path.as_deref(), ours.port),
             (Some("/healthz/app"), IntOrString::Int(9190))
         );
+    }
+
+    fn refused(outcome: Outcome) -> (String, String) {
+        match skipped(outcome) {
+            (Some(_), SkipReason::PolicyRefused { field, why }) => (field, why),
+            other => panic!("expected a policy refusal, got {other:?}"),
+        }
+    }
+
+    fn with_sidecar(image: Option<&str>, resources: Option<Value>) -> HeartbeatMonitor {
+        let mut m = monitor("ingest", "ingest");
+        m.spec.sidecar = Some(SidecarOverrides {
+            image: image.map(str::to_string),
+            resources: resources.map(|r| serde_json::from_value(r).expect("resources")),
+        });
+        m
+    }
+
+    /// Rule: a monitor's spec.sidecar.image from a repository off the
+    /// allowlist is not injected, and the skip (an InjectionSkipped Event)
+    /// names the field; the default image's repository and the allowlisted
+    /// ones are injected.
+    #[test]
+    fn an_image_off_the_allowlist_is_not_injected_and_the_skip_names_the_field() {
+        let (field, why) = refused(decide(
+            &pod(json!({})),
+            &[with_sidecar(Some("evil.example/miner:1"), None)],
+            all_secrets,
+            &defaults(),
+        ));
+        assert_eq!(field, "spec.sidecar.image");
+        assert!(why.contains("evil.example/miner:1"), "{why}");
+        let reason = SkipReason::PolicyRefused { field, why };
+        assert!(reason.concerns_a_monitor());
+        assert!(
+            reason.to_string().contains("spec.sidecar.image"),
+            "{reason}"
+        );
+        for ok in [
+            "heartbeat-sidecar:0.2.0",
+            "registry.local/heartbeat-sidecar:9",
+            "heartbeat-sidecar:0.1.0",
+        ] {
+            let out = injected(
+                &pod(json!({})),
+                &[with_sidecar(Some(ok), None)],
+                &defaults(),
+            );
+            let init = out.spec.and_then(|s| s.init_containers).expect("init");
+            assert_eq!(init[0].image.as_deref(), Some(ok));
+        }
+    }
+
+    /// Rule: a repository matches only exactly (`repo`, `repo:tag`,
+    /// `repo@sha256:...`): a lookalike that merely starts with an
+    /// allowlisted repository is refused.
+    #[test]
+    fn a_lookalike_repository_is_refused() {
+        for image in [
+            "registry.local/heartbeat-sidecar-evil:1",
+            "registry.local/heartbeat-sidecar/evil:1",
+            "heartbeat-sidecarx:0.1.0",
+            "registry.local/heartbeat-sidecar@sha256:abc",
+        ] {
+            let (field, _) = refused(decide(
+                &pod(json!({})),
+                &[with_sidecar(Some(image), None)],
+                all_secrets,
+                &defaults(),
+            ));
+            assert_eq!(field, "spec.sidecar.image", "{image}");
+        }
+    }
+
+    /// Rule: a monitor's sidecar resources above the maxima (or a resource
+    /// the policy does not list, or a request above its limit, which would
+    /// make every selected pod invalid) are not injected, and the skip
+    /// names the field; at the maxima they are.
+    #[test]
+    fn resources_above_the_maxima_are_not_injected_and_the_skip_names_the_field() {
+        for (resources, field) in [
+            (
+                json!({"limits": {"memory": "257Mi"}}),
+                "spec.sidecar.resources.limits.memory",
+            ),
+            (
+                json!({"limits": {"memory": "1Gi"}}),
+                "spec.sidecar.resources.limits.memory",
+            ),
+            (
+                json!({"requests": {"cpu": "201m"}}),
+                "spec.sidecar.resources.requests.cpu",
+            ),
+            (
+                json!({"requests": {"cpu": "64"}}),
+                "spec.sidecar.resources.requests.cpu",
+            ),
+            (
+                json!({"limits": {"cpu": "0.3"}}),
+                "spec.sidecar.resources.limits.cpu",
+            ),
+            (
+                json!({"requests": {"memory": "1e12"}}),
+                "spec.sidecar.resources.requests.memory",
+            ),
+            (
+                json!({"requests": {"nvidia.com/gpu": "1"}}),
+                "spec.sidecar.resources.requests.nvidia.com/gpu",
+            ),
+            (
+                json!({"requests": {"memory": "-1"}}),
+                "spec.sidecar.resources.requests.memory",
+            ),
+            (
+                json!({"requests": {"memory": "64Mi"}, "limits": {"memory": "32Mi"}}),
+                "spec.sidecar.resources.requests.memory",
+            ),
+            (
+                json!({"claims": [{"name": "gpu"}]}),
+                "spec.sidecar.resources.claims",
+            ),
+        ] {
+            let (got, why) = refused(decide(
+                &pod(json!({})),
+                &[with_sidecar(None, Some(resources.clone()))],
+                all_secrets,
+                &defaults(),
+            ));
+            assert_eq!(got, field, "{resources}: {why}");
+        }
+        let at_max = json!({"requests": {"cpu": "0.2", "memory": "256Mi"},
+                            "limits": {"cpu": "200m", "memory": "268435456"}});
+        let out = injected(
+            &pod(json!({})),
+            &[with_sidecar(None, Some(at_max.clone()))],
+            &defaults(),
+        );
+        let init = out.spec.and_then(|s| s.init_containers).expect("init");
+        assert_eq!(
+            init[0].resources,
+            Some(serde_json::from_value(at_max).expect("resources"))
+        );
+    }
+
+    /// Rule: File mode's emptyDir is mounted at the fixed directory
+    /// /var/run/heartbeat only, whatever the touch file's path under it; a
+    /// path outside it (a monitor stored before the CRD's rule) is not
+    /// injected, and the skip names spec.appHealth.file.path.
+    #[test]
+    fn the_health_volume_goes_only_at_the_fixed_directory() {
+        let mut m = monitor("ingest", "ingest");
+        m.spec.app_health.mode = AppHealthMode::File;
+        m.spec.app_health.file = Some(FileHealth {
+            path: "/var/run/heartbeat/app/touch".into(),
+            max_age_seconds: 30,
+        });
+        let out = injected(&pod(json!({})), std::slice::from_ref(&m), &defaults());
+        let spec = out.spec.expect("spec");
+        let sidecar = &spec.init_containers.as_ref().expect("init")[0];
+        for c in spec.containers.iter().chain([sidecar]) {
+            let mounts: Vec<&str> = c
+                .volume_mounts
+                .iter()
+                .flatten()
+                .map(|v| v.mount_path.as_str())
+                .collect();
+            assert_eq!(mounts, ["/var/run/heartbeat"], "{}", c.name);
+        }
+        for bad in ["/etc/passwd", "/var/run/heartbeat/../../etc/x", "/health"] {
+            m.spec.app_health.file = Some(FileHealth {
+                path: bad.into(),
+                max_age_seconds: 30,
+            });
+            let (field, _) = refused(decide(
+                &pod(json!({})),
+                std::slice::from_ref(&m),
+                all_secrets,
+                &defaults(),
+            ));
+            assert_eq!(field, "spec.appHealth.file.path", "{bad}");
+        }
     }
 
     #[test]
@@ -1171,12 +1384,6 @@ mod tests {
                 "{reason}"
             );
         }
-        m.spec.app_health.file = Some(FileHealth {
-            path: "/health".into(),
-            max_age_seconds: 30,
-        });
-        let (_, reason) = skipped(decide(&pod(json!({})), &[m], all_secrets, &defaults()));
-        assert!(reason.to_string().contains("below /"), "{reason}");
     }
 
     #[test]
