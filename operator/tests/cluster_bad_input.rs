@@ -711,3 +711,177 @@ fn a_touch_file_outside_the_fixed_directory_is_refused_naming_the_field() {
         assert!(ok, "{good}: refused:\n{out}{err}");
     }
 }
+
+/// Deletes the chart's sidecar policy (cluster-scoped) when a test ends.
+struct SidecarPolicyInstalled<'a> {
+    stack: &'a Stack,
+    name: String,
+}
+
+impl Drop for SidecarPolicyInstalled<'_> {
+    fn drop(&mut self) {
+        for kind in [
+            "validatingadmissionpolicybinding",
+            "validatingadmissionpolicy",
+        ] {
+            let _ = heartbeat_e2e::stack::run(self.stack.kubectl().args([
+                "delete",
+                kind,
+                &self.name,
+                "--ignore-not-found",
+            ]));
+        }
+    }
+}
+
+/// Rule: the chart's ValidatingAdmissionPolicy refuses, when a monitor is
+/// written, a spec.sidecar.image off the allowlist (sidecarImage.repository
+/// plus sidecarPolicy.allowedImageRepositories; a lookalike repository too)
+/// and spec.sidecar.resources above sidecarPolicy.maxResources (or naming
+/// another resource, or a request above its limit), each with a message
+/// naming the field; an allowed sidecar is stored, and so is a monitor of
+/// another installation (the binding follows monitorSelector).
+#[test]
+fn the_charts_sidecar_policy_refuses_off_list_images_and_oversized_resources_naming_the_field() {
+    use serde_json::json;
+    let stack = Stack::get();
+    install_crds(stack);
+    let ns = TestNamespace::create(stack, "sidecar-policy");
+    let release = ns.name.clone();
+    let label = "heartbeat.dev/operator";
+    let chart = heartbeat_e2e::stack::repo_dir().join("charts/heartbeat-operator");
+    let rendered = run_ok(stack.tool("helm").args([
+        "template",
+        &release,
+        &chart.display().to_string(),
+        "--namespace",
+        &ns.name,
+        "--show-only",
+        "templates/sidecarpolicy.yaml",
+        "--set",
+        &format!("monitorSelector={label}={release}"),
+        "--set",
+        "sidecarImage.repository=ghcr.io/heartbeat-dev/heartbeat-sidecar",
+        "--set",
+        "sidecarPolicy.allowedImageRepositories[0]=registry.local/hb",
+    ]));
+    let _policy = SidecarPolicyInstalled {
+        stack,
+        name: format!("{release}-heartbeat-operator-sidecar-policy"),
+    };
+    let (ok, out, err) =
+        heartbeat_e2e::stack::run_with_stdin(stack.kubectl().args(["apply", "-f", "-"]), &rendered);
+    assert!(ok, "the policy is refused:\n{out}{err}");
+
+    let manifest = |name: &str, labelled: bool, sidecar: Value| {
+        let labels = if labelled {
+            json!({label: release})
+        } else {
+            json!({})
+        };
+        json!({
+            "apiVersion": "heartbeat.dev/v1alpha1",
+            "kind": "HeartbeatMonitor",
+            "metadata": {"name": name, "namespace": ns.name, "labels": labels},
+            "spec": {
+                "topic": "sidecar-policy",
+                "intervalSeconds": 10,
+                "brokerSecretRef": {"name": "kafka"},
+                "selector": {"matchLabels": {"app": "none"}},
+                "sidecar": sidecar,
+            },
+        })
+        .to_string()
+    };
+    let apply = |json: &str, dry_run: bool| {
+        let mut cmd = stack.kubectl();
+        cmd.args(["apply", "-f", "-"]);
+        if dry_run {
+            cmd.arg("--dry-run=server");
+        }
+        heartbeat_e2e::stack::run_with_stdin(&mut cmd, json)
+    };
+    // A new policy takes a moment to be enforced: wait (with a deadline)
+    // until an off-list image is refused in a dry run.
+    let off_list = manifest("off-list", true, json!({"image": "evil.example/miner:1"}));
+    let deadline = Instant::now() + T;
+    while apply(&off_list, true).0 {
+        assert!(Instant::now() < deadline, "the policy is never enforced");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    let digest = format!("@sha256:{}", "a".repeat(64));
+    let refused = [
+        (
+            json!({"image": "evil.example/miner:1"}),
+            "spec.sidecar.image",
+        ),
+        (
+            json!({"image": "ghcr.io/heartbeat-dev/heartbeat-sidecar-evil:1"}),
+            "spec.sidecar.image",
+        ),
+        (
+            json!({"image": "ghcr.io/heartbeat-dev/heartbeat-sidecar/evil:1"}),
+            "spec.sidecar.image",
+        ),
+        (
+            json!({"resources": {"limits": {"memory": "1Gi"}}}),
+            "spec.sidecar.resources.limits.memory",
+        ),
+        (
+            json!({"resources": {"limits": {"memory": 268435457}}}),
+            "spec.sidecar.resources.limits.memory",
+        ),
+        (
+            json!({"resources": {"requests": {"cpu": "2"}}}),
+            "spec.sidecar.resources.requests.cpu",
+        ),
+        (
+            json!({"resources": {"limits": {"cpu": "201m"}}}),
+            "spec.sidecar.resources.limits.cpu",
+        ),
+        (
+            json!({"resources": {"requests": {"nvidia.com/gpu": "1"}}}),
+            "spec.sidecar.resources.requests may set only",
+        ),
+        (
+            json!({"resources": {"requests": {"memory": "64Mi"}, "limits": {"memory": "32Mi"}}}),
+            "spec.sidecar.resources.requests.memory must not be above",
+        ),
+    ];
+    for (i, (sidecar, field)) in refused.iter().enumerate() {
+        let (ok, out, err) = apply(
+            &manifest(&format!("refused-{i}"), true, sidecar.clone()),
+            false,
+        );
+        assert!(!ok, "{sidecar}: stored:\n{out}");
+        assert!(
+            err.contains(field),
+            "{sidecar}: the refusal does not name {field}:\n{err}"
+        );
+    }
+    let allowed = [
+        json!({"image": "ghcr.io/heartbeat-dev/heartbeat-sidecar:0.2.0"}),
+        json!({"image": format!("ghcr.io/heartbeat-dev/heartbeat-sidecar{digest}")}),
+        json!({"image": "registry.local/hb:1"}),
+        json!({"resources": {"requests": {"cpu": "0.2", "memory": "64Mi"},
+                             "limits": {"cpu": "200m", "memory": "256Mi"}}}),
+    ];
+    for (i, sidecar) in allowed.iter().enumerate() {
+        let (ok, out, err) = apply(
+            &manifest(&format!("allowed-{i}"), true, sidecar.clone()),
+            false,
+        );
+        assert!(ok, "{sidecar}: refused:\n{out}{err}");
+    }
+    // Another installation's monitor is not this policy's to judge.
+    let (ok, out, err) = apply(
+        &manifest(
+            "other-installation",
+            false,
+            json!({"image": "evil.example/miner:1"}),
+        ),
+        false,
+    );
+    assert!(ok, "a monitor outside monitorSelector refused:\n{out}{err}");
+}
