@@ -183,7 +183,9 @@ fn lenient_parse_drops_every_malformed_field_including_nested_ones() {
 #[test]
 fn an_interval_beyond_the_crd_bound_is_dropped_and_the_beat_kept() {
     for bad in ["4294967295", "86401", "0", "-1", "1e30"] {
-        let value = format!(r#"{{"timestamp":"2026-11-22T23:14:51Z","interval_secs":{bad},"phase":"running"}}"#);
+        let value = format!(
+            r#"{{"timestamp":"2026-11-22T23:14:51Z","interval_secs":{bad},"phase":"running"}}"#
+        );
         let b = Beat::parse_lenient(value.as_bytes()).expect("a sign of life");
         assert_eq!(b.beat.interval_secs, None, "{bad}");
         assert_eq!(b.beat.phase, Some(Phase::Running), "{bad}");
@@ -191,10 +193,9 @@ fn an_interval_beyond_the_crd_bound_is_dropped_and_the_beat_kept() {
         assert_eq!(fields, ["interval_secs"], "{bad}");
         assert!(Beat::parse(value.as_bytes()).is_err(), "{bad}");
     }
-    let at_bound = Beat::parse_lenient(
-        br#"{"timestamp":"2026-11-22T23:14:51Z","interval_secs":86400}"#,
-    )
-    .expect("a beat");
+    let at_bound =
+        Beat::parse_lenient(br#"{"timestamp":"2026-11-22T23:14:51Z","interval_secs":86400}"#)
+            .expect("a beat");
     assert_eq!(at_bound.beat.interval_secs, Some(86_400));
     assert!(at_bound.dropped.is_empty());
 }
@@ -218,7 +219,10 @@ fn long_reasons_and_versions_are_cut_to_their_documented_length() {
         br#"{"timestamp":"2026-11-22T23:14:51Z","app":{"status":"failing","reason":"disk full"}}"#,
     )
     .expect("a beat");
-    assert_eq!(short.app.and_then(|a| a.reason).as_deref(), Some("disk full"));
+    assert_eq!(
+        short.app.and_then(|a| a.reason).as_deref(),
+        Some("disk full")
+    );
 }
 
 #[test]

@@ -39,6 +39,10 @@ pub struct OperatorOptions {
     pub network: Network,
     /// `--lease-duration-seconds` (unset: the binary's default).
     pub lease_duration_seconds: Option<u32>,
+    /// The chart's `rbac.namespaced` mode with no namespace granted: the
+    /// Secret rights' ClusterRole is not bound anywhere (a test grants a
+    /// namespace with the command the operator reports).
+    pub namespaced_secrets: bool,
 }
 
 /// An operator's identity: its namespace, names, RBAC and token, shared by
@@ -62,7 +66,23 @@ impl Identity {
             .expect("operator/deploy/rbac.yaml")
             .replace("heartbeat-operator", &name)
             .replace("heartbeat-system", &namespace.name);
-        crate::kube_env::apply_yaml(stack, &rbac);
+        let secrets_binding =
+            format!("kind: ClusterRoleBinding\nmetadata:\n  name: {name}-secrets\n");
+        let rbac: Vec<&str> = rbac
+            .split("\n---\n")
+            .filter(|doc| !(options.namespaced_secrets && doc.contains(&secrets_binding)))
+            .collect();
+        assert!(
+            !options.namespaced_secrets
+                || rbac.len() > 1 && !rbac.join("").contains(&secrets_binding),
+            "rbac.yaml has no Secret ClusterRoleBinding to leave out"
+        );
+        // As the chart does: the operator patches its webhook configuration
+        // and may not create one.
+        let webhook_config = format!(
+            "apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\nmetadata: {{name: {name}}}\n"
+        );
+        crate::kube_env::apply_yaml(stack, &(rbac.join("\n---\n") + "\n---\n" + &webhook_config));
         let kubeconfig = stack.service_account_kubeconfig(&namespace.name, &name);
         Identity {
             stack: stack.clone(),
@@ -85,15 +105,21 @@ impl Identity {
 
 impl Drop for Identity {
     fn drop(&mut self) {
-        for what in [
-            "mutatingwebhookconfiguration",
-            "clusterrolebinding",
-            "clusterrole",
+        let secrets = format!("{}-secrets", self.name);
+        for (what, name) in [
+            ("mutatingwebhookconfiguration", &self.name),
+            ("clusterrolebinding", &self.name),
+            ("clusterrole", &self.name),
+            ("clusterrolebinding", &secrets),
+            ("clusterrole", &secrets),
         ] {
-            let _ = run(self
-                .stack
-                .kubectl()
-                .args(["delete", what, &self.name, "--wait=false"]));
+            let _ = run(self.stack.kubectl().args([
+                "delete",
+                what,
+                name,
+                "--wait=false",
+                "--ignore-not-found",
+            ]));
         }
         let _ = std::fs::remove_file(&self.kubeconfig);
     }
@@ -193,6 +219,8 @@ impl OperatorProcess {
             .args(["--sidecar-image", "heartbeat-sidecar:dev"])
             .args(["--monitor-selector", &format!("{MONITOR_LABEL}={name}")])
             .args(["--lease-name", &name])
+            .args(["--secrets-cluster-role", &format!("{name}-secrets")])
+            .args(["--service-account", &name])
             .args(["--identity", &process_identity]);
         if manages_webhook_config {
             cmd.arg("--manage-webhook-config");

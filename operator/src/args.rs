@@ -58,6 +58,10 @@ pub struct Args {
     /// Write the MutatingWebhookConfiguration (with the CA) ourselves.
     #[arg(long, env = "HEARTBEAT_MANAGE_WEBHOOK_CONFIG")]
     pub manage_webhook_config: bool,
+    /// How long the API server waits for the webhook (the configuration's
+    /// `timeoutSeconds`; on timeout the pod is admitted without the sidecar).
+    #[arg(long, env = "HEARTBEAT_WEBHOOK_TIMEOUT_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(i32).range(1..=30))]
+    pub webhook_timeout_seconds: i32,
     /// The MutatingWebhookConfiguration's name.
     #[arg(
         long,

@@ -25,9 +25,7 @@ use axum::routing::post;
 use axum_server::tls_rustls::RustlsConfig;
 use futures::StreamExt;
 use heartbeat_crds::monitor::HeartbeatMonitor;
-use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
-use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
 
@@ -90,7 +88,7 @@ fn webhook_settings(args: &Args) -> WebhookSettings {
         },
         namespace_label: args.injection_label.clone(),
         operator_namespace: args.namespace.clone(),
-        timeout_seconds: 5,
+        timeout_seconds: args.webhook_timeout_seconds,
     }
 }
 
@@ -187,6 +185,10 @@ fn controller_settings(args: &Args) -> controller::ControllerSettings {
             sidecar_version: env!("CARGO_PKG_VERSION").into(),
         },
         member_metrics_cap: args.member_metrics_cap,
+        grant: controller::secrets::Grant {
+            cluster_role: args.secrets_cluster_role.clone(),
+            service_account: format!("{}:{}", args.namespace, args.service_account),
+        },
     }
 }
 
@@ -203,7 +205,9 @@ pub async fn run(args: Args) -> Result<()> {
         },
     ));
 
-    // What the webhook decides from: monitors and Secret names, cached.
+    // What the webhook decides from: the monitors, cached. Secrets are
+    // never listed or watched (the monitor's status says whether its
+    // broker Secret exists).
     let (monitors, monitor_writer) = reflector::store();
     let monitor_stream = reflector(
         monitor_writer,
@@ -214,25 +218,9 @@ pub async fn run(args: Args) -> Result<()> {
     )
     .default_backoff()
     .applied_objects();
-    let (secrets, secret_writer) = reflector::store();
-    let secret_stream = reflector(
-        secret_writer,
-        // Metadata only: the webhook needs to know a Secret exists, never its values.
-        watcher(
-            Api::<PartialObjectMeta<Secret>>::all(client.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .applied_objects();
     tokio::spawn(monitor_stream.for_each(|r| async move {
         if let Err(e) = r {
             tracing::warn!(error = %e, "HeartbeatMonitor watch");
-        }
-    }));
-    tokio::spawn(secret_stream.for_each(|r| async move {
-        if let Err(e) = r {
-            tracing::warn!(error = %e, "Secret metadata watch");
         }
     }));
 
@@ -268,7 +256,6 @@ pub async fn run(args: Args) -> Result<()> {
     );
     let state = Arc::new(WebhookState {
         monitors: monitors.clone(),
-        secrets: secrets.clone(),
         defaults: InjectDefaults {
             image: args.sidecar_image.clone(),
             sidecar_version: env!("CARGO_PKG_VERSION").into(),
@@ -280,6 +267,7 @@ pub async fn run(args: Args) -> Result<()> {
         metrics: metrics.clone(),
         recorder: Some(recorder),
         ready: ready.clone(),
+        budgets: Default::default(),
     });
     let app = Router::new()
         .route("/mutate", post(mutate))
@@ -299,10 +287,10 @@ pub async fn run(args: Args) -> Result<()> {
     });
     // Ready once the caches are filled: before that every pod would look
     // unmatched. Only then does the API server learn of the webhook.
-    let (m, s) = (monitors.clone(), secrets.clone());
+    let m = monitors.clone();
     let (ready_flag, client2, args2) = (ready.clone(), client.clone(), args.clone());
     tokio::spawn(async move {
-        if m.wait_until_ready().await.is_err() || s.wait_until_ready().await.is_err() {
+        if m.wait_until_ready().await.is_err() {
             return;
         }
         if args2.manage_webhook_config {

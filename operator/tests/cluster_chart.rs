@@ -54,7 +54,9 @@ fn of_kind<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
 
 /// Rule: the chart is lint-clean with its defaults and with every optional
 /// part on, and what it renders by default is accepted by the API server
-/// (a server-side dry run: schemas, CEL, admission).
+/// (a server-side dry run: schemas, CEL, admission); its schema refuses a
+/// bad value and one replica with a PodDisruptionBudget; its replicas
+/// prefer different nodes.
 #[test]
 fn the_chart_lints_and_the_api_server_accepts_what_it_renders() {
     let stack = Stack::get();
@@ -75,6 +77,23 @@ fn the_chart_lints_and_the_api_server_accepts_what_it_renders() {
     let (ok, out, err) =
         run(helm(stack).args(["template", "x", &chart(), "--set", "log.format=xml"]));
     assert!(!ok && err.contains("log/format"), "{out}\n{err}");
+    // One replica with the PodDisruptionBudget would block every drain.
+    let (ok, out, err) =
+        run(helm(stack).args(["template", "x", &chart(), "--set", "replicaCount=1"]));
+    assert!(!ok && err.contains("replicaCount"), "{out}\n{err}");
+    let (ok, out, err) = run(helm(stack).args([
+        "template",
+        "x",
+        &chart(),
+        "--set",
+        "replicaCount=1,podDisruptionBudget.enabled=false",
+    ]));
+    assert!(ok, "{out}\n{err}");
+    // The replicas prefer different nodes by default.
+    let deployment = render(stack, "x", "ops", &[]);
+    let anti = &of_kind(&deployment, "Deployment")["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+        ["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"];
+    assert_eq!(anti["topologyKey"], "kubernetes.io/hostname", "{anti:#}");
 
     let ns = TestNamespace::create(stack, "chart-dry");
     let rendered = run_ok(helm(stack).args(["template", "dry", &chart(), "--namespace", &ns.name]));
@@ -113,13 +132,111 @@ fn the_chart_grants_the_repos_rbac_under_its_own_names() {
     )
     .map(|d| serde::Deserialize::deserialize(d).expect("rbac YAML"))
     .collect();
+    let mut compared = 0;
     for kind in ["ClusterRole", "Role"] {
-        let chart_rules = &of_kind(&docs, kind)["rules"];
-        let repo_rules = &of_kind(&repo, kind)["rules"];
-        assert_eq!(chart_rules, repo_rules, "{kind} rules differ");
+        for r in repo.iter().filter(|d| d["kind"] == kind) {
+            let name = format!("rel-{}", r["metadata"]["name"].as_str().expect("name"));
+            let chart_role = docs
+                .iter()
+                .find(|d| d["kind"] == kind && d["metadata"]["name"] == name.as_str())
+                .unwrap_or_else(|| panic!("the chart renders no {kind} {name}"));
+            assert_eq!(
+                chart_role["rules"], r["rules"],
+                "{kind} {name}: rules differ"
+            );
+            compared += 1;
+        }
     }
+    assert_eq!(compared, 3, "ClusterRoles and Role of rbac.yaml");
     let sa = of_kind(&docs, "ServiceAccount");
     assert_eq!(sa["metadata"]["name"], "rel-heartbeat-operator");
+}
+
+/// `kubectl auth can-i VERB RESOURCE -n NAMESPACE --as SA`.
+fn may(stack: &Stack, sa: &str, verb: &str, resource: &str, namespace: &str) -> bool {
+    run(stack
+        .kubectl()
+        .args(["auth", "can-i", verb, resource, "--as", sa, "-n", namespace]))
+    .0
+}
+
+/// Rule: in both RBAC modes, the chart's ServiceAccount never lists or
+/// watches Secrets, may create no webhook configuration and patch only its
+/// own; by default it reads (gets) Secrets by name in every namespace; with
+/// `rbac.namespaced=true` only in the namespaces listed in
+/// `rbac.namespaces`, never in an unrelated one. What `kubectl auth can-i`
+/// says after applying the rendered RBAC, not what the YAML looks like.
+#[test]
+fn the_charts_rbac_in_both_modes_is_what_can_i_says() {
+    let stack = Stack::get();
+    for namespaced in [false, true] {
+        let op = TestNamespace::create(stack, "chart-rbac");
+        let granted = TestNamespace::create(stack, "chart-granted");
+        let unrelated = TestNamespace::create(stack, "chart-unrelated");
+        let release = format!("rb{}", heartbeat_e2e::unique_suffix());
+        let mode = format!("rbac.namespaced={namespaced}");
+        let list = format!("rbac.namespaces={{{}}}", granted.name);
+        let docs = render(stack, &release, &op.name, &[&mode, &list]);
+        let rbac: Vec<&Value> = docs
+            .iter()
+            .filter(|d| {
+                [
+                    "ServiceAccount",
+                    "ClusterRole",
+                    "ClusterRoleBinding",
+                    "Role",
+                    "RoleBinding",
+                ]
+                .contains(&d["kind"].as_str().unwrap_or_default())
+            })
+            .collect();
+        let yaml: String = rbac
+            .iter()
+            .map(|d| format!("---\n{}", serde_yaml::to_string(d).expect("YAML")))
+            .collect();
+        let applied =
+            heartbeat_e2e::stack::run_with_stdin(stack.kubectl().args(["apply", "-f", "-"]), &yaml);
+        assert!(applied.0, "{}\n{}", applied.1, applied.2);
+        let name = format!("{release}-heartbeat-operator");
+        let sa = format!("system:serviceaccount:{}:{name}", op.name);
+        let checks = [
+            ("get", "secrets", granted.name.as_str(), true),
+            ("get", "secrets", unrelated.name.as_str(), !namespaced),
+            ("list", "secrets", granted.name.as_str(), false),
+            ("watch", "secrets", granted.name.as_str(), false),
+            ("list", "secrets", op.name.as_str(), false),
+            ("create", "mutatingwebhookconfigurations", "default", false),
+            (
+                "patch",
+                &format!("mutatingwebhookconfigurations/{name}"),
+                "default",
+                true,
+            ),
+            (
+                "patch",
+                "mutatingwebhookconfigurations/another",
+                "default",
+                false,
+            ),
+        ];
+        let wrong: Vec<String> = checks
+            .iter()
+            .filter(|(verb, res, ns, want)| may(stack, &sa, verb, res, ns) != *want)
+            .map(|(verb, res, ns, want)| format!("{verb} {res} -n {ns}: want {want}"))
+            .collect();
+        for kind in ["clusterrolebinding", "clusterrole"] {
+            for n in [name.clone(), format!("{name}-secrets")] {
+                let _ = run(stack.kubectl().args([
+                    "delete",
+                    kind,
+                    &n,
+                    "--ignore-not-found",
+                    "--wait=false",
+                ]));
+            }
+        }
+        assert!(wrong.is_empty(), "namespaced={namespaced}: {wrong:#?}");
+    }
 }
 
 /// Rule: the chart's MutatingWebhookConfiguration is the one the operator

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use heartbeat_e2e::kube_env::install_crds;
 use heartbeat_e2e::operator::OperatorProcess;
 use heartbeat_e2e::stack::run;
+use heartbeat_e2e::status::{condition, eventually};
 use heartbeat_e2e::{Stack, TestNamespace};
 use serde_json::Value;
 
@@ -35,7 +36,24 @@ fn can_i(stack: &Stack, sa: &str, namespace: &str) -> BTreeSet<String> {
             if resource.starts_with('[') {
                 return None;
             }
-            Some(cols.join(" "))
+            // Verbs sorted: kubectl merges the rules of several roles in
+            // no fixed order.
+            // Columns: resource, non-resource URLs, resource names, verbs.
+            let verbs_at = 3;
+            if cols.len() <= verbs_at {
+                return None;
+            }
+            let mut verbs: Vec<&str> = cols[verbs_at..]
+                .iter()
+                .map(|v| v.trim_matches(|c| c == '[' || c == ']'))
+                .filter(|v| !v.is_empty())
+                .collect();
+            verbs.sort_unstable();
+            Some(format!(
+                "{} [{}]",
+                cols[..verbs_at].join(" "),
+                verbs.join(" ")
+            ))
         })
         .collect()
 }
@@ -43,19 +61,17 @@ fn can_i(stack: &Stack, sa: &str, namespace: &str) -> BTreeSet<String> {
 /// The documented minimum (operator/deploy/rbac.yaml, each rule there
 /// says why), as `kubectl auth can-i --list` prints it.
 fn minimum(name: &str, own_namespace: bool) -> BTreeSet<String> {
-    // In its own namespace the Role's `create` folds into the ClusterRole's
-    // Secret verbs (create/update: the signing key Secrets).
-    let secrets = "secrets [] [] [get list watch create update]";
+    // Secrets by name only (never list or watch); create/update for the
+    // signing key Secrets. In its own namespace the Role's `create` folds
+    // into these.
+    let secrets = "secrets [] [] [create get update]";
     let mut rows = vec![
         "heartbeatmonitors.heartbeat.dev [] [] [get list watch]".to_string(),
         "heartbeatmonitors.heartbeat.dev/status [] [] [get patch]".to_string(),
         "pods [] [] [list watch]".to_string(),
         secrets.to_string(),
         "events.events.k8s.io [] [] [create patch]".to_string(),
-        "mutatingwebhookconfigurations.admissionregistration.k8s.io [] [] [create]".to_string(),
-        format!(
-            "mutatingwebhookconfigurations.admissionregistration.k8s.io [] [{name}] [get patch]"
-        ),
+        format!("mutatingwebhookconfigurations.admissionregistration.k8s.io [] [{name}] [patch]"),
     ];
     if own_namespace {
         rows.extend([
@@ -68,10 +84,11 @@ fn minimum(name: &str, own_namespace: bool) -> BTreeSet<String> {
 }
 
 /// Rule: the operator's ServiceAccount can do exactly the documented
-/// minimum: cluster-wide reads of monitors, pods and Secrets, its status,
-/// Events and its one webhook configuration; in its own namespace, its
-/// certificate Secret and its Lease; nothing else (no pod writes, no
-/// Secret writes elsewhere, no other Leases).
+/// minimum: cluster-wide reads of monitors and pods, Secrets by name only
+/// (no list or watch: those return every value), its status, Events and a
+/// patch of its one webhook configuration (no create: no new webhook can
+/// be pointed at every pod); in its own namespace, its certificate Secret
+/// and its Lease; nothing else (no pod writes, no other Leases).
 #[test]
 fn the_operators_service_account_can_do_exactly_the_documented_minimum() {
     let stack = Stack::get();
@@ -96,6 +113,104 @@ fn the_operators_service_account_can_do_exactly_the_documented_minimum() {
             "in {namespace}: more than the minimum: {extra:#?}\nless than it: {missing:#?}"
         );
     }
+}
+
+/// `kubectl auth can-i VERB RESOURCE -n NAMESPACE --as SA`.
+fn may(stack: &Stack, sa: &str, verb: &str, resource: &str, namespace: &str) -> bool {
+    run(stack
+        .kubectl()
+        .args(["auth", "can-i", verb, resource, "--as", sa, "-n", namespace]))
+    .0
+}
+
+/// Rule (the chart's rbac.namespaced mode): the operator reads Secrets only
+/// in namespaces granted to it, never lists or watches them anywhere; a
+/// monitor in a namespace not granted is Ready=False `SecretForbidden`
+/// with the exact command that grants it, and no Secret value anywhere;
+/// once that command is run, the monitor is Ready, while an unrelated
+/// namespace's Secret stays unreadable.
+#[tokio::test]
+async fn in_the_namespaced_mode_secrets_are_read_only_where_granted_and_ready_says_how() {
+    let stack = Stack::get();
+    install_crds(stack);
+    let options = heartbeat_e2e::operator::OperatorOptions {
+        namespaced_secrets: true,
+        ..Default::default()
+    };
+    let op = OperatorProcess::start_with(stack, BIN.as_ref(), options);
+    let sa = format!("system:serviceaccount:{}:{}", op.namespace(), op.name);
+    let ns = TestNamespace::create(stack, "rbac-granted");
+    let unrelated = TestNamespace::create(stack, "rbac-unrelated");
+    unrelated.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "private",
+        "--from-literal=password=MARKER-unrelated-7731",
+    ]);
+    for n in [&ns.name, &unrelated.name, op.namespace()] {
+        for verb in ["list", "watch"] {
+            assert!(
+                !may(stack, &sa, verb, "secrets", n),
+                "{verb} secrets in {n}"
+            );
+        }
+    }
+    assert!(
+        !may(stack, &sa, "get", "secrets", &ns.name),
+        "granted before the command"
+    );
+    op.enable_injection(&ns);
+    ns.create_broker_secret(&stack.kafka_bootstrap);
+    ns.kubectl(&[
+        "patch",
+        "secret",
+        "kafka",
+        "--type=merge",
+        "-p",
+        r#"{"stringData":{"sasl.password":"MARKER-broker-4410"}}"#,
+    ]);
+    let topic = heartbeat_e2e::TestTopic::create(&stack.kafka_bootstrap, "granted").await;
+    let (k, v) = op.monitor_label();
+    ns.apply(&format!(
+        "apiVersion: heartbeat.dev/v1alpha1\nkind: HeartbeatMonitor\n\
+         metadata: {{name: app, labels: {{\"{k}\": \"{v}\"}}}}\nspec:\n  brokerSecretRef: {{name: kafka}}\n  \
+         topic: {}\n  intervalSeconds: 2\n  missedBeatsTolerated: 3\n  graceSeconds: 15\n  \
+         selector: {{matchLabels: {{app: granted}}}}\n",
+        topic.name
+    ));
+    let message = eventually("Ready=False SecretForbidden", T, || {
+        let s = ns.monitor_status("app");
+        let c = condition(&s, "Ready");
+        if c["reason"] == "SecretForbidden" {
+            Ok(c["message"].as_str().unwrap_or_default().to_string())
+        } else {
+            Err(format!("{s:#}"))
+        }
+    });
+    assert!(!message.contains("MARKER"), "{message}");
+    let command = message
+        .split_once("grant it with: ")
+        .map(|(_, c)| c.trim().to_string())
+        .unwrap_or_else(|| panic!("no command in {message:?}"));
+    let args: Vec<&str> = command.split_whitespace().collect();
+    assert_eq!(args.first(), Some(&"kubectl"), "{command}");
+    assert!(command.contains(&format!("-n {}", ns.name)), "{command}");
+    heartbeat_e2e::stack::run_ok(stack.kubectl().args(&args[1..]));
+    assert!(
+        may(stack, &sa, "get", "secrets", &ns.name),
+        "{command} granted nothing"
+    );
+    assert!(!may(stack, &sa, "get", "secrets", &unrelated.name));
+    eventually("Ready=True once granted", T, || {
+        let s = ns.monitor_status("app");
+        (condition(&s, "Ready")["status"] == "True")
+            .then_some(())
+            .ok_or(format!("{s:#}"))
+    });
+    let status = serde_json::to_string(&ns.monitor_status("app")).expect("json");
+    assert!(!status.contains("MARKER"), "{status}");
+    assert!(!op.log().contains("MARKER"), "{}", op.log());
 }
 
 /// An operator, and a namespace it injects with the broker Secret and a

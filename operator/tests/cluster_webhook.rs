@@ -164,7 +164,14 @@ spec:
   selector: {{matchLabels: {{app: orphan}}}}
 "#
     ));
-    std::thread::sleep(Duration::from_secs(2));
+    // The webhook reads no Secret: it learns that one is missing from the
+    // monitor's status, which the controller writes.
+    heartbeat_e2e::status::eventually("Ready=False SecretMissing", T, || {
+        let s = ns.monitor_status("nosecret");
+        (heartbeat_e2e::status::condition(&s, "Ready")["reason"] == "SecretMissing")
+            .then_some(())
+            .ok_or(format!("{s:#}"))
+    });
     ns.apply(
         r#"
 apiVersion: v1

@@ -538,7 +538,7 @@ fn main() -> ExitCode {
         &bin,
         OperatorOptions {
             network: Network::Host,
-            lease_duration_seconds: None,
+            ..OperatorOptions::default()
         },
     );
     let op_pid = find_pid(&[&op.process_identity, "heartbeat-operator"])

@@ -1,11 +1,12 @@
 //! The controller: while this replica leads, one kube-runtime Controller
-//! for HeartbeatMonitors that also watches Pods (the members) and Secret
-//! metadata (a changed broker Secret restarts the consumer), woken early
-//! when a silent member beats again. `reconcile` owns one pass.
+//! for HeartbeatMonitors that also watches Pods (the members), woken early
+//! when a silent member beats again. Secrets are never watched: each pass
+//! reads the ones a monitor names (`secrets`). `reconcile` owns one pass.
 
 pub mod events;
 pub mod pods;
 pub mod reconcile;
+pub mod secrets;
 pub mod signing;
 pub mod status;
 
@@ -16,19 +17,17 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use heartbeat_crds::monitor::{HeartbeatMonitor, HeartbeatMonitorStatus};
-use heartbeat_crds::signing::{KeyRing, secret_name as signing_secret_name};
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Container, ContainerStatus, Pod, PodSpec, PodStatus, Secret};
+use k8s_openapi::api::core::v1::{Container, ContainerStatus, Pod, PodSpec, PodStatus};
+use kube::Client;
 use kube::api::Api;
-use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, ResourceExt};
 use tokio::sync::{mpsc, watch};
 
-use crate::consumer::{ConsumerKey, Consumers, SigningKeys, lock};
+use crate::consumer::{Consumers, SigningKeys, lock};
 use crate::membership::Table;
 use crate::membership::table::{Limits, MonitorId, Settings};
 use crate::metrics::{MemberLabels, Metrics, MonitorLabels, StateLabels};
@@ -43,7 +42,10 @@ pub struct Context {
     pub tracked: Mutex<HashMap<MonitorId, Arc<Tracked>>>,
     pub monitors: Store<HeartbeatMonitor>,
     pub pods: Store<Pod>,
-    pub secrets: Store<PartialObjectMeta<Secret>>,
+    /// The Secrets monitors name, read by name.
+    pub secrets: secrets::SecretReader,
+    /// What grants the operator a namespace's Secrets (for `Ready`'s advice).
+    pub grant: secrets::Grant,
     pub limits: Limits,
     pub member_metrics_cap: usize,
     /// Cleared the moment leadership is lost: no status write after that.
@@ -56,8 +58,6 @@ pub struct Tracked {
     pub budget: Mutex<events::Budget>,
     /// The last status written, and when.
     pub written: Mutex<Option<(Timestamp, HeartbeatMonitorStatus)>>,
-    /// The broker Secret's resourceVersion and what it gave.
-    pub broker: Mutex<Option<(String, std::result::Result<ConsumerKey, status::Readiness>)>>,
     /// `heartbeat_member_up` series exported for it, to remove the gone.
     pub member_series: Mutex<HashSet<String>>,
     /// A consumer's wake-up for this monitor is on its way.
@@ -66,8 +66,6 @@ pub struct Tracked {
     pub uninjected_reported: Mutex<HashSet<String>>,
     /// The keys its beats must be signed with (shared with the consumer).
     pub signing: SigningKeys,
-    /// The key Secret's resourceVersion and the keys it gave.
-    pub signing_cache: Mutex<Option<(String, KeyRing)>>,
     /// When this replica began tracking it (took the lead, or saw it made).
     pub since: Timestamp,
 }
@@ -83,12 +81,10 @@ impl Context {
                     table: Arc::new(Mutex::new(Table::new(id.clone(), settings.clone(), now))),
                     budget: Mutex::new(events::Budget::default()),
                     written: Mutex::new(None),
-                    broker: Mutex::new(None),
                     member_series: Mutex::new(HashSet::new()),
                     wake_pending: Arc::new(AtomicBool::new(false)),
                     uninjected_reported: Mutex::new(HashSet::new()),
                     signing: SigningKeys::default(),
-                    signing_cache: Mutex::new(None),
                     since: now,
                 })
             })
@@ -142,6 +138,7 @@ pub struct ControllerSettings {
     pub identity: String,
     pub limits: Limits,
     pub member_metrics_cap: usize,
+    pub grant: secrets::Grant,
 }
 
 /// Keeps only what membership reads of a pod: the cache holds every pod of
@@ -280,14 +277,6 @@ fn controller(
         .modify(trim_pod)
         .reflect(pod_writer)
         .touched_objects();
-    let (secrets, secret_writer) = reflector::store();
-    let secret_stream = watcher(
-        Api::<PartialObjectMeta<Secret>>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .reflect(secret_writer)
-    .touched_objects();
 
     let (wake, mut woken) = mpsc::unbounded_channel();
     let recorder = Recorder::new(
@@ -298,6 +287,8 @@ fn controller(
         },
     );
     let ctx = Arc::new(Context {
+        secrets: secrets::SecretReader::new(client.clone()),
+        grant: settings.grant.clone(),
         client,
         recorder,
         metrics: metrics.clone(),
@@ -310,29 +301,15 @@ fn controller(
         tracked: Mutex::new(HashMap::new()),
         monitors: monitors.clone(),
         pods,
-        secrets,
         limits: settings.limits.clone(),
         member_metrics_cap: settings.member_metrics_cap,
         leader,
     });
 
     let for_pods = monitors.clone();
-    let for_secrets = monitors.clone();
     let run = controller
         .watches_stream(pod_stream, move |pod: Pod| {
             monitors_in_namespace(&for_pods, pod.metadata.namespace.as_deref())
-        })
-        .watches_stream(secret_stream, move |s: PartialObjectMeta<Secret>| {
-            let name = s.name_any();
-            monitors_in_namespace(&for_secrets, s.metadata.namespace.as_deref())
-                .into_iter()
-                .filter(|r| {
-                    for_secrets.get(r).is_some_and(|m| {
-                        m.spec.broker_secret_ref.name == name
-                            || signing_secret_name(&m.name_any()) == name
-                    })
-                })
-                .collect::<Vec<_>>()
         })
         .reconcile_on(futures::stream::poll_fn(move |cx| woken.poll_recv(cx)))
         .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
@@ -373,5 +350,6 @@ async fn sweep(ctx: Arc<Context>) {
         for id in gone {
             ctx.forget(&id);
         }
+        ctx.secrets.sweep();
     }
 }

@@ -8,13 +8,12 @@ use std::time::Duration;
 
 use heartbeat_crds::monitor::{ClockSource, HeartbeatMonitor, HeartbeatMonitorStatus, MemberState};
 use jiff::{SignedDuration, Timestamp};
-use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
 use serde_json::json;
 
+use super::secrets::{self, Read};
 use super::status::{self, Inputs, Readiness, Row};
 use super::{Context, Tracked, events, pods, signing};
 use crate::consumer::{AttachRequest, BlindKind, ConsumerKey, Health, catching_up, lock, view_for};
@@ -68,7 +67,7 @@ pub async fn reconcile(monitor: Arc<HeartbeatMonitor>, ctx: Arc<Context>) -> Res
     }
     // Judging before the pod cache is filled would drop every member (and
     // ignore their replayed beats): wait for it once.
-    if ctx.pods.wait_until_ready().await.is_err() || ctx.secrets.wait_until_ready().await.is_err() {
+    if ctx.pods.wait_until_ready().await.is_err() {
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
     let id = MonitorId {
@@ -94,7 +93,7 @@ pub async fn reconcile(monitor: Arc<HeartbeatMonitor>, ctx: Arc<Context>) -> Res
 
     // Sight: the broker Secret, the consumer, its health.
     tracked.wake_pending.store(false, Ordering::Relaxed);
-    let sight = match broker_key(&ctx, &monitor, &tracked).await? {
+    let sight = match broker_key(&ctx, &monitor).await? {
         Ok(key) => signing::load(&ctx, &monitor, &tracked).await.map(|()| key),
         Err(not_reading) => Err(not_reading),
     };
@@ -223,12 +222,15 @@ pub async fn reconcile(monitor: Arc<HeartbeatMonitor>, ctx: Arc<Context>) -> Res
     let not_before = write_status(&ctx, &id, &tracked, desired, timing.interval, now).await?;
 
     // Wake up at the next deadline (a member going Late or Stale), when a
-    // held-back write may go, and at least once per interval.
-    let mut next = now + timing.interval.min(MAX_HOLD);
+    // held-back write may go, at least once per interval, and in time to
+    // read the Secrets again (nothing watches them).
+    let recheck = SignedDuration::try_from(secrets::RECHECK).unwrap_or(MAX_HOLD);
+    let mut next = now + timing.interval.min(MAX_HOLD).min(recheck);
     if let Some(d) = deadline {
         // A deadline already past `now` waits for the consumer to confirm
         // the topic up to it (within a check or two).
-        next = next.min((d + SignedDuration::from_millis(100)).max(now + CONFIRM_WAIT));
+        let d = d.checked_add(SignedDuration::from_millis(100)).unwrap_or(d);
+        next = next.min(d.max(now + CONFIRM_WAIT));
     }
     if let Some(w) = not_before {
         next = next.min(w);
@@ -267,53 +269,39 @@ pub fn error_policy(monitor: Arc<HeartbeatMonitor>, error: &Error, ctx: Arc<Cont
     Action::requeue(Duration::from_secs(5))
 }
 
-/// The consumer key from the monitor's broker Secret, read again only when
-/// the Secret changed (its resourceVersion in the metadata cache).
+/// The consumer key from the monitor's broker Secret, read by name (at
+/// most once per [`secrets::RECHECK`]: a changed Secret restarts the
+/// consumer then). A Secret the operator may not read is a reason not to
+/// read the topic, with the command that grants it.
 async fn broker_key(
     ctx: &Context,
     monitor: &HeartbeatMonitor,
-    tracked: &Tracked,
 ) -> Result<std::result::Result<ConsumerKey, Readiness>> {
     let ns = monitor.namespace().unwrap_or_default();
     let name = &monitor.spec.broker_secret_ref.name;
-    let version = ctx
-        .secrets
-        .get(&ObjectRef::new(name).within(&ns))
-        .and_then(|m| m.metadata.resource_version.clone());
-    if let (Some(v), Some((cached, result))) = (&version, lock(&tracked.broker).as_ref()) {
-        // The spec's topic may have changed while the Secret did not.
-        let same_topic = result
-            .as_ref()
-            .map_or(true, |k| k.topic == monitor.spec.topic);
-        if v == cached && same_topic {
-            return Ok(result.clone());
-        }
-    }
-    let secret = Api::<Secret>::namespaced(ctx.client.clone(), &ns)
-        .get_opt(name)
-        .await
-        .map_err(|source| Error::GetSecret {
-            namespace: ns.clone(),
-            name: name.clone(),
-            source,
-        })?;
-    let result = match secret {
-        None => Err(Readiness::NotReading {
+    Ok(match ctx.secrets.get(&ns, name).await? {
+        Read::Missing => Err(Readiness::NotReading {
             reason: "SecretMissing",
             message: format!(
                 "broker Secret {ns}/{name} does not exist: create it with librdkafka properties, e.g. kubectl -n {ns} create secret generic {name} --from-literal=bootstrap.servers=HOST:9092"
             ),
         }),
-        Some(s) => ConsumerKey::from_secret(&monitor.spec.topic, &s.data.unwrap_or_default())
-            .map_err(|e| Readiness::NotReading {
-                reason: "SecretInvalid",
-                message: format!("broker Secret {ns}/{name}: {e}"),
-            }),
-    };
-    if let Some(v) = version {
-        *lock(&tracked.broker) = Some((v, result.clone()));
-    }
-    Ok(result)
+        Read::Forbidden => Err(Readiness::NotReading {
+            reason: "SecretForbidden",
+            message: format!(
+                "the operator may not read Secrets in namespace {ns} (the chart's rbac.namespaced mode): grant it with: {}",
+                ctx.grant.command(&ns)
+            ),
+        }),
+        Read::Found(s) => {
+            let empty = Default::default();
+            ConsumerKey::from_secret(&monitor.spec.topic, s.data.as_ref().unwrap_or(&empty))
+                .map_err(|e| Readiness::NotReading {
+                    reason: "SecretInvalid",
+                    message: format!("broker Secret {ns}/{name}: {e}"),
+                })
+        }
+    })
 }
 
 /// Ready, from the consumer's health.

@@ -14,12 +14,11 @@ use heartbeat_crds::signing::{
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ObjectMeta, PostParams};
-use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 
+use super::secrets::Read;
 use super::status::Readiness;
 use super::{Context, Tracked};
-use crate::consumer::lock;
 
 /// Bytes of randomness in a key (256 bits, HMAC-SHA256's block strength).
 const KEY_BYTES: usize = 32;
@@ -106,41 +105,39 @@ pub async fn load(
 ) -> Result<(), Readiness> {
     let enabled = monitor.spec.signing.as_ref().is_some_and(|s| s.enabled);
     if !enabled {
-        *lock(&tracked.signing_cache) = None;
         set(tracked, None);
         return Ok(());
     }
     let ns = monitor.namespace().unwrap_or_default();
     let name = secret_name(&monitor.name_any());
     let request = monitor.annotations().get(ROTATE_ANNOTATION).cloned();
-    let cached = ctx.secrets.get(&ObjectRef::new(&name).within(&ns));
-    // The metadata cache says whether anything changed since the last read.
-    if let Some(meta) = &cached
-        && let Some(version) = &meta.metadata.resource_version
-        && let Some((seen, ring)) = lock(&tracked.signing_cache).clone()
-        && seen == *version
-    {
-        // Only a ring with a key is cached.
-        let existing = Existing {
-            has_key: true,
-            served: served(meta.metadata.annotations.as_ref()),
-        };
-        if plan(Some(existing), request.as_deref()) == Plan::Keep {
-            set(tracked, Some(ring));
-            return Ok(());
-        }
-    }
     let unavailable = |why: String| Readiness::NotReading {
         reason: "SigningKeyUnavailable",
         message: format!(
             "signing is on but the key Secret {ns}/{name} cannot be used: {why}; beats are not judged until it can"
         ),
     };
+    let existing = match ctx.secrets.get(&ns, &name).await {
+        Ok(Read::Found(s)) => Some(s),
+        Ok(Read::Missing) => None,
+        Ok(Read::Forbidden) => {
+            return Err(unavailable(format!(
+                "the operator may not read Secrets in this namespace; grant it with: {}",
+                ctx.grant.command(&ns)
+            )));
+        }
+        Err(e) => return Err(unavailable(e.to_string())),
+    };
+    if let Some(s) = &existing
+        && !made_for(s, monitor)
+    {
+        // Never adopted: someone else's Secret of that name could hold a
+        // key they know, and rotating it would overwrite their data.
+        return Err(unavailable(
+            "it was not made by the operator for this monitor (no ownerReference to it): delete or rename it and the operator makes a new one".into(),
+        ));
+    }
     let api = Api::<Secret>::namespaced(ctx.client.clone(), &ns);
-    let existing = api
-        .get_opt(&name)
-        .await
-        .map_err(|e| unavailable(e.to_string()))?;
     let secret = match existing {
         None => {
             let key = fresh_key().map_err(unavailable)?;
@@ -171,11 +168,13 @@ pub async fn load(
                 .create(&PostParams::default(), &secret)
                 .await
                 .map_err(|e| unavailable(format!("creating it: {e}")))?;
+            ctx.secrets.forget(&ns, &name);
             tracing::info!(namespace = %ns, secret = %name, "created the signing key Secret");
-            made
+            std::sync::Arc::new(made)
         }
-        Some(mut secret) => {
+        Some(secret) => {
             if plan(Some(Existing::of(&secret)), request.as_deref()) == Plan::Rotate {
+                let mut secret = (*secret).clone();
                 let data = secret.data.clone().unwrap_or_default();
                 let key = fresh_key().map_err(unavailable)?;
                 secret.data = Some(rotated(&data, key));
@@ -186,25 +185,39 @@ pub async fn load(
                 }
                 // Replaced at the version read: a concurrent change fails
                 // this write, and the next reconcile decides again.
-                secret = api
+                let replaced = api
                     .replace(&name, &PostParams::default(), &secret)
                     .await
-                    .map_err(|e| unavailable(format!("rotating it: {e}")))?;
+                    .map_err(|e| {
+                        ctx.secrets.forget(&ns, &name);
+                        unavailable(format!("rotating it: {e}"))
+                    })?;
+                ctx.secrets.forget(&ns, &name);
                 tracing::info!(namespace = %ns, secret = %name, "rotated the signing key");
+                std::sync::Arc::new(replaced)
+            } else {
+                secret
             }
-            secret
         }
     };
-    let data = secret.data.clone().unwrap_or_default();
+    let empty = BTreeMap::new();
+    let data = secret.data.as_ref().unwrap_or(&empty);
     let ring = KeyRing::from_secret_data(|k| data.get(k).map(|v| v.0.as_slice()));
     if ring.is_empty() {
         return Err(unavailable(format!("it has no {SECRET_KEY:?} value")));
     }
-    if let Some(v) = secret.metadata.resource_version.clone() {
-        *lock(&tracked.signing_cache) = Some((v, ring.clone()));
-    }
     set(tracked, Some(ring));
     Ok(())
+}
+
+/// The Secret was made by the operator for `monitor`: it is owned by it.
+fn made_for(secret: &Secret, monitor: &HeartbeatMonitor) -> bool {
+    let uid = monitor.metadata.uid.as_deref();
+    uid.is_some()
+        && secret
+            .owner_references()
+            .iter()
+            .any(|o| Some(o.uid.as_str()) == uid && o.kind == HeartbeatMonitor::kind(&()))
 }
 
 fn set(tracked: &Tracked, ring: Option<KeyRing>) {

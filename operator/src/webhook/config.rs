@@ -85,7 +85,9 @@ pub fn webhook_configuration(
             admission_review_versions: vec!["v1".into()],
             client_config,
             failure_policy: Some("Ignore".into()),
-            side_effects: "None".into(),
+            // Events (InjectionSkipped) are its only side effect, and none
+            // is written for a dry run.
+            side_effects: "NoneOnDryRun".into(),
             timeout_seconds: Some(settings.timeout_seconds),
             reinvocation_policy: Some("IfNeeded".into()),
             match_policy: Some("Equivalent".into()),
@@ -146,7 +148,7 @@ mod tests {
         let c = webhook_configuration(&settings, "PEM");
         let w = &c.webhooks.expect("webhooks")[0];
         assert_eq!(w.failure_policy.as_deref(), Some("Ignore"));
-        assert_eq!(w.side_effects, "None");
+        assert_eq!(w.side_effects, "NoneOnDryRun");
         assert_eq!(w.reinvocation_policy.as_deref(), Some("IfNeeded"));
         assert_eq!(w.timeout_seconds, Some(5));
         assert_eq!(

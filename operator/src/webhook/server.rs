@@ -1,11 +1,13 @@
 //! The `/mutate` endpoint: decodes an AdmissionReview, asks [`decide`]
-//! with the monitors and Secrets of the pod's namespace from the caches,
+//! with the monitors of the pod's namespace from the cache (and what their
+//! status says of their broker Secrets: the webhook reads no Secret),
 //! and encodes the answer. It never stops a pod from being created: what
 //! it cannot handle is admitted unchanged, logged and counted; what is not
 //! an AdmissionReview at all gets a 400 with a JSON reason.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use axum::Json;
@@ -14,15 +16,17 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use heartbeat_crds::monitor::HeartbeatMonitor;
-use k8s_openapi::api::core::v1::{ObjectReference, Pod, Secret};
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
-use kube::core::{DynamicObject, PartialObjectMeta};
 use kube::runtime::events::{Event, EventType, Recorder};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use crate::metrics::{Metrics, OutcomeLabels};
+use crate::consumer::lock;
+use crate::controller::events::Budget;
+use crate::metrics::{EventLabels, Metrics, OutcomeLabels};
 use crate::webhook::inject::{InjectDefaults, Outcome, SkipReason, decide};
 
 /// The largest body read: the API server sends at most a few MiB.
@@ -32,8 +36,6 @@ pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 pub struct WebhookState {
     /// Every HeartbeatMonitor (a reflector's cache).
     pub monitors: Store<HeartbeatMonitor>,
-    /// Every Secret's metadata (names only: the webhook never reads values).
-    pub secrets: Store<PartialObjectMeta<Secret>>,
     pub defaults: InjectDefaults,
     pub metrics: Arc<Metrics>,
     /// Publishes `InjectionSkipped` on monitors.
@@ -41,6 +43,26 @@ pub struct WebhookState {
     /// Set once the caches are synced: before that every pod would look
     /// unmatched, so pods are admitted unchanged without any Event.
     pub ready: Arc<AtomicBool>,
+    /// `InjectionSkipped` Event budgets, per monitor (the controller's
+    /// rule): a flood of pods cannot flood the API server with Events.
+    pub budgets: Mutex<HashMap<(String, String), Budget>>,
+}
+
+/// Most monitors with an Event budget kept; beyond it the budgets start
+/// over (a full map means many monitors, each with a fresh burst).
+const MAX_BUDGETS: usize = 10_000;
+
+/// Whether the controller last found broker Secret `name` missing (a
+/// monitor naming it is `Ready=False`, reason `SecretMissing`): the
+/// webhook reads no Secret, and a pod whose sidecar would wait for a
+/// Secret that is not there is better admitted without it, with an Event.
+fn reported_missing(monitors: &[HeartbeatMonitor], name: &str) -> bool {
+    monitors
+        .iter()
+        .filter(|m| m.spec.broker_secret_ref.name == name)
+        .filter_map(|m| m.status.as_ref())
+        .flat_map(|s| s.conditions.iter())
+        .any(|c| c.type_ == "Ready" && c.status == "False" && c.reason == "SecretMissing")
 }
 
 fn count(metrics: &Metrics, outcome: &str, reason: &str) {
@@ -160,12 +182,7 @@ fn decide_for(
         .filter(|m| m.namespace().as_deref() == Some(namespace.as_str()))
         .map(|m| (**m).clone())
         .collect();
-    let secret_exists = |name: &str| {
-        state
-            .secrets
-            .get(&ObjectRef::new(name).within(&namespace))
-            .is_some()
-    };
+    let secret_exists = |name: &str| !reported_missing(&monitors, name);
     match decide(&pod, &monitors, secret_exists, &state.defaults) {
         Outcome::Inject { monitor, patch } => match admit.clone().with_patch(patch) {
             Ok(patched) => {
@@ -218,6 +235,22 @@ fn publish_skip(state: &WebhookState, monitor: &HeartbeatMonitor, pod: &Pod, rea
     let Some(recorder) = state.recorder.clone() else {
         return;
     };
+    let key = (monitor.namespace().unwrap_or_default(), monitor.name_any());
+    let allowed = {
+        let mut budgets = lock(&state.budgets);
+        if budgets.len() >= MAX_BUDGETS && !budgets.contains_key(&key) {
+            budgets.clear();
+        }
+        budgets.entry(key).or_default().take(jiff::Timestamp::now())
+    };
+    let labels = EventLabels {
+        reason: "InjectionSkipped".into(),
+    };
+    if !allowed {
+        state.metrics.events_suppressed.get_or_create(&labels).inc();
+        return;
+    }
+    state.metrics.events.get_or_create(&labels).inc();
     let reference: ObjectReference = monitor.object_ref(&());
     let event = Event {
         type_: EventType::Warning,
