@@ -19,3 +19,5 @@ pub mod tls;
 pub use held::{Connections, Held, Slot};
 pub use serve::{Limits, serve};
 pub use table::{Caps, Refusal};
+#[cfg(feature = "axum-server")]
+pub use tls::{LimitedAcceptor, TlsLimits};

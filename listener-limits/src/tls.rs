@@ -57,3 +57,39 @@ impl<S> Accept<TcpStream, S> for LimitedAcceptor {
         std::future::ready(admitted.map(|slot| (slot.hold(stream, self.idle), service)))
     }
 }
+
+/// The bounds of a TLS listener served by `axum_server`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TlsLimits {
+    pub caps: Caps,
+    /// The TLS handshake must be done within it.
+    pub handshake_timeout: Duration,
+    /// An HTTP/1 request's headers must arrive within it.
+    pub header_timeout: Duration,
+    /// A connection on which no byte arrives for this long is closed
+    /// (an HTTP/2 connection, or one that never sends its first request).
+    pub idle_timeout: Duration,
+}
+
+/// `server` (from `axum_server::bind_rustls`) within `limits`: the caps
+/// are checked before the handshake, which must finish in time; idle
+/// connections and slow headers are dropped. `refused` is told of each
+/// connection turned away. The request timeout is the router's:
+/// [`crate::timeout::bounded`].
+pub fn limit<A: axum_server::Address>(
+    server: axum_server::Server<A, axum_server::tls_rustls::RustlsAcceptor>,
+    limits: TlsLimits,
+    refused: impl Fn(IpAddr, Refusal) + Send + Sync + 'static,
+) -> axum_server::Server<A, axum_server::tls_rustls::RustlsAcceptor<LimitedAcceptor>> {
+    let acceptor = LimitedAcceptor::new(limits.caps, Some(limits.idle_timeout), refused);
+    let mut server = server.map(|tls| {
+        tls.handshake_timeout(limits.handshake_timeout)
+            .acceptor(acceptor)
+    });
+    server
+        .http_builder()
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    server
+}

@@ -1,5 +1,9 @@
 //! The plain-HTTP admin port: `/livez` (the process serves), `/readyz` (the
-//! webhook has its certificate and its caches are synced) and `/metrics`.
+//! webhook has its certificate and its caches are synced) and `/metrics`,
+//! within the listener limits of a port the kubelet probes (connections
+//! capped per source and overall, header and request timeouts), so that
+//! no client can starve the kubelet's probes and get the operator
+//! restarted.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,6 +13,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
+use heartbeat_listener_limits::{Limits, Refusal};
 
 use crate::metrics::Metrics;
 use crate::{Error, Result};
@@ -55,5 +60,12 @@ pub async fn serve(addr: SocketAddr, state: AdminState) -> Result<()> {
         source,
     };
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(err)?;
-    axum::serve(listener, app).await.map_err(err)
+    heartbeat_listener_limits::serve(listener, app, Limits::PROBED, |why: Refusal| {
+        tracing::debug!(
+            why = why.as_str(),
+            "admin port refused a connection at accept"
+        );
+    })
+    .await;
+    Ok(())
 }

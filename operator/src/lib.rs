@@ -274,9 +274,11 @@ pub async fn run(args: Args) -> Result<()> {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state);
     let handle = axum_server::Handle::new();
-    let server = axum_server::bind_rustls(args.webhook_addr, tls)
+    let server = webhook::listener::bind(args.webhook_addr, tls)
         .handle(handle.clone())
-        .serve(app.into_make_service());
+        .serve(
+            webhook::listener::bounded(app, args.webhook_timeout_seconds).into_make_service(),
+        );
     let webhook_addr = args.webhook_addr;
     let serving = tokio::spawn(async move {
         server.await.map_err(|source| Error::Serve {
