@@ -43,6 +43,8 @@ pub struct OperatorOptions {
     /// Secret rights' ClusterRole is not bound anywhere (a test grants a
     /// namespace with the command the operator reports).
     pub namespaced_secrets: bool,
+    /// More flags for every process (e.g. `--allowed-brokers=...`).
+    pub extra_args: Vec<String>,
 }
 
 /// An operator's identity: its namespace, names, RBAC and token, shared by
@@ -225,6 +227,7 @@ impl OperatorProcess {
         if manages_webhook_config {
             cmd.arg("--manage-webhook-config");
         }
+        cmd.args(&id.options.extra_args);
         if let Some(secs) = id.options.lease_duration_seconds {
             cmd.args(["--lease-duration-seconds", &secs.to_string()]);
         }
@@ -318,6 +321,11 @@ impl OperatorProcess {
 
     /// Every sample its `/metrics` serves now (none when it does not answer).
     pub fn metrics(&self) -> Vec<Sample> {
+        metrics::parse(&self.metrics_text())
+    }
+
+    /// Its `/metrics` text now (empty when it does not answer).
+    pub fn metrics_text(&self) -> String {
         let (_, text, _) = run(Command::new("curl").args([
             "-sf",
             "--noproxy",
@@ -326,7 +334,7 @@ impl OperatorProcess {
             "5",
             &format!("http://{}/metrics", self.admin),
         ]));
-        metrics::parse(&text)
+        text
     }
 
     /// The value of metric `name` with (at least) `labels`, if served.

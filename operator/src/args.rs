@@ -159,6 +159,18 @@ pub struct Args {
         default_value = "heartbeat-operator-secrets"
     )]
     pub secrets_cluster_role: String,
+    /// The brokers the operator may connect to, comma-separated `host:port`
+    /// or `*.domain:port`; a monitor whose Secret names another is
+    /// `Ready=False` (`BrokerNotAllowed`) and never connected to. Empty:
+    /// any (whoever writes a broker Secret then chooses where it connects).
+    #[arg(long, env = "HEARTBEAT_ALLOWED_BROKERS", value_delimiter = ',')]
+    pub allowed_brokers: Vec<String>,
+    /// A Secret in `--namespace` with the operator's own consumer
+    /// credentials (`security.protocol`, `sasl.*`, `ssl.*`): the brokers
+    /// still come from each monitor's Secret, the credentials from this one,
+    /// so tenants' producer principals need only Write on their topics.
+    #[arg(long, env = "HEARTBEAT_CONSUMER_SECRET")]
+    pub consumer_secret: Option<String>,
     /// The operator's ServiceAccount (in `--namespace`), for that command.
     #[arg(
         long,

@@ -185,6 +185,11 @@ fn controller_settings(args: &Args) -> controller::ControllerSettings {
             sidecar_version: env!("CARGO_PKG_VERSION").into(),
         },
         member_metrics_cap: args.member_metrics_cap,
+        allowed_brokers: consumer::BrokerAllowlist(args.allowed_brokers.clone()),
+        consumer_secret: args
+            .consumer_secret
+            .clone()
+            .map(|name| (args.namespace.clone(), name)),
         grant: controller::secrets::Grant {
             cluster_role: args.secrets_cluster_role.clone(),
             service_account: format!("{}:{}", args.namespace, args.service_account),
@@ -276,9 +281,7 @@ pub async fn run(args: Args) -> Result<()> {
     let handle = axum_server::Handle::new();
     let server = webhook::listener::bind(args.webhook_addr, tls)
         .handle(handle.clone())
-        .serve(
-            webhook::listener::bounded(app, args.webhook_timeout_seconds).into_make_service(),
-        );
+        .serve(webhook::listener::bounded(app, args.webhook_timeout_seconds).into_make_service());
     let webhook_addr = args.webhook_addr;
     let serving = tokio::spawn(async move {
         server.await.map_err(|source| Error::Serve {

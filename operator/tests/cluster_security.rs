@@ -213,6 +213,142 @@ async fn in_the_namespaced_mode_secrets_are_read_only_where_granted_and_ready_sa
     assert!(!op.log().contains("MARKER"), "{}", op.log());
 }
 
+/// Rule: no value of a broker Secret (but the broker address) reaches a
+/// monitor's status, an Event, the operator's log or its metrics. A marker
+/// is planted in every other key, including one librdkafka refuses (its
+/// error names the value: it is redacted) and settings the consumer must
+/// not take from a tenant (a queue size, `debug`, a file path: ignored, so
+/// the monitor reads once the refused value is fixed).
+#[tokio::test]
+async fn no_secret_value_reaches_status_events_logs_or_metrics() {
+    let stack = Stack::get();
+    install_crds(stack);
+    let op = OperatorProcess::start(stack, BIN.as_ref());
+    let ns = TestNamespace::create(stack, "marker");
+    let topic = heartbeat_e2e::TestTopic::create(&stack.kafka_bootstrap, "marker").await;
+    let planted = [
+        ("security.protocol", "MARKER-protocol-1190"),
+        ("sasl.username", "MARKER-user-2281"),
+        ("sasl.password", "MARKER-password-3372"),
+        ("ssl.key.password", "MARKER-keypw-4463"),
+        ("queued.max.messages.kbytes", "MARKER-kbytes-5554"),
+        ("debug", "MARKER-debug-6645"),
+        ("ssl.ca.location", "/MARKER-path-7736"),
+        ("an.unknown.key", "MARKER-unknown-8827"),
+    ];
+    let mut args = vec![
+        "create".to_string(),
+        "secret".into(),
+        "generic".into(),
+        "kafka".into(),
+        format!("--from-literal=bootstrap.servers={}", stack.kafka_bootstrap),
+    ];
+    args.extend(
+        planted
+            .iter()
+            .map(|(k, v)| format!("--from-literal={k}={v}")),
+    );
+    ns.kubectl(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let (k, v) = op.monitor_label();
+    ns.apply(&format!(
+        "apiVersion: heartbeat.dev/v1alpha1\nkind: HeartbeatMonitor\n\
+         metadata: {{name: app, labels: {{\"{k}\": \"{v}\"}}}}\nspec:\n  brokerSecretRef: {{name: kafka}}\n  \
+         topic: {}\n  intervalSeconds: 2\n  selector: {{matchLabels: {{app: marker}}}}\n",
+        topic.name
+    ));
+    let everything = || {
+        let status = serde_json::to_string(&ns.monitor_status("app")).expect("json");
+        let events = ns.kubectl(&["get", "events", "-o", "json"]);
+        format!("{status}\n{events}\n{}\n{}", op.log(), op.metrics_text())
+    };
+    let refused = eventually("Ready=False for the refused security.protocol", T, || {
+        let s = ns.monitor_status("app");
+        let c = condition(&s, "Ready");
+        (c["reason"] == "InvalidBrokerSettings")
+            .then(|| c["message"].as_str().unwrap_or_default().to_string())
+            .ok_or(format!("{s:#}"))
+    });
+    assert!(refused.contains("security.protocol"), "{refused}");
+    let seen = everything();
+    for (key, value) in planted {
+        assert!(!seen.contains(value), "the value of {key} leaked:\n{seen}");
+    }
+    // Fixed, the monitor reads: the other planted settings were never passed on.
+    ns.kubectl(&[
+        "patch",
+        "secret",
+        "kafka",
+        "--type=merge",
+        "-p",
+        r#"{"stringData":{"security.protocol":"PLAINTEXT"}}"#,
+    ]);
+    eventually("Ready=True once the protocol is fixed", T, || {
+        let s = ns.monitor_status("app");
+        (condition(&s, "Ready")["status"] == "True")
+            .then_some(())
+            .ok_or(format!("{s:#}"))
+    });
+    let seen = everything();
+    for (key, value) in planted {
+        assert!(!seen.contains(value), "the value of {key} leaked:\n{seen}");
+    }
+}
+
+/// Rule: with `--allowed-brokers`, a monitor whose Secret names another
+/// broker is `Ready=False` (`BrokerNotAllowed`) and never connected to, so
+/// its status says nothing of what answers there (no port-scan oracle); a
+/// monitor on an allowed broker reads as usual.
+#[tokio::test]
+async fn a_broker_outside_the_allowlist_is_never_connected_to() {
+    let stack = Stack::get();
+    install_crds(stack);
+    let options = heartbeat_e2e::operator::OperatorOptions {
+        extra_args: vec![format!("--allowed-brokers={}", stack.kafka_bootstrap)],
+        ..Default::default()
+    };
+    let op = OperatorProcess::start_with(stack, BIN.as_ref(), options);
+    let topic = heartbeat_e2e::TestTopic::create(&stack.kafka_bootstrap, "allowlist").await;
+    let (k, v) = op.monitor_label();
+    let host = stack
+        .kafka_bootstrap
+        .rsplit_once(':')
+        .map(|(h, _)| h.to_string())
+        .expect("host:port");
+    let mut namespaces = Vec::new();
+    for (name, bootstrap) in [
+        ("allowed", stack.kafka_bootstrap.clone()),
+        ("scan", format!("{host}:19")),
+    ] {
+        let ns = TestNamespace::create(stack, name);
+        ns.create_broker_secret(&bootstrap);
+        ns.apply(&format!(
+            "apiVersion: heartbeat.dev/v1alpha1\nkind: HeartbeatMonitor\n\
+             metadata: {{name: app, labels: {{\"{k}\": \"{v}\"}}}}\nspec:\n  brokerSecretRef: {{name: kafka}}\n  \
+             topic: {}\n  intervalSeconds: 2\n  selector: {{matchLabels: {{app: x}}}}\n",
+            topic.name
+        ));
+        namespaces.push(ns);
+    }
+    let [allowed, scan] = [&namespaces[0], &namespaces[1]];
+    eventually("the allowed broker is read", T, || {
+        let s = allowed.monitor_status("app");
+        (condition(&s, "Ready")["status"] == "True")
+            .then_some(())
+            .ok_or(format!("{s:#}"))
+    });
+    let message = eventually("Ready=False BrokerNotAllowed", T, || {
+        let s = scan.monitor_status("app");
+        let c = condition(&s, "Ready");
+        (c["reason"] == "BrokerNotAllowed")
+            .then(|| c["message"].as_str().unwrap_or_default().to_string())
+            .ok_or(format!("{s:#}"))
+    });
+    assert!(message.contains("did not connect"), "{message}");
+    // librdkafka names a broker it tried as `host:port/bootstrap`.
+    let tried = format!("{host}:19/");
+    assert!(!op.log().contains(&tried), "{}", op.log());
+}
+
 /// An operator, and a namespace it injects with the broker Secret and a
 /// monitor `app` labelled for it: `spec` lines besides `brokerSecretRef`.
 fn monitored(stack: &Stack, prefix: &str, spec: &str) -> (OperatorProcess, TestNamespace) {

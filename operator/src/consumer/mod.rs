@@ -22,7 +22,7 @@ use crate::membership::Table;
 use crate::membership::table::MonitorId;
 use crate::metrics::Metrics;
 pub use health::{BlindKind, Health, catching_up, view_for};
-pub use settings::{ConsumerKey, SettingsError};
+pub use settings::{BrokerAllowlist, ConsumerKey, SettingsError};
 
 /// Wakes the reconciler of a monitor (a member came back to life).
 pub type Waker = mpsc::UnboundedSender<ObjectRef<HeartbeatMonitor>>;

@@ -72,6 +72,7 @@ pub(super) async fn run(shared: Arc<Shared>) {
         match session(&shared, &mut stop, &mut sight).await {
             Ok(()) => break,
             Err((kind, why)) => {
+                let why = shared.key.redact(&why);
                 tracing::warn!(consumer = %shared.key, ?kind, %why, "cannot read the topic; retrying");
                 sight.blind = true;
                 shared.health.send_replace(Health::Blind { kind, why });
@@ -343,6 +344,7 @@ async fn read(
                     }
                     match watermarks(c, &topic, &parts).await {
                         Err((kind, why)) => {
+                            let why = shared.key.redact(&why);
                             if !sight.blind {
                                 tracing::warn!(consumer = %shared.key, %why, "lost sight of the topic");
                             }

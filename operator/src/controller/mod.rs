@@ -27,7 +27,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::{mpsc, watch};
 
-use crate::consumer::{Consumers, SigningKeys, lock};
+use crate::consumer::{BrokerAllowlist, Consumers, SigningKeys, lock};
 use crate::membership::Table;
 use crate::membership::table::{Limits, MonitorId, Settings};
 use crate::metrics::{MemberLabels, Metrics, MonitorLabels, StateLabels};
@@ -46,6 +46,10 @@ pub struct Context {
     pub secrets: secrets::SecretReader,
     /// What grants the operator a namespace's Secrets (for `Ready`'s advice).
     pub grant: secrets::Grant,
+    /// The brokers it may connect to.
+    pub allowed_brokers: BrokerAllowlist,
+    /// Its own consumer credentials (`namespace`, `name`), if any.
+    pub consumer_secret: Option<(String, String)>,
     pub limits: Limits,
     pub member_metrics_cap: usize,
     /// Cleared the moment leadership is lost: no status write after that.
@@ -139,6 +143,8 @@ pub struct ControllerSettings {
     pub limits: Limits,
     pub member_metrics_cap: usize,
     pub grant: secrets::Grant,
+    pub allowed_brokers: BrokerAllowlist,
+    pub consumer_secret: Option<(String, String)>,
 }
 
 /// Keeps only what membership reads of a pod: the cache holds every pod of
@@ -289,6 +295,8 @@ fn controller(
     let ctx = Arc::new(Context {
         secrets: secrets::SecretReader::new(client.clone()),
         grant: settings.grant.clone(),
+        allowed_brokers: settings.allowed_brokers.clone(),
+        consumer_secret: settings.consumer_secret.clone(),
         client,
         recorder,
         metrics: metrics.clone(),

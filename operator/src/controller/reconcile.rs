@@ -295,12 +295,54 @@ async fn broker_key(
         }),
         Read::Found(s) => {
             let empty = Default::default();
-            ConsumerKey::from_secret(&monitor.spec.topic, s.data.as_ref().unwrap_or(&empty))
-                .map_err(|e| Readiness::NotReading {
-                    reason: "SecretInvalid",
-                    message: format!("broker Secret {ns}/{name}: {e}"),
-                })
+            let key = match ConsumerKey::from_secret(
+                &monitor.spec.topic,
+                s.data.as_ref().unwrap_or(&empty),
+            ) {
+                Ok(k) => k,
+                Err(e) => {
+                    return Ok(Err(Readiness::NotReading {
+                        reason: "SecretInvalid",
+                        message: format!("broker Secret {ns}/{name}: {e}"),
+                    }));
+                }
+            };
+            if !ctx.allowed_brokers.allows(key.bootstrap_servers()) {
+                return Ok(Err(Readiness::NotReading {
+                    reason: "BrokerNotAllowed",
+                    message: format!(
+                        "the bootstrap.servers of broker Secret {ns}/{name} are not among the brokers this operator may connect to ({}): the operator did not connect",
+                        ctx.allowed_brokers.0.join(", ")
+                    ),
+                }));
+            }
+            with_operator_credentials(ctx, key).await?
         }
+    })
+}
+
+/// `key` with the operator's own credentials when it has a consumer Secret.
+async fn with_operator_credentials(
+    ctx: &Context,
+    key: ConsumerKey,
+) -> Result<std::result::Result<ConsumerKey, Readiness>> {
+    let Some((ns, name)) = &ctx.consumer_secret else {
+        return Ok(Ok(key));
+    };
+    let unavailable = |why: String| Readiness::NotReading {
+        reason: "ConsumerSecretUnavailable",
+        message: format!("the operator's own consumer Secret {ns}/{name} {why}"),
+    };
+    Ok(match ctx.secrets.get(ns, name).await? {
+        Read::Found(s) => {
+            let empty = Default::default();
+            key.with_credentials(s.data.as_ref().unwrap_or(&empty))
+                .map_err(|e| unavailable(format!("is unusable: {e}")))
+        }
+        Read::Missing => Err(unavailable("does not exist".into())),
+        Read::Forbidden => Err(unavailable(
+            "may not be read: the chart's Role grants get on it by name".into(),
+        )),
     })
 }
 
