@@ -104,12 +104,14 @@ fn rss_kib(pid: u32) -> u64 {
 /// `interval_secs` of 2^32-1 s for a monitor tolerating 100 missed beats
 /// once overflowed its deadline arithmetic and crash-looped every
 /// replica), its real member stays Up (never Stopped, Stale or Failing,
-/// and no new member appears), and its memory stays flat.
+/// and no new member appears), and its memory stays flat; a new process
+/// replaying the topic (a failover) judges every message as the live
+/// path did: the same members in the same states.
 #[tokio::test]
 async fn the_malformed_corpus_is_counted_by_reason_and_changes_nothing() {
     let stack = Stack::get();
     install_crds(stack);
-    let op = OperatorProcess::start(stack, BIN.as_ref());
+    let mut op = OperatorProcess::start(stack, BIN.as_ref());
     let ns = TestNamespace::create(stack, "bad-input");
     op.enable_injection(&ns);
     ns.create_broker_secret(&stack.kafka_bootstrap);
@@ -272,6 +274,51 @@ spec:
         rss_after <= rss_before + RSS_SLACK_KIB,
         "resident memory grew from {rss_before} KiB to {rss_after} KiB over {ROUNDS} rounds of the corpus"
     );
+
+    // A new process replays the whole topic (what a failover does): every
+    // beat is judged as the live path judged it, so the same members in
+    // the same states (no phantom from a beat the live path refused).
+    let judged = |s: &Value| {
+        let mut members: Vec<String> = s["status"]["members"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| format!("{} {} {}", m["programId"], m["pod"], m["state"]))
+            .collect();
+        members.sort();
+        let counts: Vec<String> = [
+            "expected", "up", "late", "stale", "stopped", "pending", "failing",
+        ]
+        .iter()
+        .map(|f| format!("{f}={}", s["status"][f]))
+        .collect();
+        (counts, members)
+    };
+    let live = judged(&status());
+    op.restart();
+    let start = Instant::now();
+    loop {
+        let written = op.metric_sum(
+            "heartbeat_operator_status_writes_total",
+            &[("namespace", ns.name.as_str()), ("monitor", "ingest")],
+        );
+        let s = status();
+        let ready = s["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+        if written > 0.0 && ready && judged(&s) == live {
+            break;
+        }
+        assert!(
+            start.elapsed() < T,
+            "after a replay by a new process (written {written}, ready {ready}):\n{:?}\nlive:\n{live:?}\n{}",
+            judged(&s),
+            op.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// Every numeric, length, item-count and property-count bound of the
