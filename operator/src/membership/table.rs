@@ -55,6 +55,10 @@ pub struct Settings {
     pub track_unexpected: bool,
     pub clock: ClockSource,
     pub max_skew: SignedDuration,
+    /// Beats must be signed (`spec.signing`): a beat further than
+    /// `max_skew` from the broker's time is refused, so a captured signed
+    /// beat cannot be produced again later.
+    pub signed: bool,
     /// Availability window (24 h).
     pub history: SignedDuration,
     /// A seen program silent this long is forgotten.
@@ -79,6 +83,7 @@ impl Settings {
             track_unexpected: spec.external.is_some(),
             clock: spec.clock.source,
             max_skew: SignedDuration::from_secs(i64::from(spec.clock.max_skew_seconds)),
+            signed: spec.signing.as_ref().is_some_and(|s| s.enabled),
             history: limits.history,
             seen_retention: limits.seen_retention,
             max_seen: limits.max_seen,
@@ -377,6 +382,13 @@ impl Table {
             Ok(k) => k,
             Err(r) => return r,
         };
+        // Judged before anything is recorded: a refused beat leaves no trace.
+        let skewed = beat
+            .broker_time
+            .is_some_and(|b| beat.beat.timestamp.duration_since(b).abs() > self.settings.max_skew);
+        if skewed && self.settings.signed {
+            return Recorded::Unattributed("signed_beat_skewed");
+        }
         if !self.members.contains_key(&key) {
             if self.seen >= self.settings.max_seen {
                 return Recorded::Unattributed("too_many_programs");
@@ -386,9 +398,6 @@ impl Table {
             self.members.insert(key.clone(), m);
         }
         let s = &self.settings;
-        let skewed = beat
-            .broker_time
-            .is_some_and(|b| beat.beat.timestamp.duration_since(b).abs() > s.max_skew);
         let judged = match s.clock {
             ClockSource::Broker => beat.broker_time.unwrap_or(now),
             ClockSource::Beat => beat.beat.timestamp,
@@ -398,14 +407,14 @@ impl Table {
         let Some(m) = self.members.get_mut(&key) else {
             return Recorded::Unattributed("unknown_member");
         };
-        // A beat of the same sidecar run with a `seq` not above the newest
-        // is a repeat: the operator's own re-read (an offset it already
-        // read) is ignored; a new message repeating an old beat is a replay
-        // (someone re-producing captured beats to fake life) and refused.
+        // A beat of the same sidecar run with a `seq` not above the newest,
+        // or of an earlier run, is a repeat: the operator's own re-read (an
+        // offset it already read) is ignored; a new message repeating an
+        // old beat is a replay (someone re-producing captured beats to fake
+        // life) and refused.
         if let (Some(sc), Some(seq)) = (&beat.beat.sidecar, beat.beat.seq)
             && let Some((started, last_seq)) = m.last_seq
-            && started == sc.started_at
-            && seq <= last_seq
+            && (sc.started_at < started || (started == sc.started_at && seq <= last_seq))
         {
             let new_message = match (m.last_position, beat.position) {
                 (Some((p, o)), Some((p2, o2))) if p == p2 => o2 > o,

@@ -742,4 +742,61 @@ fn a_repeated_seq_is_a_replay_unless_it_is_the_operators_own_re_read() {
         tb.record(&at(&restarted, 51, 12), t(51)),
         Recorded::Member { .. }
     ));
+    // A beat of the earlier run produced again (any seq): a replay too;
+    // read again at its own offset it is just the operator's re-read.
+    let mut earlier = first.clone();
+    earlier.seq = Some(1_000);
+    assert_eq!(
+        tb.record(&at(&earlier, 60, 13), t(60)),
+        Recorded::Unattributed("replayed")
+    );
+    assert!(matches!(
+        tb.record(&at(&restarted, 61, 12), t(61)),
+        Recorded::Member { revived: false, .. }
+    ));
+}
+
+/// Rule: with signing on, a beat whose timestamp lies further than
+/// `clock.maxSkewSeconds` from the broker's time is refused (a captured
+/// signed beat cannot be produced again later) and leaves no member
+/// behind; without signing it still counts, as skewed.
+#[test]
+fn a_signed_beat_far_from_the_broker_time_is_refused() {
+    let spec_with = |signed: bool| {
+        let mut v = serde_json::to_value(spec(Some(&[]))).expect("spec");
+        v["signing"] = serde_json::json!({"enabled": signed});
+        v["clock"] = serde_json::json!({"source": "Broker", "maxSkewSeconds": 120});
+        serde_json::from_value::<HeartbeatMonitorSpec>(v).expect("spec")
+    };
+    for signed in [true, false] {
+        let id = MonitorId {
+            namespace: NS.into(),
+            name: "ingest".into(),
+        };
+        let mut tb = Table::new(id, Settings::from_spec(&spec_with(signed), &limits()), t(0));
+        tb.set_view(sighted(t(0)));
+        let mut b = Beat::at(t(0));
+        b.program_id = Some("lab-9".into());
+        // Produced 121 s after its timestamp.
+        let got = record(&mut tb, &b, 121);
+        if signed {
+            assert_eq!(got, Recorded::Unattributed("signed_beat_skewed"));
+            assert_eq!(tb.members().count(), 0, "a refused beat left a member");
+        } else {
+            assert_eq!(
+                got,
+                Recorded::Member {
+                    revived: true,
+                    skewed: true
+                }
+            );
+        }
+        // Within the bound it counts either way.
+        let mut fresh = Beat::at(t(200));
+        fresh.program_id = Some("lab-9".into());
+        assert!(matches!(
+            record(&mut tb, &fresh, 300),
+            Recorded::Member { .. }
+        ));
+    }
 }
