@@ -56,7 +56,9 @@ fn of_kind<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
 /// part on, and what it renders by default is accepted by the API server
 /// (a server-side dry run: schemas, CEL, admission); its schema refuses a
 /// bad value and one replica with a PodDisruptionBudget; its replicas
-/// prefer different nodes.
+/// prefer different nodes; a NetworkPolicy admits the webhook port only
+/// from the API server's addresses and the admin port only from the
+/// operator's namespace.
 #[test]
 fn the_chart_lints_and_the_api_server_accepts_what_it_renders() {
     let stack = Stack::get();
@@ -94,6 +96,20 @@ fn the_chart_lints_and_the_api_server_accepts_what_it_renders() {
     let anti = &of_kind(&deployment, "Deployment")["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
         ["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"];
     assert_eq!(anti["topologyKey"], "kubernetes.io/hostname", "{anti:#}");
+    // A NetworkPolicy by default: the webhook port from the API server's
+    // addresses only, the admin port from the operator's namespace (and
+    // the listed scrapers), nothing else.
+    let set = ["networkPolicy.apiServerCIDRs={10.0.0.0/28}"];
+    let policy = render(stack, "x", "ops", &set);
+    let ingress = &of_kind(&policy, "NetworkPolicy")["spec"]["ingress"];
+    assert_eq!(ingress[0]["ports"][0]["port"], "webhook", "{ingress:#}");
+    assert_eq!(
+        ingress[0]["from"],
+        serde_json::json!([{"ipBlock": {"cidr": "10.0.0.0/28"}}])
+    );
+    assert_eq!(ingress[1]["ports"][0]["port"], "admin", "{ingress:#}");
+    assert_eq!(ingress[1]["from"], serde_json::json!([{"podSelector": {}}]));
+    assert_eq!(ingress.as_array().map(Vec::len), Some(2), "{ingress:#}");
 
     let ns = TestNamespace::create(stack, "chart-dry");
     let rendered = run_ok(helm(stack).args(["template", "dry", &chart(), "--namespace", &ns.name]));
