@@ -467,3 +467,47 @@ fn bad_requests_get_clear_errors_and_odd_reviews_admit_unchanged() {
         op.log()
     );
 }
+
+/// Rule: `InjectionSkipped` Events share the controller's per-monitor
+/// budget: a burst of pods the webhook skips (here 40 that opt out, never
+/// scheduled) publishes at most the burst (20) plus the refill, and the
+/// rest are counted as suppressed, so a flood of pods cannot flood the API
+/// server with Events.
+#[test]
+fn injection_skipped_events_are_budgeted_per_monitor() {
+    const PODS: usize = 40;
+    let stack = Stack::get();
+    install_crds(stack);
+    let op = OperatorProcess::start(stack, BIN.as_ref());
+    let ns = monitored_namespace(stack, &op, "wh-budget", "budget", "");
+    let pods: String = (0..PODS)
+        .map(|i| {
+            format!(
+                "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: out-{i}, labels: {{app: ingest}}, annotations: {{heartbeat.dev/inject: \"false\"}}}}\n\
+                 spec: {{nodeSelector: {{no-such-node: \"true\"}}, containers: [{{name: app, image: demo/worker}}]}}\n"
+            )
+        })
+        .collect();
+    let started = Instant::now();
+    ns.apply(&pods);
+    let counted = |name: &str| op.metric_sum(name, &[("reason", "InjectionSkipped")]);
+    let (published, suppressed) =
+        heartbeat_e2e::status::eventually("every skipped pod published or suppressed", T, || {
+            let (p, s) = (
+                counted("heartbeat_operator_events_total"),
+                counted("heartbeat_operator_events_suppressed_total"),
+            );
+            (p + s >= PODS as f64)
+                .then_some((p, s))
+                .ok_or(format!("published {p}, suppressed {s}"))
+        });
+    // 20 at once, then one every 3 s.
+    let allowed = 20.0 + (started.elapsed().as_secs_f64() / 3.0).ceil();
+    assert!(
+        published <= allowed && suppressed >= 1.0,
+        "published {published} (allowed {allowed}), suppressed {suppressed}"
+    );
+    let events = events_for(&ns);
+    let shown = events.matches("InjectionSkipped").count();
+    assert!(shown as f64 <= allowed, "{shown} Events:\n{events}");
+}
