@@ -917,8 +917,9 @@ fn signing_keys(case: &Case, monitor: &str) -> Result<(String, Option<String>), 
 /// for the monitor and the webhook hands it to sidecars by `secretKeyRef`
 /// only (the key is nowhere in the pod); signed beats keep the member Up,
 /// while an unsigned and a forged copy of its beat announcing `stopping`
-/// are rejected and counted (`unsigned`, `forged`) and change nothing; a
-/// key rotation (the monitor's rotate annotation) keeps the old key
+/// are rejected and counted (`unsigned`, `forged`) and change nothing; its
+/// genuine signed beat produced again, of this sidecar run or of the run
+/// before a restart, is a replay, refused and counted; a key rotation (the monitor's rotate annotation) keeps the old key
 /// accepted, so the running pod stays Up, a new pod signs with the new key,
 /// and no `HeartbeatStale` Event is raised.
 #[tokio::test]
@@ -967,6 +968,78 @@ async fn signed_beats_count_forged_ones_do_not_and_a_rotation_raises_no_alarm() 
     // Late under load is allowed; Stopped (a believed forgery) is not.
     case.status_holds("ingest", Duration::from_secs(5), "not stopped", |s| {
         count(s, "up") + count(s, "late") == 1 && count(s, "stopped") == 0
+    });
+
+    // The pod's own signed beat produced again (same run, old seq), then,
+    // after its sidecar restarted (a new run), a signed beat of the earlier
+    // run produced again: both replays, refused and counted, nothing changed.
+    let signed = |from: usize| {
+        let key = key.clone();
+        let (bootstrap, topic) = (case.bootstrap.clone(), case.topic.name.clone());
+        async move {
+            let got = heartbeat_e2e::kafka::read_until(&bootstrap, &topic, T, |r| {
+                r.len() > from
+                    && r.iter()
+                        .skip(from)
+                        .any(|m| m.key.as_deref() == Some(key.as_bytes()))
+            })
+            .await;
+            let n = got.len();
+            let m = got
+                .into_iter()
+                .skip(from)
+                .rfind(|m| m.key.as_deref() == Some(key.as_bytes()))
+                .expect("a signed beat of the pod");
+            let sig = m
+                .headers
+                .iter()
+                .find(|(k, _)| k == "heartbeat-signature")
+                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+                .expect("a signature header");
+            (
+                String::from_utf8_lossy(&m.value.unwrap_or_default()).into_owned(),
+                sig,
+                n,
+            )
+        }
+    };
+    let replays = || {
+        ["replayed", "signed_beat_skewed"]
+            .iter()
+            .map(|r| case.op.metric_sum(REJECTED, &[("reason", r)]))
+            .sum::<f64>()
+    };
+    let (earlier, earlier_sig, read) = signed(0).await;
+    for expect in [1.0, 2.0] {
+        if expect == 2.0 {
+            let restarts = "{.status.initContainerStatuses[?(@.name==\"heartbeat\")].restartCount}";
+            let before =
+                case.ns
+                    .kubectl(&["get", "pod", "old", "-o", &format!("jsonpath={restarts}")]);
+            let pid = case.stack.container_pid(&case.ns.name, "old", "heartbeat");
+            assert!(signal(&pid.to_string(), "TERM"), "SIGTERM {pid}");
+            case.ns
+                .wait_jsonpath("pod/old", restarts, T, |n| *n != before);
+            // A beat of the new run read, so the earlier run is the older one.
+            let _ = signed(read).await;
+        }
+        let before = replays();
+        heartbeat_e2e::kafka::kcat_produce_with_headers(
+            &case.bootstrap,
+            &case.topic.name,
+            &key,
+            &earlier,
+            &[("heartbeat-signature", earlier_sig.as_str())],
+        )
+        .expect("produce");
+        eventually("the replay refused and counted", T, || {
+            (replays() >= before + 1.0)
+                .then_some(())
+                .ok_or(format!("replays {} (before {before})", replays()))
+        });
+    }
+    case.wait_status("ingest", "up 1 after the replays", |s| {
+        count(s, "up") == 1 && count(s, "stopped") == 0
     });
 
     // Rotate: the old pod keeps signing with the old key.

@@ -297,4 +297,44 @@ mod tests {
         assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
         assert_ne!(a, b);
     }
+
+    /// Rule: a key Secret is used only when it is owned by this monitor (by
+    /// uid): one somebody else made under that name is never adopted.
+    #[test]
+    fn only_a_secret_owned_by_this_monitor_is_its_key_secret() {
+        let monitor: HeartbeatMonitor = serde_json::from_value(serde_json::json!({
+            "apiVersion": "heartbeat.dev/v1alpha1", "kind": "HeartbeatMonitor",
+            "metadata": {"name": "m", "namespace": "ns", "uid": "u-1"},
+            "spec": {"topic": "t", "intervalSeconds": 10, "brokerSecretRef": {"name": "k"},
+                     "selector": {"matchLabels": {"app": "x"}}}
+        }))
+        .expect("monitor");
+        let owned_by = |uid: Option<&str>, kind: &str| Secret {
+            metadata: ObjectMeta {
+                owner_references: uid.map(|uid| {
+                    vec![
+                        k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                            api_version: "heartbeat.dev/v1alpha1".into(),
+                            kind: kind.into(),
+                            name: "m".into(),
+                            uid: uid.into(),
+                            ..Default::default()
+                        },
+                    ]
+                }),
+                ..ObjectMeta::default()
+            },
+            ..Secret::default()
+        };
+        assert!(made_for(
+            &owned_by(Some("u-1"), "HeartbeatMonitor"),
+            &monitor
+        ));
+        assert!(!made_for(&owned_by(None, "HeartbeatMonitor"), &monitor));
+        assert!(!made_for(
+            &owned_by(Some("u-2"), "HeartbeatMonitor"),
+            &monitor
+        ));
+        assert!(!made_for(&owned_by(Some("u-1"), "Deployment"), &monitor));
+    }
 }
