@@ -110,7 +110,11 @@ async fn certificate(
 }
 
 /// Keeps the serving certificate current: a renewed one (by this replica
-/// or another) is loaded without a restart, and the CA re-applied.
+/// or another) is loaded without a restart, and the CA bundle re-applied.
+/// A changed bundle reaches the webhook configuration before the leaf read
+/// with it is served (during a CA rotation that leaf may be signed by the
+/// CA the bundle just added): until the bundle sticks, the current leaf
+/// stays. Each load sets the expiry metrics.
 async fn keep_certificate(
     client: kube::Client,
     args: Args,
@@ -119,7 +123,16 @@ async fn keep_certificate(
     metrics: Arc<Metrics>,
 ) {
     let names = dns_names(&args);
-    // The CA last written into the configuration: retried until it sticks.
+    let record = |b: &CertBundle| {
+        if b.not_after != jiff::Timestamp::MAX {
+            metrics.cert_expiry.set(b.not_after.as_second());
+        }
+        if let Some(t) = b.ca_not_after {
+            metrics.ca_expiry.set(t.as_second());
+        }
+    };
+    record(&current);
+    // The CA bundle last written into the configuration: retried until it sticks.
     let mut applied_ca = args.manage_webhook_config.then(|| current.ca_pem.clone());
     loop {
         tokio::time::sleep(Duration::from_secs(args.cert_check_seconds)).await;
@@ -131,34 +144,40 @@ async fn keep_certificate(
                 continue;
             }
         };
-        if bundle.cert_pem != current.cert_pem {
-            match tls
+        // Before any new leaf too: the bundle another write left there
+        // (a replica's start) may be older than this one.
+        let new_leaf = bundle.cert_pem != current.cert_pem;
+        if args.manage_webhook_config
+            && (new_leaf || applied_ca.as_deref() != Some(bundle.ca_pem.as_str()))
+        {
+            let config = webhook_configuration(&webhook_settings(&args), &bundle.ca_pem);
+            match apply(&client, &config).await {
+                Ok(()) => {
+                    tracing::info!(ca_not_after = ?bundle.ca_not_after, "wrote the CA bundle into the webhook configuration");
+                    applied_ca = Some(bundle.ca_pem.clone());
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot write the CA bundle into the webhook configuration; keeping the current certificate, retrying");
+                    continue;
+                }
+            }
+        }
+        if new_leaf {
+            if let Err(e) = tls
                 .reload_from_pem(
                     bundle.cert_pem.clone().into_bytes(),
                     bundle.key_pem.clone().into_bytes(),
                 )
                 .await
             {
-                Ok(()) => {
-                    metrics.cert_loads.inc();
-                    tracing::info!(not_after = %bundle.not_after, "loaded a renewed serving certificate");
-                    current = bundle;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot load the renewed certificate");
-                    continue;
-                }
+                tracing::error!(error = %e, "cannot load the renewed certificate");
+                continue;
             }
+            metrics.cert_loads.inc();
+            tracing::info!(not_after = %bundle.not_after, "loaded a renewed serving certificate");
         }
-        if args.manage_webhook_config && applied_ca.as_deref() != Some(current.ca_pem.as_str()) {
-            let config = webhook_configuration(&webhook_settings(&args), &current.ca_pem);
-            match apply(&client, &config).await {
-                Ok(()) => applied_ca = Some(current.ca_pem.clone()),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot write the CA into the webhook configuration; retrying")
-                }
-            }
-        }
+        record(&bundle);
+        current = bundle;
     }
 }
 

@@ -92,6 +92,10 @@ pub struct Metrics {
     pub bad_requests: Counter,
     /// Serving certificates loaded (at start and on each renewal).
     pub cert_loads: Counter,
+    /// When the serving certificate loaded expires, in Unix seconds (unset: unknown).
+    pub cert_expiry: Gauge,
+    /// When the first CA of the trust bundle to expire does, in Unix seconds (unset: unknown).
+    pub ca_expiry: Gauge,
     /// Beats recorded for a member.
     pub beats_consumed: Family<TopicLabels, Counter>,
     /// Messages that were no usable beat, or matched no member, by reason.
@@ -162,6 +166,18 @@ impl Metrics {
             "heartbeat_operator_webhook_certificate_loads",
             "Serving certificates loaded, at start and on each renewal",
             Counter::default(),
+        );
+        let cert_expiry = registered(
+            &mut registry,
+            "heartbeat_operator_webhook_certificate_expiry_timestamp_seconds",
+            "When the serving certificate loaded expires (Unix time; 0 while unknown)",
+            Gauge::default(),
+        );
+        let ca_expiry = registered(
+            &mut registry,
+            "heartbeat_operator_webhook_ca_expiry_timestamp_seconds",
+            "When the first CA of the webhook's trust bundle to expire does (Unix time; 0 while unknown)",
+            Gauge::default(),
         );
         let r = &mut registry;
         Metrics {
@@ -266,6 +282,8 @@ impl Metrics {
             admission_duration,
             bad_requests,
             cert_loads,
+            cert_expiry,
+            ca_expiry,
         }
     }
 
@@ -281,5 +299,62 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The metric names `text` uses (`heartbeat_...`), sample suffixes
+    /// (`_total`, `_bucket`, ...) taken off.
+    fn names_used(text: &str) -> Vec<String> {
+        let mut names: Vec<String> = text
+            .match_indices("heartbeat_")
+            .map(|(i, _)| {
+                text[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                    .collect::<String>()
+            })
+            .map(|n| {
+                ["_total", "_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|s| n.strip_suffix(s))
+                    .map(str::to_string)
+                    .unwrap_or(n)
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// Rule: every metric the chart's alert rules and dashboard query is
+    /// one the operator exposes (a rename on either side fails here).
+    #[test]
+    fn the_charts_alerts_and_dashboard_query_only_metrics_the_operator_exposes() {
+        // A family with no member yet renders nothing, so the names are
+        // read from the registry's descriptors (its Debug form) instead.
+        let registered = format!("{:?}", Metrics::new().registry);
+        for (file, text) in [
+            (
+                "prometheusrule.yaml",
+                include_str!("../../charts/heartbeat-operator/templates/prometheusrule.yaml"),
+            ),
+            (
+                "heartbeat-operator.json",
+                include_str!("../../charts/heartbeat-operator/dashboards/heartbeat-operator.json"),
+            ),
+        ] {
+            let used = names_used(text);
+            assert!(!used.is_empty(), "{file} uses no metric");
+            for name in used {
+                assert!(
+                    registered.contains(&format!("name: {name:?}")),
+                    "{file} uses {name}, which the operator does not expose"
+                );
+            }
+        }
     }
 }
