@@ -114,7 +114,7 @@ pub struct HeartbeatMonitorSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sidecar: Option<SidecarOverrides>,
 
-    /// HMAC-SHA256 signing of beats with a per-monitor key.
+    /// HMAC-SHA256 signing of beats, each pod with a key of its own from the operator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing: Option<Signing>,
 
@@ -315,7 +315,7 @@ pub struct SidecarOverrides {
 /// Beat signing.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 pub struct Signing {
-    /// Sign beats with HMAC-SHA256 using a per-monitor key the operator keeps in a Secret.
+    /// Sign beats with HMAC-SHA256, each pod with its own key, which its sidecar gets from the operator.
     #[serde(default)]
     pub enabled: bool,
 }

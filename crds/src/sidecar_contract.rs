@@ -25,8 +25,18 @@ pub mod env {
     pub const HTTP_ADDR: &str = "HEARTBEAT_HTTP_ADDR";
     /// How the application is judged, in [`SidecarAppHealth`](super::SidecarAppHealth) syntax.
     pub const APP_HEALTH: &str = "HEARTBEAT_APP_HEALTH";
-    /// HMAC-SHA256 key for beat signatures (from a Secret); unset: unsigned.
+    /// A fixed HMAC-SHA256 key for beat signatures (a sidecar run by hand);
+    /// the webhook never sets it: injected sidecars fetch their pod's key.
     pub const SIGNING_KEY: &str = "HEARTBEAT_SIGNING_KEY";
+    /// Where the sidecar asks for its pod's signing key: an `https://` URL,
+    /// or a path on the API server (its service proxy to the operator's key
+    /// port), reached at `KUBERNETES_SERVICE_HOST`/`_PORT`.
+    pub const SIGNING_KEY_URL: &str = "HEARTBEAT_SIGNING_KEY_URL";
+    /// Directory of the pod's identity files (see [`IDENTITY_DIR`](super::IDENTITY_DIR)).
+    pub const IDENTITY_DIR: &str = "HEARTBEAT_IDENTITY_DIR";
+    /// The API server's address, as the kubelet sets it for every container.
+    pub const KUBERNETES_SERVICE_HOST: &str = "KUBERNETES_SERVICE_HOST";
+    pub const KUBERNETES_SERVICE_PORT: &str = "KUBERNETES_SERVICE_PORT";
     /// Most beats held in memory for delivery.
     pub const QUEUE_CAPACITY: &str = "HEARTBEAT_QUEUE_CAPACITY";
     /// Log filter (tracing `EnvFilter` syntax). Not set by the webhook.
@@ -56,6 +66,16 @@ pub const DEFAULT_HTTP_PORT: u16 = 9190;
 /// The sidecar's HTTP address when `HEARTBEAT_HTTP_ADDR` is unset: all interfaces.
 pub const DEFAULT_HTTP_ADDR: SocketAddr =
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, DEFAULT_HTTP_PORT));
+
+/// Where the webhook mounts the sidecar's identity (a projected volume):
+/// [`IDENTITY_TOKEN`] (a ServiceAccount token for audience
+/// [`AUDIENCE`](crate::signing::AUDIENCE), bound to the pod), [`IDENTITY_API_TOKEN`] (one for
+/// the API server, to pass its proxy) and [`IDENTITY_CA`] (the API
+/// server's CA, `kube-root-ca.crt`).
+pub const IDENTITY_DIR: &str = "/var/run/heartbeat-identity";
+pub const IDENTITY_TOKEN: &str = "token";
+pub const IDENTITY_API_TOKEN: &str = "api-token";
+pub const IDENTITY_CA: &str = "ca.crt";
 
 /// Longest `HEARTBEAT_INTERVAL_SECS` (and CRD `intervalSeconds`): one day.
 pub const MAX_INTERVAL_SECS: u32 = 86_400;
@@ -600,6 +620,8 @@ mod tests {
             env::HTTP_ADDR,
             env::APP_HEALTH,
             env::SIGNING_KEY,
+            env::SIGNING_KEY_URL,
+            env::IDENTITY_DIR,
             env::QUEUE_CAPACITY,
             env::LOG,
             env::BENCH_INTERVAL_MS,

@@ -1,29 +1,93 @@
 //! Beat signatures: HMAC-SHA256 over the message key and value, carried in a
-//! Kafka header so plain OpenMSIStream consumers can ignore it; and where a
-//! monitor's keys live (the Secret the operator keeps, read by the webhook's
-//! `secretKeyRef` and by the operator's verifier).
+//! Kafka header so plain OpenMSIStream consumers can ignore it, with a key
+//! of the pod's own: HMAC-SHA256(master, pod uid). The master keys stay in
+//! one Secret in the operator's namespace; a sidecar gets its pod's key
+//! from the operator's key endpoint by proving who it is with its projected
+//! ServiceAccount token (audience [`AUDIENCE`], bound to the pod), and the
+//! operator derives the same key from the uid the beat names, so a pod can
+//! sign only for itself.
 
 use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
 /// Kafka header that carries the signature.
 pub const HEADER: &str = "heartbeat-signature";
 /// Prefix naming the scheme, so it can change without ambiguity.
 const SCHEME: &str = "v1=";
+/// Domain of the per-pod key derivation (never used for anything else).
+const POD_KEY_CONTEXT: &[u8] = b"heartbeat.dev/pod-key/v1\0";
 
-/// The Secret key holding the key new sidecars sign with.
+/// The master Secret's key holding the master new pod keys derive from.
 pub const SECRET_KEY: &str = "key";
-/// The Secret key holding the key before the last rotation: still
-/// accepted, so running sidecars keep being believed until they restart.
+/// The master before the last rotation: pod keys derived from it are still
+/// accepted, so a sidecar signs on until its next key refresh.
 pub const SECRET_PREVIOUS_KEY: &str = "previous";
-/// Annotation on a monitor asking for a new key: any new value rotates once.
+/// Annotation on the master Secret asking for a rotation: any new value
+/// rotates once.
 pub const ROTATE_ANNOTATION: &str = "heartbeat.dev/rotate-signing-key";
-/// Annotation on the key Secret: the rotation request it has served.
+/// Annotation on the master Secret: the rotation request it has served.
 pub const ROTATED_FOR_ANNOTATION: &str = "heartbeat.dev/rotated-for";
+/// Annotation on the master Secret: how many masters it has had (1 for the
+/// first), returned with every pod key so a sidecar can say which it holds.
+pub const GENERATION_ANNOTATION: &str = "heartbeat.dev/generation";
 
-/// The Secret, in the monitor's namespace, that holds a monitor's keys.
-pub fn secret_name(monitor: &str) -> String {
-    format!("{monitor}-signing-key")
+/// Audience of the ServiceAccount token a sidecar proves its pod with:
+/// such a token is good for nothing else (the API server refuses it).
+pub const AUDIENCE: &str = "heartbeat.dev";
+/// Path of the operator's key endpoint (`POST`).
+pub const KEY_PATH: &str = "/keys/pod";
+/// Name of the operator Service's port for [`KEY_PATH`].
+pub const KEY_PORT_NAME: &str = "keys";
+
+/// The path, on the API server, of its proxy to the key endpoint of the
+/// operator's Service `service` in `namespace`. Its RBAC resource name is
+/// `https:<service>:keys` (what the chart lets every ServiceAccount create).
+pub fn key_url_on_api_server(namespace: &str, service: &str) -> String {
+    format!(
+        "/api/v1/namespaces/{namespace}/services/https:{service}:{KEY_PORT_NAME}/proxy{KEY_PATH}"
+    )
+}
+
+/// Request header carrying the audience-bound token (the API server's
+/// proxy consumes `Authorization` itself).
+pub const TOKEN_HEADER: &str = "x-heartbeat-token";
+/// Longest token the key endpoint reads.
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+/// Bounds of the refresh period the endpoint tells sidecars.
+pub const MIN_REFRESH_SECONDS: u32 = 5;
+pub const MAX_REFRESH_SECONDS: u32 = 3600;
+
+/// The key endpoint's answer: the pod's key, hex.
+#[derive(Serialize, Deserialize, Clone, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PodKey {
+    pub key: String,
+    pub generation: u64,
+    pub pod_uid: String,
+    /// Ask again after this long: a rotated master reaches every sidecar
+    /// within it.
+    pub refresh_seconds: u32,
+}
+
+impl std::fmt::Debug for PodKey {
+    // Never print key material.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "PodKey(generation {}, pod {}, refresh {}s)",
+            self.generation, self.pod_uid, self.refresh_seconds
+        )
+    }
+}
+
+/// The key of pod `uid` under `master`.
+pub fn pod_key(master: &[u8], uid: &str) -> [u8; 32] {
+    // HMAC accepts keys of any length, so this cannot fail.
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(master).unwrap_or_else(|_| unreachable!());
+    mac.update(POD_KEY_CONTEXT);
+    mac.update(uid.as_bytes());
+    mac.finalize().into_bytes().into()
 }
 
 /// Whether a message is signed by one of the accepted keys.
@@ -47,7 +111,8 @@ impl Verdict {
     }
 }
 
-/// The keys a monitor accepts: the current one and the one before it.
+/// The masters the operator accepts pod keys of: the current one and the
+/// one before it.
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct KeyRing {
     keys: Vec<Vec<u8>>,
@@ -61,8 +126,8 @@ impl std::fmt::Debug for KeyRing {
 }
 
 impl KeyRing {
-    /// The accepted keys of a key Secret's data (empty values ignored: an
-    /// empty key would let anyone sign).
+    /// The accepted masters of the master Secret's data (empty values
+    /// ignored: an empty key would let anyone sign).
     /// `get` looks a key of the Secret's data up.
     pub fn from_secret_data<'a>(get: impl Fn(&str) -> Option<&'a [u8]>) -> KeyRing {
         let keys = [SECRET_KEY, SECRET_PREVIOUS_KEY]
@@ -79,16 +144,37 @@ impl KeyRing {
         self.keys.is_empty()
     }
 
-    /// Judges a message by its `heartbeat-signature` header, if any.
-    pub fn check(&self, msg_key: &[u8], value: &[u8], header: Option<&[u8]>) -> Verdict {
+    /// Judges a message of pod `uid` (as the beat names it) by its
+    /// `heartbeat-signature` header, if any: genuine only when signed with
+    /// that pod's key, so a pod's key signs for no other pod.
+    pub fn check(
+        &self,
+        uid: Option<&str>,
+        msg_key: &[u8],
+        value: &[u8],
+        header: Option<&[u8]>,
+    ) -> Verdict {
         let Some(header) = header else {
             return Verdict::Unsigned;
         };
-        if self.keys.iter().any(|k| verify(k, msg_key, value, header)) {
+        // A beat naming no pod has no key to be signed with.
+        let Some(uid) = uid.filter(|u| !u.is_empty()) else {
+            return Verdict::Forged;
+        };
+        if self
+            .keys
+            .iter()
+            .any(|m| verify(&pod_key(m, uid), msg_key, value, header))
+        {
             Verdict::Genuine
         } else {
             Verdict::Forged
         }
+    }
+
+    /// The newest master (the one new pod keys derive from).
+    pub fn current(&self) -> Option<&[u8]> {
+        self.keys.first().map(Vec::as_slice)
     }
 }
 
@@ -137,8 +223,11 @@ mod tests {
         assert!(!verify(b"secret", b"a_heartbeat", b"{}", b"v1=zz"));
     }
 
+    /// Rule: a ring accepts beats signed with the pod's key under the
+    /// current or the previous master, and nothing else: not another pod's
+    /// key, not the master itself, not a beat naming no pod.
     #[test]
-    fn a_ring_accepts_the_current_and_previous_keys_only() {
+    fn a_ring_accepts_the_pods_own_key_under_the_current_and_previous_masters_only() {
         let data = BTreeMap::from([
             (SECRET_KEY.to_string(), b"new".to_vec()),
             (SECRET_PREVIOUS_KEY.to_string(), b"old".to_vec()),
@@ -146,26 +235,52 @@ mod tests {
         ]);
         let ring = KeyRing::from_secret_data(|k| data.get(k).map(Vec::as_slice));
         let signed = |k: &[u8]| sign(k, b"a_heartbeat", b"{}");
-        let check = |h: &str| ring.check(b"a_heartbeat", b"{}", Some(h.as_bytes()));
-        assert_eq!(check(&signed(b"new")), Verdict::Genuine);
-        assert_eq!(check(&signed(b"old")), Verdict::Genuine);
-        assert_eq!(check(&signed(b"unrelated")), Verdict::Forged);
-        assert_eq!(check("v1=00"), Verdict::Forged);
-        assert_eq!(ring.check(b"a_heartbeat", b"{}", None), Verdict::Unsigned);
+        let check =
+            |uid: &str, h: &str| ring.check(Some(uid), b"a_heartbeat", b"{}", Some(h.as_bytes()));
+        assert_eq!(
+            check("pod-a", &signed(&pod_key(b"new", "pod-a"))),
+            Verdict::Genuine
+        );
+        assert_eq!(
+            check("pod-a", &signed(&pod_key(b"old", "pod-a"))),
+            Verdict::Genuine
+        );
+        assert_eq!(
+            check("pod-b", &signed(&pod_key(b"new", "pod-a"))),
+            Verdict::Forged
+        );
+        assert_eq!(
+            check("pod-a", &signed(&pod_key(b"unrelated", "pod-a"))),
+            Verdict::Forged
+        );
+        assert_eq!(check("pod-a", &signed(b"new")), Verdict::Forged);
+        assert_eq!(check("pod-a", "v1=00"), Verdict::Forged);
+        let header = signed(&pod_key(b"new", ""));
+        assert_eq!(
+            ring.check(None, b"a_heartbeat", b"{}", Some(header.as_bytes())),
+            Verdict::Forged
+        );
+        assert_eq!(check("", &header), Verdict::Forged);
+        assert_eq!(
+            ring.check(Some("pod-a"), b"a_heartbeat", b"{}", None),
+            Verdict::Unsigned
+        );
         assert_eq!(Verdict::Forged.rejection(), Some("forged"));
         assert_eq!(format!("{ring:?}"), "KeyRing(2 keys)");
+        assert_eq!(ring.current(), Some(&b"new"[..]));
     }
 
     #[test]
-    fn an_empty_key_is_never_accepted() {
-        let data = BTreeMap::from([(SECRET_KEY.to_string(), Vec::<u8>::new())]);
-        let ring = KeyRing::from_secret_data(|k| data.get(k).map(Vec::as_slice));
-        assert!(ring.is_empty());
-        let sig = sign(b"", b"a_heartbeat", b"{}");
-        assert_eq!(
-            ring.check(b"a_heartbeat", b"{}", Some(sig.as_bytes())),
-            Verdict::Forged
-        );
+    fn pod_keys_differ_per_pod_and_master_and_never_print() {
+        assert_ne!(pod_key(b"m", "a"), pod_key(b"m", "b"));
+        assert_ne!(pod_key(b"m", "a"), pod_key(b"n", "a"));
+        let k = PodKey {
+            key: "secret-hex".into(),
+            generation: 2,
+            pod_uid: "u".into(),
+            refresh_seconds: 60,
+        };
+        assert!(!format!("{k:?}").contains("secret-hex"));
     }
 
     #[test]

@@ -84,7 +84,16 @@ impl Identity {
         let webhook_config = format!(
             "apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\nmetadata: {{name: {name}}}\n"
         );
-        crate::kube_env::apply_yaml(stack, &(rbac.join("\n---\n") + "\n---\n" + &webhook_config));
+        // The operator's Service, for its key port: each process adds its
+        // own EndpointSlice (the chart's Service selects the pods instead).
+        let service = format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  ports:\n  - {{name: keys, port: 8444, protocol: TCP}}\n",
+            ns = namespace.name
+        );
+        crate::kube_env::apply_yaml(
+            stack,
+            &(rbac.join("\n---\n") + "\n---\n" + &webhook_config + "\n---\n" + &service),
+        );
         let kubeconfig = stack.service_account_kubeconfig(&namespace.name, &name);
         Identity {
             stack: stack.clone(),
@@ -144,19 +153,21 @@ pub struct OperatorProcess {
     pub admin: String,
     /// `host:port` of its webhook (reachable from the host).
     pub webhook: String,
+    /// Its EndpointSlice under the operator's Service (key port).
+    endpoints: String,
     log: PathBuf,
 }
 
-/// Two adjacent ports (webhook, admin) for this process's next operator
-/// process, distinct for up to 500 operator processes per test binary.
-fn ports() -> (u16, u16) {
+/// Three adjacent ports (webhook, admin, keys) for this process's next
+/// operator process, distinct for up to 333 operator processes per test binary.
+fn ports() -> (u16, u16, u16) {
     use std::sync::atomic::{AtomicU16, Ordering};
     static NEXT: AtomicU16 = AtomicU16::new(0);
     // Below the kernel's ephemeral range (32768 and up), where any outgoing
     // connection in the stack's namespace may already hold a port.
     let base = 20_000 + (std::process::id() % 12) as u16 * 1_000;
-    let p = base + (NEXT.fetch_add(2, Ordering::Relaxed) % 1_000);
-    (p, p + 1)
+    let p = base + (NEXT.fetch_add(3, Ordering::Relaxed) % 999);
+    (p, p + 1, p + 2)
 }
 
 impl OperatorProcess {
@@ -192,7 +203,7 @@ impl OperatorProcess {
         let id = &identity;
         let name = id.name.clone();
         let addr = id.addr();
-        let (webhook_port, admin_port) = ports();
+        let (webhook_port, admin_port, keys_port) = ports();
         let webhook = format!("{addr}:{webhook_port}");
         let admin = format!("{addr}:{admin_port}");
         let process_identity = format!("{name}-{admin_port}");
@@ -211,6 +222,9 @@ impl OperatorProcess {
             .arg(&id.kubeconfig)
             .args(["--namespace", &id.namespace.name])
             .args(["--webhook-addr", &webhook, "--admin-addr", &admin])
+            .args(["--keys-addr", &format!("{addr}:{keys_port}")])
+            .args(["--webhook-service", &name])
+            .args(["--signing-secret", &format!("{name}-signing")])
             .args(["--webhook-url", &format!("https://{webhook}/mutate")])
             .args(["--webhook-config-name", &name])
             .args(["--cert-secret", &format!("{name}-webhook-tls")])
@@ -242,7 +256,18 @@ impl OperatorProcess {
             .stderr(err)
             .spawn()
             .expect("start the operator");
+        // As a Service's endpoint, so sidecars reach its key port through
+        // the API server's proxy (the chart's way; RBAC names the Service).
+        let endpoints = format!("{name}-{admin_port}");
+        crate::kube_env::apply_yaml(
+            &id.stack,
+            &format!(
+                "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {endpoints}\n  namespace: {ns}\n  labels: {{kubernetes.io/service-name: {name}}}\naddressType: IPv4\nendpoints:\n- addresses: [\"{addr}\"]\n  conditions: {{ready: true}}\nports:\n- {{name: keys, port: {keys_port}, protocol: TCP}}\n",
+                ns = id.namespace.name
+            ),
+        );
         let mut op = OperatorProcess {
+            endpoints,
             child,
             manages_webhook_config,
             injection_label: ("heartbeat.dev/injection".to_string(), name.clone()),
@@ -365,6 +390,15 @@ impl OperatorProcess {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = run(self.identity.stack.kubectl().args([
+            "delete",
+            "endpointslice",
+            "-n",
+            &self.identity.namespace.name,
+            &self.endpoints,
+            "--wait=false",
+            "--ignore-not-found",
+        ]));
     }
 }
 

@@ -109,6 +109,10 @@ fn check(case: Case) {
             max_requests: default_maxima(),
             max_limits: default_maxima(),
         },
+        signing_key_url: heartbeat_crds::signing::key_url_on_api_server(
+            OPERATOR_NAMESPACE,
+            "heartbeat-operator",
+        ),
     };
     let secret_exists = |_: &str| case.secret_exists;
     let (name, patch) = match decide(&pod, &monitors, secret_exists, &defaults) {

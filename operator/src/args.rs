@@ -23,6 +23,25 @@ pub struct Args {
     /// HTTPS address of the webhook (`/mutate`).
     #[arg(long, env = "HEARTBEAT_WEBHOOK_ADDR", default_value = "0.0.0.0:9443")]
     pub webhook_addr: SocketAddr,
+    /// HTTPS address of the pod key endpoint (`/keys/pod`, the webhook's
+    /// certificate): sidecars of monitors with signing on ask it for their
+    /// pod's key, through the API server's proxy to the Service's `keys` port.
+    #[arg(long, env = "HEARTBEAT_KEYS_ADDR", default_value = "0.0.0.0:8444")]
+    pub keys_addr: SocketAddr,
+    /// The Secret, in --namespace, holding the signing master keys pod keys
+    /// derive from (made when missing; annotate it
+    /// heartbeat.dev/rotate-signing-key=<new value> to rotate).
+    #[arg(
+        long,
+        env = "HEARTBEAT_SIGNING_SECRET",
+        default_value = "heartbeat-operator-signing"
+    )]
+    pub signing_secret: String,
+    /// How often sidecars ask for their pod's key again (a rotation reaches
+    /// every sidecar within it; the master before is accepted until the next one).
+    #[arg(long, env = "HEARTBEAT_SIGNING_KEY_REFRESH_SECONDS", default_value_t = 300,
+          value_parser = clap::value_parser!(u32).range(5..=3600))]
+    pub signing_key_refresh_seconds: u32,
     /// Plain-HTTP address of `/livez`, `/readyz` and `/metrics`.
     #[arg(long, env = "HEARTBEAT_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
     pub admin_addr: SocketAddr,
@@ -210,6 +229,12 @@ impl Args {
             ),
             max_limits: maxima(&self.sidecar_max_cpu_limit, &self.sidecar_max_memory_limit),
         }
+    }
+
+    /// Where injected sidecars ask for their pod's key: the API server's
+    /// proxy to the `keys` port of the webhook's Service.
+    pub fn signing_key_url(&self) -> String {
+        heartbeat_crds::signing::key_url_on_api_server(&self.namespace, &self.webhook_service)
     }
 
     /// This replica's identity in the Lease.

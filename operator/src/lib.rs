@@ -10,6 +10,7 @@ pub mod args;
 pub mod consumer;
 pub mod controller;
 pub mod error;
+pub mod keys;
 pub mod leader;
 pub mod membership;
 pub mod metrics;
@@ -192,8 +193,10 @@ fn monitor_watch(args: &Args) -> watcher::Config {
 }
 
 /// The controller's settings from the flags.
-fn controller_settings(args: &Args) -> controller::ControllerSettings {
+fn controller_settings(args: &Args, master: keys::Master) -> controller::ControllerSettings {
     controller::ControllerSettings {
+        master,
+        master_secret: format!("{}/{}", args.namespace, args.signing_secret),
         monitor_selector: args.monitor_selector.clone(),
         consumer_group: args.consumer_group.clone(),
         identity: args.identity(),
@@ -287,6 +290,7 @@ pub async fn run(args: Args) -> Result<()> {
             native_sidecar: !args.plain_container_sidecar,
             operator_namespace: args.namespace.clone(),
             policy: args.sidecar_policy(),
+            signing_key_url: args.signing_key_url(),
         },
         metrics: metrics.clone(),
         recorder: Some(recorder),
@@ -298,6 +302,7 @@ pub async fn run(args: Args) -> Result<()> {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state);
     let handle = axum_server::Handle::new();
+    let tls_for_keys = tls.clone();
     let server = webhook::listener::bind(args.webhook_addr, tls)
         .handle(handle.clone())
         .serve(webhook::listener::bounded(app, args.webhook_timeout_seconds).into_make_service());
@@ -306,6 +311,42 @@ pub async fn run(args: Args) -> Result<()> {
         server.await.map_err(|source| Error::Serve {
             what: "webhook",
             addr: webhook_addr,
+            source,
+        })
+    });
+
+    // Pod signing keys: every replica reads the masters and answers.
+    let master = keys::Master::default();
+    tokio::spawn(keys::master::upkeep(
+        client.clone(),
+        args.namespace.clone(),
+        args.signing_secret.clone(),
+        master.clone(),
+        metrics.clone(),
+    ));
+    let key_app = Router::new()
+        .route(
+            heartbeat_crds::signing::KEY_PATH,
+            post(keys::endpoint::pod_key_handler),
+        )
+        .layer(DefaultBodyLimit::max(keys::endpoint::MAX_BODY_BYTES))
+        .with_state(Arc::new(keys::endpoint::KeyState {
+            client: client.clone(),
+            master: master.clone(),
+            metrics: metrics.clone(),
+            refresh_seconds: args.signing_key_refresh_seconds,
+        }));
+    let key_server = webhook::listener::bind(args.keys_addr, tls_for_keys)
+        .handle(handle.clone())
+        .serve(
+            heartbeat_listener_limits::timeout::bounded(key_app, keys::endpoint::REQUEST_TIMEOUT)
+                .into_make_service(),
+        );
+    let keys_addr = args.keys_addr;
+    let key_serving = tokio::spawn(async move {
+        key_server.await.map_err(|source| Error::Serve {
+            what: "pod keys",
+            addr: keys_addr,
             source,
         })
     });
@@ -327,12 +368,12 @@ pub async fn run(args: Args) -> Result<()> {
         ready_flag.store(true, Ordering::Relaxed);
         tracing::info!("caches synced; ready");
     });
-    tracing::info!(addr = %args.webhook_addr, admin = %args.admin_addr, "webhook serving");
+    tracing::info!(addr = %args.webhook_addr, keys = %args.keys_addr, admin = %args.admin_addr, "webhook serving");
     let election = leader::join(client.clone(), &args).await?;
     let (shutdown, shutting_down) = tokio::sync::watch::channel(false);
     let controller = tokio::spawn(controller::lead(
         client.clone(),
-        controller_settings(&args),
+        controller_settings(&args, master),
         metrics.clone(),
         election.leading.clone(),
         shutting_down,
@@ -348,6 +389,7 @@ pub async fn run(args: Args) -> Result<()> {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
         r = serving => return r.unwrap_or_else(|e| Err(Error::Task(e.to_string()))),
+        r = key_serving => return r.unwrap_or_else(|e| Err(Error::Task(e.to_string()))),
         r = admin => return r.unwrap_or_else(|e| Err(Error::Task(e.to_string()))),
     }
     // Out of the Service's endpoints first, then finish what is in flight:

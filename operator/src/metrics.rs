@@ -128,6 +128,10 @@ pub struct Metrics {
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     /// 1 while this replica holds the leader Lease.
     pub leader: Gauge,
+    /// Pod key requests, by outcome (issued, refused) and reason.
+    pub pod_keys: Family<OutcomeLabels, Counter>,
+    /// Generation of the signing master this replica holds (0: none yet).
+    pub signing_generation: Gauge,
 }
 
 fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
@@ -275,6 +279,18 @@ impl Metrics {
                 r,
                 "heartbeat_operator_leader",
                 "1 while this replica holds the leader Lease",
+                Gauge::default(),
+            ),
+            pod_keys: registered(
+                r,
+                "heartbeat_operator_pod_keys",
+                "Pod signing key requests, by outcome (issued, refused) and reason",
+                Family::default(),
+            ),
+            signing_generation: registered(
+                r,
+                "heartbeat_operator_signing_master_generation",
+                "Generation of the signing master this replica holds (0: none yet)",
                 Gauge::default(),
             ),
             registry,

@@ -887,14 +887,15 @@ async fn a_rotated_secret_restarts_the_consumer_and_a_deleted_monitor_leaks_noth
     assert_eq!((series, members), (0.0, 0), "per-member series left behind");
 }
 
-/// The key Secret's `key` (and `previous`, if any), decoded.
-fn signing_keys(case: &Case, monitor: &str) -> Result<(String, Option<String>), String> {
+/// The operator's signing master Secret: its current master (the bytes the
+/// keys derive from) and its generation.
+fn signing_master(case: &Case) -> Result<(Vec<u8>, u64), String> {
     let (ok, json, err) = run(case.stack.kubectl().args([
         "get",
         "secret",
         "-n",
-        &case.ns.name,
-        &format!("{monitor}-signing-key"),
+        case.op.namespace(),
+        &format!("{}-signing", case.op.name),
         "-o",
         "json",
     ]));
@@ -902,135 +903,185 @@ fn signing_keys(case: &Case, monitor: &str) -> Result<(String, Option<String>), 
         return Err(err);
     }
     let secret: Value = serde_json::from_str(&json).map_err(|e| e.to_string())?;
-    let decode = |k: &str| {
-        secret["data"][k].as_str().map(|b| {
-            use base64::Engine;
-            let raw = base64::engine::general_purpose::STANDARD
-                .decode(b)
-                .expect("base64 Secret data");
-            String::from_utf8(raw).expect("a hex key")
-        })
-    };
-    let key = decode("key").ok_or_else(|| format!("no key in {secret:#}"))?;
-    Ok((key, decode("previous")))
+    use base64::Engine;
+    let key = secret["data"]["key"]
+        .as_str()
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        .ok_or_else(|| format!("no key in {secret:#}"))?;
+    let generation = secret["metadata"]["annotations"]["heartbeat.dev/generation"]
+        .as_str()
+        .and_then(|g| g.parse().ok())
+        .ok_or_else(|| format!("no generation in {secret:#}"))?;
+    Ok((key, generation))
 }
 
-/// Rule: with `signing: {enabled: true}` the operator keeps a key Secret
-/// for the monitor and the webhook hands it to sidecars by `secretKeyRef`
-/// only (the key is nowhere in the pod); signed beats keep the member Up,
-/// while an unsigned and a forged copy of its beat announcing `stopping`
-/// are rejected and counted (`unsigned`, `forged`) and change nothing; its
-/// genuine signed beat produced again, of this sidecar run or of the run
-/// before a restart, is a replay, refused and counted; a key rotation (the monitor's rotate annotation) keeps the old key
-/// accepted, so the running pod stays Up, a new pod signs with the new key,
-/// and no `HeartbeatStale` Event is raised.
+/// The newest beat of `key` on the case's topic read from message `from`
+/// on: its value, its signature header, and how many messages were read.
+async fn newest_beat(case: &Case, key: &str, from: usize) -> (Value, Option<String>, usize) {
+    let got = heartbeat_e2e::kafka::read_until(&case.bootstrap, &case.topic.name, T, |r| {
+        r.iter()
+            .skip(from)
+            .any(|m| m.key.as_deref() == Some(key.as_bytes()))
+    })
+    .await;
+    let n = got.len();
+    let m = got
+        .into_iter()
+        .skip(from)
+        .rfind(|m| m.key.as_deref() == Some(key.as_bytes()))
+        .expect("a beat of the pod");
+    let sig = m
+        .headers
+        .iter()
+        .find(|(k, _)| k == heartbeat_crds::signing::HEADER)
+        .map(|(_, v)| String::from_utf8_lossy(v).into_owned());
+    let value = serde_json::from_slice(&m.value.unwrap_or_default()).expect("beat json");
+    (value, sig, n)
+}
+
+/// Rule: with `signing: {enabled: true}` each sidecar signs with its own
+/// pod's key, which it gets from the operator (through the API server's
+/// proxy, proving its pod with a projected token): no key is in the pod
+/// spec and the operator writes no Secret in the monitor's namespace.
+/// Signed beats keep the members Up. Pod two's beat announcing `stopping`
+/// is refused and counted when unsigned, when signed with garbage and when
+/// signed with pod one's key (`forged`), and counts only when signed with
+/// pod two's own key. A pod's genuine signed beat produced again, of this
+/// sidecar run or of the run before a restart, is a replay, refused and
+/// counted. Two master rotations reach the running sidecars without a
+/// restart (each asks again within the refresh period) and raise no alarm.
 #[tokio::test]
-async fn signed_beats_count_forged_ones_do_not_and_a_rotation_raises_no_alarm() {
-    let case = Case::start("ctl-sign").await;
+async fn each_pod_signs_only_for_itself_replays_are_refused_and_rotation_needs_no_restart() {
+    let stack = Stack::get();
+    install_crds(stack);
+    let options = OperatorOptions {
+        extra_args: vec!["--signing-key-refresh-seconds=5".into()],
+        ..Default::default()
+    };
+    let op = OperatorProcess::start_with(stack, BIN.as_ref(), options);
+    let case = Case::with(stack, op, &stack.kafka_bootstrap, "ctl-sign").await;
     case.apply_tolerant_monitor(
         "ingest",
         &format!("{SELECT_INGEST}\n  signing: {{enabled: true}}"),
     );
-    let (first, _) = eventually("the operator makes the key Secret", T, || {
-        signing_keys(&case, "ingest")
+    let (first, generation) = eventually("the operator makes its master Secret", T, || {
+        signing_master(&case)
     });
-    case.run_pods(&["old"]);
-    case.wait_status("ingest", "up 1 with signed beats", |s| count(s, "up") == 1);
-    let pod_json = case.ns.kubectl(&["get", "pod", "old", "-o", "json"]);
-    assert!(!pod_json.contains(&first), "the key is in the pod spec");
-    assert!(pod_json.contains("ingest-signing-key"), "{pod_json}");
+    assert_eq!(generation, 1);
+    case.run_pods(&["one", "two"]);
+    case.wait_status("ingest", "up 2 with signed beats", |s| count(s, "up") == 2);
+    let secrets = case.ns.kubectl(&["get", "secrets", "-o", "name"]);
+    assert_eq!(
+        secrets.trim(),
+        "secret/kafka",
+        "a Secret made in the tenant's namespace"
+    );
+    let pod_json = case.ns.kubectl(&["get", "pod", "two", "-o", "json"]);
+    assert!(
+        !pod_json.contains(&hex::encode(&first)),
+        "the master is in the pod spec"
+    );
+    let uid = |pod: &str| {
+        case.ns
+            .kubectl(&["get", "pod", pod, "-o", "jsonpath={.metadata.uid}"])
+    };
+    let (uid_one, uid_two) = (uid("one"), uid("two"));
+    for (pod, u) in [("one", &uid_one), ("two", &uid_two)] {
+        let key = hex::encode(heartbeat_crds::signing::pod_key(&first, u));
+        assert!(
+            !case
+                .ns
+                .kubectl(&["get", "pod", pod, "-o", "json"])
+                .contains(&key),
+            "a pod key in the pod spec"
+        );
+    }
 
-    // A copy of the member's own beat saying it stops, unsigned and forged.
-    let (key, genuine) = heartbeat_e2e::kafka::kcat_last(&case.bootstrap, &case.topic.name, 1)
-        .pop()
-        .expect("a beat on the topic");
-    let mut beat: Value = serde_json::from_str(&genuine).expect("beat json");
-    beat["phase"] = "stopping".into();
-    beat["seq"] = (beat["seq"].as_u64().unwrap_or(0) + 1000).into();
-    beat["timestamp"] = jiff::Timestamp::now().to_string().into();
+    // Pod two's beat saying it stops, without its sidecar's run fields
+    // (so a genuine one is no replay), in four signings.
+    let program_two = format!("{}.two", case.ns.name);
+    let key_two = format!("{program_two}_heartbeat");
+    let (mut beat, sig, _) = newest_beat(&case, &key_two, 0).await;
+    assert!(sig.is_some(), "the sidecar's beats are signed");
+    let obj = beat.as_object_mut().expect("beat object");
+    obj.remove("seq");
+    obj.remove("sidecar");
+    obj.insert("phase".into(), "stopping".into());
+    obj.insert(
+        "timestamp".into(),
+        jiff::Timestamp::now().to_string().into(),
+    );
     let fake = beat.to_string();
-    let forged = format!("v1={}", "ab".repeat(32));
-    for headers in [vec![], vec![("heartbeat-signature", forged.as_str())]] {
+    let signed_by = |uid: &str| {
+        let k = heartbeat_crds::signing::pod_key(&first, uid);
+        heartbeat_crds::signing::sign(&k, key_two.as_bytes(), fake.as_bytes())
+    };
+    let garbage = format!("v1={}", "ab".repeat(32));
+    let with_ones_key = signed_by(&uid_one);
+    let produce = |headers: &[(&str, &str)]| {
         heartbeat_e2e::kafka::kcat_produce_with_headers(
             &case.bootstrap,
             &case.topic.name,
-            &key,
+            &key_two,
             &fake,
-            &headers,
+            headers,
         )
-        .expect("produce");
-    }
-    eventually("unsigned and forged counted", T, || {
-        let by = |reason| case.op.metric_sum(REJECTED, &[("reason", reason)]);
+        .expect("produce")
+    };
+    let by = |reason| case.op.metric_sum(REJECTED, &[("reason", reason)]);
+    produce(&[]);
+    produce(&[("heartbeat-signature", garbage.as_str())]);
+    produce(&[("heartbeat-signature", with_ones_key.as_str())]);
+    eventually("unsigned and two forged counted", T, || {
         let seen = (by("unsigned"), by("forged"));
-        (seen.0 >= 1.0 && seen.1 >= 1.0)
+        (seen.0 >= 1.0 && seen.1 >= 2.0)
             .then_some(())
             .ok_or(format!("{seen:?}"))
     });
     // Late under load is allowed; Stopped (a believed forgery) is not.
     case.status_holds("ingest", Duration::from_secs(5), "not stopped", |s| {
-        count(s, "up") + count(s, "late") == 1 && count(s, "stopped") == 0
+        count(s, "up") + count(s, "late") == 2 && count(s, "stopped") == 0
+    });
+    // Signed with its own key, the same beat counts: it was the key.
+    produce(&[("heartbeat-signature", signed_by(&uid_two).as_str())]);
+    case.wait_status("ingest", "two stopped by its own signed beat", |s| {
+        count(s, "stopped") == 1
+    });
+    case.wait_status("ingest", "two up again with its next beat", |s| {
+        count(s, "up") == 2
     });
 
-    // The pod's own signed beat produced again (same run, old seq), then,
+    // Pod one's own signed beat produced again (same run, old seq), then,
     // after its sidecar restarted (a new run), a signed beat of the earlier
-    // run produced again: both replays, refused and counted, nothing changed.
-    let signed = |from: usize| {
-        let key = key.clone();
-        let (bootstrap, topic) = (case.bootstrap.clone(), case.topic.name.clone());
-        async move {
-            let got = heartbeat_e2e::kafka::read_until(&bootstrap, &topic, T, |r| {
-                r.len() > from
-                    && r.iter()
-                        .skip(from)
-                        .any(|m| m.key.as_deref() == Some(key.as_bytes()))
-            })
-            .await;
-            let n = got.len();
-            let m = got
-                .into_iter()
-                .skip(from)
-                .rfind(|m| m.key.as_deref() == Some(key.as_bytes()))
-                .expect("a signed beat of the pod");
-            let sig = m
-                .headers
-                .iter()
-                .find(|(k, _)| k == "heartbeat-signature")
-                .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-                .expect("a signature header");
-            (
-                String::from_utf8_lossy(&m.value.unwrap_or_default()).into_owned(),
-                sig,
-                n,
-            )
-        }
-    };
+    // run produced again: both replays, refused and counted.
+    let key_one = format!("{}.one_heartbeat", case.ns.name);
     let replays = || {
         ["replayed", "signed_beat_skewed"]
             .iter()
             .map(|r| case.op.metric_sum(REJECTED, &[("reason", r)]))
             .sum::<f64>()
     };
-    let (earlier, earlier_sig, read) = signed(0).await;
+    let (earlier, earlier_sig, read) = newest_beat(&case, &key_one, 0).await;
+    let earlier_sig = earlier_sig.expect("signed");
     for expect in [1.0, 2.0] {
         if expect == 2.0 {
             let restarts = "{.status.initContainerStatuses[?(@.name==\"heartbeat\")].restartCount}";
             let before =
                 case.ns
-                    .kubectl(&["get", "pod", "old", "-o", &format!("jsonpath={restarts}")]);
-            let pid = case.stack.container_pid(&case.ns.name, "old", "heartbeat");
+                    .kubectl(&["get", "pod", "one", "-o", &format!("jsonpath={restarts}")]);
+            let pid = case.stack.container_pid(&case.ns.name, "one", "heartbeat");
             assert!(signal(&pid.to_string(), "TERM"), "SIGTERM {pid}");
             case.ns
-                .wait_jsonpath("pod/old", restarts, T, |n| *n != before);
+                .wait_jsonpath("pod/one", restarts, T, |n| *n != before);
             // A beat of the new run read, so the earlier run is the older one.
-            let _ = signed(read).await;
+            let _ = newest_beat(&case, &key_one, read).await;
         }
         let before = replays();
         heartbeat_e2e::kafka::kcat_produce_with_headers(
             &case.bootstrap,
             &case.topic.name,
-            &key,
-            &earlier,
+            &key_one,
+            &earlier.to_string(),
             &[("heartbeat-signature", earlier_sig.as_str())],
         )
         .expect("produce");
@@ -1040,36 +1091,40 @@ async fn signed_beats_count_forged_ones_do_not_and_a_rotation_raises_no_alarm() 
                 .ok_or(format!("replays {} (before {before})", replays()))
         });
     }
-    case.wait_status("ingest", "up 1 after the replays", |s| {
-        count(s, "up") == 1 && count(s, "stopped") == 0
+    case.wait_status("ingest", "up 2 after the replays", |s| {
+        count(s, "up") == 2 && count(s, "stopped") == 0
     });
 
-    // Rotate: the old pod keeps signing with the old key.
-    case.ns.kubectl(&[
-        "annotate",
-        "hbm",
-        "ingest",
-        "heartbeat.dev/rotate-signing-key=1",
-    ]);
-    let (second, previous) = eventually("a new key, the old one kept", T, || {
-        let (k, p) = signing_keys(&case, "ingest")?;
-        (k != first)
-            .then_some((k, p))
-            .ok_or("not rotated yet".into())
-    });
-    assert_eq!(previous.as_deref(), Some(first.as_str()));
-    case.run_pods(&["new"]);
-    case.wait_status("ingest", "up 2 across the rotation", |s| {
-        assert_eq!(count(s, "stale"), 0, "{s:#}");
-        count(s, "up") == 2
-    });
-    case.status_holds("ingest", QUIET, "both beating, nothing stale", |s| {
+    // Two rotations: after the second, only keys of the last two masters
+    // count, so the pods are believed only if they asked again.
+    let forged_before = by("forged");
+    for (n, request) in [(2u64, "1"), (3, "2")] {
+        heartbeat_e2e::stack::run_ok(case.stack.kubectl().args([
+            "annotate",
+            "secret",
+            "-n",
+            case.op.namespace(),
+            &format!("{}-signing", case.op.name),
+            &format!("heartbeat.dev/rotate-signing-key={request}"),
+            "--overwrite",
+        ]));
+        eventually("the master rotated", T, || {
+            let (_, g) = signing_master(&case)?;
+            (g == n).then_some(()).ok_or(format!("generation {g}"))
+        });
+        for pod in ["one", "two"] {
+            let line = format!("generation={n}");
+            case.ns
+                .wait_log(pod, "heartbeat", T, |log| log.contains(&line));
+        }
+    }
+    case.status_holds("ingest", QUIET, "both beating across the rotations", |s| {
         count(s, "up") + count(s, "late") == 2 && count(s, "stale") == 0
     });
-    let new_json = case.ns.kubectl(&["get", "pod", "new", "-o", "json"]);
-    assert!(
-        !new_json.contains(&first) && !new_json.contains(&second),
-        "a key is in the pod spec"
+    assert_eq!(
+        by("forged"),
+        forged_before,
+        "a rotated-out key was still in use"
     );
     case.assert_no_stale_event();
 }

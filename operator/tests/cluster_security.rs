@@ -61,11 +61,15 @@ fn can_i(stack: &Stack, sa: &str, namespace: &str) -> BTreeSet<String> {
 /// The documented minimum (operator/deploy/rbac.yaml, each rule there
 /// says why), as `kubectl auth can-i --list` prints it.
 fn minimum(name: &str, own_namespace: bool) -> BTreeSet<String> {
-    // Secrets by name only (never list or watch); create/update for the
-    // signing key Secrets. In its own namespace the Role's `create` folds
-    // into these.
-    let secrets = "secrets [] [] [create get update]";
+    // Secrets by name only (never list or watch), and written nowhere but
+    // in its own namespace, where the Role's `create` folds into the `get`.
+    let secrets = if own_namespace {
+        "secrets [] [] [create get]"
+    } else {
+        "secrets [] [] [get]"
+    };
     let mut rows = vec![
+        "tokenreviews.authentication.k8s.io [] [] [create]".to_string(),
         "heartbeatmonitors.heartbeat.dev [] [] [get list watch]".to_string(),
         "heartbeatmonitors.heartbeat.dev/status [] [] [get patch]".to_string(),
         "pods [] [] [list watch]".to_string(),
@@ -75,7 +79,7 @@ fn minimum(name: &str, own_namespace: bool) -> BTreeSet<String> {
     ];
     if own_namespace {
         rows.extend([
-            format!("secrets [] [{name}-webhook-tls] [get update]"),
+            format!("secrets [] [{name}-webhook-tls {name}-signing] [get update]"),
             "leases.coordination.k8s.io [] [] [create]".to_string(),
             format!("leases.coordination.k8s.io [] [{name}] [get patch]"),
         ]);
@@ -85,10 +89,12 @@ fn minimum(name: &str, own_namespace: bool) -> BTreeSet<String> {
 
 /// Rule: the operator's ServiceAccount can do exactly the documented
 /// minimum: cluster-wide reads of monitors and pods, Secrets by name only
-/// (no list or watch: those return every value), its status, Events and a
-/// patch of its one webhook configuration (no create: no new webhook can
-/// be pointed at every pod); in its own namespace, its certificate Secret
-/// and its Lease; nothing else (no pod writes, no other Leases).
+/// (no list or watch: those return every value) and never written outside
+/// its own namespace, its status, Events, TokenReviews (the pod key
+/// endpoint) and a patch of its one webhook configuration (no create: no
+/// new webhook can be pointed at every pod); in its own namespace, its
+/// certificate and signing master Secrets and its Lease; nothing else (no
+/// pod writes, no other Leases).
 #[test]
 fn the_operators_service_account_can_do_exactly_the_documented_minimum() {
     let stack = Stack::get();

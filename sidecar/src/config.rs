@@ -56,9 +56,22 @@ pub struct Args {
     #[arg(long, env = env_name::APP_HEALTH, default_value_t = SidecarAppHealth::None, value_parser = SidecarAppHealth::parse)]
     pub app_health: SidecarAppHealth,
 
-    /// Key for HMAC-SHA256 beat signatures (header `heartbeat-signature`); unset: unsigned.
-    #[arg(long, env = env_name::SIGNING_KEY, hide_env_values = true)]
+    /// A fixed key for HMAC-SHA256 beat signatures (header
+    /// `heartbeat-signature`); unset, and no --signing-key-url: unsigned.
+    #[arg(long, env = env_name::SIGNING_KEY, hide_env_values = true, conflicts_with = "signing_key_url")]
     pub signing_key: Option<String>,
+
+    /// Ask the operator for this pod's signing key at this path on the API
+    /// server (its service proxy), proving the pod with the tokens in
+    /// --identity-dir; asked again as the answer says, so a rotated key
+    /// needs no restart.
+    #[arg(long, env = env_name::SIGNING_KEY_URL, value_parser = parse_key_url)]
+    pub signing_key_url: Option<String>,
+
+    /// The pod's identity files: `token` (audience heartbeat.dev),
+    /// `api-token` and `ca.crt` (the API server's).
+    #[arg(long, env = env_name::IDENTITY_DIR, default_value = contract::IDENTITY_DIR)]
+    pub identity_dir: std::path::PathBuf,
 
     /// Most beats held in memory for delivery; beyond it a beat is dropped and
     /// counted as undelivered, so a broker outage never grows memory.
@@ -90,6 +103,16 @@ fn parse_topic(s: &str) -> Result<String, heartbeat_crds::Error> {
 
 fn parse_program_id(s: &str) -> Result<String, heartbeat_crds::Error> {
     contract::validate_program_id(s).map(|()| s.to_string())
+}
+
+fn parse_key_url(s: &str) -> Result<String, String> {
+    if s.starts_with('/') && !s.starts_with("//") && !s.chars().any(char::is_whitespace) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?}: expected a path on the API server (/api/v1/...)"
+        ))
+    }
 }
 
 fn parse_monitor(s: &str) -> Result<String, String> {

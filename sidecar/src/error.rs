@@ -12,6 +12,8 @@ pub enum Error {
     },
     #[error("HTTP client for the app probe: {0}")]
     ProbeClient(String),
+    #[error("signing key: {0}")]
+    SigningKey(String),
     #[error("signal handler: {0}")]
     Signal(std::io::Error),
 }

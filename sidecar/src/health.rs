@@ -13,6 +13,17 @@ use crate::signals::AppSignals;
 /// Timeout of one HTTP probe of the application.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The client of the Http mode's probe (plain HTTP to the pod's loopback).
+/// The TLS backend is built with every client: rustls with ring (the one
+/// provider linked in), made the process default first.
+pub fn probe_client() -> Result<reqwest::Client, reqwest::Error> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(PROBE_TIMEOUT)
+        .no_proxy()
+        .build()
+}
+
 /// The verdict on the application.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
@@ -212,7 +223,7 @@ mod tests {
         let judge = AppJudge::new(
             SidecarAppHealth::None,
             Instant::now(),
-            reqwest::Client::new(),
+            probe_client().expect("client"),
         );
         assert_eq!(judge.last_verdict().await, None);
         let v = judge.judge(&AppSignals::default()).await;

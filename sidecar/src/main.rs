@@ -7,6 +7,7 @@ mod error;
 mod health;
 mod http;
 mod metrics;
+mod pod_key;
 mod producer;
 mod serve;
 mod sidecar;
@@ -23,8 +24,12 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::config::{Args, Config};
 use crate::error::Error;
 use crate::metrics::Metrics;
+use crate::pod_key::KeySlot;
 use crate::producer::BeatProducer;
 use crate::sidecar::Sidecar;
+
+/// How long the first beat waits for the pod's signing key.
+const FIRST_KEY_WAIT: Duration = Duration::from_secs(10);
 
 /// The process must be gone within 2 s of SIGTERM; this leaves room to exit.
 const FLUSH_AT_SHUTDOWN: Duration = Duration::from_millis(1500);
@@ -72,23 +77,41 @@ fn main() -> ExitCode {
 
 async fn run(config: Config) -> Result<(), Error> {
     let metrics = Arc::new(Metrics::new());
-    let producer = BeatProducer::new(
-        &config.kafka,
-        &config.args.topic,
-        config.interval(),
-        config.args.queue_capacity,
+    let key = KeySlot::fixed(
         config
             .args
             .signing_key
             .as_ref()
             .map(|k| k.as_bytes().to_vec()),
+    );
+    if let Some(url) = &config.args.signing_key_url {
+        let fetcher = pod_key::Fetcher::new(
+            url,
+            config.args.identity_dir.clone(),
+            config.args.pod_uid.clone(),
+            |k| std::env::var(k).ok(),
+        )
+        .map_err(Error::SigningKey)?;
+        let fetching = tokio::spawn(fetcher.keep(key.clone(), metrics.clone()));
+        // The first beat waits a little for the key: unsigned, it would be
+        // refused. Beyond that, beats go out unsigned until a key comes.
+        let deadline = tokio::time::Instant::now() + FIRST_KEY_WAIT;
+        while key.get().is_none()
+            && tokio::time::Instant::now() < deadline
+            && !fetching.is_finished()
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let producer = BeatProducer::new(
+        &config.kafka,
+        &config.args.topic,
+        config.interval(),
+        config.args.queue_capacity,
+        key,
         metrics.clone(),
     )?;
-    let probe_client = reqwest::Client::builder()
-        .timeout(health::PROBE_TIMEOUT)
-        .no_proxy()
-        .build()
-        .map_err(|e| Error::ProbeClient(e.to_string()))?;
+    let probe_client = health::probe_client().map_err(|e| Error::ProbeClient(e.to_string()))?;
     let addr = config.args.http_addr;
     let listener = tokio::net::TcpListener::bind(addr)
         .await

@@ -24,6 +24,10 @@ pub struct Metrics {
     pub last_delivery_timestamp_seconds: Gauge<f64, AtomicU64>,
     /// Connections closed at accept because the server was at its bound.
     pub http_refused: Counter,
+    /// Generation of the master the pod's signing key derives from (0: none).
+    pub signing_key_generation: Gauge,
+    /// Failed requests for the pod's signing key.
+    pub signing_key_failures: Counter,
 }
 
 /// A new metric, registered under `name` (counters get `_total`) with `help`.
@@ -62,6 +66,16 @@ impl Metrics {
                 "http_connections_refused",
                 "Connections closed at accept because the server was at its connection bound",
             ),
+            signing_key_generation: registered(
+                r,
+                "signing_key_generation",
+                "Generation of the master the pod's signing key derives from (0: no key fetched)",
+            ),
+            signing_key_failures: registered(
+                r,
+                "signing_key_failures",
+                "Failed requests for the pod's signing key",
+            ),
             registry,
         }
     }
@@ -85,7 +99,7 @@ mod tests {
     use super::*;
 
     /// Sample names on /metrics: dashboards, the Kafka tests and the README use them.
-    const EXPOSED: [&str; 11] = [
+    const EXPOSED: [&str; 13] = [
         "heartbeat_sidecar_beats_enqueued_total",
         "heartbeat_sidecar_beats_delivered_total",
         "heartbeat_sidecar_beats_undelivered_total",
@@ -97,6 +111,8 @@ mod tests {
         "heartbeat_sidecar_app_healthy",
         "heartbeat_sidecar_last_delivery_timestamp_seconds",
         "heartbeat_sidecar_http_connections_refused_total",
+        "heartbeat_sidecar_signing_key_generation",
+        "heartbeat_sidecar_signing_key_failures_total",
     ];
 
     #[test]

@@ -16,6 +16,7 @@ use rdkafka::util::Timeout;
 
 use crate::config::PropertyProblem;
 use crate::metrics::Metrics;
+use crate::pod_key::KeySlot;
 use rdkafka::types::RDKafkaConfRes;
 
 /// Delivery bookkeeping shared with the HTTP server.
@@ -133,7 +134,7 @@ pub struct BeatProducer {
     topic: String,
     delivery: Arc<Delivery>,
     metrics: Arc<Metrics>,
-    signing_key: Option<Vec<u8>>,
+    signing: KeySlot,
 }
 
 impl BeatProducer {
@@ -144,7 +145,7 @@ impl BeatProducer {
         topic: &str,
         interval: Duration,
         capacity: u32,
-        signing_key: Option<Vec<u8>>,
+        signing: KeySlot,
         metrics: Arc<Metrics>,
     ) -> Result<BeatProducer, KafkaError> {
         let mut cfg = ClientConfig::new();
@@ -173,7 +174,7 @@ impl BeatProducer {
             topic: topic.to_string(),
             delivery,
             metrics,
-            signing_key,
+            signing,
         })
     }
 
@@ -190,9 +191,9 @@ impl BeatProducer {
     /// immediate error counts the beat as undelivered.
     pub fn send(&self, key: &str, value: &[u8]) {
         let signature = self
-            .signing_key
-            .as_deref()
-            .map(|k| heartbeat_crds::signing::sign(k, key.as_bytes(), value));
+            .signing
+            .get()
+            .map(|k| heartbeat_crds::signing::sign(&k, key.as_bytes(), value));
         let mut record = BaseRecord::to(&self.topic).key(key).payload(value);
         if let Some(sig) = &signature {
             record = record.headers(OwnedHeaders::new().insert(Header {

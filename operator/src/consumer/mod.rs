@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use heartbeat_crds::monitor::HeartbeatMonitor;
-use heartbeat_crds::signing::KeyRing;
 use jiff::{SignedDuration, Timestamp};
 use kube::runtime::reflector::ObjectRef;
 use tokio::sync::{Notify, mpsc, watch};
@@ -27,10 +26,10 @@ pub use settings::{BrokerAllowlist, ConsumerKey, SettingsError};
 /// Wakes the reconciler of a monitor (a member came back to life).
 pub type Waker = mpsc::UnboundedSender<ObjectRef<HeartbeatMonitor>>;
 
-/// The keys a monitor's beats must be signed with; `None`: signing is off.
-/// Shared by the reconciler (which loads the key Secret) and the consumer
-/// (which checks every message before it reaches the monitor's table).
-pub type SigningKeys = Arc<RwLock<Option<KeyRing>>>;
+/// The masters a monitor's beats must be signed under (each with its pod's
+/// key); `None`: signing is off. Set by the reconciler, read by the
+/// consumer for every message before it reaches the monitor's table.
+pub type SigningKeys = Arc<RwLock<Option<crate::keys::Master>>>;
 
 /// A monitor reading through a consumer.
 pub struct Subscriber {

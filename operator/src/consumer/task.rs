@@ -484,16 +484,20 @@ fn intake(shared: &Shared, msg: &BorrowedMessage<'_>, caught_up: Option<u64>, lo
             .and_then(|h| h.value)
     });
     let mut refused = None;
+    // The key a beat is signed with is its pod's: derived from the uid it names.
+    let pod_uid = lenient.beat.pod.as_ref().and_then(|p| p.uid.as_deref());
     for s in subs.iter() {
-        // A monitor with signing on sees only what its keys signed; the
-        // same message may still count for a monitor without signing.
+        // A monitor with signing on sees only what its pods' keys signed;
+        // the same message may still count for a monitor without signing.
         let verdict = match s.signing.read() {
-            Ok(g) => g.as_ref().map(|ring| {
-                ring.check(
+            Ok(g) => g.as_ref().map(|master| match master.get() {
+                Some(loaded) => loaded.ring.check(
+                    pod_uid,
                     msg.key().unwrap_or_default(),
                     msg.payload().unwrap_or_default(),
                     signature,
-                )
+                ),
+                None => Verdict::Forged,
             }),
             Err(p) => p.get_ref().as_ref().map(|_| Verdict::Forged),
         };

@@ -54,6 +54,9 @@ pub struct Context {
     pub member_metrics_cap: usize,
     /// Cleared the moment leadership is lost: no status write after that.
     pub leader: Arc<AtomicBool>,
+    /// The signing masters (kept by `keys::master::upkeep`), and where.
+    pub master: crate::keys::Master,
+    pub master_secret: String,
 }
 
 /// One monitor's state in this replica.
@@ -145,6 +148,10 @@ pub struct ControllerSettings {
     pub grant: secrets::Grant,
     pub allowed_brokers: BrokerAllowlist,
     pub consumer_secret: Option<(String, String)>,
+    /// The signing masters, shared with the key endpoint.
+    pub master: crate::keys::Master,
+    /// The master Secret, `namespace/name` (for `Ready`'s message).
+    pub master_secret: String,
 }
 
 /// Keeps only what membership reads of a pod: the cache holds every pod of
@@ -297,6 +304,8 @@ fn controller(
         grant: settings.grant.clone(),
         allowed_brokers: settings.allowed_brokers.clone(),
         consumer_secret: settings.consumer_secret.clone(),
+        master: settings.master.clone(),
+        master_secret: settings.master_secret.clone(),
         client,
         recorder,
         metrics: metrics.clone(),

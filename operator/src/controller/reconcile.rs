@@ -94,7 +94,7 @@ pub async fn reconcile(monitor: Arc<HeartbeatMonitor>, ctx: Arc<Context>) -> Res
     // Sight: the broker Secret, the consumer, its health.
     tracked.wake_pending.store(false, Ordering::Relaxed);
     let sight = match broker_key(&ctx, &monitor).await? {
-        Ok(key) => signing::load(&ctx, &monitor, &tracked).await.map(|()| key),
+        Ok(key) => signing::load(&ctx, &monitor, &tracked).map(|()| key),
         Err(not_reading) => Err(not_reading),
     };
     let mut replaying = false;

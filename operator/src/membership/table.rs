@@ -490,6 +490,14 @@ impl Table {
                 None => Err(Recorded::Unattributed("unknown_pod")),
             };
         }
+        // A beat naming a pod is our sidecar's and is judged only as one:
+        // without its monitor it is no program outside the cluster, or a
+        // forged copy of a pod's beat would make a second member of that
+        // pod's program id, whether or not the pod is still there (so the
+        // live read and a new leader's replay would judge it differently).
+        if b.pod.is_some() {
+            return Err(Recorded::Unattributed("pod_beat_without_monitor"));
+        }
         let key = MemberKey::Program(beat.program_id.to_string());
         if self.settings.expected.contains(beat.program_id) || (self.settings.track_unexpected) {
             Ok(key)

@@ -13,14 +13,16 @@ use std::fmt;
 use heartbeat_crds::monitor::{AppHealthMode, HEALTH_FILE_DIR, HeartbeatMonitor};
 use heartbeat_crds::program_id::render_with_env_refs;
 use heartbeat_crds::sidecar_contract::{
-    DEFAULT_HTTP_PORT, SidecarAppHealth, env, http_addr_on_pod_ip,
+    DEFAULT_HTTP_PORT, IDENTITY_API_TOKEN, IDENTITY_CA, IDENTITY_DIR, IDENTITY_TOKEN,
+    SidecarAppHealth, env, http_addr_on_pod_ip,
 };
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvFromSource, EnvVar, EnvVarSource,
-    HTTPGetAction, ObjectFieldSelector, Pod, Probe, ResourceRequirements, SeccompProfile,
-    SecretEnvSource, SecretKeySelector, SecurityContext, Volume, VolumeMount,
+    Capabilities, ConfigMapProjection, Container, EmptyDirVolumeSource, EnvFromSource, EnvVar,
+    EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector, Pod, Probe, ProjectedVolumeSource,
+    ResourceRequirements, SeccompProfile, SecretEnvSource, SecurityContext,
+    ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -44,6 +46,54 @@ pub const ANNOTATION_ALSO_MATCHED: &str = "heartbeat.dev/also-matched";
 pub const SIDECAR_NAME: &str = "heartbeat";
 /// The shared volume of File mode.
 pub const HEALTH_VOLUME: &str = "heartbeat-health";
+/// The sidecar's identity (signing on): projected ServiceAccount tokens and
+/// the API server's CA, mounted in the sidecar only.
+pub const IDENTITY_VOLUME: &str = "heartbeat-identity";
+/// Life of the audience-bound token (the shortest the API server allows);
+/// the kubelet renews it at 80%.
+const IDENTITY_TOKEN_SECONDS: i64 = 600;
+/// The ConfigMap every namespace has with the API server's CA.
+const ROOT_CA_CONFIG_MAP: &str = "kube-root-ca.crt";
+
+/// The identity volume (see [`IDENTITY_VOLUME`]).
+fn identity_volume() -> Volume {
+    let token = |audience: Option<&str>, path: &str, seconds: i64| VolumeProjection {
+        service_account_token: Some(ServiceAccountTokenProjection {
+            audience: audience.map(str::to_string),
+            expiration_seconds: Some(seconds),
+            path: path.to_string(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    Volume {
+        name: IDENTITY_VOLUME.into(),
+        projected: Some(ProjectedVolumeSource {
+            sources: Some(vec![
+                token(
+                    Some(heartbeat_crds::signing::AUDIENCE),
+                    IDENTITY_TOKEN,
+                    IDENTITY_TOKEN_SECONDS,
+                ),
+                token(None, IDENTITY_API_TOKEN, IDENTITY_TOKEN_SECONDS),
+                VolumeProjection {
+                    config_map: Some(ConfigMapProjection {
+                        name: ROOT_CA_CONFIG_MAP.into(),
+                        items: Some(vec![KeyToPath {
+                            key: "ca.crt".into(),
+                            path: IDENTITY_CA.into(),
+                            ..Default::default()
+                        }]),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            ]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
 
 /// The operator's side of an injection.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,6 +111,9 @@ pub struct InjectDefaults {
     pub operator_namespace: String,
     /// What a monitor may ask of the sidecar (image repositories, resource maxima).
     pub policy: SidecarPolicy,
+    /// Where sidecars of signing monitors ask for their pod's key (a path
+    /// on the API server, see `Args::signing_key_url`).
+    pub signing_key_url: String,
 }
 
 impl InjectDefaults {
@@ -349,30 +402,34 @@ pub fn sidecar_container(
             v.replace('$', "$$"),
         )
     }));
-    // The signing key by reference only: it never appears in the pod spec.
-    // The operator creates the Secret when signing is turned on; a pod
-    // admitted before that waits for it (the kubelet retries the start).
-    if spec.signing.as_ref().is_some_and(|s| s.enabled) {
-        env.push(EnvVar {
-            name: env::SIGNING_KEY.to_string(),
-            value_from: Some(EnvVarSource {
-                secret_key_ref: Some(SecretKeySelector {
-                    name: heartbeat_crds::signing::secret_name(&name),
-                    key: heartbeat_crds::signing::SECRET_KEY.to_string(),
-                    optional: Some(false),
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
+    // Signing: no key in the pod spec or in any Secret of the pod's
+    // namespace; the sidecar asks the operator for its pod's key, proving
+    // the pod with the identity volume's tokens.
+    let signed = signing_on(monitor);
+    if signed {
+        env.push(value_env(
+            env::SIGNING_KEY_URL,
+            defaults.signing_key_url.clone(),
+        ));
+        env.push(value_env(env::IDENTITY_DIR, IDENTITY_DIR));
     }
-    let volume_mounts = (spec.app_health.mode == AppHealthMode::File).then(|| {
-        vec![VolumeMount {
+    let mut volume_mounts = Vec::new();
+    if spec.app_health.mode == AppHealthMode::File {
+        volume_mounts.push(VolumeMount {
             name: HEALTH_VOLUME.into(),
             mount_path: HEALTH_FILE_DIR.into(),
             ..Default::default()
-        }]
-    });
+        });
+    }
+    if signed {
+        volume_mounts.push(VolumeMount {
+            name: IDENTITY_VOLUME.into(),
+            mount_path: IDENTITY_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+    let volume_mounts = (!volume_mounts.is_empty()).then_some(volume_mounts);
     Ok(Container {
         name: SIDECAR_NAME.into(),
         image: Some(
@@ -423,6 +480,10 @@ pub fn sidecar_container(
     })
 }
 
+fn signing_on(monitor: &HeartbeatMonitor) -> bool {
+    monitor.spec.signing.as_ref().is_some_and(|s| s.enabled)
+}
+
 /// An `add` at the JSON pointer made of `tokens` (escaped as needed).
 fn add(tokens: &[&str], value: Value) -> PatchOperation {
     PatchOperation::Add(AddOperation {
@@ -455,6 +516,17 @@ fn conflicts(
         return Err(format!(
             "container {:?} already uses port {port}, the sidecar's",
             c.name
+        ));
+    }
+    if signing_on(monitor)
+        && spec
+            .volumes
+            .iter()
+            .flatten()
+            .any(|v| v.name == IDENTITY_VOLUME)
+    {
+        return Err(format!(
+            "the pod already has a volume named {IDENTITY_VOLUME:?}"
         ));
     }
     if monitor.spec.app_health.mode != AppHealthMode::File {
@@ -519,17 +591,25 @@ pub fn patch_for(
         (false, _) => ops.push(add(&["spec", "containers", "-"], sidecar)),
     }
     let health = &monitor.spec.app_health;
+    let mut volumes = Vec::new();
     if health.mode == AppHealthMode::File {
-        let volume = to_value(&Volume {
+        volumes.push(to_value(&Volume {
             name: HEALTH_VOLUME.into(),
             empty_dir: Some(EmptyDirVolumeSource::default()),
             ..Default::default()
-        })?;
-        if spec.volumes.as_ref().is_some_and(|v| !v.is_empty()) {
+        })?);
+    }
+    if signing_on(monitor) {
+        volumes.push(to_value(&identity_volume())?);
+    }
+    if spec.volumes.as_ref().is_some_and(|v| !v.is_empty()) {
+        for volume in volumes {
             ops.push(add(&["spec", "volumes", "-"], volume));
-        } else {
-            ops.push(add(&["spec", "volumes"], Value::Array(vec![volume])));
         }
+    } else if !volumes.is_empty() {
+        ops.push(add(&["spec", "volumes"], Value::Array(volumes)));
+    }
+    if health.mode == AppHealthMode::File {
         let mount = to_value(&VolumeMount {
             name: HEALTH_VOLUME.into(),
             mount_path: HEALTH_FILE_DIR.into(),
@@ -614,6 +694,10 @@ mod tests {
                 max_requests: default_maxima(),
                 max_limits: default_maxima(),
             },
+            signing_key_url: heartbeat_crds::signing::key_url_on_api_server(
+                "heartbeat-system",
+                "heartbeat-operator",
+            ),
         }
     }
 
@@ -696,37 +780,86 @@ mod tests {
         assert_eq!(app, Some("http://127.0.0.1:8080/$$(KAFKA_sasl.password)"));
     }
 
+    /// Rule: with signing on, no key reaches the pod spec or a Secret of
+    /// its namespace: the sidecar gets the key URL and an identity volume
+    /// (a token for audience heartbeat.dev bound to the pod, one for the
+    /// API server, its CA), mounted read-only in the sidecar alone.
     #[test]
-    fn with_signing_on_the_key_comes_by_secret_reference_only() {
+    fn with_signing_on_the_sidecar_gets_an_identity_and_no_key() {
         let mut m = monitor("ingest", "ingest");
         m.spec.signing = Some(heartbeat_crds::monitor::Signing { enabled: true });
-        let out = injected(&pod(json!({})), &[m], &defaults());
-        let init = out.spec.and_then(|s| s.init_containers).expect("init");
-        let key = init[0]
-            .env
+        let out = injected(
+            &pod(json!({"spec": {"volumes": [{"name": "cache", "emptyDir": {}}]}})),
+            &[m],
+            &defaults(),
+        );
+        let spec = out.spec.expect("spec");
+        let init = spec.init_containers.as_ref().expect("init");
+        let env = env_of(&init[0]);
+        assert!(
+            env.iter().all(|(k, _)| k != env::SIGNING_KEY),
+            "never a key"
+        );
+        assert!(init[0].env.iter().flatten().all(|e| {
+            e.value_from
+                .as_ref()
+                .is_none_or(|f| f.secret_key_ref.is_none())
+        }));
+        let url = env
+            .iter()
+            .find(|(k, _)| k == env::SIGNING_KEY_URL)
+            .map(|(_, v)| v.as_str());
+        assert_eq!(
+            url,
+            Some(
+                "/api/v1/namespaces/heartbeat-system/services/https:heartbeat-operator:keys/proxy/keys/pod"
+            )
+        );
+        let mounts: Vec<_> = init[0]
+            .volume_mounts
             .iter()
             .flatten()
-            .find(|e| e.name == "HEARTBEAT_SIGNING_KEY")
-            .expect("the signing key env");
-        assert_eq!(key.value, None, "never a literal key");
-        let r = key
-            .value_from
-            .as_ref()
-            .and_then(|f| f.secret_key_ref.as_ref())
-            .expect("secretKeyRef");
-        assert_eq!(
-            (r.name.as_str(), r.key.as_str()),
-            ("ingest-signing-key", "key")
-        );
-        // Off: no key at all.
-        let plain = injected(&pod(json!({})), &[monitor("ingest", "ingest")], &defaults());
-        let init = plain.spec.and_then(|s| s.init_containers).expect("init");
-        assert!(
-            init[0]
-                .env
+            .map(|m| (m.name.as_str(), m.mount_path.as_str(), m.read_only))
+            .collect();
+        assert_eq!(mounts, [(IDENTITY_VOLUME, IDENTITY_DIR, Some(true))]);
+        assert!(spec.containers.iter().all(|c| {
+            c.volume_mounts
                 .iter()
                 .flatten()
-                .all(|e| e.name != "HEARTBEAT_SIGNING_KEY")
+                .all(|m| m.name != IDENTITY_VOLUME)
+        }));
+        let volumes: Vec<&str> = spec
+            .volumes
+            .iter()
+            .flatten()
+            .map(|v| v.name.as_str())
+            .collect();
+        assert_eq!(volumes, ["cache", IDENTITY_VOLUME]);
+        let projected = spec
+            .volumes
+            .iter()
+            .flatten()
+            .find_map(|v| v.projected.clone())
+            .expect("projected");
+        let tokens: Vec<_> = projected
+            .sources
+            .iter()
+            .flatten()
+            .filter_map(|s| s.service_account_token.as_ref())
+            .map(|t| (t.audience.as_deref(), t.path.as_str()))
+            .collect();
+        assert_eq!(
+            tokens,
+            [(Some("heartbeat.dev"), "token"), (None, "api-token")]
+        );
+        // Off: none of it.
+        let plain = injected(&pod(json!({})), &[monitor("ingest", "ingest")], &defaults());
+        let spec = plain.spec.expect("spec");
+        assert!(spec.volumes.is_none());
+        let env = env_of(&spec.init_containers.expect("init")[0]);
+        assert!(
+            env.iter()
+                .all(|(k, _)| k != env::SIGNING_KEY_URL && k != env::SIGNING_KEY)
         );
     }
 

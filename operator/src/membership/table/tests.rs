@@ -234,6 +234,38 @@ fn a_deleted_or_completed_pod_is_stopped_and_then_leaves_without_alarm() {
     assert!(tb.evaluate(t(200), None).is_empty());
 }
 
+/// Rule: a copy of a pod's beat without its `monitor` (a forgery naming a
+/// real pod) makes no member of that pod's program id, whether the pod is
+/// a member, departed or unknown: the live read and a replay by a new
+/// leader, which may see the pods at other times, judge it the same.
+#[test]
+fn a_pod_beat_without_its_monitor_is_never_a_program_of_its_own() {
+    let program = format!("{NS}.pod-a");
+    let ids: &[&str] = &[program.as_str()];
+    let forged = || {
+        let mut b = sidecar_beat("a", 5);
+        b.monitor = None;
+        b.phase = Some(Phase::Stopping);
+        b
+    };
+    for pods in [vec![pod("a", Some(0))], vec![]] {
+        let mut tb = table(Some(ids));
+        tb.sync_pods(pods.clone(), t(1));
+        let mut b = forged();
+        b.program_id = Some(program.clone());
+        assert_eq!(
+            record(&mut tb, &b, 5),
+            Recorded::Unattributed("pod_beat_without_monitor")
+        );
+        // The expected program of that id stays as it was: never beating.
+        let believed = tb
+            .members()
+            .filter(|m| m.kind != MemberKind::Pod && m.facts.last_beat.is_some())
+            .count();
+        assert_eq!(believed, 0, "a phantom member (pods {pods:?})");
+    }
+}
+
 #[test]
 fn a_replacement_pod_is_a_new_member_and_beats_of_others_are_not_attributed() {
     let mut tb = table(None);

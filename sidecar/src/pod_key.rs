@@ -1,0 +1,293 @@
+//! The key this pod's beats are signed with: fixed (`--signing-key`), or
+//! fetched from the operator's key endpoint (`--signing-key-url`, through
+//! the API server's service proxy) and
+//! fetched again as often as the answer says, so a rotated master reaches
+//! a running sidecar without a restart. The pod proves who it is with its
+//! projected ServiceAccount token for audience `heartbeat.dev`, and passes
+//! the API server with another one for the API server's own audience.
+//! The key is held in memory only and never logged.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use heartbeat_crds::sidecar_contract::{
+    IDENTITY_API_TOKEN, IDENTITY_CA, IDENTITY_TOKEN, env as env_name,
+};
+use heartbeat_crds::signing::{
+    MAX_REFRESH_SECONDS, MAX_TOKEN_BYTES, MIN_REFRESH_SECONDS, PodKey, TOKEN_HEADER,
+};
+
+use rustls_pki_types::pem::PemObject;
+
+use crate::metrics::Metrics;
+
+/// The key the producer signs with now; `None`: beats go unsigned.
+#[derive(Clone, Default)]
+pub struct KeySlot(Arc<RwLock<Option<Vec<u8>>>>);
+
+impl KeySlot {
+    /// A slot holding `key` from the start (`--signing-key`).
+    pub fn fixed(key: Option<Vec<u8>>) -> KeySlot {
+        KeySlot(Arc::new(RwLock::new(key)))
+    }
+
+    /// The current key.
+    pub fn get(&self) -> Option<Vec<u8>> {
+        match self.0.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    fn set(&self, key: Vec<u8>) {
+        match self.0.write() {
+            Ok(mut g) => *g = Some(key),
+            Err(p) => *p.into_inner() = Some(key),
+        }
+    }
+}
+
+/// Why a key could not be had (never carries a token or a key).
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Setup(String),
+    #[error("asking {url}: {source}")]
+    Request { url: String, source: reqwest::Error },
+    #[error("{url} answered {status}: {body}")]
+    Refused {
+        url: String,
+        status: u16,
+        body: String,
+    },
+    #[error("{url} answered with no usable key: {why}")]
+    BadAnswer { url: String, why: String },
+}
+
+/// Where and how to ask for the key.
+pub struct Fetcher {
+    /// The absolute URL.
+    url: String,
+    identity: PathBuf,
+    pod_uid: Option<String>,
+}
+
+/// The URL to ask: `path` on the API server at
+/// `KUBERNETES_SERVICE_HOST`/`_PORT` (from `env`).
+pub fn resolve(path: &str, env: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    let host = env(env_name::KUBERNETES_SERVICE_HOST)
+        .filter(|h| !h.is_empty())
+        .ok_or("KUBERNETES_SERVICE_HOST is not set: the key path needs the API server")?;
+    let port = env(env_name::KUBERNETES_SERVICE_PORT).unwrap_or_else(|| "443".into());
+    // An IPv6 address goes in brackets.
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    Ok(format!("https://{host}:{port}{path}"))
+}
+
+fn read(dir: &Path, name: &str) -> Result<Vec<u8>, FetchError> {
+    let path = dir.join(name);
+    let bytes = std::fs::read(&path).map_err(|source| FetchError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    if bytes.len() > MAX_TOKEN_BYTES.max(1 << 20) {
+        return Err(FetchError::Setup(format!(
+            "{} is too large",
+            path.display()
+        )));
+    }
+    Ok(bytes)
+}
+
+fn token(dir: &Path, name: &str) -> Result<String, FetchError> {
+    let bytes = read(dir, name)?;
+    let t = String::from_utf8(bytes)
+        .map_err(|_| FetchError::Setup(format!("{name} is not UTF-8")))?
+        .trim()
+        .to_string();
+    if t.is_empty() || t.len() > MAX_TOKEN_BYTES {
+        return Err(FetchError::Setup(format!("{name} is empty or too long")));
+    }
+    Ok(t)
+}
+
+/// A client that trusts only the CA in the identity directory (the API
+/// server's).
+fn client(dir: &Path) -> Result<reqwest::Client, FetchError> {
+    let pem = read(dir, IDENTITY_CA)?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in <rustls_pki_types::CertificateDer as PemObject>::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| FetchError::Setup(format!("{IDENTITY_CA}: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| FetchError::Setup(format!("{IDENTITY_CA}: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(FetchError::Setup(format!(
+            "{IDENTITY_CA} holds no certificate"
+        )));
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| FetchError::Setup(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .timeout(Duration::from_secs(10))
+        .no_proxy()
+        .build()
+        .map_err(|e| FetchError::Setup(e.to_string()))
+}
+
+/// Longest answer read from the endpoint.
+const MAX_ANSWER_BYTES: usize = 4096;
+/// Longest error body repeated in a log line.
+const MAX_SHOWN_BODY: usize = 200;
+
+impl Fetcher {
+    pub fn new(
+        url: &str,
+        identity: PathBuf,
+        pod_uid: Option<String>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Fetcher, String> {
+        let url = resolve(url, env)?;
+        Ok(Fetcher {
+            url,
+            identity,
+            pod_uid,
+        })
+    }
+
+    /// Asks once.
+    pub async fn fetch(&self) -> Result<(Vec<u8>, PodKey), FetchError> {
+        let client = client(&self.identity)?;
+        // The API server takes the bearer token for itself (and drops it);
+        // the audience-bound one goes on to the operator.
+        let request = client
+            .post(&self.url)
+            .bearer_auth(token(&self.identity, IDENTITY_API_TOKEN)?)
+            .header(TOKEN_HEADER, token(&self.identity, IDENTITY_TOKEN)?);
+        let url = self.url.clone();
+        let response = request.send().await.map_err(|source| FetchError::Request {
+            url: url.clone(),
+            source,
+        })?;
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|source| FetchError::Request {
+                url: url.clone(),
+                source,
+            })?;
+        if !status.is_success() {
+            let text = String::from_utf8_lossy(&body);
+            return Err(FetchError::Refused {
+                url,
+                status: status.as_u16(),
+                body: text.chars().take(MAX_SHOWN_BODY).collect(),
+            });
+        }
+        if body.len() > MAX_ANSWER_BYTES {
+            return Err(FetchError::BadAnswer {
+                url,
+                why: "too large".into(),
+            });
+        }
+        let answer: PodKey = serde_json::from_slice(&body).map_err(|e| FetchError::BadAnswer {
+            url: url.clone(),
+            why: e.to_string(),
+        })?;
+        let key = hex::decode(&answer.key)
+            .ok()
+            .filter(|k| k.len() == 32)
+            .ok_or_else(|| FetchError::BadAnswer {
+                url: url.clone(),
+                why: "the key is not 32 bytes of hex".into(),
+            })?;
+        // A key for another pod would sign beats the operator refuses.
+        if let Some(uid) = &self.pod_uid
+            && *uid != answer.pod_uid
+        {
+            return Err(FetchError::BadAnswer {
+                url,
+                why: format!("a key for pod {}, not this one ({uid})", answer.pod_uid),
+            });
+        }
+        Ok((key, answer))
+    }
+
+    /// Keeps `slot` filled: asks now, then again when the answer says (or
+    /// sooner after a failure, keeping the key it has). Runs until dropped.
+    pub async fn keep(self, slot: KeySlot, metrics: Arc<Metrics>) {
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            let wait = match self.fetch().await {
+                Ok((key, answer)) => {
+                    let changed = slot.get().as_deref() != Some(key.as_slice());
+                    slot.set(key);
+                    metrics
+                        .signing_key_generation
+                        .set(i64::try_from(answer.generation).unwrap_or(i64::MAX));
+                    if changed {
+                        tracing::info!(
+                            generation = answer.generation,
+                            refresh_seconds = answer.refresh_seconds,
+                            "signing with the pod's key"
+                        );
+                    }
+                    backoff = Duration::from_secs(1);
+                    Duration::from_secs(u64::from(
+                        answer
+                            .refresh_seconds
+                            .clamp(MIN_REFRESH_SECONDS, MAX_REFRESH_SECONDS),
+                    ))
+                }
+                Err(e) => {
+                    metrics.signing_key_failures.inc();
+                    tracing::warn!(error = %e, have_key = slot.get().is_some(), "cannot get the pod's signing key; asking again");
+                    let wait = backoff;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    wait
+                }
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_path_goes_to_the_api_server() {
+        let env = |k: &str| match k {
+            "KUBERNETES_SERVICE_HOST" => Some("10.0.0.1".to_string()),
+            "KUBERNETES_SERVICE_PORT" => Some("6443".to_string()),
+            _ => None,
+        };
+        assert_eq!(
+            resolve("/api/v1/x", env),
+            Ok("https://10.0.0.1:6443/api/v1/x".to_string())
+        );
+        let v6 = |k: &str| (k == "KUBERNETES_SERVICE_HOST").then(|| "fd00::1".to_string());
+        assert_eq!(resolve("/p", v6), Ok("https://[fd00::1]:443/p".to_string()));
+        assert!(resolve("/p", |_| None).is_err());
+    }
+}
