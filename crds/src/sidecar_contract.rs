@@ -28,10 +28,13 @@ pub mod env {
     /// A fixed HMAC-SHA256 key for beat signatures (a sidecar run by hand);
     /// the webhook never sets it: injected sidecars fetch their pod's key.
     pub const SIGNING_KEY: &str = "HEARTBEAT_SIGNING_KEY";
-    /// Where the sidecar asks for its pod's signing key: an `https://` URL,
-    /// or a path on the API server (its service proxy to the operator's key
-    /// port), reached at `KUBERNETES_SERVICE_HOST`/`_PORT`.
+    /// Where the sidecar asks for its pod's signing key: a path on the API
+    /// server (its service proxy to the operator's key port), reached at
+    /// `KUBERNETES_SERVICE_HOST`/`_PORT`, or an `https://` URL of the
+    /// operator itself (one run outside the cluster network).
     pub const SIGNING_KEY_URL: &str = "HEARTBEAT_SIGNING_KEY_URL";
+    /// The CA (PEM) of an `https://` [`SIGNING_KEY_URL`]: the webhook's.
+    pub const SIGNING_KEY_CA: &str = "HEARTBEAT_SIGNING_KEY_CA";
     /// Directory of the pod's identity files (see [`IDENTITY_DIR`](super::IDENTITY_DIR)).
     pub const IDENTITY_DIR: &str = "HEARTBEAT_IDENTITY_DIR";
     /// The API server's address, as the kubelet sets it for every container.
@@ -621,6 +624,7 @@ mod tests {
             env::APP_HEALTH,
             env::SIGNING_KEY,
             env::SIGNING_KEY_URL,
+            env::SIGNING_KEY_CA,
             env::IDENTITY_DIR,
             env::QUEUE_CAPACITY,
             env::LOG,

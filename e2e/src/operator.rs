@@ -84,16 +84,7 @@ impl Identity {
         let webhook_config = format!(
             "apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingWebhookConfiguration\nmetadata: {{name: {name}}}\n"
         );
-        // The operator's Service, for its key port: each process adds its
-        // own EndpointSlice (the chart's Service selects the pods instead).
-        let service = format!(
-            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  ports:\n  - {{name: keys, port: 8444, protocol: TCP}}\n",
-            ns = namespace.name
-        );
-        crate::kube_env::apply_yaml(
-            stack,
-            &(rbac.join("\n---\n") + "\n---\n" + &webhook_config + "\n---\n" + &service),
-        );
+        crate::kube_env::apply_yaml(stack, &(rbac.join("\n---\n") + "\n---\n" + &webhook_config));
         let kubeconfig = stack.service_account_kubeconfig(&namespace.name, &name);
         Identity {
             stack: stack.clone(),
@@ -153,8 +144,6 @@ pub struct OperatorProcess {
     pub admin: String,
     /// `host:port` of its webhook (reachable from the host).
     pub webhook: String,
-    /// Its EndpointSlice under the operator's Service (key port).
-    endpoints: String,
     log: PathBuf,
 }
 
@@ -223,7 +212,12 @@ impl OperatorProcess {
             .args(["--namespace", &id.namespace.name])
             .args(["--webhook-addr", &webhook, "--admin-addr", &admin])
             .args(["--keys-addr", &format!("{addr}:{keys_port}")])
-            .args(["--webhook-service", &name])
+            // Directly, as for the webhook: the API server's service proxy
+            // reaches only pods (the chart's tests take that way).
+            .args([
+                "--signing-key-url",
+                &format!("https://{addr}:{keys_port}/keys/pod"),
+            ])
             .args(["--signing-secret", &format!("{name}-signing")])
             .args(["--webhook-url", &format!("https://{webhook}/mutate")])
             .args(["--webhook-config-name", &name])
@@ -256,18 +250,7 @@ impl OperatorProcess {
             .stderr(err)
             .spawn()
             .expect("start the operator");
-        // As a Service's endpoint, so sidecars reach its key port through
-        // the API server's proxy (the chart's way; RBAC names the Service).
-        let endpoints = format!("{name}-{admin_port}");
-        crate::kube_env::apply_yaml(
-            &id.stack,
-            &format!(
-                "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {endpoints}\n  namespace: {ns}\n  labels: {{kubernetes.io/service-name: {name}}}\naddressType: IPv4\nendpoints:\n- addresses: [\"{addr}\"]\n  conditions: {{ready: true}}\nports:\n- {{name: keys, port: {keys_port}, protocol: TCP}}\n",
-                ns = id.namespace.name
-            ),
-        );
         let mut op = OperatorProcess {
-            endpoints,
             child,
             manages_webhook_config,
             injection_label: ("heartbeat.dev/injection".to_string(), name.clone()),
@@ -390,15 +373,6 @@ impl OperatorProcess {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = run(self.identity.stack.kubectl().args([
-            "delete",
-            "endpointslice",
-            "-n",
-            &self.identity.namespace.name,
-            &self.endpoints,
-            "--wait=false",
-            "--ignore-not-found",
-        ]));
     }
 }
 

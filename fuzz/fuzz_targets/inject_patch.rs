@@ -113,6 +113,7 @@ fn check(case: Case) {
             OPERATOR_NAMESPACE,
             "heartbeat-operator",
         ),
+        signing_key_ca: None,
     };
     let secret_exists = |_: &str| case.secret_exists;
     let (name, patch) = match decide(&pod, &monitors, secret_exists, &defaults) {

@@ -28,6 +28,12 @@ pub struct Args {
     /// pod's key, through the API server's proxy to the Service's `keys` port.
     #[arg(long, env = "HEARTBEAT_KEYS_ADDR", default_value = "0.0.0.0:8444")]
     pub keys_addr: SocketAddr,
+    /// Sidecars ask for their pod's key at this https:// URL (an operator
+    /// run outside the cluster network, like --webhook-url; they trust the
+    /// webhook's CA) instead of through the API server's proxy to the
+    /// `keys` port of --webhook-service.
+    #[arg(long, env = "HEARTBEAT_SIGNING_KEY_URL", value_parser = parse_https_url)]
+    pub signing_key_url: Option<String>,
     /// The Secret, in --namespace, holding the signing master keys pod keys
     /// derive from (made when missing; annotate it
     /// heartbeat.dev/rotate-signing-key=<new value> to rotate).
@@ -231,10 +237,12 @@ impl Args {
         }
     }
 
-    /// Where injected sidecars ask for their pod's key: the API server's
-    /// proxy to the `keys` port of the webhook's Service.
+    /// Where injected sidecars ask for their pod's key: --signing-key-url,
+    /// else the API server's proxy to the `keys` port of the webhook's Service.
     pub fn signing_key_url(&self) -> String {
-        heartbeat_crds::signing::key_url_on_api_server(&self.namespace, &self.webhook_service)
+        self.signing_key_url.clone().unwrap_or_else(|| {
+            heartbeat_crds::signing::key_url_on_api_server(&self.namespace, &self.webhook_service)
+        })
     }
 
     /// This replica's identity in the Lease.
@@ -302,5 +310,13 @@ mod tests {
         assert!(
             Args::try_parse_from(["heartbeat-operator", "--sidecar-max-cpu-limit=lots"]).is_err()
         );
+    }
+}
+
+fn parse_https_url(s: &str) -> Result<String, String> {
+    if s.starts_with("https://") && !s.chars().any(char::is_whitespace) {
+        Ok(s.to_string())
+    } else {
+        Err(format!("{s:?}: expected an https:// URL"))
     }
 }

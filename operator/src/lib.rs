@@ -291,6 +291,8 @@ pub async fn run(args: Args) -> Result<()> {
             operator_namespace: args.namespace.clone(),
             policy: args.sidecar_policy(),
             signing_key_url: args.signing_key_url(),
+            // A direct URL is served with the webhook's certificate.
+            signing_key_ca: args.signing_key_url.as_ref().map(|_| ca_pem.clone()),
         },
         metrics: metrics.clone(),
         recorder: Some(recorder),

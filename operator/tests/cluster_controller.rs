@@ -916,8 +916,9 @@ fn signing_master(case: &Case) -> Result<(Vec<u8>, u64), String> {
 }
 
 /// The newest beat of `key` on the case's topic read from message `from`
-/// on: its value, its signature header, and how many messages were read.
-async fn newest_beat(case: &Case, key: &str, from: usize) -> (Value, Option<String>, usize) {
+/// on: its value as sent, its signature header, and how many messages
+/// were read.
+async fn newest_beat(case: &Case, key: &str, from: usize) -> (String, Option<String>, usize) {
     let got = heartbeat_e2e::kafka::read_until(&case.bootstrap, &case.topic.name, T, |r| {
         r.iter()
             .skip(from)
@@ -935,7 +936,7 @@ async fn newest_beat(case: &Case, key: &str, from: usize) -> (Value, Option<Stri
         .iter()
         .find(|(k, _)| k == heartbeat_crds::signing::HEADER)
         .map(|(_, v)| String::from_utf8_lossy(v).into_owned());
-    let value = serde_json::from_slice(&m.value.unwrap_or_default()).expect("beat json");
+    let value = String::from_utf8(m.value.unwrap_or_default()).expect("a UTF-8 beat");
     (value, sig, n)
 }
 
@@ -960,9 +961,11 @@ async fn each_pod_signs_only_for_itself_replays_are_refused_and_rotation_needs_n
     };
     let op = OperatorProcess::start_with(stack, BIN.as_ref(), options);
     let case = Case::with(stack, op, &stack.kafka_bootstrap, "ctl-sign").await;
-    case.apply_tolerant_monitor(
+    // Stale only after 90 s: pod two's sidecar is frozen for a while below.
+    case.apply_monitor_with_grace(
         "ingest",
         &format!("{SELECT_INGEST}\n  signing: {{enabled: true}}"),
+        90,
     );
     let (first, generation) = eventually("the operator makes its master Secret", T, || {
         signing_master(&case)
@@ -998,11 +1001,15 @@ async fn each_pod_signs_only_for_itself_replays_are_refused_and_rotation_needs_n
     }
 
     // Pod two's beat saying it stops, without its sidecar's run fields
-    // (so a genuine one is no replay), in four signings.
+    // (so a genuine one is no replay), in four signings, while its sidecar
+    // is frozen (so a believed one would stay believed).
     let program_two = format!("{}.two", case.ns.name);
     let key_two = format!("{program_two}_heartbeat");
-    let (mut beat, sig, _) = newest_beat(&case, &key_two, 0).await;
+    let (sent, sig, _) = newest_beat(&case, &key_two, 0).await;
     assert!(sig.is_some(), "the sidecar's beats are signed");
+    let frozen = case.stack.container_pid(&case.ns.name, "two", "heartbeat");
+    assert!(signal(&frozen.to_string(), "STOP"), "SIGSTOP {frozen}");
+    let mut beat: Value = serde_json::from_str(&sent).expect("beat json");
     let obj = beat.as_object_mut().expect("beat object");
     obj.remove("seq");
     obj.remove("sidecar");
@@ -1038,7 +1045,7 @@ async fn each_pod_signs_only_for_itself_replays_are_refused_and_rotation_needs_n
             .then_some(())
             .ok_or(format!("{seen:?}"))
     });
-    // Late under load is allowed; Stopped (a believed forgery) is not.
+    // Late is allowed (two is frozen); Stopped (a believed forgery) is not.
     case.status_holds("ingest", Duration::from_secs(5), "not stopped", |s| {
         count(s, "up") + count(s, "late") == 2 && count(s, "stopped") == 0
     });
@@ -1047,6 +1054,7 @@ async fn each_pod_signs_only_for_itself_replays_are_refused_and_rotation_needs_n
     case.wait_status("ingest", "two stopped by its own signed beat", |s| {
         count(s, "stopped") == 1
     });
+    assert!(signal(&frozen.to_string(), "CONT"), "SIGCONT {frozen}");
     case.wait_status("ingest", "two up again with its next beat", |s| {
         count(s, "up") == 2
     });
@@ -1081,7 +1089,7 @@ async fn each_pod_signs_only_for_itself_replays_are_refused_and_rotation_needs_n
             &case.bootstrap,
             &case.topic.name,
             &key_one,
-            &earlier.to_string(),
+            &earlier,
             &[("heartbeat-signature", earlier_sig.as_str())],
         )
         .expect("produce");

@@ -62,11 +62,16 @@ pub struct Args {
     pub signing_key: Option<String>,
 
     /// Ask the operator for this pod's signing key at this path on the API
-    /// server (its service proxy), proving the pod with the tokens in
-    /// --identity-dir; asked again as the answer says, so a rotated key
-    /// needs no restart.
+    /// server (its service proxy) or at this https:// URL, proving the pod
+    /// with the tokens in --identity-dir; asked again as the answer says,
+    /// so a rotated key needs no restart.
     #[arg(long, env = env_name::SIGNING_KEY_URL, value_parser = parse_key_url)]
     pub signing_key_url: Option<String>,
+
+    /// The CA (PEM text) that signed an https:// --signing-key-url's
+    /// certificate (a path on the API server uses the identity's ca.crt).
+    #[arg(long, env = env_name::SIGNING_KEY_CA, hide_env_values = true)]
+    pub signing_key_ca: Option<String>,
 
     /// The pod's identity files: `token` (audience heartbeat.dev),
     /// `api-token` and `ca.crt` (the API server's).
@@ -106,11 +111,12 @@ fn parse_program_id(s: &str) -> Result<String, heartbeat_crds::Error> {
 }
 
 fn parse_key_url(s: &str) -> Result<String, String> {
-    if s.starts_with('/') && !s.starts_with("//") && !s.chars().any(char::is_whitespace) {
+    let path = s.starts_with('/') && !s.starts_with("//");
+    if (path || s.starts_with("https://")) && !s.chars().any(char::is_whitespace) {
         Ok(s.to_string())
     } else {
         Err(format!(
-            "{s:?}: expected a path on the API server (/api/v1/...)"
+            "{s:?}: expected a path on the API server (/api/v1/...) or an https:// URL"
         ))
     }
 }

@@ -87,6 +87,7 @@ async fn run(config: Config) -> Result<(), Error> {
     if let Some(url) = &config.args.signing_key_url {
         let fetcher = pod_key::Fetcher::new(
             url,
+            config.args.signing_key_ca.clone(),
             config.args.identity_dir.clone(),
             config.args.pod_uid.clone(),
             |k| std::env::var(k).ok(),

@@ -1,10 +1,10 @@
 //! The key this pod's beats are signed with: fixed (`--signing-key`), or
-//! fetched from the operator's key endpoint (`--signing-key-url`, through
-//! the API server's service proxy) and
+//! fetched from the operator's key endpoint (`--signing-key-url`: through
+//! the API server's service proxy, or directly) and
 //! fetched again as often as the answer says, so a rotated master reaches
 //! a running sidecar without a restart. The pod proves who it is with its
 //! projected ServiceAccount token for audience `heartbeat.dev`, and passes
-//! the API server with another one for the API server's own audience.
+//! the API server's proxy with another one for the API server's audience.
 //! The key is held in memory only and never logged.
 
 use std::path::{Path, PathBuf};
@@ -74,13 +74,19 @@ pub enum FetchError {
 pub struct Fetcher {
     /// The absolute URL.
     url: String,
+    /// The CA of a direct URL; `None`: through the API server (the
+    /// identity's `ca.crt`, and its `api-token` to pass the API server).
+    direct_ca: Option<String>,
     identity: PathBuf,
     pod_uid: Option<String>,
 }
 
-/// The URL to ask: `path` on the API server at
-/// `KUBERNETES_SERVICE_HOST`/`_PORT` (from `env`).
-pub fn resolve(path: &str, env: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+/// The URL to ask: an https:// URL as it is (`false`), or `path` on the
+/// API server at `KUBERNETES_SERVICE_HOST`/`_PORT` from `env` (`true`).
+pub fn resolve(path: &str, env: impl Fn(&str) -> Option<String>) -> Result<(String, bool), String> {
+    if path.starts_with("https://") {
+        return Ok((path.to_string(), false));
+    }
     let host = env(env_name::KUBERNETES_SERVICE_HOST)
         .filter(|h| !h.is_empty())
         .ok_or("KUBERNETES_SERVICE_HOST is not set: the key path needs the API server")?;
@@ -91,7 +97,7 @@ pub fn resolve(path: &str, env: impl Fn(&str) -> Option<String>) -> Result<Strin
     } else {
         host
     };
-    Ok(format!("https://{host}:{port}{path}"))
+    Ok((format!("https://{host}:{port}{path}"), true))
 }
 
 fn read(dir: &Path, name: &str) -> Result<Vec<u8>, FetchError> {
@@ -121,21 +127,18 @@ fn token(dir: &Path, name: &str) -> Result<String, FetchError> {
     Ok(t)
 }
 
-/// A client that trusts only the CA in the identity directory (the API
-/// server's).
-fn client(dir: &Path) -> Result<reqwest::Client, FetchError> {
-    let pem = read(dir, IDENTITY_CA)?;
+/// A client that trusts only `pem` (the API server's CA, or the
+/// operator's for a direct URL).
+fn client(pem: &[u8]) -> Result<reqwest::Client, FetchError> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in <rustls_pki_types::CertificateDer as PemObject>::pem_slice_iter(&pem) {
-        let cert = cert.map_err(|e| FetchError::Setup(format!("{IDENTITY_CA}: {e}")))?;
+        let cert = cert.map_err(|e| FetchError::Setup(format!("the CA: {e}")))?;
         roots
             .add(cert)
-            .map_err(|e| FetchError::Setup(format!("{IDENTITY_CA}: {e}")))?;
+            .map_err(|e| FetchError::Setup(format!("the CA: {e}")))?;
     }
     if roots.is_empty() {
-        return Err(FetchError::Setup(format!(
-            "{IDENTITY_CA} holds no certificate"
-        )));
+        return Err(FetchError::Setup(format!("the CA holds no certificate")));
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -161,13 +164,24 @@ const MAX_SHOWN_BODY: usize = 200;
 impl Fetcher {
     pub fn new(
         url: &str,
+        ca: Option<String>,
         identity: PathBuf,
         pod_uid: Option<String>,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Fetcher, String> {
-        let url = resolve(url, env)?;
+        let (url, via_api_server) = resolve(url, env)?;
+        let direct_ca = match (via_api_server, ca) {
+            (true, _) => None,
+            (false, Some(ca)) if !ca.trim().is_empty() => Some(ca),
+            (false, _) => {
+                return Err(format!(
+                    "{url} needs the CA that signed its certificate (--signing-key-ca)"
+                ));
+            }
+        };
         Ok(Fetcher {
             url,
+            direct_ca,
             identity,
             pod_uid,
         })
@@ -175,13 +189,15 @@ impl Fetcher {
 
     /// Asks once.
     pub async fn fetch(&self) -> Result<(Vec<u8>, PodKey), FetchError> {
-        let client = client(&self.identity)?;
-        // The API server takes the bearer token for itself (and drops it);
-        // the audience-bound one goes on to the operator.
-        let request = client
-            .post(&self.url)
-            .bearer_auth(token(&self.identity, IDENTITY_API_TOKEN)?)
-            .header(TOKEN_HEADER, token(&self.identity, IDENTITY_TOKEN)?);
+        let mut request = match &self.direct_ca {
+            Some(ca) => client(ca.as_bytes())?.post(&self.url),
+            // The API server takes the bearer token for itself (and drops
+            // it); the audience-bound one goes on to the operator.
+            None => client(&read(&self.identity, IDENTITY_CA)?)?
+                .post(&self.url)
+                .bearer_auth(token(&self.identity, IDENTITY_API_TOKEN)?),
+        };
+        request = request.header(TOKEN_HEADER, token(&self.identity, IDENTITY_TOKEN)?);
         let url = self.url.clone();
         let response = request.send().await.map_err(|source| FetchError::Request {
             url: url.clone(),
@@ -276,7 +292,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_path_goes_to_the_api_server() {
+    fn a_path_goes_to_the_api_server_and_a_url_as_it_is() {
         let env = |k: &str| match k {
             "KUBERNETES_SERVICE_HOST" => Some("10.0.0.1".to_string()),
             "KUBERNETES_SERVICE_PORT" => Some("6443".to_string()),
@@ -284,10 +300,17 @@ mod tests {
         };
         assert_eq!(
             resolve("/api/v1/x", env),
-            Ok("https://10.0.0.1:6443/api/v1/x".to_string())
+            Ok(("https://10.0.0.1:6443/api/v1/x".to_string(), true))
+        );
+        assert_eq!(
+            resolve("https://op:8444/keys/pod", env),
+            Ok(("https://op:8444/keys/pod".to_string(), false))
         );
         let v6 = |k: &str| (k == "KUBERNETES_SERVICE_HOST").then(|| "fd00::1".to_string());
-        assert_eq!(resolve("/p", v6), Ok("https://[fd00::1]:443/p".to_string()));
+        assert_eq!(
+            resolve("/p", v6),
+            Ok(("https://[fd00::1]:443/p".to_string(), true))
+        );
         assert!(resolve("/p", |_| None).is_err());
     }
 }

@@ -112,8 +112,10 @@ pub struct InjectDefaults {
     /// What a monitor may ask of the sidecar (image repositories, resource maxima).
     pub policy: SidecarPolicy,
     /// Where sidecars of signing monitors ask for their pod's key (a path
-    /// on the API server, see `Args::signing_key_url`).
+    /// on the API server, or a URL: see `Args::signing_key_url`).
     pub signing_key_url: String,
+    /// The CA of a URL's certificate (the webhook's), given to the sidecar.
+    pub signing_key_ca: Option<String>,
 }
 
 impl InjectDefaults {
@@ -407,10 +409,14 @@ pub fn sidecar_container(
     // the pod with the identity volume's tokens.
     let signed = signing_on(monitor);
     if signed {
+        // `$` doubled: the kubelet would expand `$(...)` in them.
         env.push(value_env(
             env::SIGNING_KEY_URL,
-            defaults.signing_key_url.clone(),
+            defaults.signing_key_url.replace('$', "$$"),
         ));
+        if let Some(ca) = &defaults.signing_key_ca {
+            env.push(value_env(env::SIGNING_KEY_CA, ca.replace('$', "$$")));
+        }
         env.push(value_env(env::IDENTITY_DIR, IDENTITY_DIR));
     }
     let mut volume_mounts = Vec::new();
@@ -698,6 +704,7 @@ mod tests {
                 "heartbeat-system",
                 "heartbeat-operator",
             ),
+            signing_key_ca: None,
         }
     }
 
@@ -852,8 +859,23 @@ mod tests {
             tokens,
             [(Some("heartbeat.dev"), "token"), (None, "api-token")]
         );
+        // An operator outside the cluster network: its URL and its CA.
+        let mut m = monitor("ingest", "ingest");
+        m.spec.signing = Some(heartbeat_crds::monitor::Signing { enabled: true });
+        let direct = InjectDefaults {
+            signing_key_url: "https://10.0.0.1:8444/keys/pod".into(),
+            signing_key_ca: Some("-----BEGIN CERTIFICATE-----".into()),
+            ..defaults()
+        };
+        let out = injected(&pod(json!({})), &[m], &direct);
+        let env = env_of(&out.spec.and_then(|s| s.init_containers).expect("init")[0]);
+        assert!(env.contains(&(
+            env::SIGNING_KEY_CA.to_string(),
+            "-----BEGIN CERTIFICATE-----".to_string()
+        )));
         // Off: none of it.
         let plain = injected(&pod(json!({})), &[monitor("ingest", "ingest")], &defaults());
+
         let spec = plain.spec.expect("spec");
         assert!(spec.volumes.is_none());
         let env = env_of(&spec.init_containers.expect("init")[0]);
