@@ -144,6 +144,14 @@ fn the_chart_grants_the_repos_rbac_under_its_own_names() {
             .replace(
                 "resourceNames: [heartbeat-operator]",
                 "resourceNames: [rel-heartbeat-operator]",
+            )
+            .replace(
+                "heartbeat-operator-signing]",
+                "rel-heartbeat-operator-signing]",
+            )
+            .replace(
+                "https:heartbeat-operator:keys",
+                "https:rel-heartbeat-operator:keys",
             ),
     )
     .map(|d| serde::Deserialize::deserialize(d).expect("rbac YAML"))
@@ -163,7 +171,7 @@ fn the_chart_grants_the_repos_rbac_under_its_own_names() {
             compared += 1;
         }
     }
-    assert_eq!(compared, 3, "ClusterRoles and Role of rbac.yaml");
+    assert_eq!(compared, 4, "ClusterRoles and Roles of rbac.yaml");
     let sa = of_kind(&docs, "ServiceAccount");
     assert_eq!(sa["metadata"]["name"], "rel-heartbeat-operator");
 }
@@ -390,6 +398,9 @@ spec:
   graceSeconds: 15
   brokerSecretRef: {{name: kafka}}
   selector: {{matchLabels: {{app: worker}}}}
+  # Each sidecar gets its pod's key through the API server's proxy to the
+  # chart's Service (the way sidecars take in a cluster).
+  signing: {{enabled: true}}
 "#,
         release.name, topic
     ));
@@ -475,7 +486,9 @@ fn stale_events(stack: &Stack, ns: &str) -> String {
 /// pods run on the process node as their ServiceAccount (token mounted),
 /// become Ready and elect a leader; the API server calls the webhook
 /// through the Service (the sidecar appears in a labelled Deployment's
-/// pods) and the leader reports them Up. `helm upgrade` with a changed
+/// pods), each sidecar gets its pod's signing key through the API server's
+/// proxy to the Service's `keys` port (the monitor signs), and the leader
+/// reports them Up. `helm upgrade` with a changed
 /// value rolls the pods and the monitor's status survives; `helm
 /// uninstall` removes every object of the release (the CRD stays).
 #[tokio::test]

@@ -79,7 +79,8 @@ fn minimum(name: &str, own_namespace: bool) -> BTreeSet<String> {
     ];
     if own_namespace {
         rows.extend([
-            format!("secrets [] [{name}-webhook-tls {name}-signing] [get update]"),
+            format!("secrets [] [{name}-webhook-tls] [get update]"),
+            format!("secrets [] [{name}-signing] [get update]"),
             "leases.coordination.k8s.io [] [] [create]".to_string(),
             format!("leases.coordination.k8s.io [] [{name}] [get patch]"),
         ]);

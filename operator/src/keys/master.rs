@@ -99,6 +99,17 @@ pub fn generation(secret: &Secret) -> u64 {
         .unwrap_or(1)
 }
 
+/// The generation a rotation of `secret` makes: one up from the recorded
+/// one; 1 for a Secret made empty (the chart's), 2 for a keyed one that
+/// records none.
+pub fn next_generation(secret: &Secret) -> u64 {
+    match annotation(secret, GENERATION_ANNOTATION).and_then(|g| g.parse::<u64>().ok()) {
+        Some(g) => g.saturating_add(1),
+        None if Existing::of(secret).has_key => 2,
+        None => 1,
+    }
+}
+
 /// A fresh master: hex, like the keys derived from it.
 fn fresh_key() -> Result<String, String> {
     let mut bytes = [0u8; KEY_BYTES];
@@ -162,7 +173,7 @@ async fn round(api: &Api<Secret>, name: &str, master: &Master) -> Result<(), Str
         Plan::Rotate => {
             let mut secret = existing.ok_or("it vanished")?;
             let data = secret.data.clone().unwrap_or_default();
-            let next = generation(&secret).saturating_add(1);
+            let next = next_generation(&secret);
             secret.data = Some(rotated(&data, fresh_key()?));
             let annotations = secret.metadata.annotations.get_or_insert_default();
             annotations.insert(GENERATION_ANNOTATION.to_string(), next.to_string());
@@ -285,6 +296,19 @@ mod tests {
         assert_eq!(a.len(), KEY_BYTES * 2);
         assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn an_empty_secret_gets_generation_one_and_each_rotation_one_more() {
+        let mut s = Secret::default();
+        assert_eq!(next_generation(&s), 1);
+        s.data = Some(data(&[(SECRET_KEY, "k")]));
+        assert_eq!(next_generation(&s), 2);
+        s.metadata.annotations = Some(BTreeMap::from([(
+            GENERATION_ANNOTATION.to_string(),
+            "4".to_string(),
+        )]));
+        assert_eq!(next_generation(&s), 5);
     }
 
     #[test]
