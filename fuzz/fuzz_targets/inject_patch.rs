@@ -22,8 +22,8 @@ use heartbeat_crds::monitor::{AppHealthMode, HeartbeatMonitor, PRODUCER_ALLOWLIS
 use heartbeat_crds::sidecar_contract::{SidecarAppHealth, env};
 use heartbeat_operator::webhook::inject::{
     ANNOTATION_ALSO_MATCHED, ANNOTATION_INJECT, ANNOTATION_INJECTED, ANNOTATION_MONITOR,
-    HEALTH_VOLUME, InjectDefaults, Outcome, SIDECAR_NAME, SidecarPolicy, SkipReason, decide,
-    default_maxima,
+    HEALTH_VOLUME, IDENTITY_VOLUME, InjectDefaults, Outcome, SIDECAR_NAME, SidecarPolicy,
+    SkipReason, decide, default_maxima,
 };
 use heartbeat_sidecar::config::Args;
 use k8s_openapi::api::core::v1::{Container, Pod};
@@ -210,6 +210,33 @@ fn check(case: Case) {
             assert_eq!(n, 1, "container {:?} mounts the health volume once", c.name);
         }
     }
+
+    // Signing: one identity volume (the pod's tokens), mounted read-only
+    // in the sidecar alone; never a key Secret reference.
+    let signing = monitor.spec.signing.as_ref().is_some_and(|s| s.enabled);
+    let identity = after
+        .volumes
+        .iter()
+        .flatten()
+        .filter(|v| v.name == IDENTITY_VOLUME)
+        .count();
+    assert_eq!(identity, usize::from(signing), "identity volumes");
+    let app_mounts = after
+        .containers
+        .iter()
+        .chain(after.init_containers.iter().flatten())
+        .filter(|c| c.name != SIDECAR_NAME)
+        .flat_map(|c| c.volume_mounts.iter().flatten())
+        .filter(|m| m.name == IDENTITY_VOLUME)
+        .count();
+    assert_eq!(app_mounts, 0, "an app container mounts the pod's identity");
+    assert!(
+        sidecar.env.iter().flatten().all(|e| e
+            .value_from
+            .as_ref()
+            .is_none_or(|f| f.secret_key_ref.is_none())),
+        "a Secret key reference in the sidecar's env"
+    );
 
     check_env(&sidecar, monitor);
 }
@@ -443,6 +470,7 @@ struct M {
     inject_liveness_probe: bool,
     producer: Vec<(u8, S)>,
     image: Option<S>,
+    signing: bool,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -533,6 +561,9 @@ impl M {
         }
         if let Some(t) = &self.program_id {
             spec["programId"] = Value::String(t.get(TEMPLATES));
+        }
+        if self.signing {
+            spec["signing"] = json!({"enabled": true});
         }
         let health = &mut spec["appHealth"];
         match &self.health {

@@ -40,7 +40,11 @@ fn spec(header: &str) -> HeartbeatMonitorSpec {
         "clock": {"source": if flags.contains('b') { "Beat" } else { "Broker" }},
     });
     if flags.contains('x') || flags.contains('e') {
-        let expected: Vec<&str> = if flags.contains('e') { vec!["lab-1"] } else { vec![] };
+        let expected: Vec<&str> = if flags.contains('e') {
+            vec!["lab-1"]
+        } else {
+            vec![]
+        };
         v["external"] = serde_json::json!({ "expectedPrograms": expected });
     }
     serde_json::from_value(v).expect("a spec within the CRD's bounds")
@@ -73,8 +77,14 @@ fuzz_target!(|data: &[u8]| {
     let mut skew = SignedDuration::ZERO;
     for line in lines.take(256) {
         if let Some(n) = line.strip_prefix('+') {
-            let secs = n.trim().parse::<i64>().unwrap_or(0).clamp(0, 10 * 365 * 86_400);
-            now = now.checked_add(SignedDuration::from_secs(secs)).unwrap_or(now);
+            let secs = n
+                .trim()
+                .parse::<i64>()
+                .unwrap_or(0)
+                .clamp(0, 10 * 365 * 86_400);
+            now = now
+                .checked_add(SignedDuration::from_secs(secs))
+                .unwrap_or(now);
         } else if let Some(n) = line.strip_prefix('~') {
             skew = SignedDuration::from_secs(n.trim().parse::<i64>().unwrap_or(0));
         } else if line == "=" {
