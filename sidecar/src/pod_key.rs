@@ -131,14 +131,14 @@ fn token(dir: &Path, name: &str) -> Result<String, FetchError> {
 /// operator's for a direct URL).
 fn client(pem: &[u8]) -> Result<reqwest::Client, FetchError> {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in <rustls_pki_types::CertificateDer as PemObject>::pem_slice_iter(&pem) {
+    for cert in <rustls_pki_types::CertificateDer as PemObject>::pem_slice_iter(pem) {
         let cert = cert.map_err(|e| FetchError::Setup(format!("the CA: {e}")))?;
         roots
             .add(cert)
             .map_err(|e| FetchError::Setup(format!("the CA: {e}")))?;
     }
     if roots.is_empty() {
-        return Err(FetchError::Setup(format!("the CA holds no certificate")));
+        return Err(FetchError::Setup("the CA holds no certificate".to_string()));
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
