@@ -274,6 +274,14 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
     Ok((k.to_string(), v.to_string()))
 }
 
+fn parse_https_url(s: &str) -> Result<String, String> {
+    if s.starts_with("https://") && !s.chars().any(char::is_whitespace) {
+        Ok(s.to_string())
+    } else {
+        Err(format!("{s:?}: expected an https:// URL"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,13 +318,5 @@ mod tests {
         assert!(
             Args::try_parse_from(["heartbeat-operator", "--sidecar-max-cpu-limit=lots"]).is_err()
         );
-    }
-}
-
-fn parse_https_url(s: &str) -> Result<String, String> {
-    if s.starts_with("https://") && !s.chars().any(char::is_whitespace) {
-        Ok(s.to_string())
-    } else {
-        Err(format!("{s:?}: expected an https:// URL"))
     }
 }
