@@ -84,7 +84,7 @@ pub struct HeartbeatMonitorSpec {
 
     /// Secret in the monitor's namespace whose keys are librdkafka properties
     /// (bootstrap.servers, security.protocol, sasl.*, ssl.*). Injected into the
-    /// sidecar by secretKeyRef, never copied.
+    /// sidecar through envFrom, never copied.
     pub broker_secret_ref: SecretRef,
 
     /// Pods this monitor covers; the webhook injects the sidecar into them.

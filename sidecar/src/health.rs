@@ -14,10 +14,7 @@ use crate::signals::AppSignals;
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The client of the Http mode's probe (plain HTTP to the pod's loopback).
-/// The TLS backend is built with every client: rustls with ring (the one
-/// provider linked in), made the process default first.
 pub fn probe_client() -> Result<reqwest::Client, reqwest::Error> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .timeout(PROBE_TIMEOUT)
         .no_proxy()

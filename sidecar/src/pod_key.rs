@@ -18,7 +18,12 @@ use heartbeat_crds::signing::{
     MAX_REFRESH_SECONDS, MAX_TOKEN_BYTES, MIN_REFRESH_SECONDS, PodKey, TOKEN_HEADER,
 };
 
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
 use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio_rustls::rustls;
 
 use crate::metrics::Metrics;
 
@@ -58,8 +63,8 @@ pub enum FetchError {
     },
     #[error("{0}")]
     Setup(String),
-    #[error("asking {url}: {source}")]
-    Request { url: String, source: reqwest::Error },
+    #[error("asking {url}: {why}")]
+    Request { url: String, why: String },
     #[error("{url} answered {status}: {body}")]
     Refused {
         url: String,
@@ -127,11 +132,12 @@ fn token(dir: &Path, name: &str) -> Result<String, FetchError> {
     Ok(t)
 }
 
-/// A client that trusts only `pem` (the API server's CA, or the
-/// operator's for a direct URL).
-fn client(pem: &[u8]) -> Result<reqwest::Client, FetchError> {
+/// TLS that trusts only `pem` (the API server's CA, or the operator's for
+/// a direct URL). hyper and tokio-rustls directly: reqwest's TLS features
+/// would reach every reqwest of the workspace through feature unification.
+fn tls(pem: &[u8]) -> Result<tokio_rustls::TlsConnector, FetchError> {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in <rustls_pki_types::CertificateDer as PemObject>::pem_slice_iter(pem) {
+    for cert in CertificateDer::pem_slice_iter(pem) {
         let cert = cert.map_err(|e| FetchError::Setup(format!("the CA: {e}")))?;
         roots
             .add(cert)
@@ -140,20 +146,62 @@ fn client(pem: &[u8]) -> Result<reqwest::Client, FetchError> {
     if roots.is_empty() {
         return Err(FetchError::Setup("the CA holds no certificate".to_string()));
     }
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .map_err(|e| FetchError::Setup(e.to_string()))?
     .with_root_certificates(roots)
     .with_no_client_auth();
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .timeout(Duration::from_secs(10))
-        .no_proxy()
-        .build()
-        .map_err(|e| FetchError::Setup(e.to_string()))
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
+/// How long one request may take, connection included.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One `POST url` with `headers` and no body, over TLS trusting `ca`: the
+/// status and at most [`MAX_ANSWER_BYTES`] of the answer.
+async fn post(url: &str, ca: &[u8], headers: &[(&str, String)]) -> Result<(u16, Bytes), String> {
+    let uri: hyper::Uri = url.parse().map_err(|e| format!("{e}"))?;
+    let authority = uri.authority().ok_or("no host")?.clone();
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let port = authority.port_u16().unwrap_or(443);
+    let connector = tls(ca).map_err(|e| e.to_string())?;
+    let server_name = ServerName::try_from(host.to_string()).map_err(|e| e.to_string())?;
+    let tcp = tokio::net::TcpStream::connect((host, port))
+        .await
+        .map_err(|e| e.to_string())?;
+    let stream = connector
+        .connect(server_name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| e.to_string())?;
+    let connection = tokio::spawn(conn);
+    let mut request = hyper::Request::post(uri.path_and_query().map_or("/", |p| p.as_str()))
+        .header(hyper::header::HOST, authority.as_str());
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    let request = request
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let body = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    connection.abort();
+    Ok((status, body))
 }
 
 /// Longest answer read from the endpoint.
@@ -189,33 +237,33 @@ impl Fetcher {
 
     /// Asks once.
     pub async fn fetch(&self) -> Result<(Vec<u8>, PodKey), FetchError> {
-        let mut request = match &self.direct_ca {
-            Some(ca) => client(ca.as_bytes())?.post(&self.url),
+        let mut headers = vec![(TOKEN_HEADER, token(&self.identity, IDENTITY_TOKEN)?)];
+        let ca = match &self.direct_ca {
+            Some(ca) => ca.as_bytes().to_vec(),
             // The API server takes the bearer token for itself (and drops
             // it); the audience-bound one goes on to the operator.
-            None => client(&read(&self.identity, IDENTITY_CA)?)?
-                .post(&self.url)
-                .bearer_auth(token(&self.identity, IDENTITY_API_TOKEN)?),
+            None => {
+                let api = token(&self.identity, IDENTITY_API_TOKEN)?;
+                headers.push(("authorization", format!("Bearer {api}")));
+                read(&self.identity, IDENTITY_CA)?
+            }
         };
-        request = request.header(TOKEN_HEADER, token(&self.identity, IDENTITY_TOKEN)?);
         let url = self.url.clone();
-        let response = request.send().await.map_err(|source| FetchError::Request {
-            url: url.clone(),
-            source,
-        })?;
-        let status = response.status();
-        let body = response
-            .bytes()
+        let (status, body) = tokio::time::timeout(REQUEST_TIMEOUT, post(&url, &ca, &headers))
             .await
-            .map_err(|source| FetchError::Request {
+            .map_err(|_| FetchError::Request {
                 url: url.clone(),
-                source,
+                why: format!("no answer within {REQUEST_TIMEOUT:?}"),
+            })?
+            .map_err(|why| FetchError::Request {
+                url: url.clone(),
+                why,
             })?;
-        if !status.is_success() {
+        if !(200..300).contains(&status) {
             let text = String::from_utf8_lossy(&body);
             return Err(FetchError::Refused {
                 url,
-                status: status.as_u16(),
+                status,
                 body: text.chars().take(MAX_SHOWN_BODY).collect(),
             });
         }

@@ -1,5 +1,5 @@
-//! The Secrets the controller reads (a monitor's broker Secret, its signing
-//! key Secret), always by name: the operator's ServiceAccount may not list
+//! The Secrets the controller reads (a monitor's broker Secret), always by
+//! name: the operator's ServiceAccount may not list
 //! or watch Secrets, so a changed Secret is found by reading it again. A
 //! read is kept for [`RECHECK`], so monitors sharing a Secret share one
 //! read and a rotated password is picked up within it.
