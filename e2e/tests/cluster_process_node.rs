@@ -99,6 +99,24 @@ spec:
     assert!(!status("{.status.initContainerStatuses[0].state.terminated}").is_empty());
 }
 
+/// The Events of `pod` in `ns` with `reason`, as `fieldPath message` lines.
+fn events(ns: &TestNamespace, pod: &str, reason: &str) -> Vec<String> {
+    let out = ns.kubectl(&[
+        "get",
+        "events",
+        "--field-selector",
+        &format!("involvedObject.name={pod},reason={reason}"),
+        "-o",
+        "jsonpath={range .items[*]}{.involvedObject.fieldPath} {.message}{\"\\n\"}{end}",
+    ]);
+    out.lines().map(str::to_string).collect()
+}
+
+/// Rule: a liveness probe failing its threshold restarts the container,
+/// and the node says so as the kubelet does: an `Unhealthy` Event per
+/// failed run (the probe's answer and how long it took), a `Killing` Event
+/// before the restart, and `lastState.terminated` telling the probe kill
+/// from the process's own exit.
 #[test]
 fn failing_http_liveness_probe_restarts_the_container() {
     let stack = Stack::get();
@@ -134,6 +152,133 @@ spec:
         "jsonpath={.status.containerStatuses[0].lastState.terminated.reason}",
     ]);
     assert!(!last.is_empty(), "lastState records the killed run");
+    let why = ns.kubectl(&[
+        "get",
+        "pod",
+        "live",
+        "-o",
+        "jsonpath={.status.containerStatuses[0].lastState.terminated.message}",
+    ]);
+    assert!(
+        why.starts_with(
+            "killed by the node: liveness probe failed: HTTP probe failed with statuscode: 500"
+        ),
+        "lastState.terminated.message: {why:?}"
+    );
+    let unhealthy = events(&ns, "live", "Unhealthy");
+    assert!(
+        unhealthy.iter().any(|e| e.starts_with(
+            "spec.containers{app} Liveness probe failed: HTTP probe failed with statuscode: 500 (the probe took "
+        )),
+        "Unhealthy Events: {unhealthy:#?}"
+    );
+    let killing = events(&ns, "live", "Killing");
+    assert!(
+        killing
+            .iter()
+            .any(|e| e
+                == "spec.containers{app} Container app failed liveness probe, will be restarted"),
+        "Killing Events: {killing:#?}"
+    );
+}
+
+/// Rule: with a startupProbe, liveness and readiness wait until it passes
+/// (`started` false, not ready), and one failing its threshold restarts the
+/// container with `Startup probe failed` naming the whole cause (the
+/// connection refused under the HTTP client's "error sending request").
+#[test]
+fn a_startup_probe_holds_liveness_back_and_restarts_a_container_that_never_starts() {
+    let stack = Stack::get();
+    let ns = TestNamespace::create(stack, "node-startup");
+    ns.apply(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: never}
+spec:
+  containers:
+  - name: app
+    image: demo/http
+    # Its liveness probe would pass; the startup probe asks a closed port.
+    startupProbe:
+      httpGet: {port: 8081, path: /healthz}
+      periodSeconds: 1
+      failureThreshold: 3
+    livenessProbe:
+      httpGet: {port: 8080, path: /healthz}
+      periodSeconds: 1
+    readinessProbe:
+      httpGet: {port: 8080, path: /healthz}
+      periodSeconds: 1
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: slow}
+spec:
+  containers:
+  - name: app
+    image: demo/http
+    startupProbe:
+      httpGet: {port: 8080, path: /healthz}
+      periodSeconds: 1
+      failureThreshold: 30
+"#,
+    );
+    ns.wait_jsonpath(
+        "pod/never",
+        "{.status.containerStatuses[0].restartCount}",
+        T,
+        |s| s.parse::<u32>().is_ok_and(|n| n >= 1),
+    );
+    let status =
+        |pod: &str, path: &str| ns.kubectl(&["get", "pod", pod, "-o", &format!("jsonpath={path}")]);
+    assert_eq!(
+        status("never", "{.status.containerStatuses[0].ready}"),
+        "false"
+    );
+    assert_eq!(
+        status("never", "{.status.containerStatuses[0].started}"),
+        "false"
+    );
+    let why = status(
+        "never",
+        "{.status.containerStatuses[0].lastState.terminated.message}",
+    );
+    assert!(
+        why.starts_with("killed by the node: startup probe failed: Get \"http://")
+            && why.contains("Connection refused"),
+        "lastState.terminated.message: {why:?}"
+    );
+    let unhealthy = events(&ns, "never", "Unhealthy");
+    assert!(
+        unhealthy
+            .iter()
+            .all(|e| e.starts_with("spec.containers{app} Startup probe failed: "))
+            && unhealthy.iter().any(|e| e.contains("Connection refused")),
+        "only the startup probe ran, and it names the refusal: {unhealthy:#?}"
+    );
+    let killing = events(&ns, "never", "Killing");
+    assert!(
+        killing
+            .iter()
+            .any(|e| e
+                == "spec.containers{app} Container app failed startup probe, will be restarted"),
+        "Killing Events: {killing:#?}"
+    );
+    // One that starts: started, then ready (no readiness probe), never restarted.
+    ns.wait_jsonpath(
+        "pod/slow",
+        "{.status.containerStatuses[0].started}",
+        T,
+        |s| s == "true",
+    );
+    ns.wait_jsonpath("pod/slow", "{.status.containerStatuses[0].ready}", T, |s| {
+        s == "true"
+    });
+    assert_eq!(
+        status("slow", "{.status.containerStatuses[0].restartCount}"),
+        "0"
+    );
 }
 
 #[test]

@@ -14,7 +14,7 @@ use heartbeat_testbed::layout::{ContainerDir, PidRecord, PodDir};
 
 use crate::enter::Entry;
 use crate::launch::Launch;
-use crate::probe::{ProbeTracker, Verdict};
+use crate::probe::{ProbeKind, ProbeTracker, Verdict};
 
 /// Where a container stands in the pod.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +50,9 @@ pub enum State {
         signal: Option<i32>,
         /// Completed (exit 0) or Error.
         reason: String,
+        /// Why the node stopped it, when it did (a failed liveness probe);
+        /// none when the process ended on its own.
+        message: Option<String>,
         /// When the process was started.
         started_at: Timestamp,
         /// When the exit was noticed.
@@ -95,17 +98,42 @@ pub struct Ctr {
     pub kill_at: Option<Instant>,
     /// Whether it is ready (readiness probe, or simply running without one).
     pub ready: bool,
+    startup: Option<ProbeTracker>,
+    /// Whether the startup probe has passed in this run (true without one):
+    /// until then liveness and readiness are not run, as with the kubelet.
+    pub started: bool,
     liveness: Option<ProbeTracker>,
     readiness: Option<ProbeTracker>,
     dir: ContainerDir,
     /// How its process was entered, for exec probes.
     entry: Option<Entry>,
+    /// Why the node is stopping the current run, for its terminated state.
+    stopped_because: Option<String>,
+}
+
+/// What a probe run has to tell the pod's Events, as the kubelet's do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// A probe run failed (reason `Unhealthy`).
+    Unhealthy {
+        container: String,
+        probe: ProbeKind,
+        why: String,
+    },
+    /// A liveness or startup probe failed its threshold: the container is
+    /// stopped for a restart (reason `Killing`).
+    Killing {
+        container: String,
+        probe: ProbeKind,
+        why: String,
+    },
 }
 
 impl Ctr {
     /// A container that has not started yet, its files under `pod_dir`.
     pub fn new(spec: Container, kind: Kind, pod_dir: &PodDir) -> Ctr {
         let dir = pod_dir.container(&spec.name);
+        let startup = spec.startup_probe.clone().map(ProbeTracker::new);
         let liveness = spec.liveness_probe.clone().map(ProbeTracker::new);
         let readiness = spec.readiness_probe.clone().map(ProbeTracker::new);
         Ctr {
@@ -123,10 +151,13 @@ impl Ctr {
             restart_at: None,
             kill_at: None,
             ready: false,
+            started: false,
+            startup,
             liveness,
             readiness,
             dir,
             entry: None,
+            stopped_because: None,
         }
     }
 
@@ -227,8 +258,13 @@ impl Ctr {
         self.entry = Some(entry);
         self.restart_at = None;
         self.kill_at = None;
+        self.stopped_because = None;
         self.state = State::Running { started_at };
         self.ready = false;
+        self.started = self.startup.is_none();
+        if let Some(startup) = &mut self.startup {
+            startup.reset();
+        }
         if let Some(liveness) = &mut self.liveness {
             liveness.reset();
         }
@@ -242,27 +278,83 @@ impl Ctr {
     /// not being stopped. Readiness sets `ready` (a container without a
     /// readiness probe is ready while it runs); a failed liveness probe stops
     /// the process within `grace`, for its restart policy to start it again.
-    pub async fn run_due_probes(&mut self, now: Instant, grace: Duration) {
+    /// Returns what the pod's Events are to say: every failed run, and a
+    /// stop.
+    pub async fn run_due_probes(&mut self, now: Instant, grace: Duration) -> Vec<Notice> {
+        let mut notices = Vec::new();
         let (Some(since), Some(entry)) = (self.proc.as_ref().map(|p| p.since), self.entry.clone())
         else {
-            return;
+            return notices;
         };
         if self.kill_at.is_some() {
-            return;
+            return notices;
+        }
+        let name = self.name().to_string();
+        let unhealthy = |probe, why: &String| Notice::Unhealthy {
+            container: name.clone(),
+            probe,
+            why: why.clone(),
+        };
+        // Until the startup probe passes, it is the only probe that runs.
+        if !self.started {
+            let Some(startup) = &mut self.startup else {
+                self.started = true;
+                return notices;
+            };
+            if let Some(run) = startup.check(&self.spec, &entry, since, now).await {
+                if let Some(why) = &run.failure {
+                    notices.push(unhealthy(ProbeKind::Startup, why));
+                }
+                match run.verdict {
+                    Some(Verdict::Passing) => self.started = true,
+                    Some(Verdict::Failing(why)) => {
+                        notices.push(self.kill_for(ProbeKind::Startup, &why, grace));
+                    }
+                    None => {}
+                }
+            }
+            if !self.started {
+                return notices;
+            }
         }
         if let Some(liveness) = &mut self.liveness
-            && let Some(Verdict::Failing(why)) =
-                liveness.check(&self.spec, &entry, since, now).await
+            && let Some(run) = liveness.check(&self.spec, &entry, since, now).await
         {
-            tracing::info!(container = self.name(), %why, "liveness probe failed; restarting");
-            self.terminate(grace);
+            if let Some(why) = &run.failure {
+                notices.push(unhealthy(ProbeKind::Liveness, why));
+            }
+            if let Some(Verdict::Failing(why)) = run.verdict {
+                notices.push(self.kill_for(ProbeKind::Liveness, &why, grace));
+                return notices;
+            }
         }
         let Some(readiness) = &mut self.readiness else {
             self.ready = true;
-            return;
+            return notices;
         };
-        if let Some(verdict) = readiness.check(&self.spec, &entry, since, now).await {
-            self.ready = verdict == Verdict::Passing;
+        if let Some(run) = readiness.check(&self.spec, &entry, since, now).await {
+            if let Some(why) = &run.failure {
+                notices.push(unhealthy(ProbeKind::Readiness, why));
+            }
+            if let Some(verdict) = run.verdict {
+                self.ready = verdict == Verdict::Passing;
+            }
+        }
+        notices
+    }
+
+    /// Stops the process because its `probe` failed its threshold (the
+    /// restart policy starts it again), remembering why for its terminated
+    /// state; the `Killing` notice the kubelet would publish.
+    fn kill_for(&mut self, probe: ProbeKind, why: &str, grace: Duration) -> Notice {
+        let kind = probe.as_str().to_lowercase();
+        tracing::info!(container = %self.name(), %why, "{kind} probe failed; restarting");
+        self.stopped_because = Some(format!("killed by the node: {kind} probe failed: {why}"));
+        self.terminate(grace);
+        Notice::Killing {
+            container: self.name().to_string(),
+            probe,
+            why: why.to_string(),
         }
     }
 
@@ -294,6 +386,7 @@ impl Ctr {
             exit_code,
             signal,
             reason: if exit_code == 0 { "Completed" } else { "Error" }.into(),
+            message: self.stopped_because.take(),
             started_at,
             finished_at: Timestamp::now(),
         };

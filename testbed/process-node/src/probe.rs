@@ -1,6 +1,6 @@
 //! Container probes as the kubelet runs them: httpGet (2xx/3xx passes),
 //! tcpSocket (a connect passes) and exec (exit 0 passes); and the
-//! bookkeeping shared by liveness and readiness (when a probe is due, and
+//! bookkeeping shared by startup, liveness and readiness (when a probe is due, and
 //! its consecutive passes and failures against its thresholds).
 
 use std::path::Path;
@@ -64,7 +64,44 @@ fn port(ctr: &Container, p: &IntOrString) -> Result<u16, String> {
     }
 }
 
-/// Runs one probe against a container at `pod_ip`; Err carries the failure reason.
+/// Which probe of a container, as the kubelet names it in Events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProbeKind {
+    Startup,
+    Liveness,
+    Readiness,
+}
+
+impl ProbeKind {
+    /// The kubelet's spelling (`Liveness probe failed: ...`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeKind::Startup => "Startup",
+            ProbeKind::Liveness => "Liveness",
+            ProbeKind::Readiness => "Readiness",
+        }
+    }
+}
+
+/// An error with every cause after it (`a: b: c`), so a probe's failure
+/// says what failed underneath, not only "error sending request".
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        // Some errors repeat their cause in their own text.
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}
+
+/// Runs one probe against a container at `pod_ip`; Err carries the failure
+/// reason with its whole error chain.
 pub async fn run(probe: &Probe, ctr: &Container, entry: &Entry) -> Result<(), String> {
     let pod_ip = entry.pod_ip.as_str();
     let timeout = Timing::of(probe).timeout;
@@ -87,13 +124,16 @@ pub async fn run(probe: &Probe, ctr: &Container, entry: &Entry) -> Result<(), St
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| e.to_string())?;
-        let code = client
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| format!("GET {url}: {e}"))?
-            .status()
-            .as_u16();
+        let code = match client.get(&url).send().await {
+            Ok(response) => response.status().as_u16(),
+            Err(e) if e.is_timeout() => {
+                return Err(format!(
+                    "Get {url:?}: timed out after {} ms",
+                    timeout.as_millis()
+                ));
+            }
+            Err(e) => return Err(format!("Get {url:?}: {}", chain(&e))),
+        };
         return if (200..400).contains(&code) {
             Ok(())
         } else {
@@ -105,8 +145,11 @@ pub async fn run(probe: &Probe, ctr: &Container, entry: &Entry) -> Result<(), St
         let addr = format!("{host}:{}", port(ctr, &t.port)?);
         return match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(&addr)).await {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(format!("dial {addr}: {e}")),
-            Err(_) => Err(format!("dial {addr}: timeout")),
+            Ok(Err(e)) => Err(format!("dial tcp {addr}: {}", chain(&e))),
+            Err(_) => Err(format!(
+                "dial tcp {addr}: timed out after {} ms",
+                timeout.as_millis()
+            )),
         };
     }
     if let Some(cmd) = probe.exec.as_ref().and_then(|e| e.command.as_ref()) {
@@ -124,7 +167,10 @@ pub async fn run(probe: &Probe, ctr: &Container, entry: &Entry) -> Result<(), St
             Ok(Ok(s)) if s.success() => Ok(()),
             Ok(Ok(s)) => Err(format!("exec probe exited with {s}")),
             Ok(Err(e)) => Err(format!("exec probe: {e}")),
-            Err(_) => Err("exec probe timed out".into()),
+            Err(_) => Err(format!(
+                "exec probe timed out after {} ms",
+                timeout.as_millis()
+            )),
         };
     }
     Err("probe has no handler".into())
@@ -137,6 +183,15 @@ pub enum Verdict {
     Passing,
     /// failureThreshold failures in a row, with the last failure's reason.
     Failing(String),
+}
+
+/// One run of a probe that was due.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Run {
+    /// Why it failed (with how long it took), if it did.
+    pub failure: Option<String>,
+    /// The verdict its results in a row have reached, if any.
+    pub verdict: Option<Verdict>,
 }
 
 /// One probe (liveness or readiness) of one container, with the kubelet's
@@ -200,19 +255,30 @@ impl ProbeTracker {
     }
 
     /// Runs the probe against `ctr` (at its pod's IP, exec probes inside
-    /// it) if it is due, and returns the verdict its results have reached.
+    /// it) if it is due: whether it failed, and the verdict its results
+    /// have reached.
     pub async fn check(
         &mut self,
         ctr: &Container,
         entry: &Entry,
         since: Instant,
         now: Instant,
-    ) -> Option<Verdict> {
+    ) -> Option<Run> {
         if !self.take_due(since, now) {
             return None;
         }
-        let result = run(&self.probe, ctr, entry).await;
-        self.record(result)
+        let started = Instant::now();
+        let result = run(&self.probe, ctr, entry).await.map_err(|why| {
+            format!(
+                "{why} (the probe took {} ms)",
+                started.elapsed().as_millis()
+            )
+        });
+        let failure = result.as_ref().err().cloned();
+        Some(Run {
+            failure,
+            verdict: self.record(result),
+        })
     }
 }
 
@@ -232,6 +298,32 @@ mod tests {
 
     fn fail(why: &str) -> Result<(), String> {
         Err(why.to_string())
+    }
+
+    #[test]
+    fn a_failure_names_every_cause_once() {
+        #[derive(Debug)]
+        struct E(&'static str, Option<Box<E>>);
+        impl std::fmt::Display for E {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.0)
+            }
+        }
+        impl std::error::Error for E {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                self.1.as_deref().map(|e| e as _)
+            }
+        }
+        let e = E(
+            "error sending request",
+            Some(Box::new(E(
+                "client error (Connect)",
+                Some(Box::new(E("client error (Connect)", None))),
+            ))),
+        );
+        assert_eq!(chain(&e), "error sending request: client error (Connect)");
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(chain(&refused), refused.to_string());
     }
 
     #[test]

@@ -79,6 +79,7 @@ fn state(s: &State) -> ContainerState {
             exit_code,
             signal,
             reason,
+            message,
             started_at,
             finished_at,
         } => ContainerState {
@@ -86,6 +87,7 @@ fn state(s: &State) -> ContainerState {
                 exit_code: *exit_code,
                 signal: *signal,
                 reason: Some(reason.clone()),
+                message: message.clone(),
                 started_at: Some(Time(*started_at)),
                 finished_at: Some(Time(*finished_at)),
                 ..Default::default()
@@ -105,7 +107,7 @@ fn container_status(c: &Ctr, pid: Option<u32>) -> ContainerStatus {
         ),
         container_id: pid.map(|p| format!("process://{p}")),
         ready: c.ready,
-        started: Some(c.running()),
+        started: Some(c.running() && c.started),
         restart_count: c.restarts,
         state: Some(state(&c.state)),
         last_state: c.last_state.as_ref().map(state),

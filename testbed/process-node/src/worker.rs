@@ -9,11 +9,13 @@ use std::time::{Duration, Instant};
 use heartbeat_testbed::layout::{PodDir, PodsDir};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use kube::Resource;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use tokio::sync::mpsc;
 
 use crate::NodeSettings;
-use crate::container::{Ctr, Kind, State};
+use crate::container::{Ctr, Kind, Notice, State};
 use crate::enter::Entry;
 use crate::images::Images;
 use crate::launch::{self, Lookups, PodIdentity};
@@ -67,6 +69,8 @@ pub struct Worker {
     message: Option<String>,
     /// The status last written, to skip writes that change nothing.
     reported: Option<serde_json::Value>,
+    /// Writes the pod's Events (failed probes, probe kills), as the kubelet's.
+    recorder: Recorder,
 }
 
 const TICK: Duration = Duration::from_millis(250);
@@ -111,7 +115,15 @@ impl Worker {
         for c in spec.containers {
             ctrs.push(Ctr::new(c, Kind::App, &dir));
         }
+        let recorder = Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "process-node".into(),
+                instance: Some(node.name.clone()),
+            },
+        );
         Worker {
+            recorder,
             volumes: PodVolumes::new(client.clone(), dir.clone()),
             client,
             restart_policy: RestartPolicy::of_pod(pod.spec.as_ref()),
@@ -464,13 +476,68 @@ impl Worker {
         }
     }
 
-    /// Runs each container's probes that are due.
+    /// Runs each container's probes that are due, and publishes what they
+    /// found as the pod's Events.
     async fn probe_all(&mut self) {
         let now = Instant::now();
         let grace = self.stop_grace();
+        let mut notices = Vec::new();
         for c in self.ctrs.iter_mut() {
-            c.run_due_probes(now, grace).await;
+            notices.extend(c.run_due_probes(now, grace).await);
         }
+        for notice in notices {
+            self.publish(notice);
+        }
+    }
+
+    /// Publishes `notice` as an Event about the pod's container, as the
+    /// kubelet words it; in the background, so probes never wait on the API.
+    fn publish(&self, notice: Notice) {
+        let pod = self.pod.metadata.name.clone().unwrap_or_default();
+        let (container, event) = match notice {
+            Notice::Unhealthy {
+                container,
+                probe,
+                why,
+            } => {
+                tracing::info!(%pod, %container, probe = probe.as_str(), %why, "probe failed");
+                let event = Event {
+                    type_: EventType::Warning,
+                    reason: "Unhealthy".into(),
+                    note: Some(format!("{} probe failed: {why}", probe.as_str())),
+                    action: "Probe".into(),
+                    secondary: None,
+                };
+                (container, event)
+            }
+            Notice::Killing {
+                container, probe, ..
+            } => {
+                let event = Event {
+                    type_: EventType::Normal,
+                    reason: "Killing".into(),
+                    note: Some(format!(
+                        "Container {container} failed {} probe, will be restarted",
+                        probe.as_str().to_lowercase()
+                    )),
+                    action: "Kill".into(),
+                    secondary: None,
+                };
+                (container, event)
+            }
+        };
+        let mut reference = self.pod.object_ref(&());
+        let list = match self.ctrs.iter().find(|c| c.name() == container) {
+            Some(c) if c.kind != Kind::App => "initContainers",
+            _ => "containers",
+        };
+        reference.field_path = Some(format!("spec.{list}{{{container}}}"));
+        let recorder = self.recorder.clone();
+        tokio::spawn(async move {
+            if let Err(e) = recorder.publish(&event, &reference).await {
+                tracing::warn!(%pod, error = %e, reason = %event.reason, "cannot publish an Event");
+            }
+        });
     }
 
     /// The phase to report: Running once initialized and every app container
