@@ -64,6 +64,10 @@ pub mod env {
     pub const KAFKA_PREFIX: &str = "KAFKA_";
 }
 
+/// The injected sidecar container's name (the webhook's, and what tests
+/// and tools look for in a pod).
+pub const CONTAINER_NAME: &str = "heartbeat";
+
 /// Port of the sidecar's HTTP server unless `HEARTBEAT_HTTP_ADDR` says otherwise.
 pub const DEFAULT_HTTP_PORT: u16 = 9190;
 /// The sidecar's HTTP address when `HEARTBEAT_HTTP_ADDR` is unset: all interfaces.

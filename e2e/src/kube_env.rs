@@ -2,10 +2,15 @@
 
 use crate::stack::{Stack, run, run_ok};
 
-/// A test's own namespace; dropped means deleted (without waiting).
+/// A test's own namespace; dropped means checked by the
+/// [restart guard](crate::restart_guard) (the test fails when a product
+/// container restarted or failed a liveness probe without the test saying
+/// it would), then deleted (without waiting).
 pub struct TestNamespace {
     pub name: String,
     stack: Stack,
+    /// Product containers the test restarts or fails the probes of itself.
+    expected: std::sync::Mutex<Vec<String>>,
 }
 
 impl TestNamespace {
@@ -27,16 +32,40 @@ impl TestNamespace {
         TestNamespace {
             name,
             stack: stack.clone(),
+            expected: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Says that the test itself restarts `container` (or makes its
+    /// liveness probe fail), for the reason `why`: the restart guard lets
+    /// it pass in this namespace.
+    pub fn expect_restarts(&self, container: &str, why: &str) {
+        eprintln!("{}: {container} is restarted by the test: {why}", self.name);
+        if let Ok(mut e) = self.expected.lock() {
+            e.push(container.to_string());
         }
     }
 }
 
 impl Drop for TestNamespace {
     fn drop(&mut self) {
+        // A test that already failed keeps its own message.
+        let found = if std::thread::panicking() {
+            Vec::new()
+        } else {
+            let expected = self.expected.lock().map(|e| e.clone()).unwrap_or_default();
+            crate::restart_guard::check(&self.stack, &self.name, &expected)
+        };
         let _ = run(self
             .stack
             .kubectl()
             .args(["delete", "namespace", &self.name, "--wait=false"]));
+        assert!(
+            found.is_empty(),
+            "restart guard, namespace {}: a product container restarted or failed a liveness probe without the test causing it:\n{}",
+            self.name,
+            found.join("\n")
+        );
     }
 }
 

@@ -43,7 +43,7 @@ pub const ANNOTATION_INJECTED: &str = "heartbeat.dev/injected";
 /// Pod annotation the webhook sets when several monitors matched: the others.
 pub const ANNOTATION_ALSO_MATCHED: &str = "heartbeat.dev/also-matched";
 /// The injected container's name.
-pub const SIDECAR_NAME: &str = "heartbeat";
+pub const SIDECAR_NAME: &str = heartbeat_crds::sidecar_contract::CONTAINER_NAME;
 /// The shared volume of File mode.
 pub const HEALTH_VOLUME: &str = "heartbeat-health";
 /// The sidecar's identity (signing on): projected ServiceAccount tokens and
