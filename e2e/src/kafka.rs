@@ -292,3 +292,57 @@ pub async fn create_topic(bootstrap: &str, name: &str) {
         r.unwrap_or_else(|(t, e)| panic!("creating topic {t}: {e}"));
     }
 }
+
+/// A beat exactly as OpenMSIStream writes it: a naive UTC timestamp with
+/// microseconds, a float counter.
+pub fn openmsistream_beat() -> String {
+    let now = jiff::Timestamp::now();
+    format!(
+        r#"{{"timestamp": "{}.{:06}", "n_messages_read": 1.5}}"#,
+        now.strftime("%Y-%m-%dT%H:%M:%S"),
+        now.subsec_microsecond()
+    )
+}
+
+/// A program outside the cluster beating every `interval_secs` with kcat,
+/// until dropped. A broker that is down loses beats, as it would in the
+/// wild.
+pub struct ExternalProgram {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ExternalProgram {
+    /// Starts beating as `program_id` on `topic`.
+    pub fn start(
+        bootstrap: &str,
+        topic: &str,
+        program_id: &str,
+        interval_secs: u64,
+    ) -> ExternalProgram {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let (bootstrap, topic) = (bootstrap.to_string(), topic.to_string());
+        let key = format!("{program_id}_heartbeat");
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                let _ = kcat_produce(&bootstrap, &topic, &key, &openmsistream_beat());
+                std::thread::sleep(Duration::from_secs(interval_secs));
+            }
+        });
+        ExternalProgram {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for ExternalProgram {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -10,6 +10,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use heartbeat_e2e::kafka::ExternalProgram;
 use heartbeat_e2e::kube_env::install_crds;
 use heartbeat_e2e::stack::{repo_dir, run, run_ok};
 use heartbeat_e2e::{Stack, TestNamespace, TestTopic};
@@ -374,11 +375,23 @@ fn holder(lease: &Value) -> String {
         .to_string()
 }
 
+/// A monitor's spec lines that make its sidecars sign: each gets its pod's
+/// key through the API server's proxy to the chart's Service (the way
+/// sidecars take in a cluster).
+const SIGNING: &str = "  signing: {enabled: true}";
+
 /// Opts `app` in for `release`: its broker Secret, a monitor `app` on
 /// `topic` (Stale after 21 s of silence: the rule of its callers is that
-/// nothing alarms, and a loaded machine has held the broker for 10 s) and a
-/// 2-replica Deployment `worker`, waited for until both pods are injected.
-fn deploy_workers(stack: &Stack, release: &Release<'_>, app: &TestNamespace, topic: &str) {
+/// nothing alarms, and a loaded machine has held the broker for 10 s) with
+/// the spec lines `extra`, and a 2-replica Deployment `worker`, waited for
+/// until both pods are injected.
+fn deploy_workers(
+    stack: &Stack,
+    release: &Release<'_>,
+    app: &TestNamespace,
+    topic: &str,
+    extra: &str,
+) {
     run_ok(stack.kubectl().args([
         "label",
         "namespace",
@@ -398,9 +411,7 @@ spec:
   graceSeconds: 15
   brokerSecretRef: {{name: kafka}}
   selector: {{matchLabels: {{app: worker}}}}
-  # Each sidecar gets its pod's key through the API server's proxy to the
-  # chart's Service (the way sidecars take in a cluster).
-  signing: {{enabled: true}}
+{extra}
 "#,
         release.name, topic
     ));
@@ -535,7 +546,7 @@ async fn install_runs_in_cluster_and_upgrade_and_uninstall_are_clean() {
 
     // A labelled namespace, its broker Secret, a monitor and a Deployment.
     let topic = TestTopic::create(&stack.kafka_bootstrap, "chart").await;
-    deploy_workers(stack, &release, &app, &topic.name);
+    deploy_workers(stack, &release, &app, &topic.name, SIGNING);
     let up2 = |what: &str| {
         eventually(what, || {
             let s = app_status(stack, &app);
@@ -655,7 +666,7 @@ async fn deleting_the_leader_pod_hands_over_within_a_lease_without_a_flap() {
     let names = pod_names(&operator_pods(stack, &release));
     assert_eq!(names.len(), 2, "{names:?}");
     let topic = TestTopic::create(&stack.kafka_bootstrap, "chart-ha").await;
-    deploy_workers(stack, &release, &app, &topic.name);
+    deploy_workers(stack, &release, &app, &topic.name, SIGNING);
     // Never an alarm nor a lost member; true once both are Up.
     let steady = |s: &Value| {
         assert_eq!(s["stale"].as_u64().unwrap_or(0), 0, "a Stale member: {s:#}");
@@ -750,4 +761,62 @@ async fn deleting_the_leader_pod_hands_over_within_a_lease_without_a_flap() {
         "a Stale Event across the hand-over:\n{stale}\nstatus: {:#}",
         app_status(stack, &app)
     );
+}
+
+/// Rule (issue 25): the operator starts as a new user starts it without a
+/// restart nobody caused. Two replicas start together (the chart's
+/// defaults and probes), a monitor covering a 2-replica Deployment and two
+/// programs outside the cluster (one beating every 2 s) follow within
+/// seconds, and for a minute, while the replicas elect a leader, serve
+/// admission reviews and read the topic, no operator or sidecar container
+/// restarts and none of their liveness probes fails: the restart guard of
+/// both namespaces (the process node's `Unhealthy` and `Killing` Events and
+/// the pods' restart counts). Runs `HB_STARTUP_RUNS` times in a row (2 by
+/// default; the issue's evidence is 10).
+#[tokio::test]
+async fn two_replicas_starting_with_a_monitor_and_external_programs_never_restart() {
+    let runs: u32 = std::env::var("HB_STARTUP_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    let stack = Stack::get();
+    install_crds(stack);
+    for run_no in 1..=runs {
+        let ops = TestNamespace::create(stack, "chart-start-ops");
+        let app = TestNamespace::create(stack, "chart-start-app");
+        let release = Release {
+            stack,
+            name: format!("r{}", heartbeat_e2e::unique_suffix()),
+            namespace: ops.name.clone(),
+        };
+        let topic = TestTopic::create(&stack.kafka_bootstrap, "chart-start").await;
+        let _fast = ExternalProgram::start(&stack.kafka_bootstrap, &topic.name, "ext-fast", 2);
+        let _slow = ExternalProgram::start(&stack.kafka_bootstrap, &topic.name, "ext-slow", 5);
+        install(stack, &release, &[]);
+        deploy_workers(
+            stack,
+            &release,
+            &app,
+            &topic.name,
+            "  external: {expectedPrograms: [ext-fast, ext-slow]}",
+        );
+        eventually("UP 4: two pods and two external programs", || {
+            let s = app_status(stack, &app);
+            (s["up"] == 4 && s["expected"] == 4)
+                .then_some(())
+                .ok_or(format!("{s:#}"))
+        });
+        // Three liveness periods of the chart (10 s each) and then some:
+        // long enough for a probe failure to reach its threshold.
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(40) {
+            let found = heartbeat_e2e::restart_guard::check(stack, &ops.name, &[])
+                .into_iter()
+                .chain(heartbeat_e2e::restart_guard::check(stack, &app.name, &[]))
+                .collect::<Vec<_>>();
+            assert!(found.is_empty(), "run {run_no}: {}", found.join("\n"));
+            std::thread::sleep(Duration::from_secs(2));
+        }
+        println!("run {run_no} of {runs}: no restart, no failed liveness probe");
+    }
 }

@@ -11,11 +11,9 @@
 //! wait is a poll with a generous timeout ([`T`]); a rule that must hold
 //! throughout is checked on every poll.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use heartbeat_e2e::kafka::kcat_produce;
+use heartbeat_e2e::kafka::{ExternalProgram, kcat_produce};
 use heartbeat_e2e::kube_env::install_crds;
 use heartbeat_e2e::operator::{Network, OperatorOptions, OperatorProcess};
 use heartbeat_e2e::stack::run;
@@ -262,52 +260,6 @@ fn column<'a>(table: &'a str, name: &str) -> Option<&'a str> {
     lines.next()?.split_whitespace().nth(i)
 }
 
-/// A beat exactly as OpenMSIStream writes it: a naive UTC timestamp with
-/// microseconds, a float counter.
-fn openmsistream_beat() -> String {
-    let now = jiff::Timestamp::now();
-    format!(
-        r#"{{"timestamp": "{}.{:06}", "n_messages_read": 1.5}}"#,
-        now.strftime("%Y-%m-%dT%H:%M:%S"),
-        now.subsec_microsecond()
-    )
-}
-
-/// A program outside the cluster beating every interval with kcat, until
-/// dropped. A broker that is down loses beats, as it would in the wild.
-struct ExternalProgram {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl ExternalProgram {
-    fn start(bootstrap: &str, topic: &str, program_id: &str) -> ExternalProgram {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (bootstrap, topic) = (bootstrap.to_string(), topic.to_string());
-        let key = format!("{program_id}_heartbeat");
-        let flag = stop.clone();
-        let thread = std::thread::spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                let _ = kcat_produce(&bootstrap, &topic, &key, &openmsistream_beat());
-                std::thread::sleep(Duration::from_secs(INTERVAL_SECS));
-            }
-        });
-        ExternalProgram {
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for ExternalProgram {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 /// Rule: a monitor over a 3-pod Deployment whose injected pods all beat
 /// shows expected 3 and up 3 (in `kubectl get hbm` too), Ready=True and
 /// Healthy=True.
@@ -464,7 +416,12 @@ async fn an_openmsistream_program_is_up_and_a_silent_expected_one_is_stale() {
         "lab",
         "  external: {expectedPrograms: [lab-uploader-1, lab-uploader-2, lab-uploader-3]}",
     );
-    let _uploader = ExternalProgram::start(&case.bootstrap, &case.topic.name, "lab-uploader-1");
+    let _uploader = ExternalProgram::start(
+        &case.bootstrap,
+        &case.topic.name,
+        "lab-uploader-1",
+        INTERVAL_SECS,
+    );
     let status = case.wait_status("lab", "uploader 1 Up, uploaders 2 and 3 Stale", |s| {
         count(s, "up") == 1
             && count(s, "stale") == 2
@@ -570,7 +527,12 @@ async fn a_broker_outage_makes_members_unknown_never_stale() {
     let op = OperatorProcess::start_with(stack, BIN.as_ref(), options);
     let case = Case::with(stack, op, &kafka.bootstrap, "ctl-outage").await;
     case.apply_tolerant_monitor("lab", "  external: {expectedPrograms: [lab-uploader-1]}");
-    let _uploader = ExternalProgram::start(&kafka.bootstrap, &case.topic.name, "lab-uploader-1");
+    let _uploader = ExternalProgram::start(
+        &kafka.bootstrap,
+        &case.topic.name,
+        "lab-uploader-1",
+        INTERVAL_SECS,
+    );
     case.wait_status("lab", "up 1, Ready", |s| {
         count(s, "up") == 1 && condition(s, "Ready")["status"] == "True"
     });
