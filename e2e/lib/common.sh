@@ -12,7 +12,8 @@ KAFKA_HOME="$HB_TOOLS_DIR/kafka-$KAFKA_VERSION"
 # What hb-stack needs to know of the above.
 export HB_TOOLS_DIR HB_KAFKA_HOME="$KAFKA_HOME"
 
-log() { printf '[stack] %s\n' "$*" >&2; }
+# With the seconds since the script started, so a CI log shows where a cold run spends its time.
+log() { printf '[stack %ds] %s\n' "$SECONDS" "$*" >&2; }
 die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }
 
 # The supervisor (testbed/stack, binary hb-stack), built when missing or
