@@ -133,6 +133,8 @@ spec:
     env: [{name: FAIL_AFTER_SECONDS, value: "2"}]
     livenessProbe:
       httpGet: {port: 8080, path: /healthz}
+      # Listening by then: the failures are the app's 500s.
+      initialDelaySeconds: 3
       periodSeconds: 1
       failureThreshold: 2
 "#,

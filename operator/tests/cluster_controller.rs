@@ -21,6 +21,8 @@ use heartbeat_e2e::status::{condition, count, eventually, member};
 use heartbeat_e2e::{PrivateKafka, Stack, TestNamespace, TestTopic};
 use serde_json::Value;
 
+/// The injected sidecar container, as the restart guard names it.
+const SIDECAR: &str = heartbeat_crds::sidecar_contract::CONTAINER_NAME;
 const BIN: &str = env!("CARGO_BIN_EXE_heartbeat-operator");
 /// The bound of every wait: generous, a slow machine is not a failure.
 const T: Duration = Duration::from_secs(120);
@@ -209,6 +211,10 @@ impl Case {
 
     /// SIGSTOPs the heartbeat sidecar of `pod` (its whole process group); returns its pid.
     fn freeze_sidecar(&self, pod: &str) -> i32 {
+        self.ns.expect_restarts(
+            SIDECAR,
+            "frozen with SIGSTOP: its liveness probe fails and the node restarts it",
+        );
         let pid = self.stack.container_pid(&self.ns.name, pod, "heartbeat");
         assert!(signal(&format!("-{pid}"), "STOP"), "SIGSTOP {pid}");
         pid
@@ -323,6 +329,8 @@ async fn a_sigtermed_sidecar_raises_no_alarm_and_comes_back_up() {
     let before = case
         .ns
         .kubectl(&["get", "pod", &pod, "-o", &format!("jsonpath={restarts}")]);
+    case.ns
+        .expect_restarts(SIDECAR, "stopped with SIGTERM by the test");
     let pid = case.stack.container_pid(&case.ns.name, &pod, "heartbeat");
     assert!(signal(&pid.to_string(), "TERM"), "SIGTERM {pid}");
     case.ns
@@ -969,6 +977,8 @@ async fn each_pod_signs_only_for_itself_replays_are_refused_and_rotation_needs_n
     let key_two = format!("{program_two}_heartbeat");
     let (sent, sig, _) = newest_beat(&case, &key_two, 0).await;
     assert!(sig.is_some(), "the sidecar's beats are signed");
+    case.ns
+        .expect_restarts(SIDECAR, "frozen with SIGSTOP: its liveness probe fails");
     let frozen = case.stack.container_pid(&case.ns.name, "two", "heartbeat");
     assert!(signal(&frozen.to_string(), "STOP"), "SIGSTOP {frozen}");
     let mut beat: Value = serde_json::from_str(&sent).expect("beat json");
@@ -1039,6 +1049,8 @@ async fn each_pod_signs_only_for_itself_replays_are_refused_and_rotation_needs_n
             let before =
                 case.ns
                     .kubectl(&["get", "pod", "one", "-o", &format!("jsonpath={restarts}")]);
+            case.ns
+                .expect_restarts(SIDECAR, "stopped with SIGTERM by the test");
             let pid = case.stack.container_pid(&case.ns.name, "one", "heartbeat");
             assert!(signal(&pid.to_string(), "TERM"), "SIGTERM {pid}");
             case.ns

@@ -69,8 +69,8 @@ pub struct Worker {
     message: Option<String>,
     /// The status last written, to skip writes that change nothing.
     reported: Option<serde_json::Value>,
-    /// Writes the pod's Events (failed probes, probe kills), as the kubelet's.
-    recorder: Recorder,
+    /// Who writes the pod's Events (failed probes, probe kills), as the kubelet's.
+    reporter: Reporter,
 }
 
 const TICK: Duration = Duration::from_millis(250);
@@ -115,15 +115,11 @@ impl Worker {
         for c in spec.containers {
             ctrs.push(Ctr::new(c, Kind::App, &dir));
         }
-        let recorder = Recorder::new(
-            client.clone(),
-            Reporter {
+        Worker {
+            reporter: Reporter {
                 controller: "process-node".into(),
                 instance: Some(node.name.clone()),
             },
-        );
-        Worker {
-            recorder,
             volumes: PodVolumes::new(client.clone(), dir.clone()),
             client,
             restart_policy: RestartPolicy::of_pod(pod.spec.as_ref()),
@@ -532,7 +528,11 @@ impl Worker {
             _ => "containers",
         };
         reference.field_path = Some(format!("spec.{list}{{{container}}}"));
-        let recorder = self.recorder.clone();
+        // A Recorder of its own for each Event: a shared one folds every
+        // later failure of the container into the first Event's series,
+        // which keeps the first message, and each failure's cause is what
+        // a reader needs (the kubelet folds only identical messages).
+        let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
         tokio::spawn(async move {
             if let Err(e) = recorder.publish(&event, &reference).await {
                 tracing::warn!(%pod, error = %e, reason = %event.reason, "cannot publish an Event");
