@@ -26,10 +26,11 @@ fn container_of(field_path: &str) -> Option<&str> {
 }
 
 /// What, in the pods and Events of `namespace` (as JSON lists), a product
-/// container not in `allowed` went through: restarts, liveness (or
-/// startup) probe failures and probe kills. Readiness failures are not
-/// counted: being not ready is how a container says it is starting or
-/// cut off, and tests check readiness where it matters.
+/// container not in `allowed` went through: restarts, liveness probe
+/// failures and probe kills (liveness or startup). A readiness or startup
+/// probe failing is not counted: not ready, or not started yet, is how a
+/// container says it is starting or cut off (a startup probe that runs out
+/// is a kill, counted), and tests check readiness where it matters.
 pub fn unexplained(pods: &Value, events: &Value, allowed: &[String]) -> Vec<String> {
     let watched =
         |name: &str| PRODUCT_CONTAINERS.contains(&name) && !allowed.iter().any(|a| a == name);
@@ -52,8 +53,7 @@ pub fn unexplained(pods: &Value, events: &Value, allowed: &[String]) -> Vec<Stri
     for e in events["items"].as_array().into_iter().flatten() {
         let reason = e["reason"].as_str().unwrap_or_default();
         let message = e["message"].as_str().unwrap_or_default();
-        let probe_failure = reason == "Unhealthy"
-            && (message.starts_with("Liveness") || message.starts_with("Startup"));
+        let probe_failure = reason == "Unhealthy" && message.starts_with("Liveness");
         if !(probe_failure || reason == "Killing") {
             continue;
         }
@@ -124,6 +124,8 @@ mod tests {
         assert_eq!(unexplained(NONE, &killed, &[]).len(), 1);
         let not_ready = events("Unhealthy", "Readiness probe failed: 503", "operator");
         assert!(unexplained(NONE, &not_ready, &[]).is_empty());
+        let starting = events("Unhealthy", "Startup probe failed: Get ...", "operator");
+        assert!(unexplained(NONE, &starting, &[]).is_empty());
         let app = events("Unhealthy", "Liveness probe failed: Get ...", "app");
         assert!(unexplained(NONE, &app, &[]).is_empty());
     }

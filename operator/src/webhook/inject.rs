@@ -351,6 +351,9 @@ fn value_env(name: &str, value: impl Into<String>) -> EnvVar {
     }
 }
 
+/// How long the sidecar has to serve its port (1 s probes).
+const SIDECAR_STARTUP_SECONDS: i32 = 30;
+
 fn http_probe(path: &str) -> Probe {
     Probe {
         http_get: Some(HTTPGetAction {
@@ -461,6 +464,14 @@ pub fn sidecar_container(
         ),
         restart_policy: defaults.native_sidecar.then(|| "Always".to_string()),
         // No readinessProbe: a Kafka outage must never take the app out of its Service.
+        // A startup probe (as Istio's proxy has) so the first liveness
+        // probe finds the port open, and, the sidecar being native, the
+        // app starts once it serves.
+        startup_probe: Some(Probe {
+            period_seconds: Some(1),
+            failure_threshold: Some(SIDECAR_STARTUP_SECONDS),
+            ..http_probe("/livez")
+        }),
         liveness_probe: Some(Probe {
             period_seconds: Some(10),
             failure_threshold: Some(3),
@@ -906,6 +917,14 @@ mod tests {
             .expect("livez");
         assert_eq!(live.path.as_deref(), Some("/livez"));
         assert_eq!(live.port, IntOrString::Int(9190));
+        // Liveness starts once the port serves: no restart of a slow start.
+        let startup = s.startup_probe.as_ref().expect("a startupProbe");
+        assert_eq!(
+            startup.http_get.as_ref().and_then(|h| h.path.as_deref()),
+            Some("/livez")
+        );
+        assert_eq!(startup.period_seconds, Some(1));
+        assert_eq!(startup.failure_threshold, Some(SIDECAR_STARTUP_SECONDS));
         let env = env_of(s);
         let names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(

@@ -266,7 +266,9 @@ impl Worker {
             let c = &self.ctrs[i];
             match c.kind {
                 Kind::App => continue,
-                Kind::Sidecar if c.running() => continue,
+                // As the kubelet: the next container waits for a native
+                // sidecar's startup probe (started is true without one).
+                Kind::Sidecar if c.running() && c.started => continue,
                 Kind::Init if c.exit_code() == Some(0) => continue,
                 Kind::Init
                     if c.exit_code().is_some() && self.restart_policy == RestartPolicy::Never =>
@@ -281,7 +283,7 @@ impl Worker {
                 self.start(i).await;
             }
             let c = &self.ctrs[i];
-            if !(c.kind == Kind::Sidecar && c.running()) {
+            if !(c.kind == Kind::Sidecar && c.running() && c.started) {
                 return InitProgress::Waiting;
             }
         }
