@@ -410,3 +410,55 @@ spec:
     ]));
     assert!(!livez.is_empty());
 }
+
+/// The pod bridge's MAC address in the stack's namespace.
+fn bridge_mac(stack: &Stack) -> String {
+    let netns = stack.env.netns.clone().expect("HB_STACK_NETNS");
+    let out = run_ok(std::process::Command::new("ip").args([
+        "-n",
+        &netns,
+        "-br",
+        "link",
+        "show",
+        heartbeat_testbed::network::BRIDGE,
+    ]));
+    out.split_whitespace()
+        .nth(2)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Rule (issue 25, the probe timeouts' root cause): the pods' gateway keeps
+/// one MAC address while pods come and go. A bridge left to itself takes
+/// the lowest MAC of its ports, so when that pod went, every pod that had
+/// cached the old one lost its replies to the node (probes timed out for
+/// tens of seconds, kept stale by TCP's own confirmations).
+#[test]
+fn the_pod_gateways_mac_stays_put_while_pods_come_and_go() {
+    let stack = Stack::get();
+    let ns = TestNamespace::create(stack, "net-mac");
+    let pod = |name: &str| {
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\n\
+             spec: {{terminationGracePeriodSeconds: 1, containers: [{{name: app, image: demo/http}}]}}\n"
+        )
+    };
+    let before = bridge_mac(stack);
+    for name in ["a", "b", "c"] {
+        ns.apply(&pod(name));
+    }
+    for name in ["a", "b", "c"] {
+        ns.wait_pod_phase(name, "Running", T);
+    }
+    let with_pods = bridge_mac(stack);
+    ns.kubectl(&["delete", "pod", "a", "b", "c", "--wait=true"]);
+    ns.apply(&pod("d"));
+    ns.wait_pod_phase("d", "Running", T);
+    let after = bridge_mac(stack);
+    assert!(!before.is_empty(), "no MAC read for the bridge");
+    assert_eq!(
+        (with_pods.as_str(), after.as_str()),
+        (before.as_str(), before.as_str()),
+        "the bridge's MAC changed as pods came and went"
+    );
+}

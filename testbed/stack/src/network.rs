@@ -71,6 +71,11 @@ impl StackNet {
     pub fn pod_gateway(&self) -> Ipv4Addr {
         Ipv4Addr::new(10, 192 + self.index, 0, 1)
     }
+    /// The bridge's MAC address, fixed (see [`create`]): locally
+    /// administered, unicast, one per stack.
+    pub fn bridge_mac(&self) -> String {
+        format!("02:68:62:00:00:{:02x}", self.index)
+    }
     /// Whether `addr` lies in what this stack made: its /30 or its pod network.
     pub fn owns(&self, addr: Ipv4Addr) -> bool {
         let [a, b, c, d] = addr.octets();
@@ -267,7 +272,22 @@ fn build(net: &StackNet) -> Result<(), Error> {
         ],
     )?;
     in_ns(net, &["link", "set", TRANSIT_LINK, "up"])?;
-    in_ns(net, &["link", "add", BRIDGE, "type", "bridge"])?;
+    // A fixed address: a bridge left to itself takes the lowest address of
+    // its ports and changes it when that pod goes, and pods that cached the
+    // old one as their gateway's lose their replies to the node (probes time
+    // out) while TCP traffic keeps confirming the stale entry.
+    in_ns(
+        net,
+        &[
+            "link",
+            "add",
+            BRIDGE,
+            "address",
+            &net.bridge_mac(),
+            "type",
+            "bridge",
+        ],
+    )?;
     in_ns(
         net,
         &[
@@ -419,6 +439,15 @@ mod tests {
         for bad in ["3", "x 1", "3 1 2", "99 1"] {
             assert_eq!(parse_record(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn the_bridge_mac_is_unicast_locally_administered_and_per_stack() {
+        let mac = StackNet { index: 3 }.bridge_mac();
+        let first = u8::from_str_radix(&mac[..2], 16).expect("hex");
+        assert_eq!(first & 1, 0, "unicast: {mac}");
+        assert_eq!(first & 2, 2, "locally administered: {mac}");
+        assert_ne!(mac, StackNet { index: 4 }.bridge_mac());
     }
 
     #[test]
