@@ -30,7 +30,7 @@ bench_stack_up() {
 }
 
 bench_stop() {
-	[ -z "${operator:-}" ] || { kill "$operator" 2>/dev/null; wait "$operator" 2>/dev/null || true; }
+	[ -z "${operator:-}" ] || { kill "$operator" 2>/dev/null || true; wait "$operator" 2>/dev/null || true; }
 	e2e/stack down >/dev/null 2>&1 || true
 	rm -rf "${work:?}"
 }
