@@ -295,13 +295,12 @@ impl Ctr {
             probe,
             why: why.clone(),
         };
-        // Until the startup probe passes, it is the only probe that runs.
+        // Until the startup probe passes, it is the only probe that runs
+        // (`started` is set at start when there is none).
         if !self.started {
-            let Some(startup) = &mut self.startup else {
-                self.started = true;
-                return notices;
-            };
-            if let Some(run) = startup.check(&self.spec, &entry, since, now).await {
+            if let Some(startup) = &mut self.startup
+                && let Some(run) = startup.check(&self.spec, &entry, since, now).await
+            {
                 if let Some(why) = &run.failure {
                     notices.push(unhealthy(ProbeKind::Startup, why));
                 }

@@ -194,7 +194,7 @@ pub struct Run {
     pub verdict: Option<Verdict>,
 }
 
-/// One probe (liveness or readiness) of one container, with the kubelet's
+/// One probe (startup, liveness or readiness) of one container, with the kubelet's
 /// bookkeeping: when it is next due, and how many passes or failures in a
 /// row it has seen.
 #[derive(Debug, Clone)]
