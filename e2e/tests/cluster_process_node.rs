@@ -202,7 +202,6 @@ spec:
   - name: app
     image: demo/http
     # Its liveness probe would pass; the startup probe asks a closed port.
-    # Over 8 s: a new pod's first second or so can time out (see e2e/README).
     startupProbe:
       httpGet: {port: 8081, path: /healthz}
       periodSeconds: 2

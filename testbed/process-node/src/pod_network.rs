@@ -97,6 +97,16 @@ impl PodNetwork {
         }
     }
 
+    /// The pod's MAC address, made from its IP as the CNI bridge plugin
+    /// does (`0a:58:` and the four octets): a freed address is reused by
+    /// the next pod, and with a new random MAC the node's neighbour entry
+    /// for it (reachable for up to 45 s) would send the pod's first
+    /// probes and connections to the gone pod's link, so they time out.
+    pub fn mac(&self) -> String {
+        let [a, b, c, d] = self.ip.octets();
+        format!("0a:58:{a:02x}:{b:02x}:{c:02x}:{d:02x}")
+    }
+
     /// The path `setns` takes.
     pub fn netns_path(&self) -> PathBuf {
         PathBuf::from(NETNS_DIR).join(&self.netns)
@@ -110,6 +120,7 @@ impl PodNetwork {
         let cidr = format!("{}/{}", self.ip, cfg.prefix_len);
         let gw = cfg.gateway.to_string();
         let ns = self.netns.as_str();
+        let mac = self.mac();
         let steps: [&[&str]; 7] = [
             &["netns", "add", ns],
             &[
@@ -121,6 +132,8 @@ impl PodNetwork {
                 "peer",
                 "name",
                 "eth0",
+                "address",
+                &mac,
                 "netns",
                 ns,
             ],
@@ -196,6 +209,19 @@ mod tests {
         let pod = PodNetwork::plan(&cfg, 65530);
         assert_eq!(pod.netns, "hbs2-p65530");
         assert!(pod.host_link.len() <= 15, "{}", pod.host_link);
+    }
+
+    #[test]
+    fn a_pods_mac_is_unicast_locally_administered_and_follows_its_address() {
+        let cfg = cfg();
+        let pod = PodNetwork::plan(&cfg, 300);
+        assert_eq!(pod.mac(), "0a:58:0a:c2:01:2e");
+        let first = u8::from_str_radix(&pod.mac()[..2], 16).expect("hex");
+        assert_eq!(first & 1, 0, "unicast");
+        assert_eq!(first & 2, 2, "locally administered");
+        // The next pod in the slot gets the same one; another slot another.
+        assert_eq!(PodNetwork::plan(&cfg, 300).mac(), pod.mac());
+        assert_ne!(PodNetwork::plan(&cfg, 301).mac(), pod.mac());
     }
 
     #[test]
