@@ -167,6 +167,27 @@ impl Beat {
     /// field of the wrong type (a foreign producer writing a float counter)
     /// is dropped and reported, and the rest of the beat kept.
     pub fn parse_lenient(value: &[u8]) -> Result<LenientBeat, Error> {
+        // The fast path, straight into the struct (no JSON tree, unknown
+        // fields skipped): what every well-formed beat takes. Anything it
+        // refuses (a wrong type, a duplicate field, no timestamp, not JSON)
+        // is judged field by field below, so the verdict is the same.
+        if value.len() <= MAX_VALUE_BYTES
+            && let Ok(text) = std::str::from_utf8(value)
+            && let Ok(beat) = serde_json::from_str::<Beat>(text)
+        {
+            return Ok(LenientBeat {
+                beat,
+                dropped: Vec::new(),
+            });
+        }
+        Beat::parse_lenient_by_field(value)
+    }
+
+    /// The lenient parse one field at a time, for values the fast path
+    /// refused. Public for the tests and the fuzz target that hold the two
+    /// paths to the same verdict.
+    #[doc(hidden)]
+    pub fn parse_lenient_by_field(value: &[u8]) -> Result<LenientBeat, Error> {
         let mut object = Beat::parse_object(value)?;
         let mut dropped = Vec::new();
         // Each round drops the top-level field serde stopped at; there are

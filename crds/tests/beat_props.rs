@@ -113,6 +113,28 @@ proptest! {
         let _ = Beat::parse(s.as_bytes());
     }
 
+    /// Rule: the lenient parser's fast path (straight into the struct)
+    /// judges every value as the field-by-field path does: the same beat,
+    /// the same dropped fields, the same error.
+    #[test]
+    fn the_fast_path_agrees_with_the_field_by_field_parse(
+        s in r#"\{("(timestamp|seq|interval_secs|phase|app|sidecar|pod|monitor|n_bytes_read|[a-z_]{1,12})":("2026-11-22T23:14:51Z"|"[^"]{0,20}"|-?[0-9]{1,25}|[0-9]\.5|\{\}|\{"status":"ok"\}|\[\]|null|true),?){0,8}\}"#
+    ) {
+        prop_assert_eq!(
+            Beat::parse_lenient(s.as_bytes()),
+            Beat::parse_lenient_by_field(s.as_bytes())
+        );
+    }
+
+    #[test]
+    fn well_formed_beats_take_the_fast_path_to_the_same_beat(b in beat()) {
+        let bytes = b.render().expect("render");
+        prop_assert_eq!(
+            Beat::parse_lenient(&bytes),
+            Beat::parse_lenient_by_field(&bytes)
+        );
+    }
+
     #[test]
     fn parse_of_render_is_identity(b in beat()) {
         let bytes = b.render().expect("render");

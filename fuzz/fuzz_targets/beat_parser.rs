@@ -2,8 +2,9 @@
 //! message on a monitored topic, from any producer, so no value or key may
 //! panic it. Where they hold, the parsers' promises are checked too: the
 //! lenient parser accepts whatever the strict one does and drops nothing
-//! then, and a beat either parser returns renders to a value both read back
-//! as the same beat (timestamps to the microsecond, the precision rendered).
+//! then, its fast path agrees with its field-by-field one, and a beat
+//! either parser returns renders to a value both read back as the same
+//! beat (timestamps to the microsecond, the precision rendered).
 #![no_main]
 
 use heartbeat_crds::beat::{Beat, MAX_VALUE_BYTES, format_timestamp, parse_timestamp};
@@ -27,6 +28,12 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(l) = &lenient {
         round_trip(&l.beat);
     }
+    // The fast path gives the field-by-field path's verdict.
+    assert_eq!(
+        lenient,
+        Beat::parse_lenient_by_field(data),
+        "the lenient parser's two paths disagree"
+    );
 
     // A message as the consumer gets it: the first byte says where the key ends.
     if let Some((&split, rest)) = data.split_first() {
