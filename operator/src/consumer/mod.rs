@@ -5,6 +5,7 @@
 //! topic; it commits no offsets.
 
 pub mod health;
+mod intake;
 pub mod settings;
 mod task;
 

@@ -6,20 +6,18 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use heartbeat_crds::Beat;
-use heartbeat_crds::signing::{self, Verdict};
+use futures::{FutureExt, StreamExt};
 use jiff::{SignedDuration, Timestamp};
-use kube::runtime::reflector::ObjectRef;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::{BlindKind, Health, Shared, lock};
-use crate::membership::table::{Incoming, Recorded};
-use crate::metrics::{ConsumerLabels, FieldLabels, RejectLabels, TopicLabels};
+use super::intake::{self, RejectLog, TopicCounters};
+use super::{BlindKind, Health, Shared};
+use crate::metrics::ConsumerLabels;
 
 /// How often health and lag are checked: also how far behind the present
 /// the confirmed end of the topic lags, so how late a Stale is declared
@@ -28,8 +26,9 @@ use crate::metrics::{ConsumerLabels, FieldLabels, RejectLabels, TopicLabels};
 const CHECK_EVERY: Duration = Duration::from_millis(500);
 /// Timeout of one metadata, offsets or watermark request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// Rejections of one reason are logged at most this often.
-const LOG_EVERY: Duration = Duration::from_secs(10);
+/// At most this many messages are attributed at once (one lock of each
+/// monitor's table): what librdkafka has already fetched, never waited for.
+const BATCH: usize = 1024;
 
 type Blind = (BlindKind, String);
 
@@ -269,6 +268,9 @@ async fn read(
     let mut parts = partitions(c, &topic).await?;
     describe_retention(shared).await;
     let mut log = RejectLog::default();
+    let counters = TopicCounters::new(shared);
+    let mut stream = c.stream();
+    let mut batch = Vec::with_capacity(BATCH);
     let mut check = tokio::time::interval(CHECK_EVERY);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut checks = 0u32;
@@ -300,10 +302,25 @@ async fn read(
                         continue 'seek;
                     }
                 }
-                m = c.recv() => match m {
-                    Ok(msg) => {
-                        next.insert(msg.partition(), msg.offset() + 1);
-                        intake(shared, &msg, caught_up, &mut log);
+                m = stream.next() => match m {
+                    Some(Ok(first)) => {
+                        // And whatever else is already fetched, up to a batch.
+                        batch.push(first);
+                        while batch.len() < BATCH {
+                            match stream.next().now_or_never() {
+                                Some(Some(Ok(msg))) => batch.push(msg),
+                                Some(Some(Err(e))) => {
+                                    log.error(&shared.key, &e);
+                                    break;
+                                }
+                                _ => break,
+                            }
+                        }
+                        for msg in &batch {
+                            next.insert(msg.partition(), msg.offset() + 1);
+                        }
+                        intake::batch(shared, &batch, caught_up, &counters, &mut log);
+                        batch.clear();
                         // Confirmed the moment the last check's watermarks
                         // are passed, not at the next check: silence is
                         // judged only up to here, so this is how soon a
@@ -320,7 +337,9 @@ async fn read(
                     }
                     // Transport errors come here too; the periodic check
                     // decides whether the topic can still be read.
-                    Err(e) => log.error(&shared.key, &e),
+                    Some(Err(e)) => log.error(&shared.key, &e),
+                    // The stream of a live consumer does not end.
+                    None => return Err((BlindKind::Broker, "the consumer's stream ended".into())),
                 },
                 _ = check.tick() => {
                     checks += 1;
@@ -428,145 +447,5 @@ fn lag_labels(shared: &Shared) -> ConsumerLabels {
     ConsumerLabels {
         topic: shared.key.topic.clone(),
         bootstrap: shared.key.bootstrap().to_string(),
-    }
-}
-
-/// Attributes one message to the monitors reading through this consumer.
-/// `caught_up`: the seek epoch the consumer has caught up with; a monitor
-/// waiting for a later one is not woken (its replay is not news).
-fn intake(shared: &Shared, msg: &BorrowedMessage<'_>, caught_up: Option<u64>, log: &mut RejectLog) {
-    let topic = &shared.key.topic;
-    let m = &shared.metrics;
-    let reject = |reason: &str| {
-        m.beats_rejected
-            .get_or_create(&RejectLabels {
-                topic: topic.clone(),
-                reason: reason.to_string(),
-            })
-            .inc();
-    };
-    let (program_id, lenient) = match Beat::parse_message(msg.key(), msg.payload()) {
-        Ok(p) => p,
-        Err(e) => {
-            reject(e.metric_label());
-            log.reject(&shared.key, e.metric_label(), || e.to_string());
-            return;
-        }
-    };
-    for d in &lenient.dropped {
-        m.beat_fields_dropped
-            .get_or_create(&FieldLabels {
-                topic: topic.clone(),
-                field: d.field.clone(),
-            })
-            .inc();
-    }
-    let broker_time = msg
-        .timestamp()
-        .to_millis()
-        .and_then(|ms| Timestamp::from_millisecond(ms).ok());
-    let incoming = Incoming {
-        program_id: &program_id,
-        beat: &lenient.beat,
-        broker_time,
-        position: Some((msg.partition(), msg.offset())),
-    };
-    let now = Timestamp::now();
-    let mut recorded = false;
-    let mut unattributed = None;
-    let subs = match shared.subscribers.read() {
-        Ok(s) => s,
-        Err(p) => p.into_inner(),
-    };
-    let signature = msg.headers().and_then(|h| {
-        h.iter()
-            .find(|h| h.key == signing::HEADER)
-            .and_then(|h| h.value)
-    });
-    let mut refused = None;
-    // The key a beat is signed with is its pod's: derived from the uid it names.
-    let pod_uid = lenient.beat.pod.as_ref().and_then(|p| p.uid.as_deref());
-    for s in subs.iter() {
-        // A monitor with signing on sees only what its pods' keys signed;
-        // the same message may still count for a monitor without signing.
-        let verdict = match s.signing.read() {
-            Ok(g) => g.as_ref().map(|master| match master.get() {
-                Some(loaded) => loaded.ring.check(
-                    pod_uid,
-                    msg.key().unwrap_or_default(),
-                    msg.payload().unwrap_or_default(),
-                    signature,
-                ),
-                None => Verdict::Forged,
-            }),
-            Err(p) => p.get_ref().as_ref().map(|_| Verdict::Forged),
-        };
-        if let Some(reason) = verdict.and_then(Verdict::rejection) {
-            refused = refused.or(Some(reason));
-            continue;
-        }
-        match lock(&s.table).record(&incoming, now) {
-            Recorded::Member { revived, skewed } => {
-                recorded = true;
-                if skewed {
-                    m.beats_skewed
-                        .get_or_create(&TopicLabels {
-                            topic: topic.clone(),
-                        })
-                        .inc();
-                }
-                if revived
-                    && caught_up.is_some_and(|e| e >= s.epoch)
-                    && !s.wake_pending.swap(true, Ordering::Relaxed)
-                {
-                    let _ = shared
-                        .waker
-                        .send(ObjectRef::new(&s.id.name).within(&s.id.namespace));
-                }
-            }
-            Recorded::Departed => recorded = true,
-            Recorded::Unattributed(reason) => unattributed = unattributed.or(Some(reason)),
-            Recorded::NotMine => {}
-        }
-    }
-    if recorded {
-        m.beats_consumed
-            .get_or_create(&TopicLabels {
-                topic: topic.clone(),
-            })
-            .inc();
-    } else {
-        let reason = refused.or(unattributed).unwrap_or("no_monitor");
-        reject(reason);
-        log.reject(&shared.key, reason, || {
-            format!("beat of {program_id:?} matches no member")
-        });
-    }
-}
-
-/// Logs rejections and consumer errors at a bounded rate.
-#[derive(Default)]
-struct RejectLog {
-    last: HashMap<&'static str, (Instant, u64)>,
-}
-
-impl RejectLog {
-    fn reject(
-        &mut self,
-        key: &super::ConsumerKey,
-        reason: &'static str,
-        why: impl FnOnce() -> String,
-    ) {
-        let now = Instant::now();
-        let e = self.last.entry(reason).or_insert((now - LOG_EVERY * 2, 0));
-        e.1 += 1;
-        if now.duration_since(e.0) >= LOG_EVERY {
-            tracing::warn!(consumer = %key, reason, count = e.1, example = %why(), "rejected beats");
-            *e = (now, 0);
-        }
-    }
-
-    fn error(&mut self, key: &super::ConsumerKey, err: &KafkaError) {
-        self.reject(key, "consumer_error", || err.to_string());
     }
 }
