@@ -438,6 +438,23 @@ fn observe(ctx: &Context, id: &MonitorId, tracked: &Tracked, rows: &[Row], silen
     *series = now_exported;
 }
 
+/// Whether the Ready condition changed (caught up, lost sight, a Secret
+/// fixed): such news is written at once, not held for the write slot; a
+/// new leader's first correct status, above all, must not wait a minute
+/// after its replay.
+fn readiness_changed(
+    last: &heartbeat_crds::HeartbeatMonitorStatus,
+    desired: &heartbeat_crds::HeartbeatMonitorStatus,
+) -> bool {
+    let ready = |s: &heartbeat_crds::HeartbeatMonitorStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .map(|c| (c.status.clone(), c.reason.clone()))
+    };
+    ready(last) != ready(desired)
+}
+
 /// Writes `desired` through the status subresource (server-side apply)
 /// when it differs from the last write and an interval has passed since;
 /// returns when a held-back write may go.
@@ -456,7 +473,7 @@ async fn write_status(
         if *last == desired {
             return Ok(None);
         }
-        if now < *at + hold {
+        if now < *at + hold && !readiness_changed(last, &desired) {
             return Ok(Some(*at + hold));
         }
     }
@@ -516,6 +533,32 @@ mod tests {
         );
         // A clock ahead of ours is not trusted past our own start.
         assert_eq!(sight_floor(&status("True", 500), at(100)), at(100));
+    }
+
+    /// Rule (issue 20): a change of Ready (caught up, above all) is
+    /// written at once; anything else waits for the write slot.
+    #[test]
+    fn only_a_change_of_ready_skips_the_write_slot() {
+        let status = |ready: &str, reason: &str, up: u32| -> HeartbeatMonitorStatus {
+            serde_json::from_value(json!({"up": up, "conditions": [{
+                "type": "Ready", "status": ready, "reason": reason, "message": "m",
+                "lastTransitionTime": "2026-12-06T00:00:00Z",
+            }]}))
+            .expect("status")
+        };
+        let catching_up = status("False", "CatchingUp", 0);
+        assert!(readiness_changed(
+            &catching_up,
+            &status("True", "Reading", 1000)
+        ));
+        assert!(readiness_changed(
+            &catching_up,
+            &status("False", "BrokerUnavailable", 0)
+        ));
+        assert!(!readiness_changed(
+            &status("True", "Reading", 999),
+            &status("True", "Reading", 1000)
+        ));
     }
 
     fn key() -> ConsumerKey {
