@@ -11,7 +11,7 @@
 
 bench_stack_up() {
 	e2e/stack install
-	cargo build -q --release -p heartbeat-operator
+	[ -n "${HB_BENCH_NO_BUILD:-}" ] || cargo build -q --release -p heartbeat-operator
 	cargo build -q --release -p heartbeat-e2e --bin admission-load
 	cargo build -q -p heartbeat-process-node
 	export HB_STACK_DIR=${HB_BENCH_STACK_DIR:-$repo/target/bench-stack}
