@@ -21,7 +21,42 @@ pub struct Availability {
     gaps: VecDeque<(Timestamp, Timestamp)>,
 }
 
+/// An [`Availability`] as a checkpoint keeps it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AvailabilityRecord {
+    pub observed_from: Option<Timestamp>,
+    pub last_beat: Option<Timestamp>,
+    pub gaps: Vec<(Timestamp, Timestamp)>,
+}
+
 impl Availability {
+    /// What a checkpoint keeps.
+    pub fn record(&self) -> AvailabilityRecord {
+        AvailabilityRecord {
+            observed_from: self.observed_from,
+            last_beat: self.last_beat,
+            gaps: self.gaps.iter().copied().collect(),
+        }
+    }
+
+    /// Back from a checkpoint: at most [`MAX_GAPS`] gaps, in order, none
+    /// after `now` (a checkpoint is input like any other).
+    pub fn from_record(r: &AvailabilityRecord, now: Timestamp) -> Availability {
+        let mut gaps: Vec<(Timestamp, Timestamp)> = r
+            .gaps
+            .iter()
+            .copied()
+            .filter(|(from, to)| from <= to && *to <= now)
+            .collect();
+        gaps.sort();
+        let keep_from = gaps.len().saturating_sub(MAX_GAPS);
+        Availability {
+            observed_from: r.observed_from.filter(|t| *t <= now),
+            last_beat: r.last_beat.filter(|t| *t <= now),
+            gaps: gaps.split_off(keep_from).into(),
+        }
+    }
+
     /// Starts observing at `at` (for a member that has not beaten yet).
     pub fn observe_from(&mut self, at: Timestamp) {
         if self.observed_from.is_none() {

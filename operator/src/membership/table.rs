@@ -592,5 +592,8 @@ impl Table {
     }
 }
 
+mod checkpoint;
+pub use checkpoint::{MemberRecord, TableRecord};
+
 #[cfg(test)]
 mod tests;

@@ -832,3 +832,128 @@ fn a_signed_beat_far_from_the_broker_time_is_refused() {
         ));
     }
 }
+
+/// A program's beat at `at` with `seq` of a sidecar run started at 0.
+fn program_beat(id: &str, at: i64, seq: u64) -> Beat {
+    let mut b = Beat::at(t(at));
+    b.program_id = Some(id.into());
+    b.seq = Some(seq);
+    b.interval_secs = Some(10);
+    b.sidecar = Some(BeatSidecar {
+        version: "0.1.0".into(),
+        started_at: t(0),
+        undelivered: 0,
+    });
+    b
+}
+
+fn states(tb: &Table) -> Vec<(String, MemberState)> {
+    let mut v: Vec<_> = tb
+        .members()
+        .map(|m| (m.program_id.clone(), m.judgement.state))
+        .collect();
+    v.sort_by(|x, y| x.0.cmp(&y.0));
+    v
+}
+
+/// Rule (issue 20, checkpoints): a table restored from a checkpoint judges
+/// every member as the table it was taken from, keeps its availability and
+/// refuses the same replays; through a JSON round trip, as it is stored.
+#[test]
+fn a_restored_table_judges_as_the_original_and_refuses_the_same_replays() {
+    let mut a = table(Some(&["etl"]));
+    a.sync_pods([pod("a", Some(0)), pod("b", Some(0))], t(0));
+    record(&mut a, &sidecar_beat("a", 5), 5);
+    record(&mut a, &program_beat("etl", 6, 1), 6);
+    record(&mut a, &program_beat("etl", 30, 2), 30);
+    record(&mut a, &program_beat("adhoc", 28, 7), 28);
+    a.evaluate(t(40), None);
+
+    let json = serde_json::to_string(&a.checkpoint()).expect("serializes");
+    let cp: TableRecord = serde_json::from_str(&json).expect("parses");
+    // As a new leader: pods listed, the checkpoint loaded, then sight
+    // from the checkpoint's `since` (the replay continues from it).
+    let mut b = Table::new(a.id.clone(), a.settings.clone(), t(40));
+    b.sync_pods([pod("a", Some(0)), pod("b", Some(0))], t(40));
+    assert_eq!(b.restore(&cp, t(40)), 3, "a, etl and adhoc beat");
+    b.set_view(sighted(cp.sighted_since.expect("sighted")));
+    b.evaluate(t(40), None);
+    assert_eq!(states(&b), states(&a));
+    assert_eq!(b.last_beat, a.last_beat);
+    for id in ["etl", "adhoc"] {
+        let ratio = |tb: &mut Table| {
+            let s = tb.settings.clone();
+            tb.members
+                .get_mut(&MemberKey::Program(id.into()))
+                .and_then(|m| m.availability(t(40), &s))
+        };
+        assert_eq!(ratio(&mut b), ratio(&mut a), "availability of {id}");
+    }
+    // A new message repeating an old beat is refused by both.
+    let replay = |tb: &mut Table| {
+        tb.record(
+            &Incoming {
+                program_id: "etl",
+                beat: &program_beat("etl", 30, 2),
+                broker_time: Some(t(41)),
+                position: Some((0, 99)),
+            },
+            t(41),
+        )
+    };
+    assert_eq!(replay(&mut b), Recorded::Unattributed("replayed"));
+    assert_eq!(replay(&mut a), Recorded::Unattributed("replayed"));
+}
+
+/// Rule: a checkpoint never makes a member Up that its beats do not show:
+/// an old last beat is judged as old, a last beat from the future, an
+/// interval no monitor could set or oversized text drop the record, and
+/// unexpected programs stay within the cap.
+#[test]
+fn a_checkpoint_never_makes_a_member_up_its_beats_do_not_show() {
+    let mut a = table(Some(&["etl"]));
+    record(&mut a, &program_beat("etl", 5, 1), 5);
+    let good = a.checkpoint();
+    let etl = good.members[0].clone();
+
+    // Restored long after its last beat: Stale, as the topic shows.
+    let mut b = table(Some(&["etl"]));
+    assert_eq!(b.restore(&good, t(100)), 1);
+    b.evaluate(t(100), None);
+    assert_eq!(state_of(&b, "etl"), MemberState::Stale);
+
+    let mut hostile = good.clone();
+    hostile.members = vec![
+        MemberRecord {
+            last_beat: Some(t(10_000)),
+            ..etl.clone()
+        },
+        MemberRecord {
+            beat_interval_secs: Some(u32::MAX),
+            ..etl.clone()
+        },
+        MemberRecord {
+            program_id: "x".repeat(300),
+            ..etl.clone()
+        },
+        MemberRecord {
+            app_failing: Some("r".repeat(300)),
+            ..etl.clone()
+        },
+    ];
+    let mut c = table(Some(&["etl"]));
+    assert_eq!(c.restore(&hostile, t(20)), 0);
+    c.evaluate(t(20), None);
+    assert_ne!(state_of(&c, "etl"), MemberState::Up);
+
+    // Unexpected programs: at most max_seen (3) are taken.
+    let mut many = good.clone();
+    many.members = (0..10)
+        .map(|i| MemberRecord {
+            program_id: format!("seen-{i}"),
+            ..etl.clone()
+        })
+        .collect();
+    let mut d = table(Some(&["etl"]));
+    assert_eq!(d.restore(&many, t(20)), 3);
+}
