@@ -8,6 +8,7 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 use heartbeat_testbed::layout::default_stack_dir;
 
@@ -94,6 +95,42 @@ impl Drop for TestTopic {
         // The admin client polls on its own thread, so blocking here is fine.
         let _ = futures::executor::block_on(admin.delete_topics(&[&self.name], &opts));
     }
+}
+
+/// A history of `n` sidecar-like beats (about 560 bytes each) of 1,000
+/// programs (`program-NNNN`) on `topic`, produced as fast as the broker
+/// takes them.
+pub fn produce_history(bootstrap: &str, topic: &str, n: usize) {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "50")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .expect("producer");
+    for i in 0..n {
+        let key = format!("program-{:04}_heartbeat", i % 1000);
+        let value = format!(
+            r#"{{"timestamp":"2026-12-06T23:00:00.{:06}+00:00","schema":"heartbeat.dev/v1","program_id":"program-{:04}","seq":{i},"interval_secs":10,"phase":"running","app":{{"status":"ok"}},"n_messages_read":{i},"n_messages_processed":{i},"n_bytes_read":{i},"n_bytes_processed":{i},"n_messages_produced":{i},"n_bytes_produced":{i},"host":"host-{:03}","sidecar":{{"version":"0.1.0","started_at":"2026-12-06T21:00:00+00:00","undelivered":0}},"padding":"{}"}}"#,
+            i % 1_000_000,
+            i % 1000,
+            i % 1000,
+            "p".repeat(60)
+        );
+        let mut record = BaseRecord::to(topic).key(&key).payload(&value);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, r)) => {
+                    producer.poll(Duration::from_millis(10));
+                    record = r;
+                }
+            }
+        }
+    }
+    producer
+        .flush(Duration::from_secs(60))
+        .expect("the history is on the broker");
 }
 
 /// A consumer config reading from the beginning, in a group of its own, without commits.

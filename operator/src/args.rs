@@ -151,6 +151,16 @@ pub struct Args {
         default_value = "heartbeat-operator"
     )]
     pub consumer_group: String,
+    /// The compacted topic, on each monitor's brokers, where member tables
+    /// are checkpointed with the offsets they cover, so a new leader
+    /// replays only from there. Empty: no checkpoints (a new leader
+    /// replays `--history-seconds` of every topic).
+    #[arg(
+        long,
+        env = "HEARTBEAT_CHECKPOINT_TOPIC",
+        default_value = "heartbeat-operator.checkpoints"
+    )]
+    pub checkpoint_topic: String,
     /// Availability window, and how far back a restart reads the topic to
     /// rebuild it (where retention allows).
     #[arg(long, env = "HEARTBEAT_HISTORY_SECONDS", default_value_t = 86_400, value_parser = clap::value_parser!(u64).range(0..=30 * 86_400))]

@@ -199,6 +199,7 @@ fn controller_settings(args: &Args, master: keys::Master) -> controller::Control
         master_secret: format!("{}/{}", args.namespace, args.signing_secret),
         monitor_selector: args.monitor_selector.clone(),
         consumer_group: args.consumer_group.clone(),
+        checkpoint_topic: Some(args.checkpoint_topic.clone()).filter(|t| !t.is_empty()),
         identity: args.identity(),
         limits: membership::table::Limits {
             history: jiff::SignedDuration::from_secs(args.history_seconds as i64),

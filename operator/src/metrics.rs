@@ -106,6 +106,10 @@ pub struct Metrics {
     pub beats_skewed: Family<TopicLabels, Counter>,
     /// Messages behind the end of the topic, per consumer.
     pub consumer_lag: Family<ConsumerLabels, Gauge>,
+    /// Member-table checkpoints written (one per monitor per round).
+    pub checkpoints_written: Counter,
+    /// Tables restored from a checkpoint by a new consumer.
+    pub checkpoints_restored: Counter,
     /// Kafka consumers running.
     pub consumers: Gauge,
     /// Background tasks running (consumers and their upkeep).
@@ -185,6 +189,18 @@ impl Metrics {
         );
         let r = &mut registry;
         Metrics {
+            checkpoints_written: registered(
+                r,
+                "heartbeat_operator_checkpoints_written",
+                "Member-table checkpoints written, one per monitor per round",
+                Counter::default(),
+            ),
+            checkpoints_restored: registered(
+                r,
+                "heartbeat_operator_checkpoints_restored",
+                "Member tables a new consumer restored from a checkpoint",
+                Counter::default(),
+            ),
             beats_consumed: registered(
                 r,
                 "heartbeat_operator_beats_consumed",

@@ -13,7 +13,7 @@
 
 use std::time::{Duration, Instant};
 
-use heartbeat_e2e::kafka::{ExternalProgram, kcat_produce};
+use heartbeat_e2e::kafka::{ExternalProgram, kcat_produce, produce_history};
 use heartbeat_e2e::kube_env::install_crds;
 use heartbeat_e2e::operator::{Network, OperatorOptions, OperatorProcess};
 use heartbeat_e2e::stack::run;
@@ -588,6 +588,66 @@ async fn a_restarted_operator_declares_no_one_stale() {
         assert_eq!(count(s, "stale"), 0, "{s:#}");
         count(s, "up") == 2 && case.op.metric_sum(WRITES, &by_monitor) > 0.0
     });
+    case.status_holds("ingest", QUIET, "never stale", |s| count(s, "stale") == 0);
+    case.assert_no_stale_event();
+}
+
+/// Rule (issue 20): a new leader starts from the checkpoint of each
+/// monitor's table and replays only what came after it, so its time to a
+/// correct status does not grow with the history kept: the topic holds
+/// 200,000 beats (far more than the debug operator replays in 5 s), and
+/// the restarted operator reads only what came after its checkpoint and
+/// writes a correct status within 5 s of leading.
+#[tokio::test]
+async fn a_restarted_operator_with_a_checkpoint_replays_only_what_came_after_it() {
+    const HISTORY: usize = 200_000;
+    const CONSUMED: &str = "heartbeat_operator_beats_consumed_total";
+    const WRITTEN: &str = "heartbeat_operator_checkpoints_written_total";
+    const RESTORED: &str = "heartbeat_operator_checkpoints_restored_total";
+    let mut case = Case::start("ctl-checkpoint").await;
+    // Programs of no monitor here: each is read, judged and refused.
+    produce_history(&case.bootstrap, &case.topic.name, HISTORY);
+    case.apply_tolerant_monitor("ingest", SELECT_INGEST);
+    case.run_pods(&["one"]);
+    let read = |op: &OperatorProcess| op.metric_sum(CONSUMED, &[]) + op.metric_sum(REJECTED, &[]);
+    case.wait_status("ingest", "up 1 after the whole history", |s| {
+        count(s, "up") == 1 && read(&case.op) >= HISTORY as f64
+    });
+    eventually("a checkpoint written", T, || {
+        let n = case.op.metric_sum(WRITTEN, &[]);
+        (n > 0.0).then_some(()).ok_or(format!("{WRITTEN}: {n}"))
+    });
+    case.op.restart();
+    eventually("the new process leads", T, || {
+        (case.op.metric_value(LEADER, &[]) == Some(1.0))
+            .then_some(())
+            .ok_or_else(|| case.op.log_tail(20))
+    });
+    let leading = Instant::now();
+    let by_monitor = [("namespace", case.ns.name.as_str()), ("monitor", "ingest")];
+    eventually(
+        "a correct status from the new process within 5 s of leading",
+        Duration::from_secs(5),
+        || {
+            let s = case.status("ingest");
+            let written = case.op.metric_sum(WRITES, &by_monitor) > 0.0;
+            (written && count(&s, "up") == 1 && condition(&s, "Ready")["status"] == "True")
+                .then_some(())
+                .ok_or_else(|| case.report(&s))
+        },
+    );
+    let took = leading.elapsed();
+    assert_eq!(
+        case.op.metric_sum(RESTORED, &[]),
+        1.0,
+        "{}",
+        case.op.log_tail(30)
+    );
+    let replayed = read(&case.op);
+    assert!(
+        replayed < (HISTORY / 10) as f64,
+        "the new process read {replayed} messages of a {HISTORY}-beat history (status in {took:?})"
+    );
     case.status_holds("ingest", QUIET, "never stale", |s| count(s, "stale") == 0);
     case.assert_no_stale_event();
 }

@@ -4,14 +4,14 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use heartbeat_e2e::kafka::produce_history;
 use heartbeat_e2e::{KafkaStack, TestTopic};
 use heartbeat_operator::consumer::ConsumerKey;
 use k8s_openapi::ByteString;
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
 /// librdkafka's own log lines, kept.
 #[derive(Clone, Default)]
@@ -32,40 +32,6 @@ impl ClientContext for Logs {
 }
 
 impl ConsumerContext for Logs {}
-
-/// A history of `n` sidecar-like beats (about 520 bytes each) on `topic`.
-fn produce_history(bootstrap: &str, topic: &str, n: usize) {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("linger.ms", "50")
-        .set("batch.num.messages", "10000")
-        .set("queue.buffering.max.messages", "1000000")
-        .create()
-        .expect("producer");
-    for i in 0..n {
-        let key = format!("program-{:04}_heartbeat", i % 1000);
-        let value = format!(
-            r#"{{"timestamp":"2026-12-06T23:00:00.{:06}+00:00","schema":"heartbeat.dev/v1","program_id":"program-{:04}","seq":{i},"interval_secs":10,"phase":"running","app":{{"status":"ok"}},"n_messages_read":{i},"n_messages_processed":{i},"n_bytes_read":{i},"n_bytes_processed":{i},"n_messages_produced":{i},"n_bytes_produced":{i},"host":"host-{:03}","sidecar":{{"version":"0.1.0","started_at":"2026-12-06T21:00:00+00:00","undelivered":0}},"padding":"{}"}}"#,
-            i % 1_000_000,
-            i % 1000,
-            i % 1000,
-            "p".repeat(60)
-        );
-        let mut record = BaseRecord::to(topic).key(&key).payload(&value);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((_, r)) => {
-                    producer.poll(Duration::from_millis(10));
-                    record = r;
-                }
-            }
-        }
-    }
-    producer
-        .flush(Duration::from_secs(60))
-        .expect("the history is on the broker");
-}
 
 /// Rule (issue 20, the idle replay): a new leader replaying history is
 /// never held back by librdkafka waiting a second each time its fetch

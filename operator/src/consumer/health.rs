@@ -50,17 +50,27 @@ pub fn catching_up(health: &Health, epoch: u64) -> bool {
 }
 
 /// The view at `now` of a monitor attached at seek epoch `epoch`, which
-/// replays its topic from `replayed_from`.
-pub fn view_for(health: &Health, epoch: u64, replayed_from: Timestamp, now: Timestamp) -> View {
-    match health {
-        Health::Starting => View::Blind {
-            why: "catching up with the topic".into(),
+/// replays its topic from `replayed_from`; `replay` says from what (a
+/// checkpoint, or why none), for a person reading `Ready`.
+pub fn view_for(
+    health: &Health,
+    epoch: u64,
+    replayed_from: Timestamp,
+    replay: &str,
+    now: Timestamp,
+) -> View {
+    let catching_up = || View::Blind {
+        why: if replay.is_empty() {
+            "catching up with the topic".into()
+        } else {
+            format!("catching up with the topic, {replay}")
         },
+    };
+    match health {
+        Health::Starting => catching_up(),
         Health::Reading {
             caught_up_epoch, ..
-        } if *caught_up_epoch < epoch => View::Blind {
-            why: "catching up with the topic".into(),
-        },
+        } if *caught_up_epoch < epoch => catching_up(),
         Health::Reading { until, .. } if now.duration_since(*until) > STALLED_AFTER => {
             View::Blind {
                 why: format!(
@@ -93,25 +103,28 @@ mod tests {
             until: t(9),
         };
         assert_eq!(
-            view_for(&h, 1, t(-5), t(10)),
+            view_for(&h, 1, t(-5), "", t(10)),
             View::Sighted {
                 since: t(0),
                 until: t(9)
             }
         );
         assert_eq!(
-            view_for(&h, 1, t(5), t(10)),
+            view_for(&h, 1, t(5), "", t(10)),
             View::Sighted {
                 since: t(5),
                 until: t(9)
             }
         );
-        assert!(matches!(view_for(&h, 2, t(5), t(10)), View::Blind { .. }));
+        assert!(matches!(
+            view_for(&h, 2, t(5), "", t(10)),
+            View::Blind { .. }
+        ));
         // Epoch 2 waits for its replay; epoch 1 has it; an outage is not a replay.
         assert!(catching_up(&h, 2) && !catching_up(&h, 1));
         assert!(catching_up(&Health::Starting, 1));
         // Nothing confirmed for longer than the stall bound: not reading.
-        let View::Blind { why } = view_for(&h, 1, t(5), t(30)) else {
+        let View::Blind { why } = view_for(&h, 1, t(5), "", t(30)) else {
             panic!("a stalled consumer is not sighted");
         };
         assert!(why.contains("21s"), "{why}");
@@ -121,7 +134,7 @@ mod tests {
         };
         assert!(!catching_up(&blind, 1));
         assert_eq!(
-            view_for(&blind, 1, t(0), t(0)),
+            view_for(&blind, 1, t(0), "", t(0)),
             View::Blind {
                 why: "all brokers down".into()
             }

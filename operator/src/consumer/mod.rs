@@ -4,6 +4,7 @@
 //! time when a monitor attaches, so a restart rebuilds state from the
 //! topic; it commits no offsets.
 
+pub mod checkpoint;
 pub mod health;
 mod intake;
 pub mod settings;
@@ -66,6 +67,10 @@ struct Shared {
     waker: Waker,
     group: String,
     client_id: String,
+    /// The compacted topic checkpoints go to (`None`: none are kept).
+    checkpoint_topic: Option<String>,
+    /// What the current replay starts from, for `Ready` while catching up.
+    replay: Mutex<String>,
 }
 
 struct Running {
@@ -107,6 +112,11 @@ impl Attachment {
     pub fn create_time(&self) -> bool {
         self.shared.create_time.load(Ordering::Relaxed)
     }
+
+    /// What the consumer's replay starts from (a checkpoint, or why none).
+    pub fn replay(&self) -> String {
+        lock(&self.shared.replay).clone()
+    }
 }
 
 /// Every consumer of this replica.
@@ -117,11 +127,19 @@ pub struct Consumers {
     waker: Waker,
     group: String,
     client_id: String,
+    checkpoint_topic: Option<String>,
 }
 
 impl Consumers {
-    /// No consumers yet; `group` and `client_id` go into each one's config.
-    pub fn new(metrics: Arc<Metrics>, waker: Waker, group: String, client_id: String) -> Consumers {
+    /// No consumers yet; `group` and `client_id` go into each one's config;
+    /// checkpoints go to `checkpoint_topic` on each consumer's brokers.
+    pub fn new(
+        metrics: Arc<Metrics>,
+        waker: Waker,
+        group: String,
+        client_id: String,
+        checkpoint_topic: Option<String>,
+    ) -> Consumers {
         Consumers {
             running: Mutex::new(HashMap::new()),
             attached: Mutex::new(HashMap::new()),
@@ -129,6 +147,7 @@ impl Consumers {
             waker,
             group,
             client_id,
+            checkpoint_topic,
         }
     }
 
@@ -234,6 +253,8 @@ impl Consumers {
             waker: self.waker.clone(),
             group: self.group.clone(),
             client_id: self.client_id.clone(),
+            checkpoint_topic: self.checkpoint_topic.clone(),
+            replay: Mutex::new(String::new()),
         });
         tracing::info!(consumer = %key, "starting a consumer");
         tokio::spawn(task::run(shared.clone()));

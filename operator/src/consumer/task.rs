@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
 use jiff::{SignedDuration, Timestamp};
@@ -15,8 +15,9 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::checkpoint::{self, Checkpoint};
 use super::intake::{self, RejectLog, TopicCounters};
-use super::{BlindKind, Health, Shared};
+use super::{BlindKind, Health, Shared, lock};
 use crate::metrics::ConsumerLabels;
 
 /// How often health and lag are checked: also how far behind the present
@@ -26,6 +27,10 @@ use crate::metrics::ConsumerLabels;
 const CHECK_EVERY: Duration = Duration::from_millis(500);
 /// Timeout of one metadata, offsets or watermark request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often each monitor's table is checkpointed once caught up: what a
+/// new leader replays at most.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(10);
+
 /// At most this many messages are attributed at once (one lock of each
 /// monitor's table): what librdkafka has already fetched, never waited for.
 const BATCH: usize = 1024;
@@ -203,6 +208,7 @@ async fn seek(
     topic: &str,
     parts: &[i32],
     target: Timestamp,
+    from: Option<&HashMap<i32, i64>>,
 ) -> Result<HashMap<i32, i64>, Blind> {
     // The ends first: a message appended meanwhile is read, not skipped.
     let highs = watermarks(c, topic, parts).await?;
@@ -222,9 +228,15 @@ async fn seek(
         e.error().map_err(|err| classify(topic, &err))?;
         // No message at or after the target: start at the end.
         let high = highs.get(&e.partition()).copied().unwrap_or(0);
-        let offset = match e.offset() {
+        let by_time = match e.offset() {
             Offset::Offset(o) if o >= 0 => o,
             _ => high,
+        };
+        // A checkpoint's offset, where it is one this partition has (past
+        // the end, the topic was made again: by time then).
+        let offset = match from.and_then(|f| f.get(&e.partition())) {
+            Some(o) if (0..=high).contains(o) => *o,
+            _ => by_time,
         };
         assign
             .add_partition_offset(topic, e.partition(), Offset::Offset(offset))
@@ -277,6 +289,8 @@ async fn read(
     let mut window_secs = 0;
     // The seek epoch the consumer has caught up with, if any.
     let mut caught_up: Option<u64> = None;
+    let mut writer: Option<checkpoint::Writer> = None;
+    let mut last_checkpoint = Instant::now();
     'seek: loop {
         let epoch = shared.seek_requested.load(Ordering::Relaxed);
         // The longest window asked for since the last seek; a new session
@@ -286,8 +300,22 @@ async fn read(
             w => w,
         };
         let window = SignedDuration::from_secs(window_secs as i64);
-        let target = Timestamp::now() - window;
-        let mut next = seek(c, &topic, &parts, target).await?;
+        let mut target = Timestamp::now() - window;
+        // Until it first caught up (a new leader, its monitors attaching
+        // one after another), each seek starts from the checkpoints if
+        // every monitor has one; after that, a monitor added replays the
+        // short window by time.
+        let restored = if shared.caught_up_once.load(Ordering::Relaxed) {
+            None
+        } else {
+            load_checkpoints(shared).await
+        };
+        let mut next = seek(c, &topic, &parts, target, restored.as_ref().map(|r| &r.0)).await?;
+        if let Some((_, since)) = restored {
+            // Sight is continuous from the checkpoints' `since`: what came
+            // after them is replayed now.
+            target = target.max(since);
+        }
         // A check whose high watermarks the consumer has not passed yet.
         let mut pending: Option<(Timestamp, HashMap<i32, i64>)> = None;
         tracing::info!(consumer = %shared.key, %target, epoch, "reading back from the target time");
@@ -399,6 +427,13 @@ async fn read(
                             }
                         }
                     }
+                    if caught_up == Some(epoch)
+                        && !sight.blind
+                        && last_checkpoint.elapsed() >= CHECKPOINT_EVERY
+                    {
+                        last_checkpoint = Instant::now();
+                        writer = write_checkpoints(shared, writer, &next, epoch).await;
+                    }
                 }
             }
         }
@@ -447,5 +482,143 @@ fn lag_labels(shared: &Shared) -> ConsumerLabels {
     ConsumerLabels {
         topic: shared.key.topic.clone(),
         bootstrap: shared.key.bootstrap().to_string(),
+    }
+}
+
+/// Loads the checkpoints of every monitor reading through this consumer
+/// and restores their tables; returns where to seek each partition and
+/// since when sight is continuous, when every monitor had one. Says in
+/// `replay` what the replay starts from either way.
+async fn load_checkpoints(shared: &Arc<Shared>) -> Option<(HashMap<i32, i64>, Timestamp)> {
+    let say = |what: String| *lock(&shared.replay) = what;
+    let Some(cp_topic) = shared.checkpoint_topic.clone() else {
+        say("no checkpoints kept (--checkpoint-topic is empty)".into());
+        return None;
+    };
+    let ids: Vec<_> = match shared.subscribers.read() {
+        Ok(s) => s.iter().map(|s| s.id.clone()).collect(),
+        Err(p) => p.get_ref().iter().map(|s| s.id.clone()).collect(),
+    };
+    let (key, group, client_id, topic) = (
+        shared.key.clone(),
+        shared.group.clone(),
+        shared.client_id.clone(),
+        shared.key.topic.clone(),
+    );
+    let wanted = ids.clone();
+    let loaded = tokio::task::spawn_blocking(move || {
+        checkpoint::load(&key, &group, &client_id, &cp_topic, &topic, &wanted)
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    let found = match loaded {
+        Ok(f) => f,
+        Err(why) => {
+            let why = shared.key.redact(&why);
+            tracing::warn!(consumer = %shared.key, %why, "checkpoints unreadable; replaying the whole window");
+            say(format!("no checkpoint ({why}): replaying the whole window"));
+            return None;
+        }
+    };
+    let missing: Vec<String> = ids
+        .iter()
+        .filter(|id| !found.contains_key(*id))
+        .map(|id| id.to_string())
+        .collect();
+    if !missing.is_empty() || ids.is_empty() {
+        say(format!(
+            "no checkpoint for {}: replaying the whole window",
+            missing.join(", ")
+        ));
+        return None;
+    }
+    let now = Timestamp::now();
+    let mut offsets: HashMap<i32, i64> = HashMap::new();
+    let mut since: Option<Timestamp> = None;
+    let mut oldest = now;
+    let subs = match shared.subscribers.read() {
+        Ok(s) => s,
+        Err(p) => p.into_inner(),
+    };
+    for s in subs.iter() {
+        let Some(cp) = found.get(&s.id) else {
+            continue;
+        };
+        let restored = lock(&s.table).restore(&cp.table, now);
+        shared.metrics.checkpoints_restored.inc();
+        tracing::info!(monitor = %s.id, restored, written_at = %cp.written_at, "restored from checkpoint");
+        for (p, o) in &cp.offsets {
+            let e = offsets.entry(*p).or_insert(*o);
+            *e = (*e).min(*o);
+        }
+        // The latest of the monitors' `since`: none is claimed seen longer.
+        since = since.max(cp.table.sighted_since.or(Some(cp.written_at)));
+        oldest = oldest.min(cp.written_at);
+    }
+    drop(subs);
+    say(format!("from the checkpoint written at {oldest}"));
+    Some((offsets, since.unwrap_or(oldest)))
+}
+
+/// Writes a checkpoint of every monitor that has caught up with `epoch`:
+/// its table as of `next` (nothing is read meanwhile, so the two agree).
+/// Returns the writer to keep (made on first use; dropped on failure, so
+/// the next round makes a new one).
+async fn write_checkpoints(
+    shared: &Arc<Shared>,
+    writer: Option<checkpoint::Writer>,
+    next: &HashMap<i32, i64>,
+    epoch: u64,
+) -> Option<checkpoint::Writer> {
+    let cp_topic = shared.checkpoint_topic.clone()?;
+    let offsets: std::collections::BTreeMap<i32, i64> =
+        next.iter().map(|(p, o)| (*p, *o)).collect();
+    let batch: Vec<_> = {
+        let subs = match shared.subscribers.read() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        subs.iter()
+            .filter(|s| s.epoch <= epoch)
+            .map(|s| {
+                let table = lock(&s.table).checkpoint();
+                (
+                    s.id.clone(),
+                    Checkpoint::new(&shared.key.topic, offsets.clone(), table),
+                )
+            })
+            .collect()
+    };
+    if batch.is_empty() {
+        return writer;
+    }
+    let (key, group, client_id) = (
+        shared.key.clone(),
+        shared.group.clone(),
+        shared.client_id.clone(),
+    );
+    let done = tokio::task::spawn_blocking(move || {
+        let w = match writer {
+            Some(w) => w,
+            None => checkpoint::Writer::new(&key, &group, &client_id, &cp_topic)?,
+        };
+        for (id, cp) in &batch {
+            w.write(id, cp)?;
+        }
+        w.flush()?;
+        Ok::<_, String>((w, batch.len()))
+    })
+    .await
+    .unwrap_or_else(|e| Err(e.to_string()));
+    match done {
+        Ok((w, n)) => {
+            shared.metrics.checkpoints_written.inc_by(n as u64);
+            Some(w)
+        }
+        Err(why) => {
+            let why = shared.key.redact(&why);
+            tracing::warn!(consumer = %shared.key, %why, "cannot write checkpoints");
+            None
+        }
     }
 }

@@ -142,6 +142,8 @@ impl Context {
 pub struct ControllerSettings {
     pub monitor_selector: String,
     pub consumer_group: String,
+    /// Where member tables are checkpointed (`None`: not at all).
+    pub checkpoint_topic: Option<String>,
     pub identity: String,
     pub limits: Limits,
     pub member_metrics_cap: usize,
@@ -314,6 +316,7 @@ fn controller(
             wake,
             settings.consumer_group.clone(),
             settings.identity.clone(),
+            settings.checkpoint_topic.clone(),
         ),
         tracked: Mutex::new(HashMap::new()),
         monitors: monitors.clone(),

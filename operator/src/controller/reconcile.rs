@@ -112,7 +112,13 @@ pub async fn reconcile(monitor: Arc<HeartbeatMonitor>, ctx: Arc<Context>) -> Res
             });
             let health = a.health.borrow().clone();
             replaying = catching_up(&health, a.epoch);
-            lock(&tracked.table).set_view(view_for(&health, a.epoch, a.replayed_from, now));
+            lock(&tracked.table).set_view(view_for(
+                &health,
+                a.epoch,
+                a.replayed_from,
+                &a.replay(),
+                now,
+            ));
             let retention = a.retention_ms.load(Ordering::Relaxed);
             let mut r = readiness_for(&id, &key, &health, retention, &timing);
             if a.create_time() && monitor.spec.clock.source == ClockSource::Broker {

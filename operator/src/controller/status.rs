@@ -144,7 +144,15 @@ fn ready(i: &Inputs<'_>) -> (&'static str, &'static str, String) {
         (Readiness::Reading { what, .. }, View::Blind { why }) if why.contains("catching up") => (
             "False",
             "CatchingUp",
-            format!("reading {what} back to rebuild state; members are Unknown until caught up"),
+            match why.split_once(", ") {
+                // What the replay starts from: a checkpoint, or why none.
+                Some((_, from)) => format!(
+                    "reading {what} back to rebuild state, {from}; members are Unknown until caught up"
+                ),
+                None => format!(
+                    "reading {what} back to rebuild state; members are Unknown until caught up"
+                ),
+            },
         ),
         (Readiness::Reading { what, .. }, View::Blind { why }) => (
             "False",

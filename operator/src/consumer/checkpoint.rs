@@ -1,0 +1,229 @@
+//! Checkpoints on Kafka (issue 20): a compacted topic beside the monitored
+//! ones, one record per monitor (key `namespace/name`) holding its member
+//! table and the offsets that table covers. A new leader loads them and
+//! replays only from those offsets, so its time to a correct status does
+//! not grow with the history kept. Blocking librdkafka calls: run these
+//! off the runtime.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+
+use super::ConsumerKey;
+use crate::membership::table::{MonitorId, TableRecord};
+
+/// The format's version; a record of another is not loaded.
+const VERSION: u32 = 1;
+/// Largest checkpoint written or read (a record on the topic is input).
+pub const MAX_BYTES: usize = 16 * 1024 * 1024;
+/// How long loading may take before the replay goes without checkpoints.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One monitor's checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub version: u32,
+    /// The monitored topic the offsets are of.
+    pub topic: String,
+    pub written_at: Timestamp,
+    /// Per partition, the next offset the table has not seen.
+    pub offsets: BTreeMap<i32, i64>,
+    pub table: TableRecord,
+}
+
+impl Checkpoint {
+    pub fn new(topic: &str, offsets: BTreeMap<i32, i64>, table: TableRecord) -> Checkpoint {
+        Checkpoint {
+            version: VERSION,
+            topic: topic.to_string(),
+            written_at: Timestamp::now(),
+            offsets,
+            table,
+        }
+    }
+}
+
+/// The record key of a monitor's checkpoint.
+pub fn record_key(id: &MonitorId) -> String {
+    format!("{}/{}", id.namespace, id.name)
+}
+
+/// The newest checkpoint of each of `wanted` on `topic` (the checkpoint
+/// topic) for the monitored `of_topic`. A missing checkpoint topic is no
+/// checkpoint; any other failure is returned (the caller replays as
+/// without).
+pub fn load(
+    key: &ConsumerKey,
+    group: &str,
+    client_id: &str,
+    topic: &str,
+    of_topic: &str,
+    wanted: &[MonitorId],
+) -> Result<HashMap<MonitorId, Checkpoint>, String> {
+    let consumer: BaseConsumer = key
+        .client_config(group, client_id)
+        .create()
+        .map_err(|e| format!("cannot make a client: {e}"))?;
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .map_err(|e| format!("cannot read metadata of {topic}: {e}"))?;
+    let Some(mt) = md.topics().iter().find(|t| t.name() == topic) else {
+        return Ok(HashMap::new());
+    };
+    if let Some(err) = mt.error() {
+        let code = RDKafkaErrorCode::from(err);
+        return match code {
+            RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic => {
+                Ok(HashMap::new())
+            }
+            other => Err(format!("cannot read {topic}: {other}")),
+        };
+    }
+    let wanted: HashMap<String, &MonitorId> =
+        wanted.iter().map(|id| (record_key(id), id)).collect();
+    let mut ends = HashMap::new();
+    let mut tpl = TopicPartitionList::new();
+    for p in mt.partitions() {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p.id(), Duration::from_secs(5))
+            .map_err(|e| format!("cannot read the ends of {topic}: {e}"))?;
+        if high > low {
+            ends.insert(p.id(), high);
+            tpl.add_partition_offset(topic, p.id(), Offset::Offset(low))
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    consumer.assign(&tpl).map_err(|e| e.to_string())?;
+    let mut found: HashMap<MonitorId, Checkpoint> = HashMap::new();
+    let deadline = Instant::now() + LOAD_TIMEOUT;
+    while !ends.is_empty() {
+        if Instant::now() > deadline {
+            return Err(format!("reading {topic} took over {LOAD_TIMEOUT:?}"));
+        }
+        let Some(m) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let m = m.map_err(|e| format!("cannot read {topic}: {e}"))?;
+        if ends
+            .get(&m.partition())
+            .is_some_and(|end| m.offset() + 1 >= *end)
+        {
+            ends.remove(&m.partition());
+        }
+        let Some(id) = m
+            .key()
+            .and_then(|k| std::str::from_utf8(k).ok())
+            .and_then(|k| wanted.get(k))
+        else {
+            continue;
+        };
+        // Compaction keeps the newest per key; until it runs, later wins.
+        match m.payload() {
+            None => {
+                found.remove(*id);
+            }
+            Some(v) if v.len() <= MAX_BYTES => {
+                if let Ok(cp) = serde_json::from_slice::<Checkpoint>(v)
+                    && cp.version == VERSION
+                    && cp.topic == of_topic
+                {
+                    found.insert((*id).clone(), cp);
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(found)
+}
+
+/// Writes checkpoints; made when the first one is due.
+pub struct Writer {
+    producer: BaseProducer,
+    topic: String,
+}
+
+impl Writer {
+    /// A producer with the consumer's settings, and the checkpoint topic
+    /// made (compacted) when it is missing.
+    pub fn new(
+        key: &ConsumerKey,
+        group: &str,
+        client_id: &str,
+        topic: &str,
+    ) -> Result<Writer, String> {
+        let mut cfg = key.client_config(group, client_id);
+        // What a consumer config carries that a producer refuses or ignores.
+        for k in [
+            "group.id",
+            "enable.auto.commit",
+            "enable.auto.offset.store",
+            "enable.partition.eof",
+            "auto.offset.reset",
+            "fetch.max.bytes",
+            "max.partition.fetch.bytes",
+            "queued.max.messages.kbytes",
+            "fetch.queue.backoff.ms",
+        ] {
+            cfg.remove(k);
+        }
+        let admin: AdminClient<DefaultClientContext> = cfg
+            .create()
+            .map_err(|e| format!("cannot make an admin client: {e}"))?;
+        let new = NewTopic::new(topic, 1, TopicReplication::Fixed(-1))
+            .set("cleanup.policy", "compact")
+            .set("max.message.bytes", "16777216");
+        let made = futures::executor::block_on(admin.create_topics(
+            [&new],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(5))),
+        ))
+        .map_err(|e| format!("cannot make {topic}: {e}"))?;
+        for r in made {
+            if let Err((_, code)) = r
+                && code != RDKafkaErrorCode::TopicAlreadyExists
+            {
+                return Err(format!("cannot make {topic}: {code}"));
+            }
+        }
+        let producer: BaseProducer = cfg
+            .set("compression.type", "lz4")
+            .set("message.max.bytes", "16777216")
+            .create()
+            .map_err(|e| format!("cannot make a producer: {e}"))?;
+        Ok(Writer {
+            producer,
+            topic: topic.to_string(),
+        })
+    }
+
+    /// Queues `cp` for `id`; delivery is confirmed by [`Writer::flush`].
+    pub fn write(&self, id: &MonitorId, cp: &Checkpoint) -> Result<usize, String> {
+        let value = serde_json::to_vec(cp).map_err(|e| e.to_string())?;
+        if value.len() > MAX_BYTES {
+            return Err(format!(
+                "checkpoint of {id} is {} bytes, over {MAX_BYTES}",
+                value.len()
+            ));
+        }
+        let key = record_key(id);
+        self.producer
+            .send(BaseRecord::to(&self.topic).key(&key).payload(&value))
+            .map_err(|(e, _)| format!("cannot queue the checkpoint of {id}: {e}"))?;
+        Ok(value.len())
+    }
+
+    /// Waits for what was queued to be delivered.
+    pub fn flush(&self) -> Result<(), String> {
+        self.producer
+            .flush(Duration::from_secs(10))
+            .map_err(|e| format!("checkpoints not delivered: {e}"))
+    }
+}
