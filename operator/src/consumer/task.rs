@@ -289,7 +289,9 @@ async fn read(
     let mut window_secs = 0;
     // The seek epoch the consumer has caught up with, if any.
     let mut caught_up: Option<u64> = None;
-    let mut writer: Option<checkpoint::Writer> = None;
+    // Checkpoints are written off the read loop (a dead broker may hold a
+    // flush for seconds); a round still writing makes the next one skip.
+    let writer: Arc<tokio::sync::Mutex<Option<checkpoint::Writer>>> = Arc::default();
     let mut last_checkpoint = Instant::now();
     'seek: loop {
         let epoch = shared.seek_requested.load(Ordering::Relaxed);
@@ -432,7 +434,7 @@ async fn read(
                         && last_checkpoint.elapsed() >= CHECKPOINT_EVERY
                     {
                         last_checkpoint = Instant::now();
-                        writer = write_checkpoints(shared, writer, &next, epoch).await;
+                        write_checkpoints(shared, &writer, &next, epoch);
                     }
                 }
             }
@@ -561,16 +563,22 @@ async fn load_checkpoints(shared: &Arc<Shared>) -> Option<(HashMap<i32, i64>, Ti
 }
 
 /// Writes a checkpoint of every monitor that has caught up with `epoch`:
-/// its table as of `next` (nothing is read meanwhile, so the two agree).
-/// Returns the writer to keep (made on first use; dropped on failure, so
-/// the next round makes a new one).
-async fn write_checkpoints(
+/// its table as of `next` (nothing is read meanwhile, so the two agree),
+/// snapshotted here and written by a task of its own. The writer is made
+/// on first use and dropped on failure, so the next round makes a new one;
+/// a round is skipped while the last one still writes.
+fn write_checkpoints(
     shared: &Arc<Shared>,
-    writer: Option<checkpoint::Writer>,
+    writer: &Arc<tokio::sync::Mutex<Option<checkpoint::Writer>>>,
     next: &HashMap<i32, i64>,
     epoch: u64,
-) -> Option<checkpoint::Writer> {
-    let cp_topic = shared.checkpoint_topic.clone()?;
+) {
+    let Some(cp_topic) = shared.checkpoint_topic.clone() else {
+        return;
+    };
+    let Ok(mut held) = writer.clone().try_lock_owned() else {
+        return;
+    };
     let offsets: std::collections::BTreeMap<i32, i64> =
         next.iter().map(|(p, o)| (*p, *o)).collect();
     let batch: Vec<_> = {
@@ -590,35 +598,35 @@ async fn write_checkpoints(
             .collect()
     };
     if batch.is_empty() {
-        return writer;
+        return;
     }
-    let (key, group, client_id) = (
-        shared.key.clone(),
-        shared.group.clone(),
-        shared.client_id.clone(),
-    );
-    let done = tokio::task::spawn_blocking(move || {
-        let w = match writer {
-            Some(w) => w,
-            None => checkpoint::Writer::new(&key, &group, &client_id, &cp_topic)?,
-        };
-        for (id, cp) in &batch {
-            w.write(id, cp)?;
+    let shared = shared.clone();
+    tokio::task::spawn_blocking(move || {
+        let done = (|| {
+            if held.is_none() {
+                *held = Some(checkpoint::Writer::new(
+                    &shared.key,
+                    &shared.group,
+                    &shared.client_id,
+                    &cp_topic,
+                )?);
+            }
+            let w = held.as_ref().ok_or("no writer")?;
+            for (id, cp) in &batch {
+                w.write(id, cp)?;
+            }
+            w.flush()?;
+            Ok::<_, String>(batch.len())
+        })();
+        match done {
+            Ok(n) => {
+                shared.metrics.checkpoints_written.inc_by(n as u64);
+            }
+            Err(why) => {
+                *held = None;
+                let why = shared.key.redact(&why);
+                tracing::warn!(consumer = %shared.key, %why, "cannot write checkpoints");
+            }
         }
-        w.flush()?;
-        Ok::<_, String>((w, batch.len()))
-    })
-    .await
-    .unwrap_or_else(|e| Err(e.to_string()));
-    match done {
-        Ok((w, n)) => {
-            shared.metrics.checkpoints_written.inc_by(n as u64);
-            Some(w)
-        }
-        Err(why) => {
-            let why = shared.key.redact(&why);
-            tracing::warn!(consumer = %shared.key, %why, "cannot write checkpoints");
-            None
-        }
-    }
+    });
 }
