@@ -232,12 +232,11 @@ async fn seek(
             Offset::Offset(o) if o >= 0 => o,
             _ => high,
         };
-        // A checkpoint's offset, where it is one this partition has (past
-        // the end, the topic was made again: by time then).
-        let offset = match from.and_then(|f| f.get(&e.partition())) {
-            Some(o) if (0..=high).contains(o) => *o,
-            _ => by_time,
-        };
+        let offset = start_offset(
+            from.and_then(|f| f.get(&e.partition()).copied()),
+            by_time,
+            high,
+        );
         assign
             .add_partition_offset(topic, e.partition(), Offset::Offset(offset))
             .map_err(|e| classify(topic, &e))?;
@@ -245,6 +244,19 @@ async fn seek(
     }
     c.assign(&assign).map_err(|e| classify(topic, &e))?;
     Ok(next)
+}
+
+/// Where a partition's replay starts: a checkpoint's offset, where it is
+/// one the partition has (past the end `high`, the topic was made again:
+/// by time then), and never before the target time's offset `by_time`: a
+/// checkpoint older than the window, or than what retention kept, must not
+/// send the seek below the log's start (librdkafka would reset it to the
+/// end and skip the history).
+fn start_offset(checkpoint: Option<i64>, by_time: i64, high: i64) -> i64 {
+    match checkpoint {
+        Some(o) if (0..=high).contains(&o) => o.max(by_time),
+        _ => by_time,
+    }
 }
 
 /// The high watermark of each partition.
@@ -527,7 +539,11 @@ async fn load_checkpoints(shared: &Arc<Shared>) -> Option<(HashMap<i32, i64>, Ti
         .filter(|id| !found.contains_key(*id))
         .map(|id| id.to_string())
         .collect();
-    if !missing.is_empty() || ids.is_empty() {
+    if ids.is_empty() {
+        say("no monitor attached yet: replaying the whole window".into());
+        return None;
+    }
+    if !missing.is_empty() {
         say(format!(
             "no checkpoint for {}: replaying the whole window",
             missing.join(", ")
@@ -629,4 +645,23 @@ fn write_checkpoints(
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::start_offset;
+
+    /// Rule: a replay starts at the checkpoint's offset when it lies
+    /// between the target time's offset and the end, else by time.
+    #[test]
+    fn a_replay_starts_at_the_checkpoint_but_never_before_the_window_or_past_the_end() {
+        assert_eq!(start_offset(Some(700), 100, 1000), 700);
+        // Older than the window (or than retention): by time.
+        assert_eq!(start_offset(Some(50), 100, 1000), 100);
+        // Past the end: the topic was made again.
+        assert_eq!(start_offset(Some(5000), 100, 1000), 100);
+        assert_eq!(start_offset(Some(-1), 100, 1000), 100);
+        assert_eq!(start_offset(None, 100, 1000), 100);
+        assert_eq!(start_offset(Some(1000), 100, 1000), 1000);
+    }
 }
