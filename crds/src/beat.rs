@@ -171,8 +171,11 @@ impl Beat {
         // fields skipped): what every well-formed beat takes. Anything it
         // refuses (a wrong type, a duplicate field, no timestamp, not JSON)
         // is judged field by field below, so the verdict is the same.
+        // Objects only: serde also reads a struct from a JSON array, which
+        // the field-by-field path refuses as not an object.
         if value.len() <= MAX_VALUE_BYTES
             && let Ok(text) = std::str::from_utf8(value)
+            && text.trim_start().starts_with('{')
             && let Ok(beat) = serde_json::from_str::<Beat>(text)
         {
             return Ok(LenientBeat {

@@ -141,3 +141,19 @@ proptest! {
         prop_assert_eq!(Beat::parse(&bytes), Ok(b));
     }
 }
+
+/// Rule: a JSON array is no beat on either path (serde reads a struct from
+/// an array of its fields in order, so the fast path must not see one).
+#[test]
+fn an_array_of_a_beats_fields_is_refused_by_both_paths() {
+    for value in [
+        &br#"["2026-11-22T23:14:51Z"]"#[..],
+        br#" ["2026-11-22T23:14:51Z", null, "p", 3]"#,
+    ] {
+        assert!(Beat::parse_lenient(value).is_err(), "{value:?}");
+        assert_eq!(
+            Beat::parse_lenient(value),
+            Beat::parse_lenient_by_field(value)
+        );
+    }
+}

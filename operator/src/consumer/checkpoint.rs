@@ -6,15 +6,16 @@
 //! off the runtime.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 
@@ -52,6 +53,28 @@ impl Checkpoint {
     }
 }
 
+impl Checkpoint {
+    /// Since when the checkpointed table saw the topic, if a new leader
+    /// may start from it: written within the window (after `window_start`)
+    /// and not in the future, with that `since` no later than it was
+    /// written, and for a monitor without signing (a checkpoint is not
+    /// signed, so a signing monitor trusts only what its pods' keys
+    /// signed on the topic).
+    pub fn usable(
+        &self,
+        signing: bool,
+        window_start: Timestamp,
+        now: Timestamp,
+    ) -> Option<Timestamp> {
+        let since = self.table.sighted_since?;
+        (!signing
+            && self.written_at <= now
+            && self.written_at >= window_start
+            && since <= self.written_at)
+            .then_some(since)
+    }
+}
+
 /// The record key of a monitor's checkpoint.
 pub fn record_key(id: &MonitorId) -> String {
     format!("{}/{}", id.namespace, id.name)
@@ -69,8 +92,12 @@ pub fn load(
     of_topic: &str,
     wanted: &[MonitorId],
 ) -> Result<HashMap<MonitorId, Checkpoint>, String> {
+    // Fetches as large as a checkpoint may be.
     let consumer: BaseConsumer = key
         .client_config(group, client_id)
+        .set("max.partition.fetch.bytes", MAX_BYTES.to_string())
+        .set("fetch.max.bytes", MAX_BYTES.to_string())
+        .set("receive.message.max.bytes", (MAX_BYTES + 512).to_string())
         .create()
         .map_err(|e| format!("cannot make a client: {e}"))?;
     let md = consumer
@@ -145,10 +172,44 @@ pub fn load(
     Ok(found)
 }
 
+/// Counts deliveries the broker refused (a flush succeeds either way).
+#[derive(Default)]
+pub struct Deliveries {
+    failed: AtomicU64,
+    last_error: std::sync::Mutex<Option<String>>,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut last) = self.last_error.lock() {
+                *last = Some(e.to_string());
+            }
+        }
+    }
+}
+
 /// Writes checkpoints; made when the first one is due.
 pub struct Writer {
-    producer: BaseProducer,
+    /// Taken on drop, to be closed off the runtime.
+    producer: Option<BaseProducer<Deliveries>>,
     topic: String,
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        // librdkafka's close may wait on the broker: never on the runtime.
+        if let Some(p) = self.producer.take()
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            tokio::task::spawn_blocking(move || drop(p));
+        }
+    }
 }
 
 impl Writer {
@@ -175,33 +236,52 @@ impl Writer {
         ] {
             cfg.remove(k);
         }
-        let admin: AdminClient<DefaultClientContext> = cfg
-            .create()
-            .map_err(|e| format!("cannot make an admin client: {e}"))?;
-        let new = NewTopic::new(topic, 1, TopicReplication::Fixed(-1))
-            .set("cleanup.policy", "compact")
-            .set("max.message.bytes", "16777216");
-        let made = futures::executor::block_on(admin.create_topics(
-            [&new],
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(5))),
-        ))
-        .map_err(|e| format!("cannot make {topic}: {e}"))?;
-        for r in made {
-            if let Err((_, code)) = r
-                && code != RDKafkaErrorCode::TopicAlreadyExists
-            {
-                return Err(format!("cannot make {topic}: {code}"));
+        let producer: BaseProducer<Deliveries> = cfg
+            .clone()
+            .set("compression.type", "lz4")
+            .set("message.max.bytes", MAX_BYTES.to_string())
+            .create_with_context(Deliveries::default())
+            .map_err(|e| format!("cannot make a producer: {e}"))?;
+        // Made only when missing: a topic provisioned beforehand needs no
+        // Create right.
+        let md = producer
+            .client()
+            .fetch_metadata(Some(topic), Duration::from_secs(5))
+            .map_err(|e| format!("cannot read metadata of {topic}: {e}"))?;
+        let exists = md
+            .topics()
+            .iter()
+            .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
+        if !exists {
+            let admin: AdminClient<DefaultClientContext> = cfg
+                .create()
+                .map_err(|e| format!("cannot make an admin client: {e}"))?;
+            let new = NewTopic::new(topic, 1, TopicReplication::Fixed(-1))
+                .set("cleanup.policy", "compact")
+                .set("max.message.bytes", "16777216");
+            let made = futures::executor::block_on(admin.create_topics(
+                [&new],
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(5))),
+            ))
+            .map_err(|e| format!("cannot make {topic}: {e}"))?;
+            for r in made {
+                if let Err((_, code)) = r
+                    && code != RDKafkaErrorCode::TopicAlreadyExists
+                {
+                    return Err(format!("cannot make {topic}: {code}"));
+                }
             }
         }
-        let producer: BaseProducer = cfg
-            .set("compression.type", "lz4")
-            .set("message.max.bytes", "16777216")
-            .create()
-            .map_err(|e| format!("cannot make a producer: {e}"))?;
         Ok(Writer {
-            producer,
+            producer: Some(producer),
             topic: topic.to_string(),
         })
+    }
+
+    fn producer(&self) -> Result<&BaseProducer<Deliveries>, String> {
+        self.producer
+            .as_ref()
+            .ok_or_else(|| "writer closed".to_string())
     }
 
     /// Queues `cp` for `id`; delivery is confirmed by [`Writer::flush`].
@@ -214,16 +294,89 @@ impl Writer {
             ));
         }
         let key = record_key(id);
-        self.producer
+        self.producer()?
             .send(BaseRecord::to(&self.topic).key(&key).payload(&value))
             .map_err(|(e, _)| format!("cannot queue the checkpoint of {id}: {e}"))?;
         Ok(value.len())
     }
 
-    /// Waits for what was queued to be delivered.
+    /// Waits for what was queued; an error when any of it was refused.
     pub fn flush(&self) -> Result<(), String> {
-        self.producer
-            .flush(Duration::from_secs(10))
-            .map_err(|e| format!("checkpoints not delivered: {e}"))
+        let p = self.producer()?;
+        let before = p.context().failed.load(Ordering::Relaxed);
+        p.flush(Duration::from_secs(10))
+            .map_err(|e| format!("checkpoints not delivered: {e}"))?;
+        let failed = p.context().failed.load(Ordering::Relaxed) - before;
+        if failed > 0 {
+            let why = p
+                .context()
+                .last_error
+                .lock()
+                .ok()
+                .and_then(|l| l.clone())
+                .unwrap_or_default();
+            return Err(format!("{failed} checkpoints refused: {why}"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + s).expect("valid")
+    }
+
+    fn cp(written_at: i64, since: Option<i64>) -> Checkpoint {
+        Checkpoint {
+            version: VERSION,
+            topic: "hb".into(),
+            written_at: t(written_at),
+            offsets: BTreeMap::new(),
+            table: TableRecord {
+                sighted_since: since.map(t),
+                members: Vec::new(),
+            },
+        }
+    }
+
+    /// Rule: a new leader starts only from a checkpoint written within the
+    /// window and not in the future, that says since when it saw the
+    /// topic (no later than it was written), and never for a monitor with
+    /// signing on.
+    #[test]
+    fn only_a_checkpoint_within_the_window_from_the_past_with_its_since_is_used() {
+        let (window_start, now) = (t(0), t(100));
+        assert_eq!(
+            cp(50, Some(10)).usable(false, window_start, now),
+            Some(t(10))
+        );
+        assert_eq!(
+            cp(50, Some(10)).usable(true, window_start, now),
+            None,
+            "signing"
+        );
+        assert_eq!(
+            cp(150, Some(10)).usable(false, window_start, now),
+            None,
+            "future"
+        );
+        assert_eq!(
+            cp(-5, Some(-10)).usable(false, window_start, now),
+            None,
+            "too old"
+        );
+        assert_eq!(
+            cp(50, None).usable(false, window_start, now),
+            None,
+            "no since"
+        );
+        assert_eq!(
+            cp(50, Some(60)).usable(false, window_start, now),
+            None,
+            "since after it"
+        );
     }
 }

@@ -180,16 +180,22 @@ impl Consumers {
         shared
             .seek_window_secs
             .fetch_max(window.as_secs().max(1) as u64, Ordering::Relaxed);
-        let epoch = shared.seek_requested.fetch_add(1, Ordering::Relaxed) + 1;
-        if let Ok(mut subs) = shared.subscribers.write() {
-            subs.push(Subscriber {
-                id: a.id.clone(),
-                table: a.table.clone(),
-                epoch,
-                wake_pending: a.wake_pending.clone(),
-                signing: a.signing.clone(),
-            });
-        }
+        // The epoch is taken and the subscriber pushed under the write lock:
+        // a consumer that sees the new epoch and then reads its subscribers
+        // (to load their checkpoints) finds this one among them.
+        let mut subs = match shared.subscribers.write() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        let epoch = shared.seek_requested.fetch_add(1, Ordering::SeqCst) + 1;
+        subs.push(Subscriber {
+            id: a.id.clone(),
+            table: a.table.clone(),
+            epoch,
+            wake_pending: a.wake_pending.clone(),
+            signing: a.signing.clone(),
+        });
+        drop(subs);
         shared.seek.notify_one();
         drop(running);
         let attachment = Attachment {

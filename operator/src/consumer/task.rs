@@ -306,7 +306,7 @@ async fn read(
     let writer: Arc<tokio::sync::Mutex<Option<checkpoint::Writer>>> = Arc::default();
     let mut last_checkpoint = Instant::now();
     'seek: loop {
-        let epoch = shared.seek_requested.load(Ordering::Relaxed);
+        let epoch = shared.seek_requested.load(Ordering::SeqCst);
         // The longest window asked for since the last seek; a new session
         // or a partition change replays what the last seek did.
         window_secs = match shared.seek_window_secs.swap(0, Ordering::Relaxed) {
@@ -322,7 +322,7 @@ async fn read(
         let restored = if shared.caught_up_once.load(Ordering::Relaxed) {
             None
         } else {
-            load_checkpoints(shared).await
+            load_checkpoints(shared, target).await
         };
         let mut next = seek(c, &topic, &parts, target, restored.as_ref().map(|r| &r.0)).await?;
         if let Some((_, since)) = restored {
@@ -484,7 +484,11 @@ fn confirm(
     }
     sight.since = Some(since);
     sight.blind = false;
-    shared.caught_up_once.store(true, Ordering::Relaxed);
+    if !shared.caught_up_once.swap(true, Ordering::Relaxed) {
+        // What the first replay started from says nothing about a later
+        // monitor's (the short window, by time).
+        lock(&shared.replay).clear();
+    }
     shared.health.send_replace(Health::Reading {
         since,
         caught_up_epoch: epoch,
@@ -501,9 +505,13 @@ fn lag_labels(shared: &Shared) -> ConsumerLabels {
 
 /// Loads the checkpoints of every monitor reading through this consumer
 /// and restores their tables; returns where to seek each partition and
-/// since when sight is continuous, when every monitor had one. Says in
-/// `replay` what the replay starts from either way.
-async fn load_checkpoints(shared: &Arc<Shared>) -> Option<(HashMap<i32, i64>, Timestamp)> {
+/// since when sight is continuous, when every monitor had a usable one
+/// (written after `window_start`). Says in `replay` what the replay
+/// starts from either way.
+async fn load_checkpoints(
+    shared: &Arc<Shared>,
+    window_start: Timestamp,
+) -> Option<(HashMap<i32, i64>, Timestamp)> {
     let say = |what: String| *lock(&shared.replay) = what;
     let Some(cp_topic) = shared.checkpoint_topic.clone() else {
         say("no checkpoints kept (--checkpoint-topic is empty)".into());
@@ -534,43 +542,55 @@ async fn load_checkpoints(shared: &Arc<Shared>) -> Option<(HashMap<i32, i64>, Ti
             return None;
         }
     };
-    let missing: Vec<String> = ids
-        .iter()
-        .filter(|id| !found.contains_key(*id))
-        .map(|id| id.to_string())
-        .collect();
     if ids.is_empty() {
         say("no monitor attached yet: replaying the whole window".into());
         return None;
     }
-    if !missing.is_empty() {
-        say(format!(
-            "no checkpoint for {}: replaying the whole window",
-            missing.join(", ")
-        ));
-        return None;
-    }
     let now = Timestamp::now();
-    let mut offsets: HashMap<i32, i64> = HashMap::new();
-    let mut since: Option<Timestamp> = None;
-    let mut oldest = now;
     let subs = match shared.subscribers.read() {
         Ok(s) => s,
         Err(p) => p.into_inner(),
     };
+    let usable = |s: &super::Subscriber| -> Option<(&Checkpoint, Timestamp)> {
+        let cp = found.get(&s.id)?;
+        let signing = match s.signing.read() {
+            Ok(g) => g.is_some(),
+            Err(_) => true,
+        };
+        cp.usable(signing, window_start, now)
+            .map(|since| (cp, since))
+    };
+    let without = subs.iter().filter(|s| usable(s).is_none()).count();
+    if without > 0 {
+        // A count, not names: this message reaches every monitor on the
+        // topic, whichever namespace it is in.
+        say(format!(
+            "no usable checkpoint for {without} of {} monitors on the topic: replaying the whole window",
+            subs.len()
+        ));
+        return None;
+    }
+    let mut offsets: HashMap<i32, i64> = HashMap::new();
+    let mut since: Option<Timestamp> = None;
+    let mut oldest = now;
     for s in subs.iter() {
-        let Some(cp) = found.get(&s.id) else {
+        let Some((cp, cp_since)) = usable(s) else {
             continue;
         };
-        let restored = lock(&s.table).restore(&cp.table, now);
+        let restored = {
+            let mut table = lock(&s.table);
+            // Each table trusts sight only from its own checkpoint's since.
+            table.sighted_from(cp_since);
+            table.restore(&cp.table, now)
+        };
         shared.metrics.checkpoints_restored.inc();
         tracing::info!(monitor = %s.id, restored, written_at = %cp.written_at, "restored from checkpoint");
         for (p, o) in &cp.offsets {
             let e = offsets.entry(*p).or_insert(*o);
             *e = (*e).min(*o);
         }
-        // The latest of the monitors' `since`: none is claimed seen longer.
-        since = since.max(cp.table.sighted_since.or(Some(cp.written_at)));
+        // The earliest: the consumer's sight is continuous from there.
+        since = Some(since.map_or(cp_since, |s| s.min(cp_since)));
         oldest = oldest.min(cp.written_at);
     }
     drop(subs);

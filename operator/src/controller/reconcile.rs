@@ -39,6 +39,10 @@ pub const STATES: [MemberState; 7] = [
 /// The longest a changed status waits for its write.
 const MAX_HOLD: SignedDuration = SignedDuration::from_secs(60);
 
+/// The least time between two writes when Ready changed (see
+/// [`readiness_changed`]).
+const READY_NEWS_GAP: SignedDuration = SignedDuration::from_secs(1);
+
 /// How long a new leader keeps the status it found while it replays the
 /// topic; a longer replay shows members Unknown (`CatchingUp`) meanwhile.
 const CATCH_UP_HOLD: SignedDuration = SignedDuration::from_secs(30);
@@ -462,8 +466,9 @@ fn readiness_changed(
 }
 
 /// Writes `desired` through the status subresource (server-side apply)
-/// when it differs from the last write and an interval has passed since;
-/// returns when a held-back write may go.
+/// when it differs from the last write and an interval has passed since,
+/// or at once (a second after the last at the soonest) when its Ready
+/// condition changed; returns when a held-back write may go.
 async fn write_status(
     ctx: &Context,
     id: &MonitorId,
@@ -479,8 +484,15 @@ async fn write_status(
         if *last == desired {
             return Ok(None);
         }
-        if now < *at + hold && !readiness_changed(last, &desired) {
-            return Ok(Some(*at + hold));
+        if now < *at + hold {
+            if !readiness_changed(last, &desired) {
+                return Ok(Some(*at + hold));
+            }
+            // News goes at once, but a flapping Ready at most once a second.
+            let news = *at + READY_NEWS_GAP;
+            if now < news {
+                return Ok(Some(news));
+            }
         }
     }
     // Checked last thing before the write: a replica that lost the Lease

@@ -77,9 +77,9 @@ impl Table {
     /// Takes back what a checkpoint says each member's beats established,
     /// where it is newer than what the table holds. Programs are taken as
     /// the spec says now (an expected one, or a seen one within the cap);
-    /// a pod is taken whether or not the reconciler listed it yet (the
-    /// next pod sync removes it if it is gone). Returns how many members
-    /// were restored.
+    /// pods only when the table lists them (the reconciler syncs pods
+    /// before the monitor attaches). Returns how many members were
+    /// restored.
     pub fn restore(&mut self, record: &TableRecord, now: Timestamp) -> usize {
         let mut restored = 0;
         for r in &record.members {
@@ -91,29 +91,19 @@ impl Table {
                 None => MemberKey::Program(r.program_id.clone()),
             };
             if !self.members.contains_key(&key) {
-                match (&key, &r.pod) {
-                    (MemberKey::Pod(uid), Some((_, name))) => {
-                        if self.departed.contains_key(uid) {
-                            continue;
-                        }
-                        let m = Member::new(
-                            MemberKind::Pod,
-                            r.program_id.clone(),
-                            Some(name.clone()),
-                            now,
-                        );
-                        self.members.insert(key.clone(), m);
-                    }
-                    _ => {
-                        if !self.settings.track_unexpected || self.seen >= self.settings.max_seen {
-                            continue;
-                        }
-                        self.seen += 1;
-                        let mut m = Member::new(MemberKind::Seen, r.program_id.clone(), None, now);
-                        m.facts.clock_start = r.last_beat;
-                        self.members.insert(key.clone(), m);
-                    }
+                // Pods come from the pod list (synced before a monitor
+                // attaches), never from a checkpoint: one that left since
+                // stays gone, and a record cannot add members.
+                if r.pod.is_some()
+                    || !self.settings.track_unexpected
+                    || self.seen >= self.settings.max_seen
+                {
+                    continue;
                 }
+                self.seen += 1;
+                let mut m = Member::new(MemberKind::Seen, r.program_id.clone(), None, now);
+                m.facts.clock_start = r.last_beat;
+                self.members.insert(key.clone(), m);
             }
             let Some(m) = self.members.get_mut(&key) else {
                 continue;

@@ -946,6 +946,15 @@ fn a_checkpoint_never_makes_a_member_up_its_beats_do_not_show() {
     c.evaluate(t(20), None);
     assert_ne!(state_of(&c, "etl"), MemberState::Up);
 
+    // A pod the table does not list (gone since) is not brought back.
+    let mut pods = table(None);
+    pods.sync_pods([pod("a", Some(0))], t(0));
+    record(&mut pods, &sidecar_beat("a", 5), 5);
+    let with_pod = pods.checkpoint();
+    let mut e = table(None);
+    assert_eq!(e.restore(&with_pod, t(10)), 0);
+    assert_eq!(e.members().count(), 0);
+
     // Unexpected programs: at most max_seen (3) are taken.
     let mut many = good.clone();
     many.members = (0..10)
