@@ -411,18 +411,28 @@ spec:
     assert!(!livez.is_empty());
 }
 
+/// `ip -n <stack namespace> args...`, its output.
+fn ip_in_stack(stack: &Stack, args: &[&str]) -> String {
+    let netns = stack.env.netns.clone().expect("HB_STACK_NETNS");
+    run_ok(
+        std::process::Command::new("ip")
+            .args(["-n", &netns])
+            .args(args),
+    )
+}
+
 /// The MAC the stack's namespace has for pod address `ip` (empty: none).
 fn neighbour_mac(stack: &Stack, ip: &str) -> String {
-    let netns = stack.env.netns.clone().expect("HB_STACK_NETNS");
-    let out = run_ok(std::process::Command::new("ip").args([
-        "-n",
-        &netns,
-        "neigh",
-        "show",
-        ip,
-        "dev",
-        heartbeat_testbed::network::BRIDGE,
-    ]));
+    let out = ip_in_stack(
+        stack,
+        &[
+            "neigh",
+            "show",
+            ip,
+            "dev",
+            heartbeat_testbed::network::BRIDGE,
+        ],
+    );
     let mut words = out.split_whitespace();
     words
         .by_ref()
@@ -434,19 +444,23 @@ fn neighbour_mac(stack: &Stack, ip: &str) -> String {
 
 /// The pod bridge's MAC address in the stack's namespace.
 fn bridge_mac(stack: &Stack) -> String {
-    let netns = stack.env.netns.clone().expect("HB_STACK_NETNS");
-    let out = run_ok(std::process::Command::new("ip").args([
-        "-n",
-        &netns,
-        "-br",
-        "link",
-        "show",
-        heartbeat_testbed::network::BRIDGE,
-    ]));
+    let out = ip_in_stack(
+        stack,
+        &["-br", "link", "show", heartbeat_testbed::network::BRIDGE],
+    );
     out.split_whitespace()
         .nth(2)
         .unwrap_or_default()
         .to_string()
+}
+
+/// A pod `name` running demo/http, with `more` added to its container's
+/// fields (`, readinessProbe: {...}`).
+fn http_pod(name: &str, more: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\n\
+         spec: {{terminationGracePeriodSeconds: 1, containers: [{{name: app, image: demo/http{more}}}]}}\n"
+    )
 }
 
 /// Rule (issue 25, the probe timeouts' root cause): the pods' gateway keeps
@@ -458,12 +472,7 @@ fn bridge_mac(stack: &Stack) -> String {
 fn the_pod_gateways_mac_stays_put_while_pods_come_and_go() {
     let stack = Stack::get();
     let ns = TestNamespace::create(stack, "net-mac");
-    let pod = |name: &str| {
-        format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\n\
-             spec: {{terminationGracePeriodSeconds: 1, containers: [{{name: app, image: demo/http}}]}}\n"
-        )
-    };
+    let pod = |name: &str| http_pod(name, "");
     let before = bridge_mac(stack);
     for name in ["a", "b", "c"] {
         ns.apply(&pod(name));
@@ -496,10 +505,9 @@ fn a_pod_taking_a_freed_address_is_reached_from_the_node_at_once() {
     let stack = Stack::get();
     let ns = TestNamespace::create(stack, "net-reuse");
     let pod = |name: &str| {
-        format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\n\
-             spec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: app\n    image: demo/http\n\
-             \x20   readinessProbe: {{httpGet: {{port: 8080, path: /healthz}}, periodSeconds: 1}}\n"
+        http_pod(
+            name,
+            ", readinessProbe: {httpGet: {port: 8080, path: /healthz}, periodSeconds: 1}",
         )
     };
     let ip_of = |name: &str| ns.kubectl(&["get", "pod", name, "-o", "jsonpath={.status.podIP}"]);
