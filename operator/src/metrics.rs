@@ -110,9 +110,10 @@ pub struct Metrics {
     pub checkpoints_written: Counter,
     /// Tables restored from a checkpoint by a new consumer.
     pub checkpoints_restored: Counter,
-    /// Kafka consumers running.
+    /// Kafka consumer clients open: one per distinct broker connection,
+    /// however many topics read through it.
     pub consumers: Gauge,
-    /// Background tasks running (consumers and their upkeep).
+    /// Background tasks running (one per topic read, and their upkeep).
     pub tasks: Gauge,
     /// Members by state, per monitor.
     pub members: Family<StateLabels, Gauge>,
@@ -234,7 +235,7 @@ impl Metrics {
             consumers: registered(
                 r,
                 "heartbeat_operator_consumers",
-                "Kafka consumers running",
+                "Kafka consumer clients open (one per broker connection, shared by its topics)",
                 Gauge::default(),
             ),
             tasks: registered(

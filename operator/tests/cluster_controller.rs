@@ -441,6 +441,61 @@ async fn an_openmsistream_program_is_up_and_a_silent_expected_one_is_stale() {
     case.wait_event("lab", "HeartbeatStale", "program lab-uploader-3 ");
 }
 
+/// Rule (issue 20): monitors reading different topics through the same
+/// broker settings share one Kafka client (one task per topic): threads
+/// and memory grow with brokers, not topics. Each topic's beats reach only
+/// its monitors, and a monitor deleted and made again on its topic reads
+/// it again through the shared client (the stopping task released its
+/// partitions first) while the other topic goes on.
+#[tokio::test]
+async fn monitors_on_different_topics_through_the_same_brokers_share_one_client() {
+    let case = Case::start("ctl-share").await;
+    let other = TestTopic::create(&case.bootstrap, "ctl-share-b").await;
+    let label = case.op.monitor_label();
+    let monitor_b = || {
+        case.ns.apply_monitor(
+            "b",
+            &label,
+            &other.name,
+            (INTERVAL_SECS, TOLERANT_GRACE_SECS),
+            "  external: {expectedPrograms: [lab-b]}",
+        )
+    };
+    case.apply_tolerant_monitor("a", "  external: {expectedPrograms: [lab-a]}");
+    monitor_b();
+    let _a = ExternalProgram::start(&case.bootstrap, &case.topic.name, "lab-a", INTERVAL_SECS);
+    let _b = ExternalProgram::start(&case.bootstrap, &other.name, "lab-b", INTERVAL_SECS);
+    let only = |program: &'static str| {
+        move |s: &Value| {
+            count(s, "up") == 1 && member(s, program).is_none_or(|m| m["state"] == "Up")
+        }
+    };
+    case.wait_status("a", "lab-a alone Up", only("lab-a"));
+    case.wait_status("b", "lab-b alone Up", only("lab-b"));
+    let gauge = |name: &str| case.op.metric_value(name, &[]).unwrap_or(-1.0);
+    let (clients, tasks) = (
+        gauge("heartbeat_operator_consumers"),
+        gauge("heartbeat_operator_tasks"),
+    );
+    assert_eq!((clients, tasks), (1.0, 2.0), "(clients, tasks)");
+
+    case.ns.kubectl(&["delete", "hbm", "b"]);
+    eventually("b's task stopped, the client kept", T, || {
+        let (c, t) = (
+            gauge("heartbeat_operator_consumers"),
+            gauge("heartbeat_operator_tasks"),
+        );
+        (c == 1.0 && t == 1.0)
+            .then_some(())
+            .ok_or(format!("clients {c}, tasks {t}"))
+    });
+    monitor_b();
+    case.wait_status("b", "lab-b Up again on the shared client", only("lab-b"));
+    case.status_holds("a", Duration::from_secs(5), "lab-a still Up", only("lab-a"));
+    assert_eq!(gauge("heartbeat_operator_consumers"), 1.0);
+    case.assert_no_stale_event();
+}
+
 /// Rule: malformed messages on the topic (not JSON, no timestamp, a key
 /// without `_heartbeat`, an oversized value) are rejected and counted by
 /// reason in `heartbeat_operator_beats_rejected_total`, never a crash; a

@@ -35,7 +35,7 @@ impl ConsumerContext for Logs {}
 
 /// Rule (issue 20, the idle replay): a new leader replaying history is
 /// never held back by librdkafka waiting a second each time its fetch
-/// queue fills. The operator bounds that queue (16 MiB) and librdkafka's
+/// queue fills. The operator bounds that queue (4 MiB a partition) and librdkafka's
 /// default `fetch.queue.backoff.ms` is 1000, so a replay read 16 MiB and
 /// then idled a second, again and again: about 30,000 beats/s with the
 /// CPU mostly idle. Here the operator's own consumer settings read a

@@ -1,10 +1,12 @@
-//! The Kafka side: one consumer per distinct (broker settings, topic),
-//! shared by the monitors that read through it, started when the first
-//! attaches and stopped when the last leaves. Each consumer seeks back by
-//! time when a monitor attaches, so a restart rebuilds state from the
-//! topic; it commits no offsets.
+//! The Kafka side: one consumer task per distinct (broker settings,
+//! topic), shared by the monitors that read through it, started when the
+//! first attaches and stopped when the last leaves; the tasks on the same
+//! broker settings share one librdkafka client ([`connection`]). Each task
+//! seeks back by time (or from a checkpoint) when a monitor attaches, so a
+//! restart rebuilds state from the topic; it commits no offsets.
 
 pub mod checkpoint;
+mod connection;
 pub mod health;
 mod intake;
 pub mod settings;
@@ -71,6 +73,7 @@ struct Shared {
     checkpoint_topic: Option<String>,
     /// What the current replay starts from, for `Ready` while catching up.
     replay: Mutex<String>,
+    connections: Arc<connection::Connections>,
 }
 
 struct Running {
@@ -128,6 +131,7 @@ pub struct Consumers {
     group: String,
     client_id: String,
     checkpoint_topic: Option<String>,
+    connections: Arc<connection::Connections>,
 }
 
 impl Consumers {
@@ -148,6 +152,7 @@ impl Consumers {
             group,
             client_id,
             checkpoint_topic,
+            connections: Arc::default(),
         }
     }
 
@@ -261,6 +266,7 @@ impl Consumers {
             client_id: self.client_id.clone(),
             checkpoint_topic: self.checkpoint_topic.clone(),
             replay: Mutex::new(String::new()),
+            connections: self.connections.clone(),
         });
         tracing::info!(consumer = %key, "starting a consumer");
         tokio::spawn(task::run(shared.clone()));

@@ -32,11 +32,14 @@ const ALLOWED: &[&str] = &[
 ];
 
 /// The consumer's memory bounds, whatever the Secret says: at most this
-/// much fetched per request, per partition, and queued ahead.
+/// much fetched per request, per partition, and queued ahead. Each topic
+/// takes its partitions' queues off the shared client, and librdkafka then
+/// bounds each partition's queue (not the client's): 4 MiB each, which a
+/// replay still drains in tens of milliseconds.
 const FETCH_MAX_BYTES: &str = "8388608";
 const RECEIVE_MESSAGE_MAX_BYTES: &str = "8389120";
 const MAX_PARTITION_FETCH_BYTES: &str = "1048576";
-const QUEUED_MAX_KBYTES: &str = "16384";
+const QUEUED_MAX_KBYTES: &str = "4096";
 /// How long librdkafka waits before fetching again once that queue is
 /// full. Its default, 1 s, made a replay read 16 MiB and then idle for a
 /// second, over and over: about 30,000 beats/s with the CPU nearly idle.
@@ -152,6 +155,16 @@ impl ConsumerKey {
     }
 
     /// The brokers as the Secret gives them (to check against the allowlist).
+    /// The key of the broker connection this topic is read through: the
+    /// same settings without the topic. Topics on one connection share a
+    /// client.
+    pub fn connection(&self) -> ConsumerKey {
+        ConsumerKey {
+            topic: String::new(),
+            properties: self.properties.clone(),
+        }
+    }
+
     pub fn bootstrap_servers(&self) -> &str {
         self.properties
             .get("bootstrap.servers")

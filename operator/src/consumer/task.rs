@@ -1,9 +1,11 @@
-//! One consumer's life: connect, find the topic's partitions, seek back by
-//! time, read and attribute beats, and check its own health and lag every
-//! few seconds. librdkafka reconnects by itself; a session that cannot go
-//! on is reported Blind and started again after a pause.
+//! One topic's life on its connection's client: find the topic's
+//! partitions, take their queues and assign them, seek back by time, read
+//! and attribute beats, and check its own health and lag every few
+//! seconds. librdkafka reconnects by itself; a session that cannot go on
+//! releases its partitions, is reported Blind and starts again after a
+//! pause.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -16,6 +18,7 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::checkpoint::{self, Checkpoint};
+use super::connection::{self, Connection, PartitionQueue};
 use super::intake::{self, RejectLog, TopicCounters};
 use super::{BlindKind, Health, Shared, lock};
 use crate::metrics::ConsumerLabels;
@@ -43,7 +46,6 @@ struct Counted(Arc<crate::metrics::Metrics>);
 impl Counted {
     fn new(m: &Arc<crate::metrics::Metrics>) -> Counted {
         m.tasks.inc();
-        m.consumers.inc();
         Counted(m.clone())
     }
 }
@@ -51,7 +53,6 @@ impl Counted {
 impl Drop for Counted {
     fn drop(&mut self) {
         self.0.tasks.dec();
-        self.0.consumers.dec();
     }
 }
 
@@ -92,21 +93,45 @@ pub(super) async fn run(shared: Arc<Shared>) {
     tracing::info!(consumer = %shared.key, "consumer stopped");
 }
 
-/// One client: created, used, and closed off the runtime (librdkafka's
-/// close can block on a dead broker).
+/// One session on the connection's client: the topic claimed (a task of
+/// the same topic still stopping releases it first), its partitions
+/// assigned while it reads and unassigned after, and the connection let
+/// go off the runtime.
 async fn session(
     shared: &Arc<Shared>,
     stop: &mut tokio::sync::watch::Receiver<bool>,
     sight: &mut Sight,
 ) -> Result<(), Blind> {
-    let consumer: StreamConsumer = shared
-        .key
-        .client_config(&shared.group, &shared.client_id)
-        .create()
+    let conn = shared
+        .connections
+        .get(
+            &shared.key,
+            &shared.group,
+            &shared.client_id,
+            &shared.metrics,
+        )
         .map_err(|e| (BlindKind::BadSettings, e.to_string()))?;
-    let consumer = Arc::new(consumer);
-    let result = read(shared, &consumer, stop, sight).await;
-    tokio::task::spawn_blocking(move || drop(consumer));
+    let claim = tokio::select! {
+        c = conn.claim(&shared.key.topic) => c,
+        _ = stop.changed() => {
+            connection::release(conn);
+            return Ok(());
+        }
+    };
+    let mut queues = BTreeMap::new();
+    let result = read(shared, &conn, &mut queues, stop, sight).await;
+    let mut tpl = TopicPartitionList::new();
+    for p in queues.keys() {
+        let _ = tpl.add_partition(&shared.key.topic, *p);
+    }
+    if tpl.count() > 0
+        && let Err(e) = blocking(&conn.consumer, move |c| c.incremental_unassign(&tpl)).await
+    {
+        tracing::warn!(consumer = %shared.key, error = %shared.key.redact(&e.to_string()), "cannot release the topic's partitions");
+    }
+    drop(queues);
+    drop(claim);
+    connection::release(conn);
     result
 }
 
@@ -201,15 +226,19 @@ async fn describe_retention(shared: &Shared) {
     tokio::task::spawn_blocking(move || drop(admin));
 }
 
-/// Assigns every partition at the first offset at or after `target`;
-/// returns the next offset to read per partition.
+/// Puts every partition at the first offset at or after `target` (or
+/// `from` a checkpoint): a partition not read yet has its queue taken off
+/// the client and is assigned there, one already read is sought; returns
+/// the next offset to read per partition.
 async fn seek(
-    c: &Arc<StreamConsumer>,
+    conn: &Connection,
+    queues: &mut BTreeMap<i32, PartitionQueue>,
     topic: &str,
     parts: &[i32],
     target: Timestamp,
     from: Option<&HashMap<i32, i64>>,
 ) -> Result<HashMap<i32, i64>, Blind> {
+    let c = &conn.consumer;
     // The ends first: a message appended meanwhile is read, not skipped.
     let highs = watermarks(c, topic, parts).await?;
     let mut tpl = TopicPartitionList::new();
@@ -221,6 +250,7 @@ async fn seek(
         .await
         .map_err(|e| classify(topic, &e))?;
     let mut assign = TopicPartitionList::new();
+    let mut sought = TopicPartitionList::new();
     let mut next = HashMap::new();
     for e in resolved.elements() {
         // A partition that could not be looked up would skip its history
@@ -237,12 +267,39 @@ async fn seek(
             by_time,
             high,
         );
-        assign
-            .add_partition_offset(topic, e.partition(), Offset::Offset(offset))
+        let to = match queues.entry(e.partition()) {
+            std::collections::btree_map::Entry::Occupied(_) => &mut sought,
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                // Split before it is assigned: none of its messages reach
+                // the client's main queue.
+                let q = conn.split(topic, e.partition()).ok_or_else(|| {
+                    (
+                        BlindKind::Broker,
+                        format!("no queue for partition {} of {topic}", e.partition()),
+                    )
+                })?;
+                slot.insert(q);
+                &mut assign
+            }
+        };
+        to.add_partition_offset(topic, e.partition(), Offset::Offset(offset))
             .map_err(|e| classify(topic, &e))?;
         next.insert(e.partition(), offset);
     }
-    c.assign(&assign).map_err(|e| classify(topic, &e))?;
+    if assign.count() > 0 {
+        c.incremental_assign(&assign)
+            .map_err(|e| classify(topic, &e))?;
+    }
+    if sought.count() > 0 {
+        blocking(c, move |c| {
+            c.seek_partitions(sought, REQUEST_TIMEOUT)?
+                .elements()
+                .iter()
+                .try_for_each(|e| e.error())
+        })
+        .await
+        .map_err(|e| classify(topic, &e))?;
+    }
     Ok(next)
 }
 
@@ -284,26 +341,23 @@ const PARTITIONS_EVERY: u32 = 30;
 
 async fn read(
     shared: &Arc<Shared>,
-    c: &Arc<StreamConsumer>,
+    conn: &Connection,
+    queues: &mut BTreeMap<i32, PartitionQueue>,
     stop: &mut tokio::sync::watch::Receiver<bool>,
     sight: &mut Sight,
 ) -> Result<(), Blind> {
+    let c = &conn.consumer;
     let topic = shared.key.topic.clone();
     let mut parts = partitions(c, &topic).await?;
     describe_retention(shared).await;
     let mut log = RejectLog::default();
     let counters = TopicCounters::new(shared);
-    let mut stream = c.stream();
-    let mut batch = Vec::with_capacity(BATCH);
     let mut check = tokio::time::interval(CHECK_EVERY);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut checks = 0u32;
     let mut window_secs = 0;
     // The seek epoch the consumer has caught up with, if any.
     let mut caught_up: Option<u64> = None;
-    // Checkpoints are written off the read loop (a dead broker may hold a
-    // flush for seconds); a round still writing makes the next one skip.
-    let writer: Arc<tokio::sync::Mutex<Option<checkpoint::Writer>>> = Arc::default();
     let mut last_checkpoint = Instant::now();
     'seek: loop {
         let epoch = shared.seek_requested.load(Ordering::SeqCst);
@@ -324,7 +378,18 @@ async fn read(
         } else {
             load_checkpoints(shared, target).await
         };
-        let mut next = seek(c, &topic, &parts, target, restored.as_ref().map(|r| &r.0)).await?;
+        let mut next = seek(
+            conn,
+            queues,
+            &topic,
+            &parts,
+            target,
+            restored.as_ref().map(|r| &r.0),
+        )
+        .await?;
+        // This topic's partitions, read together.
+        let mut stream = futures::stream::select_all(queues.values().map(|q| q.stream()));
+        let mut batch = Vec::with_capacity(BATCH);
         if let Some((_, since)) = restored {
             // Sight is continuous from the checkpoints' `since`: what came
             // after them is replayed now.
@@ -380,7 +445,7 @@ async fn read(
                     // Transport errors come here too; the periodic check
                     // decides whether the topic can still be read.
                     Some(Err(e)) => log.error(&shared.key, &e),
-                    // The stream of a live consumer does not end.
+                    // The streams of a live consumer do not end.
                     None => return Err((BlindKind::Broker, "the consumer's stream ended".into())),
                 },
                 _ = check.tick() => {
@@ -444,9 +509,9 @@ async fn read(
                     if caught_up == Some(epoch)
                         && !sight.blind
                         && last_checkpoint.elapsed() >= CHECKPOINT_EVERY
+                        && write_checkpoints(shared, &conn.writer, &next, epoch)
                     {
                         last_checkpoint = Instant::now();
-                        write_checkpoints(shared, &writer, &next, epoch);
                     }
                 }
             }
@@ -600,20 +665,22 @@ async fn load_checkpoints(
 
 /// Writes a checkpoint of every monitor that has caught up with `epoch`:
 /// its table as of `next` (nothing is read meanwhile, so the two agree),
-/// snapshotted here and written by a task of its own. The writer is made
-/// on first use and dropped on failure, so the next round makes a new one;
-/// a round is skipped while the last one still writes.
+/// snapshotted here and written by a task of its own, off the read loop (a
+/// dead broker may hold a flush for seconds). The connection's writer is
+/// made on first use and dropped on failure, so the next round makes a
+/// new one. Returns false when the writer is busy (another round, maybe
+/// another topic's, still writes): try again at the next check.
 fn write_checkpoints(
     shared: &Arc<Shared>,
     writer: &Arc<tokio::sync::Mutex<Option<checkpoint::Writer>>>,
     next: &HashMap<i32, i64>,
     epoch: u64,
-) {
+) -> bool {
     let Some(cp_topic) = shared.checkpoint_topic.clone() else {
-        return;
+        return true;
     };
     let Ok(mut held) = writer.clone().try_lock_owned() else {
-        return;
+        return false;
     };
     let offsets: std::collections::BTreeMap<i32, i64> =
         next.iter().map(|(p, o)| (*p, *o)).collect();
@@ -634,7 +701,7 @@ fn write_checkpoints(
             .collect()
     };
     if batch.is_empty() {
-        return;
+        return true;
     }
     let shared = shared.clone();
     tokio::task::spawn_blocking(move || {
@@ -665,6 +732,7 @@ fn write_checkpoints(
             }
         }
     });
+    true
 }
 
 #[cfg(test)]

@@ -1,0 +1,137 @@
+//! One librdkafka client per distinct broker connection (a Secret's
+//! settings, whatever the topic), shared by every topic read through it,
+//! so threads and memory grow with brokers, not with topics. Each topic's
+//! task takes its partitions' queues off the client and assigns, seeks and
+//! releases only those, so topics are read and judged independently.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+
+use rdkafka::consumer::DefaultConsumerContext;
+use rdkafka::consumer::StreamConsumer;
+use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use tokio::sync::{OwnedMutexGuard, watch};
+
+use super::checkpoint;
+use super::{ConsumerKey, lock};
+use crate::metrics::Metrics;
+
+/// One partition's messages, taken off the shared client.
+pub(super) type PartitionQueue = StreamPartitionQueue<DefaultConsumerContext>;
+
+/// A shared client and what goes with it.
+pub(super) struct Connection {
+    pub consumer: Arc<StreamConsumer>,
+    /// The checkpoints of every topic on this connection go through one
+    /// producer, made when the first is due.
+    pub writer: Arc<tokio::sync::Mutex<Option<checkpoint::Writer>>>,
+    /// One task per topic at a time: a task stopping releases its
+    /// partitions before the next one for the topic assigns them.
+    topics: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    stop: watch::Sender<bool>,
+    metrics: Arc<Metrics>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        self.metrics.consumers.dec();
+    }
+}
+
+impl Connection {
+    /// Waits until no other task reads `topic` through this client.
+    pub async fn claim(&self, topic: &str) -> OwnedMutexGuard<()> {
+        let slot = lock(&self.topics)
+            .entry(topic.to_string())
+            .or_default()
+            .clone();
+        slot.lock_owned().await
+    }
+
+    /// Takes `partition` of `topic` off the client's main queue: done
+    /// before it is assigned, so none of its messages go there.
+    pub fn split(&self, topic: &str, partition: i32) -> Option<PartitionQueue> {
+        self.consumer.split_partition_queue(topic, partition)
+    }
+}
+
+/// The clients of this replica, by connection.
+#[derive(Default)]
+pub(super) struct Connections {
+    open: Mutex<HashMap<ConsumerKey, Weak<Connection>>>,
+}
+
+impl Connections {
+    /// The client for `key`'s connection, made when none is open.
+    pub fn get(
+        &self,
+        key: &ConsumerKey,
+        group: &str,
+        client_id: &str,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Arc<Connection>, KafkaError> {
+        let ck = key.connection();
+        let mut open = lock(&self.open);
+        if let Some(c) = open.get(&ck).and_then(Weak::upgrade) {
+            return Ok(c);
+        }
+        let consumer: StreamConsumer = ck.client_config(group, client_id).create()?;
+        let consumer = Arc::new(consumer);
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(serve_events(consumer.clone(), stopped, ck.clone()));
+        metrics.consumers.inc();
+        tracing::info!(brokers = %ck.bootstrap(), "opened a Kafka client");
+        let c = Arc::new(Connection {
+            consumer,
+            writer: Arc::default(),
+            topics: Mutex::default(),
+            stop,
+            metrics: metrics.clone(),
+        });
+        open.retain(|_, w| w.strong_count() > 0);
+        open.insert(ck, Arc::downgrade(&c));
+        Ok(c)
+    }
+}
+
+/// Lets go of a connection off the runtime: the last holder closes the
+/// client, which may wait on a dead broker.
+pub(super) fn release(c: Arc<Connection>) {
+    tokio::task::spawn_blocking(move || drop(c));
+}
+
+/// Serves the client's main queue (librdkafka delivers its events and
+/// errors there) until the connection is dropped. Every partition read is
+/// split off first, so a message here is a bug, counted in the log.
+async fn serve_events(
+    consumer: Arc<StreamConsumer>,
+    mut stop: watch::Receiver<bool>,
+    key: ConsumerKey,
+) {
+    let mut errors = 0u64;
+    loop {
+        tokio::select! {
+            _ = stop.changed() => break,
+            m = consumer.recv() => match m {
+                Ok(m) => tracing::error!(
+                    brokers = %key.bootstrap(),
+                    partition = m.partition(),
+                    offset = m.offset(),
+                    "a message reached the client's main queue; dropped"
+                ),
+                // Transport errors: librdkafka retries by itself, and each
+                // topic's periodic check reports a topic it cannot read.
+                Err(e) => {
+                    errors += 1;
+                    if errors.is_power_of_two() {
+                        tracing::warn!(brokers = %key.bootstrap(), errors, error = %key.redact(&e.to_string()), "Kafka client error");
+                    }
+                }
+            },
+        }
+    }
+    tokio::task::spawn_blocking(move || drop(consumer));
+}
