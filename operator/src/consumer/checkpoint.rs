@@ -80,18 +80,21 @@ pub fn record_key(id: &MonitorId) -> String {
     format!("{}/{}", id.namespace, id.name)
 }
 
-/// The newest checkpoint of each of `wanted` on `topic` (the checkpoint
-/// topic) for the monitored `of_topic`. A missing checkpoint topic is no
-/// checkpoint; any other failure is returned (the caller replays as
-/// without).
+/// The newest record of every monitor on the checkpoint topic, as read:
+/// bytes, by record key. Loaded once per connection and shared by its
+/// topics, each of which parses only its own monitors' ([`pick`]).
+pub type Newest = HashMap<String, Vec<u8>>;
+
+/// Reads the checkpoint `topic` to its end and keeps the newest record of
+/// each key (a tombstone removes it; one over [`MAX_BYTES`] is skipped). A
+/// missing checkpoint topic is no checkpoint; any other failure is
+/// returned (the caller replays as without).
 pub fn load(
     key: &ConsumerKey,
     group: &str,
     client_id: &str,
     topic: &str,
-    of_topic: &str,
-    wanted: &[MonitorId],
-) -> Result<HashMap<MonitorId, Checkpoint>, String> {
+) -> Result<Newest, String> {
     // Fetches as large as a checkpoint may be.
     let consumer: BaseConsumer = key
         .client_config(group, client_id)
@@ -104,19 +107,17 @@ pub fn load(
         .fetch_metadata(Some(topic), Duration::from_secs(5))
         .map_err(|e| format!("cannot read metadata of {topic}: {e}"))?;
     let Some(mt) = md.topics().iter().find(|t| t.name() == topic) else {
-        return Ok(HashMap::new());
+        return Ok(Newest::new());
     };
     if let Some(err) = mt.error() {
         let code = RDKafkaErrorCode::from(err);
         return match code {
             RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic => {
-                Ok(HashMap::new())
+                Ok(Newest::new())
             }
             other => Err(format!("cannot read {topic}: {other}")),
         };
     }
-    let wanted: HashMap<String, &MonitorId> =
-        wanted.iter().map(|id| (record_key(id), id)).collect();
     let mut ends = HashMap::new();
     let mut tpl = TopicPartitionList::new();
     for p in mt.partitions() {
@@ -130,7 +131,7 @@ pub fn load(
         }
     }
     consumer.assign(&tpl).map_err(|e| e.to_string())?;
-    let mut found: HashMap<MonitorId, Checkpoint> = HashMap::new();
+    let mut newest = Newest::new();
     let deadline = Instant::now() + LOAD_TIMEOUT;
     while !ends.is_empty() {
         if Instant::now() > deadline {
@@ -146,30 +147,39 @@ pub fn load(
         {
             ends.remove(&m.partition());
         }
-        let Some(id) = m
-            .key()
-            .and_then(|k| std::str::from_utf8(k).ok())
-            .and_then(|k| wanted.get(k))
-        else {
+        let Some(k) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
             continue;
         };
         // Compaction keeps the newest per key; until it runs, later wins.
         match m.payload() {
             None => {
-                found.remove(*id);
+                newest.remove(k);
             }
             Some(v) if v.len() <= MAX_BYTES => {
-                if let Ok(cp) = serde_json::from_slice::<Checkpoint>(v)
-                    && cp.version == VERSION
-                    && cp.topic == of_topic
-                {
-                    found.insert((*id).clone(), cp);
-                }
+                newest.insert(k.to_string(), v.to_vec());
             }
             Some(_) => {}
         }
     }
-    Ok(found)
+    Ok(newest)
+}
+
+/// The checkpoints of `wanted` for the monitored `of_topic` among the
+/// loaded records: only those are parsed, and one of another format
+/// version or topic is none.
+pub fn pick(
+    newest: &Newest,
+    of_topic: &str,
+    wanted: &[MonitorId],
+) -> HashMap<MonitorId, Checkpoint> {
+    wanted
+        .iter()
+        .filter_map(|id| {
+            let bytes = newest.get(&record_key(id))?;
+            let cp = serde_json::from_slice::<Checkpoint>(bytes).ok()?;
+            (cp.version == VERSION && cp.topic == of_topic).then(|| (id.clone(), cp))
+        })
+        .collect()
 }
 
 /// Counts deliveries the broker refused (a flush succeeds either way).
@@ -256,9 +266,15 @@ impl Writer {
             let admin: AdminClient<DefaultClientContext> = cfg
                 .create()
                 .map_err(|e| format!("cannot make an admin client: {e}"))?;
+            // Compacted within minutes, not when a 1 GiB segment fills:
+            // a new leader reads the whole topic, so what it reads stays
+            // about one record per monitor.
             let new = NewTopic::new(topic, 1, TopicReplication::Fixed(-1))
                 .set("cleanup.policy", "compact")
-                .set("max.message.bytes", "16777216");
+                .set("max.message.bytes", "16777216")
+                .set("segment.ms", "60000")
+                .set("segment.bytes", "67108864")
+                .set("min.cleanable.dirty.ratio", "0.1");
             let made = futures::executor::block_on(admin.create_topics(
                 [&new],
                 &AdminOptions::new().operation_timeout(Some(Duration::from_secs(5))),
@@ -378,5 +394,33 @@ mod tests {
             None,
             "since after it"
         );
+    }
+
+    /// Rule: of the records loaded, a topic takes only its own monitors'
+    /// checkpoints, of this format and of its topic; garbage is none.
+    #[test]
+    fn a_topic_picks_only_its_monitors_checkpoints_of_its_topic_and_format() {
+        let id = |name: &str| MonitorId {
+            namespace: "ns".into(),
+            name: name.into(),
+        };
+        let bytes = |cp: &Checkpoint| serde_json::to_vec(cp).expect("json");
+        let mine = cp(50, Some(10));
+        let mut other_topic = cp(50, Some(10));
+        other_topic.topic = "elsewhere".into();
+        let mut other_version = cp(50, Some(10));
+        other_version.version = VERSION + 1;
+        let newest: Newest = [
+            (record_key(&id("a")), bytes(&mine)),
+            (record_key(&id("b")), bytes(&other_topic)),
+            (record_key(&id("c")), bytes(&other_version)),
+            (record_key(&id("d")), b"{not json".to_vec()),
+            (record_key(&id("e")), bytes(&mine)),
+        ]
+        .into();
+        let wanted = [id("a"), id("b"), id("c"), id("d"), id("z")];
+        let picked = pick(&newest, "hb", &wanted);
+        assert_eq!(picked.len(), 1, "{picked:?}");
+        assert_eq!(picked.get(&id("a")), Some(&mine));
     }
 }

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::DefaultConsumerContext;
 use rdkafka::consumer::StreamConsumer;
@@ -27,6 +28,9 @@ pub(super) struct Connection {
     /// The checkpoints of every topic on this connection go through one
     /// producer, made when the first is due.
     pub writer: Arc<tokio::sync::Mutex<Option<checkpoint::Writer>>>,
+    /// The checkpoint topic as last read: a new leader's topics (and each
+    /// monitor attaching before its topic caught up) share one read.
+    checkpoints: tokio::sync::Mutex<Option<(Instant, Arc<checkpoint::Newest>)>>,
     /// One task per topic at a time: a task stopping releases its
     /// partitions before the next one for the topic assigns them.
     topics: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -55,6 +59,45 @@ impl Connection {
     /// before it is assigned, so none of its messages go there.
     pub fn split(&self, topic: &str, partition: i32) -> Option<PartitionQueue> {
         self.consumer.split_partition_queue(topic, partition)
+    }
+}
+
+/// How long one read of the checkpoint topic serves the topics asking: a
+/// new leader's monitors attach within seconds of each other.
+const CHECKPOINTS_REUSED: Duration = Duration::from_secs(60);
+
+impl Connection {
+    /// The checkpoint topic's newest records, read by `load` (off the
+    /// runtime) unless a read of the last [`CHECKPOINTS_REUSED`] serves;
+    /// topics asking meanwhile wait for the same read.
+    pub async fn checkpoints(
+        &self,
+        load: impl FnOnce() -> Result<checkpoint::Newest, String> + Send + 'static,
+    ) -> Result<Arc<checkpoint::Newest>, String> {
+        let mut held = self.checkpoints.lock().await;
+        if let Some((at, newest)) = held.as_ref()
+            && at.elapsed() < CHECKPOINTS_REUSED
+        {
+            return Ok(newest.clone());
+        }
+        let newest = Arc::new(
+            tokio::task::spawn_blocking(load)
+                .await
+                .map_err(|e| e.to_string())??,
+        );
+        *held = Some((Instant::now(), newest.clone()));
+        Ok(newest)
+    }
+
+    /// Lets go of a read no longer reused (its memory).
+    pub fn forget_old_checkpoints(&self) {
+        if let Ok(mut held) = self.checkpoints.try_lock()
+            && held
+                .as_ref()
+                .is_some_and(|(at, _)| at.elapsed() >= CHECKPOINTS_REUSED)
+        {
+            *held = None;
+        }
     }
 }
 
@@ -87,6 +130,7 @@ impl Connections {
         let c = Arc::new(Connection {
             consumer,
             writer: Arc::default(),
+            checkpoints: tokio::sync::Mutex::default(),
             topics: Mutex::default(),
             stop,
             metrics: metrics.clone(),

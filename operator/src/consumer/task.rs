@@ -376,7 +376,7 @@ async fn read(
         let restored = if shared.caught_up_once.load(Ordering::Relaxed) {
             None
         } else {
-            load_checkpoints(shared, target).await
+            load_checkpoints(shared, conn, target).await
         };
         let mut next = seek(
             conn,
@@ -450,6 +450,7 @@ async fn read(
                 },
                 _ = check.tick() => {
                     checks += 1;
+                    conn.forget_old_checkpoints();
                     if checks.is_multiple_of(PARTITIONS_EVERY)
                         && let Ok(now_parts) = partitions(c, &topic).await
                         && now_parts != parts
@@ -575,6 +576,7 @@ fn lag_labels(shared: &Shared) -> ConsumerLabels {
 /// starts from either way.
 async fn load_checkpoints(
     shared: &Arc<Shared>,
+    conn: &Connection,
     window_start: Timestamp,
 ) -> Option<(HashMap<i32, i64>, Timestamp)> {
     let say = |what: String| *lock(&shared.replay) = what;
@@ -586,20 +588,16 @@ async fn load_checkpoints(
         Ok(s) => s.iter().map(|s| s.id.clone()).collect(),
         Err(p) => p.get_ref().iter().map(|s| s.id.clone()).collect(),
     };
-    let (key, group, client_id, topic) = (
-        shared.key.clone(),
+    let (key, group, client_id) = (
+        shared.key.connection(),
         shared.group.clone(),
         shared.client_id.clone(),
-        shared.key.topic.clone(),
     );
-    let wanted = ids.clone();
-    let loaded = tokio::task::spawn_blocking(move || {
-        checkpoint::load(&key, &group, &client_id, &cp_topic, &topic, &wanted)
-    })
-    .await
-    .unwrap_or_else(|e| Err(e.to_string()));
+    let loaded = conn
+        .checkpoints(move || checkpoint::load(&key, &group, &client_id, &cp_topic))
+        .await;
     let found = match loaded {
-        Ok(f) => f,
+        Ok(newest) => checkpoint::pick(&newest, &shared.key.topic, &ids),
         Err(why) => {
             let why = shared.key.redact(&why);
             tracing::warn!(consumer = %shared.key, %why, "checkpoints unreadable; replaying the whole window");
