@@ -313,11 +313,18 @@ fn cpu_ticks(pid: u32) -> Option<u64> {
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
+/// A number field of `/proc/PID/status` (`VmRSS` in KiB, `Threads`).
+fn status_field(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status
+        .lines()
+        .find(|l| l.split_once(':').is_some_and(|(k, _)| k == field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 /// Resident set size of a process in KiB.
 fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+    status_field(pid, "VmRSS")
 }
 
 /// (busy, total) jiffies of the whole machine.
@@ -358,6 +365,7 @@ struct Sample {
     at_ms: i64,
     op_ticks: u64,
     op_rss_kib: u64,
+    op_threads: u64,
     self_ticks: u64,
     self_rss_kib: u64,
     watchers_ticks: u64,
@@ -783,6 +791,7 @@ fn main() -> ExitCode {
             at_ms: unix_ms(),
             op_ticks: cpu_ticks(op_pid).unwrap_or_default(),
             op_rss_kib: rss_kib(op_pid).unwrap_or_default(),
+            op_threads: status_field(op_pid, "Threads").unwrap_or_default(),
             self_ticks: cpu_ticks(std::process::id()).unwrap_or_default(),
             self_rss_kib: rss_kib(std::process::id()).unwrap_or_default(),
             watchers_ticks: watchers.iter().filter_map(|p| cpu_ticks(*p)).sum(),
@@ -1095,7 +1104,7 @@ fn summarize(s: &Summary<'_>) -> bool {
     }
     if let Some(last) = s.samples.last() {
         println!(
-            "operator CPU whole run {:.1} s; RSS max {} MiB, final {} MiB; generator RSS max {} MiB",
+            "operator CPU whole run {:.1} s; RSS max {} MiB, final {} MiB; threads max {}, final {}; generator RSS max {} MiB",
             last.op_ticks as f64 / s.clk_tck as f64,
             s.samples
                 .iter()
@@ -1104,6 +1113,12 @@ fn summarize(s: &Summary<'_>) -> bool {
                 .unwrap_or_default()
                 / 1024,
             last.op_rss_kib / 1024,
+            s.samples
+                .iter()
+                .map(|x| x.op_threads)
+                .max()
+                .unwrap_or_default(),
+            last.op_threads,
             s.samples
                 .iter()
                 .map(|x| x.self_rss_kib)
