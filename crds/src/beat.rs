@@ -44,7 +44,8 @@ pub enum AppStatus {
 
 /// The `app` object of a beat.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BeatApp {
+#[serde(bound(deserialize = "S: Text<'de>"))]
+pub struct BeatApp<S = String> {
     pub status: AppStatus,
     #[serde(default, skip_serializing_if = "Option::is_none", with = "iso_utc_opt")]
     pub last_signal: Option<Timestamp>,
@@ -54,26 +55,28 @@ pub struct BeatApp {
         skip_serializing_if = "Option::is_none",
         deserialize_with = "bounded::reason"
     )]
-    pub reason: Option<String>,
+    pub reason: Option<S>,
 }
 
 /// The `pod` object of a beat (downward-API identity of the sidecar's pod).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BeatPod {
-    pub namespace: String,
-    pub name: String,
+#[serde(bound(deserialize = "S: Text<'de>"))]
+pub struct BeatPod<S = String> {
+    pub namespace: S,
+    pub name: S,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub uid: Option<String>,
+    pub uid: Option<S>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub node: Option<String>,
+    pub node: Option<S>,
 }
 
 /// The `sidecar` object of a beat.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BeatSidecar {
+#[serde(bound(deserialize = "S: Text<'de>"))]
+pub struct BeatSidecar<S = String> {
     /// At most [`MAX_VERSION_CHARS`].
     #[serde(deserialize_with = "bounded::version")]
-    pub version: String,
+    pub version: S,
     #[serde(with = "iso_utc")]
     pub started_at: Timestamp,
     /// Beats this sidecar could not deliver since it started.
@@ -82,15 +85,18 @@ pub struct BeatSidecar {
 
 /// One heartbeat. Only `timestamp` is required, so plain OpenMSIStream
 /// heartbeats parse; our sidecar fills every field. Unknown fields are
-/// ignored, so newer producers stay readable.
+/// ignored, so newer producers stay readable. Its text is owned (`String`,
+/// the default) or borrowed from the message (`&str`, [`Beat::parse_view`]:
+/// the operator's hot path, no allocation per beat).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Beat {
+#[serde(bound(deserialize = "S: Text<'de>"))]
+pub struct Beat<S = String> {
     #[serde(with = "iso_utc")]
     pub timestamp: Timestamp,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub schema: Option<String>,
+    pub schema: Option<S>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub program_id: Option<String>,
+    pub program_id: Option<S>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
     /// The sidecar's interval, 1..=[`MAX_INTERVAL_SECS`] (the CRD's bound):
@@ -105,7 +111,7 @@ pub struct Beat {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub app: Option<BeatApp>,
+    pub app: Option<BeatApp<S>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub n_messages_produced: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -119,14 +125,73 @@ pub struct Beat {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub n_bytes_processed: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pod: Option<BeatPod>,
+    pub pod: Option<BeatPod<S>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub monitor: Option<String>,
+    pub monitor: Option<S>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sidecar: Option<BeatSidecar>,
+    pub sidecar: Option<BeatSidecar<S>>,
+}
+
+/// A beat's text as parsed: owned, or borrowed from the message. Bounded
+/// on the way in: an owned text longer than its bound is cut (with a
+/// trailing `…`); a borrowed one cannot be, so it is refused, and the
+/// owned parse (which cuts) takes that beat.
+pub trait Text<'de>: Deserialize<'de> + AsRef<str> {
+    /// `self` within `max` characters, or why not.
+    fn bounded(self, max: usize) -> Result<Self, String>;
+}
+
+impl<'de> Text<'de> for String {
+    fn bounded(self, max: usize) -> Result<Self, String> {
+        Ok(bounded::cut(self, max))
+    }
+}
+
+impl<'de: 'a, 'a> Text<'de> for &'a str {
+    fn bounded(self, max: usize) -> Result<Self, String> {
+        match self.chars().nth(max) {
+            None => Ok(self),
+            Some(_) => Err(format!("longer than {max} characters")),
+        }
+    }
 }
 
 impl Beat {
+    /// This beat's text borrowed: what a borrowed parse of it gives.
+    pub fn view(&self) -> Beat<&str> {
+        Beat {
+            timestamp: self.timestamp,
+            schema: self.schema.as_deref(),
+            program_id: self.program_id.as_deref(),
+            seq: self.seq,
+            interval_secs: self.interval_secs,
+            phase: self.phase,
+            app: self.app.as_ref().map(|a| BeatApp {
+                status: a.status,
+                last_signal: a.last_signal,
+                reason: a.reason.as_deref(),
+            }),
+            n_messages_produced: self.n_messages_produced,
+            n_bytes_produced: self.n_bytes_produced,
+            n_messages_read: self.n_messages_read,
+            n_bytes_read: self.n_bytes_read,
+            n_messages_processed: self.n_messages_processed,
+            n_bytes_processed: self.n_bytes_processed,
+            pod: self.pod.as_ref().map(|p| BeatPod {
+                namespace: p.namespace.as_str(),
+                name: p.name.as_str(),
+                uid: p.uid.as_deref(),
+                node: p.node.as_deref(),
+            }),
+            monitor: self.monitor.as_deref(),
+            sidecar: self.sidecar.as_ref().map(|s| BeatSidecar {
+                version: s.version.as_str(),
+                started_at: s.started_at,
+                undelivered: s.undelivered,
+            }),
+        }
+    }
+
     /// A beat with only a timestamp, the minimum OpenMSIStream writes.
     pub fn at(timestamp: Timestamp) -> Beat {
         Beat {
@@ -167,23 +232,38 @@ impl Beat {
     /// field of the wrong type (a foreign producer writing a float counter)
     /// is dropped and reported, and the rest of the beat kept.
     pub fn parse_lenient(value: &[u8]) -> Result<LenientBeat, Error> {
-        // The fast path, straight into the struct (no JSON tree, unknown
-        // fields skipped): what every well-formed beat takes. Anything it
-        // refuses (a wrong type, a duplicate field, no timestamp, not JSON)
-        // is judged field by field below, so the verdict is the same.
-        // Objects only: serde also reads a struct from a JSON array, which
-        // the field-by-field path refuses as not an object.
-        if value.len() <= MAX_VALUE_BYTES
-            && let Ok(text) = std::str::from_utf8(value)
-            && text.trim_start().starts_with('{')
-            && let Ok(beat) = serde_json::from_str::<Beat>(text)
-        {
+        if let Some(beat) = Beat::parse_straight(value) {
             return Ok(LenientBeat {
                 beat,
                 dropped: Vec::new(),
             });
         }
         Beat::parse_lenient_by_field(value)
+    }
+
+    /// The fast path, straight into the struct (no JSON tree, unknown
+    /// fields skipped): what every well-formed beat takes. Anything it
+    /// refuses (a wrong type, a duplicate field, no timestamp, not JSON)
+    /// is judged field by field by [`Beat::parse_lenient`], so the verdict
+    /// is the same. Objects only: serde also reads a struct from a JSON
+    /// array, which the field-by-field path refuses as not an object.
+    fn parse_straight<'a, S: Text<'a>>(value: &'a [u8]) -> Option<Beat<S>> {
+        if value.len() > MAX_VALUE_BYTES {
+            return None;
+        }
+        let text = std::str::from_utf8(value).ok()?;
+        if !text.trim_start().starts_with('{') {
+            return None;
+        }
+        serde_json::from_str::<Beat<S>>(text).ok()
+    }
+
+    /// A beat borrowed from `value`, when it is well-formed and its text
+    /// needs neither unescaping nor cutting: then it is exactly what
+    /// [`Beat::parse_lenient`] gives, [`Beat::view`]ed. `None`: take the
+    /// lenient parse (which also judges what is wrong).
+    pub fn parse_view(value: &[u8]) -> Option<Beat<&str>> {
+        Beat::parse_straight(value)
     }
 
     /// The lenient parse one field at a time, for values the fast path
@@ -266,9 +346,52 @@ impl Beat {
         Ok((program_id.to_string(), beat))
     }
 
+    /// Reads a whole Kafka message as the operator does: the verdict of
+    /// [`Beat::parse_message`], with the program id and (when it can be)
+    /// the beat borrowed from the message.
+    pub fn read_message<'a>(
+        key: Option<&'a [u8]>,
+        value: Option<&'a [u8]>,
+    ) -> Result<(&'a str, ReadBeat<'a>), Error> {
+        let program_id = program_id_from_key(key.unwrap_or_default())?;
+        let value = value.unwrap_or_default();
+        let beat = match Beat::parse_view(value) {
+            Some(b) => ReadBeat::Borrowed(b),
+            None => ReadBeat::Lenient(Beat::parse_lenient(value)?),
+        };
+        Ok((program_id, beat))
+    }
+
     /// Renders the beat as the JSON value to produce.
     pub fn render(&self) -> Result<Vec<u8>, Error> {
         serde_json::to_vec(self).map_err(|e| Error::NotJson(e.to_string()))
+    }
+}
+
+/// A message's beat as [`Beat::read_message`] read it: borrowed from the
+/// message, or (a beat the lenient parse had to unescape, cut or mend)
+/// owned, with the fields it dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadBeat<'a> {
+    Borrowed(Beat<&'a str>),
+    Lenient(LenientBeat),
+}
+
+impl ReadBeat<'_> {
+    /// The beat, borrowed either way.
+    pub fn view(&self) -> Beat<&str> {
+        match self {
+            ReadBeat::Borrowed(b) => b.clone(),
+            ReadBeat::Lenient(l) => l.beat.view(),
+        }
+    }
+
+    /// The known fields dropped for a wrong type (none when borrowed).
+    pub fn dropped(&self) -> &[DroppedField] {
+        match self {
+            ReadBeat::Borrowed(_) => &[],
+            ReadBeat::Lenient(l) => &l.dropped,
+        }
     }
 }
 
@@ -321,7 +444,7 @@ mod bounded {
     use serde::de::Error as _;
     use serde::{Deserialize, Deserializer};
 
-    use super::{MAX_INTERVAL_SECS, MAX_REASON_CHARS, MAX_VERSION_CHARS};
+    use super::{MAX_INTERVAL_SECS, MAX_REASON_CHARS, MAX_VERSION_CHARS, Text};
 
     /// `interval_secs` outside 1..=MAX_INTERVAL_SECS is an error (the
     /// lenient parser drops the field and counts it).
@@ -334,12 +457,16 @@ mod bounded {
         }
     }
 
-    pub fn reason<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-        Ok(Option::<String>::deserialize(d)?.map(|s| cut(s, MAX_REASON_CHARS)))
+    pub fn reason<'de, D: Deserializer<'de>, S: Text<'de>>(d: D) -> Result<Option<S>, D::Error> {
+        Option::<S>::deserialize(d)?
+            .map(|s| s.bounded(MAX_REASON_CHARS).map_err(D::Error::custom))
+            .transpose()
     }
 
-    pub fn version<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-        Ok(cut(String::deserialize(d)?, MAX_VERSION_CHARS))
+    pub fn version<'de, D: Deserializer<'de>, S: Text<'de>>(d: D) -> Result<S, D::Error> {
+        S::deserialize(d)?
+            .bounded(MAX_VERSION_CHARS)
+            .map_err(D::Error::custom)
     }
 
     /// `s` cut to `max` characters, the last one replaced by `…` when cut.
@@ -348,6 +475,25 @@ mod bounded {
             Some((i, _)) if s.chars().count() > max => format!("{}…", &s[..i]),
             _ => s,
         }
+    }
+}
+
+/// An ISO timestamp read in place (no `String` per timestamp).
+struct Iso(Timestamp);
+
+impl<'de> Deserialize<'de> for Iso {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Iso, D::Error> {
+        struct Visit;
+        impl serde::de::Visitor<'_> for Visit {
+            type Value = Iso;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Iso, E> {
+                parse_timestamp(s).map(Iso).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(Visit)
     }
 }
 
@@ -360,8 +506,7 @@ mod iso_utc {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
-        let s = String::deserialize(d)?;
-        super::parse_timestamp(&s).map_err(serde::de::Error::custom)
+        super::Iso::deserialize(d).map(|i| i.0)
     }
 }
 
@@ -377,11 +522,6 @@ mod iso_utc_opt {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Timestamp>, D::Error> {
-        match Option::<String>::deserialize(d)? {
-            Some(s) => super::parse_timestamp(&s)
-                .map(Some)
-                .map_err(serde::de::Error::custom),
-            None => Ok(None),
-        }
+        Ok(Option::<super::Iso>::deserialize(d)?.map(|i| i.0))
     }
 }

@@ -10,7 +10,9 @@ pub mod program_id;
 pub mod sidecar_contract;
 pub mod signing;
 
-pub use beat::{Beat, BeatApp, BeatPod, BeatSidecar, DroppedField, LenientBeat, Phase};
+pub use beat::{
+    Beat, BeatApp, BeatPod, BeatSidecar, DroppedField, LenientBeat, Phase, ReadBeat, Text,
+};
 pub use error::Error;
 pub use monitor::{HeartbeatMonitor, HeartbeatMonitorSpec, HeartbeatMonitorStatus};
 pub use sidecar_contract::SidecarAppHealth;

@@ -135,10 +135,82 @@ proptest! {
         );
     }
 
+    /// Rule: the operator's borrowed read of a message gives the owned
+    /// parse's verdict: the same error, or the same beat (borrowed when it
+    /// can be) with the same dropped fields.
+    #[test]
+    fn the_borrowed_read_agrees_with_the_owned_parse(
+        s in r#"\{"timestamp":"2026-11-22T23:14:51Z"(,"(seq|interval_secs|phase|app|sidecar|pod|monitor|program_id|n_bytes_read|[a-z_]{1,12})":("[^"]{0,20}"|"a\\"b"|"[a-z]{300}"|-?[0-9]{1,25}|[0-9]\.5|\{\}|\{"status":"failing","reason":"([a-z]{250,300}|a\\nb|[a-z]{0,20})"\}|\{"namespace":"n","name":"(p\\u0041|p)","uid":"u"\}|\{"version":"[a-z]{0,80}","started_at":"2026-11-22T23:14:51Z","undelivered":0\}|\[\]|null|true)){0,8}\}"#
+    ) {
+        assert_reads_agree(s.as_bytes());
+    }
+
+    #[test]
+    fn well_formed_beats_are_read_borrowed_as_they_parse(b in beat()) {
+        let bytes = b.render().expect("render");
+        assert_reads_agree(&bytes);
+    }
+
     #[test]
     fn parse_of_render_is_identity(b in beat()) {
         let bytes = b.render().expect("render");
         prop_assert_eq!(Beat::parse(&bytes), Ok(b));
+    }
+}
+
+/// The borrowed read and the owned parse of one message agree.
+fn assert_reads_agree(value: &[u8]) {
+    let key = b"lab-1_heartbeat";
+    let owned = Beat::parse_message(Some(key), Some(value));
+    let read = Beat::read_message(Some(key), Some(value));
+    match (&owned, &read) {
+        (Ok((id, l)), Ok((rid, r))) => {
+            assert_eq!(id, rid);
+            assert_eq!(
+                l.beat.view(),
+                r.view(),
+                "{}",
+                String::from_utf8_lossy(value)
+            );
+            assert_eq!(l.dropped.as_slice(), r.dropped());
+        }
+        (Err(a), Err(b)) => assert_eq!(a, b),
+        _ => panic!(
+            "{}: owned {owned:?}, borrowed {read:?}",
+            String::from_utf8_lossy(value)
+        ),
+    }
+}
+
+/// A beat with an escaped, an over-long and a plain text is read: the
+/// first two through the owned parse (unescaped, cut), the last borrowed.
+#[test]
+fn text_that_needs_unescaping_or_cutting_is_read_owned_and_the_rest_borrowed() {
+    let long = "x".repeat(300);
+    for (value, borrowed) in [
+        (
+            r#"{"timestamp":"2026-11-22T23:14:51Z","monitor":"a\"b"}"#.to_string(),
+            false,
+        ),
+        (
+            format!(
+                r#"{{"timestamp":"2026-11-22T23:14:51Z","app":{{"status":"failing","reason":"{long}"}}}}"#
+            ),
+            false,
+        ),
+        (
+            r#"{"timestamp":"2026-11-22T23:14:51Z","monitor":"ns/m"}"#.to_string(),
+            true,
+        ),
+    ] {
+        assert_reads_agree(value.as_bytes());
+        let (_, read) =
+            Beat::read_message(Some(b"p_heartbeat"), Some(value.as_bytes())).expect("beat");
+        assert_eq!(
+            matches!(read, heartbeat_crds::ReadBeat::Borrowed(_)),
+            borrowed,
+            "{value}"
+        );
     }
 }
 

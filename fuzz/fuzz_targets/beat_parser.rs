@@ -2,7 +2,8 @@
 //! message on a monitored topic, from any producer, so no value or key may
 //! panic it. Where they hold, the parsers' promises are checked too: the
 //! lenient parser accepts whatever the strict one does and drops nothing
-//! then, its fast path agrees with its field-by-field one, and a beat
+//! then, its fast path agrees with its field-by-field one, the operator's
+//! borrowed read agrees with the owned parse, and a beat
 //! either parser returns renders to a value both read back as the same
 //! beat (timestamps to the microsecond, the precision rendered).
 #![no_main]
@@ -38,12 +39,23 @@ fuzz_target!(|data: &[u8]| {
     // A message as the consumer gets it: the first byte says where the key ends.
     if let Some((&split, rest)) = data.split_first() {
         let (key, value) = rest.split_at(usize::from(split).min(rest.len()));
-        if let Ok((id, beat)) = Beat::parse_message(Some(key), Some(value)) {
+        let owned = Beat::parse_message(Some(key), Some(value));
+        if let Ok((id, beat)) = &owned {
             assert_eq!(
-                program_id_from_key(key_for(&id).as_bytes()).ok(),
+                program_id_from_key(key_for(id).as_bytes()).ok(),
                 Some(id.as_str())
             );
             round_trip(&beat.beat);
+        }
+        // The operator's borrowed read gives the owned parse's verdict.
+        match (&owned, Beat::read_message(Some(key), Some(value))) {
+            (Ok((id, l)), Ok((rid, r))) => {
+                assert_eq!(id, rid);
+                assert_eq!(l.beat.view(), r.view(), "the borrowed read disagrees");
+                assert_eq!(l.dropped.as_slice(), r.dropped());
+            }
+            (Err(a), Err(b)) => assert_eq!(a, &b),
+            (a, b) => panic!("the borrowed read disagrees: {a:?} / {b:?}"),
         }
     }
 

@@ -100,13 +100,13 @@ fuzz_target!(|data: &[u8]| {
                 Some((k, v)) => (Some(k.as_bytes()), v.as_bytes()),
                 None => (None, line.as_bytes()),
             };
-            let Ok((program_id, beat)) = Beat::parse_message(key, Some(value)) else {
+            let Ok((program_id, beat)) = Beat::read_message(key, Some(value)) else {
                 continue;
             };
             let broker_time = now.checked_add(skew).ok();
             let incoming = Incoming {
-                program_id: &program_id,
-                beat: &beat.beat,
+                program_id,
+                beat: &beat.view(),
                 broker_time,
                 position: None,
             };

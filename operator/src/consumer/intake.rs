@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use heartbeat_crds::Beat;
-use heartbeat_crds::beat::LenientBeat;
+use heartbeat_crds::ReadBeat;
 use heartbeat_crds::signing::{self, Verdict};
 use jiff::Timestamp;
 use kube::runtime::reflector::ObjectRef;
@@ -45,8 +45,8 @@ impl TopicCounters {
 
 /// A message that parsed as a beat.
 struct Parsed<'m> {
-    program_id: String,
-    lenient: LenientBeat,
+    program_id: &'m str,
+    beat: ReadBeat<'m>,
     key: &'m [u8],
     payload: &'m [u8],
     signature: Option<&'m [u8]>,
@@ -80,6 +80,8 @@ pub(super) fn batch(
     if parsed.is_empty() {
         return;
     }
+    // Borrowed once per batch, for every monitor.
+    let views: Vec<Beat<&str>> = parsed.iter().map(|p| p.beat.view()).collect();
     let mut outcomes = vec![Outcome::default(); parsed.len()];
     let now = Timestamp::now();
     let subs = match shared.subscribers.read() {
@@ -95,17 +97,13 @@ pub(super) fn batch(
         };
         let mut revived_any = false;
         let mut table = lock(&s.table);
-        for (p, outcome) in parsed.iter().zip(outcomes.iter_mut()) {
+        for ((p, view), outcome) in parsed.iter().zip(&views).zip(outcomes.iter_mut()) {
             // A monitor with signing on sees only what its pods' keys
             // signed (each pod's key derived from the uid its beat names);
             // the same message may still count for a monitor without.
             let verdict = keys.as_ref().map(|k| match k {
                 Some(loaded) => loaded.ring.check(
-                    p.lenient
-                        .beat
-                        .pod
-                        .as_ref()
-                        .and_then(|pod| pod.uid.as_deref()),
+                    view.pod.as_ref().and_then(|pod| pod.uid),
                     p.key,
                     p.payload,
                     p.signature,
@@ -117,8 +115,8 @@ pub(super) fn batch(
                 continue;
             }
             let incoming = Incoming {
-                program_id: &p.program_id,
-                beat: &p.lenient.beat,
+                program_id: p.program_id,
+                beat: view,
                 broker_time: p.broker_time,
                 position: Some(p.position),
             };
@@ -169,7 +167,7 @@ fn parse<'m>(
     msg: &'m BorrowedMessage<'_>,
     log: &mut RejectLog,
 ) -> Option<Parsed<'m>> {
-    let (program_id, lenient) = match Beat::parse_message(msg.key(), msg.payload()) {
+    let (program_id, beat) = match Beat::read_message(msg.key(), msg.payload()) {
         Ok(p) => p,
         Err(e) => {
             reject(shared, e.metric_label());
@@ -177,7 +175,7 @@ fn parse<'m>(
             return None;
         }
     };
-    for d in &lenient.dropped {
+    for d in beat.dropped() {
         shared
             .metrics
             .beat_fields_dropped
@@ -198,7 +196,7 @@ fn parse<'m>(
     });
     Some(Parsed {
         program_id,
-        lenient,
+        beat,
         key: msg.key().unwrap_or_default(),
         payload: msg.payload().unwrap_or_default(),
         signature,

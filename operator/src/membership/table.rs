@@ -178,7 +178,8 @@ impl Member {
 #[derive(Debug, Clone, Copy)]
 pub struct Incoming<'a> {
     pub program_id: &'a str,
-    pub beat: &'a Beat,
+    /// Its text borrowed from the message (or from a beat parsed owned).
+    pub beat: &'a Beat<&'a str>,
     /// The message's broker timestamp.
     pub broker_time: Option<Timestamp>,
     /// The message's (partition, offset): tells the operator's own re-read
@@ -249,6 +250,15 @@ pub struct Table {
     created: Timestamp,
     /// Judged time of the newest beat for this monitor.
     pub last_beat: Option<Timestamp>,
+    /// The text of the last key looked up, kept for its allocation: a beat
+    /// finds its member without a `String` made per beat.
+    key_buf: String,
+}
+
+/// Whose a beat claims to be, as [`Table::attribute`] reads it.
+enum Claim<'b> {
+    Pod { uid: &'b str, name: &'b str },
+    Program(&'b str),
 }
 
 impl Table {
@@ -266,6 +276,7 @@ impl Table {
             created: now,
             sighted_since: None,
             last_beat: None,
+            key_buf: String::new(),
         };
         t.configure(settings, now);
         t
@@ -378,10 +389,45 @@ impl Table {
 
     /// Attributes a beat and records it for its member.
     pub fn record(&mut self, beat: &Incoming<'_>, now: Timestamp) -> Recorded {
-        let key = match self.attribute(beat) {
-            Ok(k) => k,
+        let claim = match self.attribute(beat) {
+            Ok(c) => c,
             Err(r) => return r,
         };
+        let mut buf = std::mem::take(&mut self.key_buf);
+        buf.clear();
+        let key = match claim {
+            Claim::Pod { uid, .. } => {
+                buf.push_str(uid);
+                MemberKey::Pod(buf)
+            }
+            Claim::Program(id) => {
+                buf.push_str(id);
+                MemberKey::Program(buf)
+            }
+        };
+        let recorded = self.record_for(&key, &claim, beat, now);
+        self.key_buf = match key {
+            MemberKey::Pod(b) | MemberKey::Program(b) => b,
+        };
+        recorded
+    }
+
+    /// [`Table::record`] for the member `key` the beat claims.
+    fn record_for(
+        &mut self,
+        key: &MemberKey,
+        claim: &Claim<'_>,
+        beat: &Incoming<'_>,
+        now: Timestamp,
+    ) -> Recorded {
+        if let Claim::Pod { uid, name } = *claim {
+            match self.members.get(key) {
+                Some(m) if m.pod.as_deref() == Some(name) => {}
+                Some(_) => return Recorded::Unattributed("pod_name_mismatch"),
+                None if self.departed.contains_key(uid) => return Recorded::Departed,
+                None => return Recorded::Unattributed("unknown_pod"),
+            }
+        }
         // Judged before anything is recorded: a refused beat leaves no trace.
         let skewed = beat
             .broker_time
@@ -389,7 +435,7 @@ impl Table {
         if skewed && self.settings.signed {
             return Recorded::Unattributed("signed_beat_skewed");
         }
-        if !self.members.contains_key(&key) {
+        if !self.members.contains_key(key) {
             if self.seen >= self.settings.max_seen {
                 return Recorded::Unattributed("too_many_programs");
             }
@@ -404,7 +450,7 @@ impl Table {
         }
         .min(now);
         let late_after = s.timing.late_after;
-        let Some(m) = self.members.get_mut(&key) else {
+        let Some(m) = self.members.get_mut(key) else {
             return Recorded::Unattributed("unknown_member");
         };
         // A beat of the same sidecar run with a `seq` not above the newest,
@@ -454,12 +500,14 @@ impl Table {
             .app
             .as_ref()
             .filter(|a| a.status == AppStatus::Failing)
-            .map(|a| a.reason.clone().unwrap_or_else(|| "no reason given".into()));
+            .map(|a| a.reason.unwrap_or("no reason given").to_string());
         if m.kind == MemberKind::Seen {
             m.facts.clock_start = m.facts.clock_start.or(Some(judged));
         }
-        if let Some(sc) = &beat.beat.sidecar {
-            m.sidecar_version = Some(sc.version.clone());
+        if let Some(sc) = &beat.beat.sidecar
+            && m.sidecar_version.as_deref() != Some(sc.version)
+        {
+            m.sidecar_version = Some(sc.version.to_string());
         }
         m.availability.beat(judged, late_after);
         self.last_beat = self.last_beat.max(Some(judged));
@@ -468,9 +516,9 @@ impl Table {
 
     /// Which member a beat is for: our sidecars name their monitor and pod;
     /// anything else is a program outside the cluster.
-    fn attribute(&self, beat: &Incoming<'_>) -> Result<MemberKey, Recorded> {
+    fn attribute<'b>(&self, beat: &Incoming<'b>) -> Result<Claim<'b>, Recorded> {
         let b = beat.beat;
-        if let Some(monitor) = &b.monitor {
+        if let Some(monitor) = b.monitor {
             if monitor.split_once('/') != Some((&self.id.namespace, &self.id.name)) {
                 return Err(Recorded::NotMine);
             }
@@ -478,17 +526,11 @@ impl Table {
             if pod.namespace != self.id.namespace {
                 return Err(Recorded::Unattributed("pod_namespace_mismatch"));
             }
-            let uid = pod
-                .uid
-                .as_ref()
-                .ok_or(Recorded::Unattributed("no_pod_uid"))?;
-            let key = MemberKey::Pod(uid.clone());
-            return match self.members.get(&key) {
-                Some(m) if m.pod.as_deref() == Some(pod.name.as_str()) => Ok(key),
-                Some(_) => Err(Recorded::Unattributed("pod_name_mismatch")),
-                None if self.departed.contains_key(uid) => Err(Recorded::Departed),
-                None => Err(Recorded::Unattributed("unknown_pod")),
-            };
+            let uid = pod.uid.ok_or(Recorded::Unattributed("no_pod_uid"))?;
+            return Ok(Claim::Pod {
+                uid,
+                name: pod.name,
+            });
         }
         // A beat naming a pod is our sidecar's and is judged only as one:
         // without its monitor it is no program outside the cluster, or a
@@ -498,9 +540,8 @@ impl Table {
         if b.pod.is_some() {
             return Err(Recorded::Unattributed("pod_beat_without_monitor"));
         }
-        let key = MemberKey::Program(beat.program_id.to_string());
         if self.settings.expected.contains(beat.program_id) || (self.settings.track_unexpected) {
-            Ok(key)
+            Ok(Claim::Program(beat.program_id))
         } else {
             Err(Recorded::NotMine)
         }

@@ -87,7 +87,7 @@ fn record(table: &mut Table, beat: &Beat, at: i64) -> Recorded {
     table.record(
         &Incoming {
             program_id: &pid,
-            beat,
+            beat: &beat.view(),
             broker_time: Some(t(at)),
             position: None,
         },
@@ -341,7 +341,7 @@ fn an_expected_program_that_never_beats_is_stale_and_a_seen_one_ages_out_quietly
     tb.record(
         &Incoming {
             program_id: "lab-1",
-            beat: &b,
+            beat: &b.view(),
             broker_time: Some(t(1)),
             position: None,
         },
@@ -350,7 +350,7 @@ fn an_expected_program_that_never_beats_is_stale_and_a_seen_one_ages_out_quietly
     tb.record(
         &Incoming {
             program_id: "script-9",
-            beat: &Beat::at(t(1)),
+            beat: &Beat::at(t(1)).view(),
             broker_time: Some(t(1)),
             position: None,
         },
@@ -364,7 +364,7 @@ fn an_expected_program_that_never_beats_is_stale_and_a_seen_one_ages_out_quietly
     tb.record(
         &Incoming {
             program_id: "lab-1",
-            beat: &Beat::at(t(30)),
+            beat: &Beat::at(t(30)).view(),
             broker_time: Some(t(30)),
             position: None,
         },
@@ -395,7 +395,7 @@ fn seen_programs_are_capped() {
         let r = tb.record(
             &Incoming {
                 program_id: &id,
-                beat: &Beat::at(t(1)),
+                beat: &Beat::at(t(1)).view(),
                 broker_time: None,
                 position: None,
             },
@@ -501,7 +501,7 @@ fn broker_clock_judges_lateness_and_skewed_beats_are_flagged() {
     let r = tb.record(
         &Incoming {
             program_id: "x",
-            beat: &b,
+            beat: &b.view(),
             broker_time: Some(t(10)),
             position: None,
         },
@@ -540,7 +540,7 @@ fn beat_clock_uses_the_beat_time_capped_at_now() {
     tb.record(
         &Incoming {
             program_id: "x",
-            beat: &b,
+            beat: &b.view(),
             broker_time: Some(t(10)),
             position: None,
         },
@@ -556,7 +556,7 @@ fn beat_clock_uses_the_beat_time_capped_at_now() {
     tb.record(
         &Incoming {
             program_id: "x",
-            beat: &b,
+            beat: &b.view(),
             broker_time: Some(t(60)),
             position: None,
         },
@@ -691,7 +691,7 @@ fn a_pod_sidecar_silent_long_after_a_stopping_beat_while_its_pod_runs_is_judged_
     tb.record(
         &Incoming {
             program_id: "lab-1",
-            beat: &ext,
+            beat: &ext.view(),
             broker_time: Some(t(0)),
             position: None,
         },
@@ -734,7 +734,7 @@ fn an_alarm_inherited_from_the_previous_status_is_not_raised_twice() {
 fn a_repeated_seq_is_a_replay_unless_it_is_the_operators_own_re_read() {
     let mut tb = table(None);
     tb.sync_pods([pod("a", Some(0))], t(0));
-    fn at(b: &Beat, secs: i64, offset: i64) -> Incoming<'_> {
+    fn at<'a>(b: &'a Beat<&'a str>, secs: i64, offset: i64) -> Incoming<'a> {
         Incoming {
             program_id: "x",
             beat: b,
@@ -745,17 +745,17 @@ fn a_repeated_seq_is_a_replay_unless_it_is_the_operators_own_re_read() {
     let mut first = sidecar_beat("a", 0);
     first.seq = Some(7);
     assert!(matches!(
-        tb.record(&at(&first, 0, 10), t(0)),
+        tb.record(&at(&first.view(), 0, 10), t(0)),
         Recorded::Member { .. }
     ));
     // The consumer reads offset 10 again after a seek: nothing new.
     assert!(matches!(
-        tb.record(&at(&first, 0, 10), t(1)),
+        tb.record(&at(&first.view(), 0, 10), t(1)),
         Recorded::Member { revived: false, .. }
     ));
     // The same beat produced again later (a new offset): a replay.
     assert_eq!(
-        tb.record(&at(&first, 30, 11), t(30)),
+        tb.record(&at(&first.view(), 30, 11), t(30)),
         Recorded::Unattributed("replayed")
     );
     tb.evaluate(t(30), None);
@@ -771,7 +771,7 @@ fn a_repeated_seq_is_a_replay_unless_it_is_the_operators_own_re_read() {
         sc.started_at = t(51);
     }
     assert!(matches!(
-        tb.record(&at(&restarted, 51, 12), t(51)),
+        tb.record(&at(&restarted.view(), 51, 12), t(51)),
         Recorded::Member { .. }
     ));
     // A beat of the earlier run produced again (any seq): a replay too;
@@ -779,11 +779,11 @@ fn a_repeated_seq_is_a_replay_unless_it_is_the_operators_own_re_read() {
     let mut earlier = first.clone();
     earlier.seq = Some(1_000);
     assert_eq!(
-        tb.record(&at(&earlier, 60, 13), t(60)),
+        tb.record(&at(&earlier.view(), 60, 13), t(60)),
         Recorded::Unattributed("replayed")
     );
     assert!(matches!(
-        tb.record(&at(&restarted, 61, 12), t(61)),
+        tb.record(&at(&restarted.view(), 61, 12), t(61)),
         Recorded::Member { revived: false, .. }
     ));
 }
@@ -894,7 +894,7 @@ fn a_restored_table_judges_as_the_original_and_refuses_the_same_replays() {
         tb.record(
             &Incoming {
                 program_id: "etl",
-                beat: &program_beat("etl", 30, 2),
+                beat: &program_beat("etl", 30, 2).view(),
                 broker_time: Some(t(41)),
                 position: Some((0, 99)),
             },
