@@ -8,6 +8,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use rdkafka::admin::AdminClient;
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
 use rdkafka::consumer::DefaultConsumerContext;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
@@ -31,6 +34,10 @@ pub(super) struct Connection {
     /// The checkpoint topic as last read: a new leader's topics (and each
     /// monitor attaching before its topic caught up) share one read.
     checkpoints: tokio::sync::Mutex<Option<(Instant, Arc<checkpoint::Newest>)>>,
+    /// For describing topics, made on first use (one per connection, not
+    /// one per topic: each client is threads and buffers).
+    admin: Mutex<Option<Arc<AdminClient<DefaultClientContext>>>>,
+    config: ClientConfig,
     /// One task per topic at a time: a task stopping releases its
     /// partitions before the next one for the topic assigns them.
     topics: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -89,6 +96,17 @@ impl Connection {
         Ok(newest)
     }
 
+    /// The connection's admin client, made when first asked for.
+    pub fn admin(&self) -> Result<Arc<AdminClient<DefaultClientContext>>, KafkaError> {
+        let mut admin = lock(&self.admin);
+        if let Some(a) = admin.as_ref() {
+            return Ok(a.clone());
+        }
+        let a: Arc<AdminClient<DefaultClientContext>> = Arc::new(self.config.create()?);
+        *admin = Some(a.clone());
+        Ok(a)
+    }
+
     /// Lets go of a read no longer reused (its memory).
     pub fn forget_old_checkpoints(&self) {
         if let Ok(mut held) = self.checkpoints.try_lock()
@@ -121,7 +139,8 @@ impl Connections {
         if let Some(c) = open.get(&ck).and_then(Weak::upgrade) {
             return Ok(c);
         }
-        let consumer: StreamConsumer = ck.client_config(group, client_id).create()?;
+        let config = ck.client_config(group, client_id);
+        let consumer: StreamConsumer = config.create()?;
         let consumer = Arc::new(consumer);
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(serve_events(consumer.clone(), stopped, ck.clone()));
@@ -131,6 +150,8 @@ impl Connections {
             consumer,
             writer: Arc::default(),
             checkpoints: tokio::sync::Mutex::default(),
+            admin: Mutex::default(),
+            config,
             topics: Mutex::default(),
             stop,
             metrics: metrics.clone(),

@@ -191,14 +191,9 @@ async fn partitions(c: &Arc<StreamConsumer>, topic: &str) -> Result<Vec<i32>, Bl
 /// is shorter than the seek-back window) and its message.timestamp.type
 /// (CreateTime makes the "Broker" clock the producers'). Describing needs
 /// its own ACL; without it both stay unknown and nothing is claimed.
-async fn describe_retention(shared: &Shared) {
-    use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
-    use rdkafka::client::DefaultClientContext;
-    let admin: AdminClient<DefaultClientContext> = match shared
-        .key
-        .client_config(&shared.group, &shared.client_id)
-        .create()
-    {
+async fn describe_retention(shared: &Shared, conn: &Connection) {
+    use rdkafka::admin::{AdminOptions, ResourceSpecifier};
+    let admin = match conn.admin() {
         Ok(a) => a,
         Err(e) => {
             tracing::debug!(error = %e, "no admin client for the retention check");
@@ -223,7 +218,6 @@ async fn describe_retention(shared: &Shared) {
         value("message.timestamp.type").as_deref() == Some("CreateTime"),
         Ordering::Relaxed,
     );
-    tokio::task::spawn_blocking(move || drop(admin));
 }
 
 /// Puts every partition at the first offset at or after `target` (or
@@ -349,7 +343,7 @@ async fn read(
     let c = &conn.consumer;
     let topic = shared.key.topic.clone();
     let mut parts = partitions(c, &topic).await?;
-    describe_retention(shared).await;
+    describe_retention(shared, conn).await;
     let mut log = RejectLog::default();
     let counters = TopicCounters::new(shared);
     let mut check = tokio::time::interval(CHECK_EVERY);
