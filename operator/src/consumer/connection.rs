@@ -33,7 +33,11 @@ pub(super) struct Connection {
     pub writer: Arc<tokio::sync::Mutex<Option<checkpoint::Writer>>>,
     /// The checkpoint topic as last read: a new leader's topics (and each
     /// monitor attaching before its topic caught up) share one read.
-    checkpoints: tokio::sync::Mutex<Option<(Instant, Arc<checkpoint::Newest>)>>,
+    checkpoints: tokio::sync::Mutex<Option<(Instant, Loaded)>>,
+    /// Blocking librdkafka calls of this connection's topics in flight at
+    /// most: a dead broker (each call waiting out its timeout) holds this
+    /// many of the runtime's bounded blocking threads, not all of them.
+    pub blocking: tokio::sync::Semaphore,
     /// For describing topics, made on first use (one per connection, not
     /// one per topic: each client is threads and buffers).
     admin: Mutex<Option<Arc<AdminClient<DefaultClientContext>>>>,
@@ -72,6 +76,14 @@ impl Connection {
 /// How long one read of the checkpoint topic serves the topics asking: a
 /// new leader's monitors attach within seconds of each other.
 const CHECKPOINTS_REUSED: Duration = Duration::from_secs(60);
+/// How long a failed read stands for the topics asking: each would wait
+/// out the same failure in turn (they read one at a time).
+const CHECKPOINT_FAILURE_REUSED: Duration = Duration::from_secs(15);
+/// See [`Connection::blocking`].
+const BLOCKING_PER_CONNECTION: usize = 4;
+
+/// A read of the checkpoint topic, or why it failed.
+type Loaded = Result<Arc<checkpoint::Newest>, String>;
 
 impl Connection {
     /// The checkpoint topic's newest records, read by `load` (off the
@@ -80,20 +92,23 @@ impl Connection {
     pub async fn checkpoints(
         &self,
         load: impl FnOnce() -> Result<checkpoint::Newest, String> + Send + 'static,
-    ) -> Result<Arc<checkpoint::Newest>, String> {
+    ) -> Loaded {
         let mut held = self.checkpoints.lock().await;
-        if let Some((at, newest)) = held.as_ref()
-            && at.elapsed() < CHECKPOINTS_REUSED
-        {
-            return Ok(newest.clone());
+        if let Some((at, loaded)) = held.as_ref() {
+            let reused = match loaded {
+                Ok(_) => CHECKPOINTS_REUSED,
+                Err(_) => CHECKPOINT_FAILURE_REUSED,
+            };
+            if at.elapsed() < reused {
+                return loaded.clone();
+            }
         }
-        let newest = Arc::new(
-            tokio::task::spawn_blocking(load)
-                .await
-                .map_err(|e| e.to_string())??,
-        );
-        *held = Some((Instant::now(), newest.clone()));
-        Ok(newest)
+        let loaded = match tokio::task::spawn_blocking(load).await {
+            Ok(r) => r.map(Arc::new),
+            Err(e) => Err(e.to_string()),
+        };
+        *held = Some((Instant::now(), loaded.clone()));
+        loaded
     }
 
     /// The connection's admin client, made when first asked for.
@@ -150,6 +165,7 @@ impl Connections {
             consumer,
             writer: Arc::default(),
             checkpoints: tokio::sync::Mutex::default(),
+            blocking: tokio::sync::Semaphore::new(BLOCKING_PER_CONNECTION),
             admin: Mutex::default(),
             config,
             topics: Mutex::default(),

@@ -125,7 +125,7 @@ async fn session(
         let _ = tpl.add_partition(&shared.key.topic, *p);
     }
     if tpl.count() > 0
-        && let Err(e) = blocking(&conn.consumer, move |c| c.incremental_unassign(&tpl)).await
+        && let Err(e) = blocking(&conn, move |c| c.incremental_unassign(&tpl)).await
     {
         tracing::warn!(consumer = %shared.key, error = %shared.key.redact(&e.to_string()), "cannot release the topic's partitions");
     }
@@ -135,12 +135,16 @@ async fn session(
     result
 }
 
-/// Runs a blocking librdkafka call off the runtime.
+/// Runs a blocking librdkafka call off the runtime, at most
+/// [`Connection::blocking`] of the connection's at once.
 async fn blocking<T: Send + 'static>(
-    c: &Arc<StreamConsumer>,
+    conn: &Connection,
     f: impl FnOnce(&StreamConsumer) -> Result<T, KafkaError> + Send + 'static,
 ) -> Result<T, KafkaError> {
-    let c = c.clone();
+    let Ok(_permit) = conn.blocking.acquire().await else {
+        return Err(KafkaError::Canceled);
+    };
+    let c = conn.consumer.clone();
     tokio::task::spawn_blocking(move || f(&c))
         .await
         .unwrap_or_else(|e| {
@@ -160,7 +164,7 @@ fn classify(topic: &str, e: &KafkaError) -> Blind {
 }
 
 /// The topic's partitions.
-async fn partitions(c: &Arc<StreamConsumer>, topic: &str) -> Result<Vec<i32>, Blind> {
+async fn partitions(c: &Connection, topic: &str) -> Result<Vec<i32>, Blind> {
     let t = topic.to_string();
     let md = blocking(c, move |c| c.fetch_metadata(Some(&t), REQUEST_TIMEOUT))
         .await
@@ -223,7 +227,9 @@ async fn describe_retention(shared: &Shared, conn: &Connection) {
 /// Puts every partition at the first offset at or after `target` (or
 /// `from` a checkpoint): a partition not read yet has its queue taken off
 /// the client and is assigned there, one already read is sought; returns
-/// the next offset to read per partition.
+/// the next offset to read per partition. `queues` holds exactly the
+/// partitions assigned, whatever fails on the way (the session unassigns
+/// them when it ends).
 async fn seek(
     conn: &Connection,
     queues: &mut BTreeMap<i32, PartitionQueue>,
@@ -232,24 +238,27 @@ async fn seek(
     target: Timestamp,
     from: Option<&HashMap<i32, i64>>,
 ) -> Result<HashMap<i32, i64>, Blind> {
-    let c = &conn.consumer;
     // The ends first: a message appended meanwhile is read, not skipped.
-    let highs = watermarks(c, topic, parts).await?;
+    let highs = watermarks(conn, topic, parts).await?;
     let mut tpl = TopicPartitionList::new();
     for p in parts {
         tpl.add_partition_offset(topic, *p, Offset::Offset(target.as_millisecond()))
             .map_err(|e| classify(topic, &e))?;
     }
-    let resolved = blocking(c, move |c| c.offsets_for_times(tpl, REQUEST_TIMEOUT))
+    let resolved = blocking(conn, move |c| c.offsets_for_times(tpl, REQUEST_TIMEOUT))
         .await
         .map_err(|e| classify(topic, &e))?;
+    // Every partition looked up before any is touched: one that could not
+    // be would skip its history (and make its members look silent), so the
+    // session starts over.
+    for e in resolved.elements() {
+        e.error().map_err(|err| classify(topic, &err))?;
+    }
     let mut assign = TopicPartitionList::new();
     let mut sought = TopicPartitionList::new();
+    let mut split = BTreeMap::new();
     let mut next = HashMap::new();
     for e in resolved.elements() {
-        // A partition that could not be looked up would skip its history
-        // (and make its members look silent): the session starts over.
-        e.error().map_err(|err| classify(topic, &err))?;
         // No message at or after the target: start at the end.
         let high = highs.get(&e.partition()).copied().unwrap_or(0);
         let by_time = match e.offset() {
@@ -261,31 +270,32 @@ async fn seek(
             by_time,
             high,
         );
-        let to = match queues.entry(e.partition()) {
-            std::collections::btree_map::Entry::Occupied(_) => &mut sought,
-            std::collections::btree_map::Entry::Vacant(slot) => {
-                // Split before it is assigned: none of its messages reach
-                // the client's main queue.
-                let q = conn.split(topic, e.partition()).ok_or_else(|| {
-                    (
-                        BlindKind::Broker,
-                        format!("no queue for partition {} of {topic}", e.partition()),
-                    )
-                })?;
-                slot.insert(q);
-                &mut assign
-            }
+        let to = if queues.contains_key(&e.partition()) {
+            &mut sought
+        } else {
+            // Split before it is assigned: none of its messages reach the
+            // client's main queue.
+            let q = conn.split(topic, e.partition()).ok_or_else(|| {
+                (
+                    BlindKind::Broker,
+                    format!("no queue for partition {} of {topic}", e.partition()),
+                )
+            })?;
+            split.insert(e.partition(), q);
+            &mut assign
         };
         to.add_partition_offset(topic, e.partition(), Offset::Offset(offset))
             .map_err(|e| classify(topic, &e))?;
         next.insert(e.partition(), offset);
     }
     if assign.count() > 0 {
-        c.incremental_assign(&assign)
+        conn.consumer
+            .incremental_assign(&assign)
             .map_err(|e| classify(topic, &e))?;
+        queues.append(&mut split);
     }
     if sought.count() > 0 {
-        blocking(c, move |c| {
+        blocking(conn, move |c| {
             c.seek_partitions(sought, REQUEST_TIMEOUT)?
                 .elements()
                 .iter()
@@ -295,6 +305,26 @@ async fn seek(
         .map_err(|e| classify(topic, &e))?;
     }
     Ok(next)
+}
+
+/// Unassigns whatever of `topic` the client still has assigned (a session
+/// that could not release it), so this session's assignment is accepted.
+async fn release_leftovers(conn: &Connection, topic: &str) {
+    let Ok(assigned) = conn.consumer.assignment() else {
+        return;
+    };
+    let mut tpl = TopicPartitionList::new();
+    for e in assigned.elements_for_topic(topic) {
+        let _ = tpl.add_partition(topic, e.partition());
+    }
+    if tpl.count() > 0 {
+        tracing::warn!(
+            topic,
+            partitions = tpl.count(),
+            "releasing partitions an earlier session left assigned"
+        );
+        let _ = blocking(conn, move |c| c.incremental_unassign(&tpl)).await;
+    }
 }
 
 /// Where a partition's replay starts: a checkpoint's offset, where it is
@@ -312,7 +342,7 @@ fn start_offset(checkpoint: Option<i64>, by_time: i64, high: i64) -> i64 {
 
 /// The high watermark of each partition.
 async fn watermarks(
-    c: &Arc<StreamConsumer>,
+    c: &Connection,
     topic: &str,
     parts: &[i32],
 ) -> Result<HashMap<i32, i64>, Blind> {
@@ -342,7 +372,8 @@ async fn read(
 ) -> Result<(), Blind> {
     let c = &conn.consumer;
     let topic = shared.key.topic.clone();
-    let mut parts = partitions(c, &topic).await?;
+    release_leftovers(conn, &topic).await;
+    let mut parts = partitions(conn, &topic).await?;
     describe_retention(shared, conn).await;
     let mut log = RejectLog::default();
     let counters = TopicCounters::new(shared);
@@ -446,7 +477,7 @@ async fn read(
                     checks += 1;
                     conn.forget_old_checkpoints();
                     if checks.is_multiple_of(PARTITIONS_EVERY)
-                        && let Ok(now_parts) = partitions(c, &topic).await
+                        && let Ok(now_parts) = partitions(conn, &topic).await
                         && now_parts != parts
                     {
                         tracing::info!(consumer = %shared.key, from = parts.len(), to = now_parts.len(), "partitions changed; seeking again");
@@ -463,7 +494,7 @@ async fn read(
                             }
                         }
                     }
-                    match watermarks(c, &topic, &parts).await {
+                    match watermarks(conn, &topic, &parts).await {
                         Err((kind, why)) => {
                             let why = shared.key.redact(&why);
                             if !sight.blind {
