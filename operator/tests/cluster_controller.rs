@@ -102,6 +102,20 @@ impl Case {
         std::thread::sleep(Duration::from_secs(2));
     }
 
+    /// Waits until the operator has `want` (Kafka clients, consumer tasks).
+    fn wait_clients_and_tasks(&self, what: &str, want: (f64, f64)) {
+        let gauge = |name: &str| self.op.metric_value(name, &[]).unwrap_or(-1.0);
+        eventually(what, T, || {
+            let got = (
+                gauge("heartbeat_operator_consumers"),
+                gauge("heartbeat_operator_tasks"),
+            );
+            (got == want)
+                .then_some(())
+                .ok_or(format!("(clients, tasks) {got:?}"))
+        });
+    }
+
     /// Bare demo-worker pods (app=ingest) named `names`, waited for until Running.
     fn run_pods(&self, names: &[&str]) {
         for name in names {
@@ -480,15 +494,7 @@ async fn monitors_on_different_topics_through_the_same_brokers_share_one_client(
     assert_eq!((clients, tasks), (1.0, 2.0), "(clients, tasks)");
 
     case.ns.kubectl(&["delete", "hbm", "b"]);
-    eventually("b's task stopped, the client kept", T, || {
-        let (c, t) = (
-            gauge("heartbeat_operator_consumers"),
-            gauge("heartbeat_operator_tasks"),
-        );
-        (c == 1.0 && t == 1.0)
-            .then_some(())
-            .ok_or(format!("clients {c}, tasks {t}"))
-    });
+    case.wait_clients_and_tasks("b's task stopped, the client kept", (1.0, 1.0));
     monitor_b();
     case.wait_status("b", "lab-b Up again on the shared client", only("lab-b"));
     case.status_holds("a", Duration::from_secs(5), "lab-a still Up", only("lab-a"));
@@ -950,15 +956,7 @@ async fn a_rotated_secret_restarts_the_consumer_and_a_deleted_monitor_leaks_noth
     case.assert_no_stale_event();
 
     case.ns.kubectl(&["delete", "hbm", "ingest"]);
-    eventually("the consumer and its task stopped", T, || {
-        let (c, t) = (
-            gauge("heartbeat_operator_consumers"),
-            gauge("heartbeat_operator_tasks"),
-        );
-        (c == 0.0 && t == 0.0)
-            .then_some(())
-            .ok_or(format!("consumers {c}, tasks {t}"))
-    });
+    case.wait_clients_and_tasks("the consumer and its task stopped", (0.0, 0.0));
     let series = case.op.metric_sum(
         "heartbeat_member_up",
         &[("namespace", case.ns.name.as_str())],
