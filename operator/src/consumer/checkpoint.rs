@@ -26,6 +26,9 @@ use crate::membership::table::{MonitorId, TableRecord};
 const VERSION: u32 = 1;
 /// Largest checkpoint written or read (a record on the topic is input).
 pub const MAX_BYTES: usize = 16 * 1024 * 1024;
+/// Most bytes of newest records a load keeps (every monitor's, those of
+/// monitors long gone included): past it, the replay goes without.
+const MAX_LOADED_BYTES: usize = 256 * 1024 * 1024;
 /// How long loading may take before the replay goes without checkpoints.
 const LOAD_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -51,9 +54,7 @@ impl Checkpoint {
             table,
         }
     }
-}
 
-impl Checkpoint {
     /// Since when the checkpointed table saw the topic, if a new leader
     /// may start from it: written within the window (after `window_start`)
     /// and not in the future, with that `since` no later than it was
@@ -132,6 +133,8 @@ pub fn load(
     }
     consumer.assign(&tpl).map_err(|e| e.to_string())?;
     let mut newest = Newest::new();
+    // Bytes held in `newest`.
+    let mut kept = 0usize;
     let deadline = Instant::now() + LOAD_TIMEOUT;
     while !ends.is_empty() {
         if Instant::now() > deadline {
@@ -151,17 +154,39 @@ pub fn load(
             continue;
         };
         // Compaction keeps the newest per key; until it runs, later wins.
-        match m.payload() {
-            None => {
-                newest.remove(k);
-            }
-            Some(v) if v.len() <= MAX_BYTES => {
-                newest.insert(k.to_string(), v.to_vec());
-            }
-            Some(_) => {}
-        }
+        keep_newest(&mut newest, &mut kept, k, m.payload(), MAX_LOADED_BYTES)
+            .map_err(|held| format!("{topic} holds over {held} bytes of newest records"))?;
     }
     Ok(newest)
+}
+
+/// Records `payload` as the newest of `key` (a tombstone removes it; one
+/// over [`MAX_BYTES`] is skipped), `kept` counting the bytes held; the
+/// bound `max` is returned as the error when they would pass it.
+fn keep_newest(
+    newest: &mut Newest,
+    kept: &mut usize,
+    key: &str,
+    payload: Option<&[u8]>,
+    max: usize,
+) -> Result<(), usize> {
+    let old = newest.get(key).map_or(0, Vec::len);
+    match payload {
+        None => {
+            newest.remove(key);
+            *kept = kept.saturating_sub(old);
+        }
+        Some(v) if v.len() <= MAX_BYTES => {
+            let held = kept.saturating_sub(old).saturating_add(v.len());
+            if held > max {
+                return Err(max);
+            }
+            newest.insert(key.to_string(), v.to_vec());
+            *kept = held;
+        }
+        Some(_) => {}
+    }
+    Ok(())
 }
 
 /// The checkpoints of `wanted` for the monitored `of_topic` among the
@@ -422,5 +447,27 @@ mod tests {
         let picked = pick(&newest, "hb", &wanted);
         assert_eq!(picked.len(), 1, "{picked:?}");
         assert_eq!(picked.get(&id("a")), Some(&mine));
+    }
+
+    /// Rule: a load keeps the newest record of each key, a tombstone
+    /// removes it, and the bytes held stay within the bound (a replaced
+    /// record's bytes are given back): past it, the load fails.
+    #[test]
+    fn a_load_keeps_the_newest_record_of_each_key_within_its_bound() {
+        let (mut newest, mut kept) = (Newest::new(), 0);
+        let mut keep = |k: &str, v: Option<&[u8]>| keep_newest(&mut newest, &mut kept, k, v, 10);
+        assert_eq!(keep("a", Some(b"1234")), Ok(()));
+        assert_eq!(keep("a", Some(b"123456")), Ok(()), "replaced, not added");
+        assert_eq!(keep("b", Some(b"1234")), Ok(()));
+        assert_eq!(keep("c", Some(b"1")), Err(10), "11 bytes held");
+        assert_eq!(keep("b", None), Ok(()));
+        assert_eq!(
+            keep("c", Some(b"1234")),
+            Ok(()),
+            "the tombstone gave 4 back"
+        );
+        assert_eq!(kept, 10);
+        assert_eq!(newest.get("a").map(Vec::as_slice), Some(&b"123456"[..]));
+        assert!(!newest.contains_key("b"));
     }
 }
