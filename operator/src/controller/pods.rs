@@ -2,6 +2,8 @@
 //! know about each. Pure: the same choice the webhook makes at admission
 //! (the annotated monitor, else the first matching one by name).
 
+use std::borrow::Borrow;
+
 use heartbeat_crds::monitor::HeartbeatMonitor;
 use heartbeat_crds::program_id::{TemplateVars, render};
 use k8s_openapi::api::core::v1::Pod;
@@ -86,7 +88,7 @@ fn program_id(monitor: &HeartbeatMonitor, pod: &Pod) -> String {
 /// namespace (`siblings`, `monitor` included).
 pub fn coverage<'a>(
     monitor: &HeartbeatMonitor,
-    siblings: &[HeartbeatMonitor],
+    siblings: &[impl Borrow<HeartbeatMonitor>],
     pods: impl IntoIterator<Item = &'a Pod>,
 ) -> Coverage {
     let ns = monitor.metadata.namespace.as_deref();

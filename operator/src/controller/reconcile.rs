@@ -84,12 +84,13 @@ pub async fn reconcile(monitor: Arc<HeartbeatMonitor>, ctx: Arc<Context>) -> Res
     let tracked = ctx.track(&id, settings, now);
 
     // Members: the pods the monitor covers.
-    let siblings: Vec<HeartbeatMonitor> = ctx
+    // Shared, not cloned: a namespace may hold a hundred monitors of a
+    // thousand expected programs each, and every reconcile looks at them.
+    let siblings: Vec<Arc<HeartbeatMonitor>> = ctx
         .monitors
         .state()
-        .iter()
+        .into_iter()
         .filter(|m| m.metadata.namespace.as_deref() == Some(id.namespace.as_str()))
-        .map(|m| m.as_ref().clone())
         .collect();
     let all_pods = ctx.pods.state();
     let coverage = pods::coverage(&monitor, &siblings, all_pods.iter().map(|p| p.as_ref()));

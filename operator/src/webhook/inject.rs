@@ -7,6 +7,7 @@
 //! `heartbeat_crds::sidecar_contract` (env names, the appHealth syntax), so
 //! the webhook and the sidecar cannot drift.
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -231,13 +232,13 @@ fn skip(monitor: Option<&str>, reason: SkipReason) -> Outcome {
 
 /// The monitor that covers `pod`: the one its annotation names, else the
 /// first by name of those whose selector matches (the others are returned).
-pub(crate) fn choose<'a>(
+pub(crate) fn choose<'a, M: Borrow<HeartbeatMonitor>>(
     pod: &Pod,
-    monitors: &'a [HeartbeatMonitor],
+    monitors: &'a [M],
 ) -> Result<(&'a HeartbeatMonitor, Vec<&'a str>), SkipReason> {
+    let mut monitors = monitors.iter().map(Borrow::borrow);
     if let Some(name) = pod.annotations().get(ANNOTATION_MONITOR) {
         return monitors
-            .iter()
             .find(|m| m.name_any() == *name)
             .map(|m| (m, Vec::new()))
             .ok_or_else(|| SkipReason::NamedMonitorMissing {
@@ -246,7 +247,6 @@ pub(crate) fn choose<'a>(
     }
     let labels = pod.labels();
     let mut matching: Vec<&HeartbeatMonitor> = monitors
-        .iter()
         .filter(|m| {
             m.spec
                 .selector
@@ -278,9 +278,9 @@ pub(crate) fn already_injected(pod: &Pod) -> bool {
 
 /// Decides for `pod` (being created in its namespace) given the monitors
 /// of that namespace and whether a Secret of that namespace exists.
-pub fn decide(
+pub fn decide<M: Borrow<HeartbeatMonitor>>(
     pod: &Pod,
-    monitors: &[HeartbeatMonitor],
+    monitors: &[M],
     secret_exists: impl Fn(&str) -> bool,
     defaults: &InjectDefaults,
 ) -> Outcome {

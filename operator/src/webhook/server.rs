@@ -56,7 +56,7 @@ const MAX_BUDGETS: usize = 10_000;
 /// monitor naming it is `Ready=False`, reason `SecretMissing`): the
 /// webhook reads no Secret, and a pod whose sidecar would wait for a
 /// Secret that is not there is better admitted without it, with an Event.
-fn reported_missing(monitors: &[HeartbeatMonitor], name: &str) -> bool {
+fn reported_missing(monitors: &[Arc<HeartbeatMonitor>], name: &str) -> bool {
     monitors
         .iter()
         .filter(|m| m.spec.broker_secret_ref.name == name)
@@ -175,12 +175,12 @@ fn decide_for(
         .or_else(|| pod.metadata.namespace.clone())
         .unwrap_or_default();
     pod.metadata.namespace = Some(namespace.clone());
-    let monitors: Vec<HeartbeatMonitor> = state
+    // Shared, not cloned (a monitor may list a thousand programs).
+    let monitors: Vec<Arc<HeartbeatMonitor>> = state
         .monitors
         .state()
-        .iter()
+        .into_iter()
         .filter(|m| m.namespace().as_deref() == Some(namespace.as_str()))
-        .map(|m| (**m).clone())
         .collect();
     let secret_exists = |name: &str| !reported_missing(&monitors, name);
     match decide(&pod, &monitors, secret_exists, &state.defaults) {
