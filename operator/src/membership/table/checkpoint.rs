@@ -103,7 +103,7 @@ impl Table {
                 self.seen += 1;
                 let mut m = Member::new(MemberKind::Seen, r.program_id.clone(), None, now);
                 m.facts.clock_start = r.last_beat;
-                self.members.insert(key.clone(), m);
+                self.members.insert(key.clone(), Box::new(m));
             }
             let Some(m) = self.members.get_mut(&key) else {
                 continue;
