@@ -465,6 +465,32 @@ pub enum MemberState {
     Unknown,
 }
 
+impl MemberState {
+    /// Every state, in the order status and metrics list them.
+    pub const ALL: [MemberState; 7] = [
+        MemberState::Pending,
+        MemberState::Up,
+        MemberState::Late,
+        MemberState::Stale,
+        MemberState::Stopped,
+        MemberState::Failing,
+        MemberState::Unknown,
+    ];
+
+    /// The state's name as status writes it and metric labels carry it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            MemberState::Pending => "Pending",
+            MemberState::Up => "Up",
+            MemberState::Late => "Late",
+            MemberState::Stale => "Stale",
+            MemberState::Stopped => "Stopped",
+            MemberState::Failing => "Failing",
+            MemberState::Unknown => "Unknown",
+        }
+    }
+}
+
 /// The CRD as YAML, exactly what `crds/heartbeatmonitors.yaml` must contain.
 pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
     let body = serde_yaml::to_string(&crd())?;
@@ -515,6 +541,29 @@ fn drop_unsigned_formats(schema: &mut apiext::JSONSchemaProps) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Rule: `MemberState::ALL` lists every state the CRD's schema allows,
+    /// once, and `as_str` is the name status carries on the wire.
+    #[test]
+    fn every_member_state_is_listed_once_by_its_wire_name() {
+        let schema = serde_json::to_value(schemars::schema_for!(MemberState)).expect("schema");
+        let mut allowed: Vec<String> = schema["enum"]
+            .as_array()
+            .expect("an enum schema")
+            .iter()
+            .map(|v| v.as_str().expect("a name").to_string())
+            .collect();
+        let mut listed: Vec<String> = MemberState::ALL.iter().map(|s| s.as_str().into()).collect();
+        for state in MemberState::ALL {
+            assert_eq!(
+                serde_json::to_value(state).expect("serialize"),
+                state.as_str()
+            );
+        }
+        allowed.sort();
+        listed.sort();
+        assert_eq!(listed, allowed);
+    }
 
     /// Rule: a touch file lies under HEALTH_FILE_DIR, with no empty, `.` or
     /// `..` segment, so the shared emptyDir never lands anywhere else.

@@ -68,6 +68,25 @@ pub mod env {
 /// and tools look for in a pod).
 pub const CONTAINER_NAME: &str = "heartbeat";
 
+/// The sidecar's HTTP paths: what it serves, what the webhook points
+/// probes at, and what an application pings.
+pub mod path {
+    /// 200 while the beat loop ticks (the sidecar's own liveness).
+    pub const LIVEZ: &str = "/livez";
+    /// 200 once a beat was delivered.
+    pub const READYZ: &str = "/readyz";
+    /// 200 while the application makes progress (its appHealth mode).
+    pub const APP_HEALTH: &str = "/healthz/app";
+    /// Prometheus text.
+    pub const METRICS: &str = "/metrics";
+    /// The application's ping (mode Ping), from inside the pod only.
+    pub const PING: &str = "/ping";
+    /// The application says it started (mode Ping).
+    pub const PING_START: &str = "/ping/start";
+    /// The application says it failed (mode Ping).
+    pub const PING_FAIL: &str = "/ping/fail";
+}
+
 /// Port of the sidecar's HTTP server unless `HEARTBEAT_HTTP_ADDR` says otherwise.
 pub const DEFAULT_HTTP_PORT: u16 = 9190;
 /// The sidecar's HTTP address when `HEARTBEAT_HTTP_ADDR` is unset: all interfaces.

@@ -13,6 +13,7 @@ use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use heartbeat_crds::sidecar_contract::path;
 use serde::Deserialize;
 
 use crate::sidecar::Sidecar;
@@ -66,15 +67,15 @@ async fn only_from_the_pod(
 /// (`into_make_service_with_connect_info::<SocketAddr>`).
 pub fn router(sidecar: Arc<Sidecar>, pingers: Pingers) -> Router {
     let pings = Router::new()
-        .route("/ping", get(ping).post(ping))
-        .route("/ping/start", get(ping_start).post(ping_start))
-        .route("/ping/fail", get(ping_fail).post(ping_fail))
+        .route(path::PING, get(ping).post(ping))
+        .route(path::PING_START, get(ping_start).post(ping_start))
+        .route(path::PING_FAIL, get(ping_fail).post(ping_fail))
         .route_layer(middleware::from_fn_with_state(pingers, only_from_the_pod));
     Router::new()
-        .route("/livez", get(livez))
-        .route("/readyz", get(readyz))
-        .route("/healthz/app", get(app))
-        .route("/metrics", get(metrics))
+        .route(path::LIVEZ, get(livez))
+        .route(path::READYZ, get(readyz))
+        .route(path::APP_HEALTH, get(app))
+        .route(path::METRICS, get(metrics))
         .merge(pings)
         .with_state(sidecar)
 }

@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use heartbeat_crds::sidecar_contract::path;
 use jiff::Timestamp;
 
 /// Kinds of ping, healthchecks.io style.
@@ -45,7 +46,10 @@ impl AppSignals {
                 last.failure = None;
             }
             PingKind::Fail => {
-                last.failure = Some("the application reported a failure via /ping/fail".into());
+                last.failure = Some(format!(
+                    "the application reported a failure via {}",
+                    path::PING_FAIL
+                ));
             }
         }
     }

@@ -15,6 +15,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use heartbeat_crds::sidecar_contract::path;
+
 /// The injected sidecar's memory limit (SPEC: 32Mi).
 const LIMIT_KIB: u64 = 32 * 1024;
 
@@ -75,7 +77,7 @@ fn start_sidecar() -> (Sidecar, SocketAddr) {
         .expect("sidecar");
     let sidecar = Sidecar(child);
     let start = Instant::now();
-    while get(addr, "/livez") != Some(200) {
+    while get(addr, path::LIVEZ) != Some(200) {
         assert!(
             start.elapsed() < Duration::from_secs(30),
             "the sidecar never answered /livez"
@@ -107,7 +109,7 @@ fn idle_and_slow_clients_neither_exhaust_the_server_nor_its_memory() {
         // A byte every half second: never a whole header in time.
         let _ = slow.write_all(b"X");
         peak = peak.max(rss_kib(pid));
-        if get(addr, "/livez") == Some(200) {
+        if get(addr, path::LIVEZ) == Some(200) {
             answered = true;
             break;
         }

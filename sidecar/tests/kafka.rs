@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use heartbeat_crds::sidecar_contract::env;
+use heartbeat_crds::sidecar_contract::{env, path};
 use heartbeat_crds::{Beat, Phase};
 use heartbeat_e2e::kafka::{PrivateKafka, Received, read_until};
 use heartbeat_e2e::process::SidecarProcess;
@@ -140,21 +140,21 @@ async fn app_health_file_mode_follows_the_touch_file_age() {
     let sidecar = SidecarProcess::spawn(BIN.as_ref(), &env, &[]);
 
     let body = sidecar
-        .wait_for("/healthz/app", 503, Duration::from_secs(20))
+        .wait_for(path::APP_HEALTH, 503, Duration::from_secs(20))
         .await;
     assert!(body.contains("does not exist"), "{body}");
     std::fs::write(&file, b"").expect("touch");
     sidecar
-        .wait_for("/healthz/app", 200, Duration::from_secs(10))
+        .wait_for(path::APP_HEALTH, 200, Duration::from_secs(10))
         .await;
     // Not touched any more: it ages past 2 s.
     let body = sidecar
-        .wait_for("/healthz/app", 503, Duration::from_secs(10))
+        .wait_for(path::APP_HEALTH, 503, Duration::from_secs(10))
         .await;
     assert!(body.contains("old (max 2s)"), "{body}");
     std::fs::write(&file, b"").expect("touch again");
     sidecar
-        .wait_for("/healthz/app", 200, Duration::from_secs(10))
+        .wait_for(path::APP_HEALTH, 200, Duration::from_secs(10))
         .await;
 
     // The beats carry the verdict too.
@@ -184,51 +184,51 @@ async fn app_health_ping_mode_follows_pings_and_counts_work() {
 
     // No ping since start: failing once the 2 s allowance is over.
     let body = sidecar
-        .wait_for("/healthz/app", 503, Duration::from_secs(20))
+        .wait_for(path::APP_HEALTH, 503, Duration::from_secs(20))
         .await;
     assert!(body.contains("no ping"), "{body}");
     let (code, _) = sidecar
-        .call("POST", "/ping", Some(r#"{"messages": 5, "bytes": 100}"#))
+        .call("POST", path::PING, Some(r#"{"messages": 5, "bytes": 100}"#))
         .await;
     assert_eq!(code, 200);
     sidecar
-        .wait_for("/healthz/app", 200, Duration::from_secs(5))
+        .wait_for(path::APP_HEALTH, 200, Duration::from_secs(5))
         .await;
     let (code, _) = sidecar
-        .call("POST", "/ping/start", Some(r#"{"messages": 2}"#))
+        .call("POST", path::PING_START, Some(r#"{"messages": 2}"#))
         .await;
     assert_eq!(code, 200);
-    let (code, _) = sidecar.get("/ping").await;
+    let (code, _) = sidecar.get(path::PING).await;
     assert_eq!(code, 200);
     // Pings stop: failing again.
     let body = sidecar
-        .wait_for("/healthz/app", 503, Duration::from_secs(10))
+        .wait_for(path::APP_HEALTH, 503, Duration::from_secs(10))
         .await;
     assert!(body.contains("last ping"), "{body}");
-    sidecar.call("POST", "/ping", Some("")).await;
+    sidecar.call("POST", path::PING, Some("")).await;
     sidecar
-        .wait_for("/healthz/app", 200, Duration::from_secs(5))
+        .wait_for(path::APP_HEALTH, 200, Duration::from_secs(5))
         .await;
     // An explicit failure holds until the next ping.
-    let (code, _) = sidecar.call("POST", "/ping/fail", None).await;
+    let (code, _) = sidecar.call("POST", path::PING_FAIL, None).await;
     assert_eq!(code, 200);
     let body = sidecar
-        .wait_for("/healthz/app", 503, Duration::from_secs(5))
+        .wait_for(path::APP_HEALTH, 503, Duration::from_secs(5))
         .await;
-    assert!(body.contains("/ping/fail"), "{body}");
-    sidecar.get("/ping").await;
+    assert!(body.contains(path::PING_FAIL), "{body}");
+    sidecar.get(path::PING).await;
     sidecar
-        .wait_for("/healthz/app", 200, Duration::from_secs(5))
+        .wait_for(path::APP_HEALTH, 200, Duration::from_secs(5))
         .await;
 
     // Malformed count reports are refused and count nothing; a plain-text
     // body (log output, healthchecks.io style) is a ping without counts.
     for bad in [r#"{"msgs": 1}"#, r#"{"messages": -1}"#, r#"{"messages": "#] {
-        let (code, body) = sidecar.call("POST", "/ping", Some(bad)).await;
+        let (code, body) = sidecar.call("POST", path::PING, Some(bad)).await;
         assert_eq!(code, 400, "{bad}: {body}");
     }
     let (code, _) = sidecar
-        .call("POST", "/ping", Some("processed batch 17\n"))
+        .call("POST", path::PING, Some("processed batch 17\n"))
         .await;
     assert_eq!(code, 200);
 
@@ -279,21 +279,21 @@ async fn app_health_http_mode_follows_the_apps_probe() {
     env.push((env::APP_HEALTH, format!("http://127.0.0.1:{port}/healthz")));
     let sidecar = SidecarProcess::spawn(BIN.as_ref(), &env, &[]);
     sidecar
-        .wait_for("/healthz/app", 200, Duration::from_secs(20))
+        .wait_for(path::APP_HEALTH, 200, Duration::from_secs(20))
         .await;
     healthy.store(false, Ordering::Relaxed);
     let body = sidecar
-        .wait_for("/healthz/app", 503, Duration::from_secs(10))
+        .wait_for(path::APP_HEALTH, 503, Duration::from_secs(10))
         .await;
     assert!(body.contains("returned 500"), "{body}");
     healthy.store(true, Ordering::Relaxed);
     sidecar
-        .wait_for("/healthz/app", 200, Duration::from_secs(10))
+        .wait_for(path::APP_HEALTH, 200, Duration::from_secs(10))
         .await;
     server.abort();
     let _ = server.await;
     let body = sidecar
-        .wait_for("/healthz/app", 503, Duration::from_secs(10))
+        .wait_for(path::APP_HEALTH, 503, Duration::from_secs(10))
         .await;
     assert!(body.contains("failed"), "{body}");
 }
@@ -312,7 +312,7 @@ async fn outage_run(cap: u32, timeout_ms: u32, outage: Duration, lost: f64) {
     env.push(("KAFKA_MESSAGE_TIMEOUT_MS", timeout_ms.to_string()));
     let sidecar = SidecarProcess::spawn(BIN.as_ref(), &env, &[]);
     sidecar
-        .wait_for("/readyz", 200, Duration::from_secs(30))
+        .wait_for(path::READYZ, 200, Duration::from_secs(30))
         .await;
     let delivered_before = sidecar
         .metric("heartbeat_sidecar_beats_delivered_total")
@@ -326,14 +326,14 @@ async fn outage_run(cap: u32, timeout_ms: u32, outage: Duration, lost: f64) {
     // timeout (one a second) and the one being made.
     let bound = f64::from(cap.min(timeout_ms / 1000 + 2));
     let body = sidecar
-        .wait_for("/readyz", 503, Duration::from_secs(30))
+        .wait_for(path::READYZ, 503, Duration::from_secs(30))
         .await;
     assert!(body.contains("no beat delivered"), "{body}");
     // Keep watching: liveness holds, the queue never exceeds its cap, and
     // the undelivered count grows.
     let mut undelivered = Vec::new();
     while down.elapsed() < outage || undelivered.len() < 8 {
-        let (code, body) = sidecar.get("/livez").await;
+        let (code, body) = sidecar.get(path::LIVEZ).await;
         assert_eq!(code, 200, "{body}");
         let depth = sidecar
             .metric("heartbeat_sidecar_queue_depth")
@@ -363,7 +363,7 @@ async fn outage_run(cap: u32, timeout_ms: u32, outage: Duration, lost: f64) {
 
     kafka.start_broker();
     sidecar
-        .wait_for("/readyz", 200, Duration::from_secs(60))
+        .wait_for(path::READYZ, 200, Duration::from_secs(60))
         .await;
     let seq_before_restart = delivered_before as u64;
     // Fresh beats arrive after the outage, reporting what was lost.
@@ -456,7 +456,7 @@ async fn kafka_service_links_and_foreign_kafka_env_do_not_break_the_producer() {
     }
     let sidecar = SidecarProcess::spawn(BIN.as_ref(), &env, &[]);
     sidecar
-        .wait_for("/readyz", 200, Duration::from_secs(30))
+        .wait_for(path::READYZ, 200, Duration::from_secs(30))
         .await;
     let log = sidecar.log();
     assert!(

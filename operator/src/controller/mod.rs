@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use heartbeat_crds::monitor::{HeartbeatMonitor, HeartbeatMonitorStatus};
+use heartbeat_crds::monitor::{HeartbeatMonitor, HeartbeatMonitorStatus, MemberState};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Container, ContainerStatus, Pod, PodSpec, PodStatus};
 use kube::Client;
@@ -113,11 +113,11 @@ impl Context {
             return;
         };
         tracing::info!(monitor = %id, "monitor gone; stopped tracking it");
-        for state in reconcile::STATES {
+        for state in MemberState::ALL {
             let _ = self.metrics.members.remove(&StateLabels {
                 namespace: id.namespace.clone(),
                 monitor: id.name.clone(),
-                state: format!("{state:?}"),
+                state: state.as_str().to_string(),
             });
         }
         for member in lock(&t.member_series).drain() {

@@ -25,17 +25,6 @@ use crate::metrics::{ErrorLabels, MemberLabels, MonitorLabels, StateLabels};
 use crate::webhook::config::FIELD_MANAGER;
 use crate::{Error, Result};
 
-/// Every member state, for the per-monitor gauges.
-pub const STATES: [MemberState; 7] = [
-    MemberState::Pending,
-    MemberState::Up,
-    MemberState::Late,
-    MemberState::Stale,
-    MemberState::Stopped,
-    MemberState::Failing,
-    MemberState::Unknown,
-];
-
 /// The longest a changed status waits for its write.
 const MAX_HOLD: SignedDuration = SignedDuration::from_secs(60);
 
@@ -411,12 +400,12 @@ fn readiness_for(
 /// Per-monitor gauges, and the capped per-member series.
 fn observe(ctx: &Context, id: &MonitorId, tracked: &Tracked, rows: &[Row], silenced: bool) {
     let m = &ctx.metrics;
-    for state in STATES {
+    for state in MemberState::ALL {
         m.members
             .get_or_create(&StateLabels {
                 namespace: id.namespace.clone(),
                 monitor: id.name.clone(),
-                state: format!("{state:?}"),
+                state: state.as_str().to_string(),
             })
             .set(rows.iter().filter(|r| r.state == state).count() as i64);
     }

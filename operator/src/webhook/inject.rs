@@ -15,7 +15,7 @@ use heartbeat_crds::monitor::{AppHealthMode, HEALTH_FILE_DIR, HeartbeatMonitor};
 use heartbeat_crds::program_id::render_with_env_refs;
 use heartbeat_crds::sidecar_contract::{
     DEFAULT_HTTP_PORT, IDENTITY_API_TOKEN, IDENTITY_CA, IDENTITY_DIR, IDENTITY_TOKEN,
-    SidecarAppHealth, env, http_addr_on_pod_ip,
+    SidecarAppHealth, env, http_addr_on_pod_ip, path,
 };
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, Patch, PatchOperation};
@@ -470,12 +470,12 @@ pub fn sidecar_container(
         startup_probe: Some(Probe {
             period_seconds: Some(1),
             failure_threshold: Some(SIDECAR_STARTUP_SECONDS),
-            ..http_probe("/livez")
+            ..http_probe(path::LIVEZ)
         }),
         liveness_probe: Some(Probe {
             period_seconds: Some(10),
             failure_threshold: Some(3),
-            ..http_probe("/livez")
+            ..http_probe(path::LIVEZ)
         }),
         security_context: Some(SecurityContext {
             run_as_non_root: Some(true),
@@ -651,7 +651,7 @@ pub fn patch_for(
         let probe = to_value(&Probe {
             period_seconds: Some(10),
             failure_threshold: Some(3),
-            ..http_probe("/healthz/app")
+            ..http_probe(path::APP_HEALTH)
         })?;
         for (i, c) in spec.containers.iter().enumerate() {
             // The app's own probe is kept: `add` would replace it.
@@ -915,13 +915,13 @@ mod tests {
             .as_ref()
             .and_then(|p| p.http_get.as_ref())
             .expect("livez");
-        assert_eq!(live.path.as_deref(), Some("/livez"));
+        assert_eq!(live.path.as_deref(), Some(path::LIVEZ));
         assert_eq!(live.port, IntOrString::Int(9190));
         // Liveness starts once the port serves: no restart of a slow start.
         let startup = s.startup_probe.as_ref().expect("a startupProbe");
         assert_eq!(
             startup.http_get.as_ref().and_then(|h| h.path.as_deref()),
-            Some("/livez")
+            Some(path::LIVEZ)
         );
         assert_eq!(startup.period_seconds, Some(1));
         assert_eq!(startup.failure_threshold, Some(SIDECAR_STARTUP_SECONDS));
@@ -1283,7 +1283,7 @@ mod tests {
             .expect("ours where there was none");
         assert_eq!(
             (ours.path.as_deref(), ours.port),
-            (Some("/healthz/app"), IntOrString::Int(9190))
+            (Some(path::APP_HEALTH), IntOrString::Int(9190))
         );
     }
 
