@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod beat;
+pub mod conditions;
 pub mod error;
 pub mod monitor;
 pub mod program_id;

@@ -18,7 +18,7 @@
 use heartbeat_crds::Beat;
 use heartbeat_crds::monitor::HeartbeatMonitorSpec;
 use heartbeat_operator::controller::status::rows;
-use heartbeat_operator::membership::View;
+use heartbeat_operator::membership::{Blind, View};
 use heartbeat_operator::membership::table::{Incoming, Limits, MonitorId, Settings, Table};
 use jiff::{SignedDuration, Timestamp};
 use libfuzzer_sys::fuzz_target;
@@ -92,7 +92,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = table.next_deadline(now);
             let _ = rows(&mut table, now);
         } else if line == "!" {
-            table.set_view(View::Blind { why: "fuzz".into() });
+            table.set_view(View::Blind(Blind::Unreadable { why: "fuzz".into() }));
         } else if line == "^" {
             table.set_view(sighted(now));
         } else {

@@ -3,7 +3,7 @@
 
 use jiff::{SignedDuration, Timestamp};
 
-use crate::membership::View;
+use crate::membership::{Blind, View};
 
 /// Why a consumer cannot read its topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,12 +59,10 @@ pub fn view_for(
     replay: &str,
     now: Timestamp,
 ) -> View {
-    let catching_up = || View::Blind {
-        why: if replay.is_empty() {
-            "catching up with the topic".into()
-        } else {
-            format!("catching up with the topic, {replay}")
-        },
+    let catching_up = || {
+        View::Blind(Blind::CatchingUp {
+            from: replay.to_string(),
+        })
     };
     match health {
         Health::Starting => catching_up(),
@@ -72,18 +70,15 @@ pub fn view_for(
             caught_up_epoch, ..
         } if *caught_up_epoch < epoch => catching_up(),
         Health::Reading { until, .. } if now.duration_since(*until) > STALLED_AFTER => {
-            View::Blind {
-                why: format!(
-                    "the consumer has read nothing newer than {}s ago (far behind, or fetching fails)",
-                    now.duration_since(*until).as_secs()
-                ),
-            }
+            View::Blind(Blind::Stalled {
+                behind_secs: now.duration_since(*until).as_secs(),
+            })
         }
         Health::Reading { since, until, .. } => View::Sighted {
             since: (*since).max(replayed_from),
             until: *until,
         },
-        Health::Blind { why, .. } => View::Blind { why: why.clone() },
+        Health::Blind { why, .. } => View::Blind(Blind::Unreadable { why: why.clone() }),
     }
 }
 
@@ -116,18 +111,15 @@ mod tests {
                 until: t(9)
             }
         );
-        assert!(matches!(
-            view_for(&h, 2, t(5), "", t(10)),
-            View::Blind { .. }
-        ));
+        assert!(matches!(view_for(&h, 2, t(5), "", t(10)), View::Blind(_)));
         // Epoch 2 waits for its replay; epoch 1 has it; an outage is not a replay.
         assert!(catching_up(&h, 2) && !catching_up(&h, 1));
         assert!(catching_up(&Health::Starting, 1));
         // Nothing confirmed for longer than the stall bound: not reading.
-        let View::Blind { why } = view_for(&h, 1, t(5), "", t(30)) else {
+        let View::Blind(why) = view_for(&h, 1, t(5), "", t(30)) else {
             panic!("a stalled consumer is not sighted");
         };
-        assert!(why.contains("21s"), "{why}");
+        assert!(why.to_string().contains("21s"), "{why}");
         let blind = Health::Blind {
             kind: BlindKind::Broker,
             why: "all brokers down".into(),
@@ -135,9 +127,9 @@ mod tests {
         assert!(!catching_up(&blind, 1));
         assert_eq!(
             view_for(&blind, 1, t(0), "", t(0)),
-            View::Blind {
+            View::Blind(Blind::Unreadable {
                 why: "all brokers down".into()
-            }
+            })
         );
     }
 }

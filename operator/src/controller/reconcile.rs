@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use heartbeat_crds::conditions::{READY, TRUE, reason};
 use heartbeat_crds::monitor::{ClockSource, HeartbeatMonitor, HeartbeatMonitorStatus, MemberState};
 use jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
@@ -17,10 +18,10 @@ use super::secrets::{self, Read};
 use super::status::{self, Inputs, Readiness, Row};
 use super::{Context, Tracked, events, pods, signing};
 use crate::consumer::{AttachRequest, BlindKind, ConsumerKey, Health, catching_up, lock, view_for};
-use crate::membership::View;
 use crate::membership::silence;
 use crate::membership::state::Timing;
 use crate::membership::table::{MonitorId, Settings};
+use crate::membership::{Blind, View};
 use crate::metrics::{ErrorLabels, MemberLabels, MonitorLabels, StateLabels};
 use crate::webhook::config::FIELD_MANAGER;
 use crate::{Error, Result};
@@ -126,9 +127,9 @@ pub async fn reconcile(monitor: Arc<HeartbeatMonitor>, ctx: Arc<Context>) -> Res
         Err(not_reading) => {
             ctx.consumers.detach(&id);
             if let Readiness::NotReading { message, .. } = &not_reading {
-                lock(&tracked.table).set_view(View::Blind {
+                lock(&tracked.table).set_view(View::Blind(Blind::Unreadable {
                     why: message.clone(),
-                });
+                }));
             }
             not_reading
         }
@@ -211,7 +212,7 @@ pub async fn reconcile(monitor: Arc<HeartbeatMonitor>, ctx: Arc<Context>) -> Res
     let ready = desired
         .conditions
         .iter()
-        .any(|c| c.type_ == "Ready" && c.status == "True");
+        .any(|c| c.type_ == READY && c.status == TRUE);
     ctx.metrics
         .monitor_ready
         .get_or_create(&MonitorLabels {
@@ -252,7 +253,7 @@ pub fn sight_floor(previous: &HeartbeatMonitorStatus, fallback: Timestamp) -> Ti
     previous
         .conditions
         .iter()
-        .find(|c| c.type_ == "Ready")
+        .find(|c| c.type_ == READY)
         .filter(|c| c.status == "True")
         .map_or(fallback, |c| c.last_transition_time.0.min(fallback))
 }
@@ -281,13 +282,13 @@ async fn broker_key(
     let name = &monitor.spec.broker_secret_ref.name;
     Ok(match ctx.secrets.get(&ns, name).await? {
         Read::Missing => Err(Readiness::NotReading {
-            reason: "SecretMissing",
+            reason: reason::SECRET_MISSING,
             message: format!(
                 "broker Secret {ns}/{name} does not exist: create it with librdkafka properties, e.g. kubectl -n {ns} create secret generic {name} --from-literal=bootstrap.servers=HOST:9092"
             ),
         }),
         Read::Forbidden => Err(Readiness::NotReading {
-            reason: "SecretForbidden",
+            reason: reason::SECRET_FORBIDDEN,
             message: format!(
                 "the operator may not read Secrets in namespace {ns} (the chart's rbac.namespaced mode): grant it with: {}",
                 ctx.grant.command(&ns)
@@ -302,14 +303,14 @@ async fn broker_key(
                 Ok(k) => k,
                 Err(e) => {
                     return Ok(Err(Readiness::NotReading {
-                        reason: "SecretInvalid",
+                        reason: reason::SECRET_INVALID,
                         message: format!("broker Secret {ns}/{name}: {e}"),
                     }));
                 }
             };
             if !ctx.allowed_brokers.allows(key.bootstrap_servers()) {
                 return Ok(Err(Readiness::NotReading {
-                    reason: "BrokerNotAllowed",
+                    reason: reason::BROKER_NOT_ALLOWED,
                     message: format!(
                         "the bootstrap.servers of broker Secret {ns}/{name} are not among the brokers this operator may connect to ({}): the operator did not connect",
                         ctx.allowed_brokers.0.join(", ")
@@ -330,7 +331,7 @@ async fn with_operator_credentials(
         return Ok(Ok(key));
     };
     let unavailable = |why: String| Readiness::NotReading {
-        reason: "ConsumerSecretUnavailable",
+        reason: reason::CONSUMER_SECRET_UNAVAILABLE,
         message: format!("the operator's own consumer Secret {ns}/{name} {why}"),
     };
     Ok(match ctx.secrets.get(ns, name).await? {
@@ -361,7 +362,7 @@ fn readiness_for(
             kind: BlindKind::TopicMissing,
             ..
         } => Readiness::NotReading {
-            reason: "TopicMissing",
+            reason: reason::TOPIC_MISSING,
             message: format!(
                 "topic {topic} does not exist on {bootstrap}, and the operator does not create topics: create it, e.g. kafka-topics.sh --bootstrap-server {bootstrap} --create --topic {topic} --partitions 3 --config retention.ms={}",
                 window.as_millis().max(86_400_000)
@@ -371,14 +372,14 @@ fn readiness_for(
             kind: BlindKind::BadSettings,
             why,
         } => Readiness::NotReading {
-            reason: "InvalidBrokerSettings",
+            reason: reason::INVALID_BROKER_SETTINGS,
             message: format!("librdkafka refused the settings of the broker Secret of {id}: {why}"),
         },
         Health::Blind {
             kind: BlindKind::Broker,
             why,
         } => Readiness::NotReading {
-            reason: "BrokerUnavailable",
+            reason: reason::BROKER_UNAVAILABLE,
             message: format!(
                 "cannot read {key}: {why}; members are Unknown (never Stale) until it is back"
             ),
@@ -449,7 +450,7 @@ fn readiness_changed(
     let ready = |s: &heartbeat_crds::HeartbeatMonitorStatus| {
         s.conditions
             .iter()
-            .find(|c| c.type_ == "Ready")
+            .find(|c| c.type_ == READY)
             .map(|c| (c.status.clone(), c.reason.clone()))
     };
     ready(last) != ready(desired)

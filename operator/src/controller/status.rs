@@ -2,15 +2,16 @@
 //! act on, and the bounded member list (worst first), from the membership
 //! table and what the reconciler found out about the broker and the pods.
 
+use heartbeat_crds::conditions::{FALSE, HEALTHY, INJECTED, READY, TRUE, UNKNOWN, reason};
 use heartbeat_crds::monitor::{
     HeartbeatMonitorStatus, MAX_STATUS_MEMBERS, MemberState, MemberStatus,
 };
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::membership::View;
 use crate::membership::silence::{BadWindow, Silence};
 use crate::membership::table::{MemberKind, Table};
+use crate::membership::{Blind, View};
 
 /// Whether the operator reads the monitor's topic, and if not, why.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,23 +141,22 @@ fn condition(
 
 fn ready(i: &Inputs<'_>) -> (&'static str, &'static str, String) {
     match (i.readiness, i.view) {
-        (Readiness::NotReading { reason, message }, _) => ("False", reason, message.clone()),
-        (Readiness::Reading { what, .. }, View::Blind { why }) if why.contains("catching up") => (
-            "False",
-            "CatchingUp",
-            match why.split_once(", ") {
+        (Readiness::NotReading { reason, message }, _) => (FALSE, reason, message.clone()),
+        (Readiness::Reading { what, .. }, View::Blind(Blind::CatchingUp { from })) => (
+            FALSE,
+            reason::CATCHING_UP,
+            if from.is_empty() {
+                format!("reading {what} back to rebuild state; members are Unknown until caught up")
+            } else {
                 // What the replay starts from: a checkpoint, or why none.
-                Some((_, from)) => format!(
+                format!(
                     "reading {what} back to rebuild state, {from}; members are Unknown until caught up"
-                ),
-                None => format!(
-                    "reading {what} back to rebuild state; members are Unknown until caught up"
-                ),
+                )
             },
         ),
-        (Readiness::Reading { what, .. }, View::Blind { why }) => (
-            "False",
-            "BrokerUnavailable",
+        (Readiness::Reading { what, .. }, View::Blind(why)) => (
+            FALSE,
+            reason::BROKER_UNAVAILABLE,
             format!(
                 "cannot read {what}: {why}; members are Unknown (never Stale) until it is back"
             ),
@@ -168,8 +168,8 @@ fn ready(i: &Inputs<'_>) -> (&'static str, &'static str, String) {
             },
             View::Sighted { .. },
         ) => (
-            "True",
-            "ReadingWithWarnings",
+            TRUE,
+            reason::READING_WITH_WARNINGS,
             format!("reading {what}; {w}"),
         ),
         (
@@ -178,7 +178,7 @@ fn ready(i: &Inputs<'_>) -> (&'static str, &'static str, String) {
                 warning: None,
             },
             View::Sighted { .. },
-        ) => ("True", "Reading", format!("reading {what}")),
+        ) => (TRUE, reason::READING, format!("reading {what}")),
     }
 }
 
@@ -205,10 +205,10 @@ fn healthy(i: &Inputs<'_>) -> (&'static str, &'static str, String) {
     } else {
         format!("; {}", notes.join("; "))
     };
-    if let View::Blind { .. } = i.view {
+    if let View::Blind(_) = i.view {
         return (
-            "Unknown",
-            "NotReading",
+            UNKNOWN,
+            reason::NOT_READING,
             format!("members cannot be judged while the topic is not read (see Ready){suffix}"),
         );
     }
@@ -220,8 +220,8 @@ fn healthy(i: &Inputs<'_>) -> (&'static str, &'static str, String) {
             .filter(|r| r.state == MemberState::Up && r.kind != MemberKind::Seen)
             .count();
         return (
-            "True",
-            "NoMemberStale",
+            TRUE,
+            reason::NO_MEMBER_STALE,
             format!("{up} of {counted} members up{suffix}"),
         );
     }
@@ -233,13 +233,13 @@ fn healthy(i: &Inputs<'_>) -> (&'static str, &'static str, String) {
     );
     match i.silence {
         Some(s) => (
-            "Unknown",
+            UNKNOWN,
             s.reason(),
             format!("{detail}; {}{suffix}", s.describe()),
         ),
         None => (
-            "False",
-            "MembersStale",
+            FALSE,
+            reason::MEMBERS_STALE,
             format!(
                 "{detail}; see each sidecar's log (kubectl logs -n {} POD -c heartbeat) and the broker{suffix}",
                 i.namespace
@@ -251,8 +251,8 @@ fn healthy(i: &Inputs<'_>) -> (&'static str, &'static str, String) {
 fn injected(i: &Inputs<'_>) -> (&'static str, &'static str, String) {
     if i.uninjected.is_empty() {
         return (
-            "True",
-            "AllInjected",
+            TRUE,
+            reason::ALL_INJECTED,
             "every covered pod has the sidecar".into(),
         );
     }
@@ -264,8 +264,8 @@ fn injected(i: &Inputs<'_>) -> (&'static str, &'static str, String) {
         .collect::<Vec<_>>()
         .join(", ");
     (
-        "False",
-        "PodsWithoutSidecar",
+        FALSE,
+        reason::PODS_WITHOUT_SIDECAR,
         format!(
             "{} covered pods have no sidecar ({names}{}), created while the webhook was down or before the monitor: recreate them (kubectl -n {} rollout restart deployment/NAME, or delete the pods)",
             i.uninjected.len(),
@@ -279,9 +279,9 @@ fn injected(i: &Inputs<'_>) -> (&'static str, &'static str, String) {
 pub fn build(i: &Inputs<'_>) -> HeartbeatMonitorStatus {
     let count = |s: MemberState| i.rows.iter().filter(|r| r.state == s).count() as u32;
     let conditions = [
-        ("Ready", ready(i)),
-        ("Healthy", healthy(i)),
-        ("Injected", injected(i)),
+        (READY, ready(i)),
+        (HEALTHY, healthy(i)),
+        (INJECTED, injected(i)),
     ]
     .into_iter()
     .map(|(t, (status, reason, message))| {

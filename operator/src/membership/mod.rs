@@ -9,5 +9,5 @@ pub mod state;
 pub mod table;
 
 pub use heartbeat_crds::monitor::MemberState;
-pub use state::{Timing, View};
+pub use state::{Blind, Timing, View};
 pub use table::{MemberKey, Table};

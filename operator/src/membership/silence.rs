@@ -4,6 +4,7 @@
 
 use croner::Cron;
 use croner::parser::CronParser;
+use heartbeat_crds::conditions::reason;
 use heartbeat_crds::monitor::{HeartbeatMonitorSpec, MaintenanceWindow};
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
@@ -23,8 +24,8 @@ impl Silence {
     /// The condition reason that names it.
     pub fn reason(&self) -> &'static str {
         match self {
-            Silence::Suspended => "Suspended",
-            Silence::Maintenance { .. } => "InMaintenance",
+            Silence::Suspended => reason::SUSPENDED,
+            Silence::Maintenance { .. } => reason::IN_MAINTENANCE,
         }
     }
 

@@ -79,7 +79,38 @@ pub enum View {
     Sighted { since: Timestamp, until: Timestamp },
     /// Not reading it (broker down, auth error, topic missing, catching up):
     /// members are Unknown, never Stale.
-    Blind { why: String },
+    Blind(Blind),
+}
+
+/// Why the operator cannot see the topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Blind {
+    /// Not reading the topic yet (the monitor was just made).
+    NotStarted,
+    /// Reading the topic back to rebuild state; `from`: what the replay
+    /// starts from (a checkpoint, or why none), empty when unknown.
+    CatchingUp { from: String },
+    /// The consumer has read nothing newer than `behind_secs` ago.
+    Stalled { behind_secs: i64 },
+    /// Cannot read it: the consumer's or the reconciler's words.
+    Unreadable { why: String },
+}
+
+impl std::fmt::Display for Blind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Blind::NotStarted => f.write_str("not reading the topic yet"),
+            Blind::CatchingUp { from } if from.is_empty() => {
+                f.write_str("catching up with the topic")
+            }
+            Blind::CatchingUp { from } => write!(f, "catching up with the topic, {from}"),
+            Blind::Stalled { behind_secs } => write!(
+                f,
+                "the consumer has read nothing newer than {behind_secs}s ago (far behind, or fetching fails)"
+            ),
+            Blind::Unreadable { why } => f.write_str(why),
+        }
+    }
 }
 
 /// How a member's pod ended, if it did.
@@ -139,7 +170,7 @@ pub fn judge(facts: &Facts, timing: &Timing, view: &View, now: Timestamp) -> Jud
     // Silence is measured up to what the broker confirmed was read, never
     // past it: a consumer that fell behind must not make anyone Stale.
     let (since, now) = match view {
-        View::Blind { why } => {
+        View::Blind(why) => {
             return j(
                 MemberState::Unknown,
                 format!("operator cannot read the topic: {why}"),

@@ -11,7 +11,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::availability::Availability;
 use super::silence::Silence;
-use super::state::{Facts, Judgement, PodEnd, Timing, View, judge, next_deadline};
+use super::state::{Blind, Facts, Judgement, PodEnd, Timing, View, judge, next_deadline};
 
 /// A monitor, `namespace/name` (what a beat's `monitor` field holds).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -273,9 +273,7 @@ impl Table {
             members: HashMap::new(),
             departed: HashMap::new(),
             seen: 0,
-            view: View::Blind {
-                why: "not reading the topic yet".into(),
-            },
+            view: View::Blind(Blind::NotStarted),
             created: now,
             sighted_since: None,
             last_beat: None,

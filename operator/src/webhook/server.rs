@@ -15,6 +15,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use heartbeat_crds::conditions::{FALSE, READY, reason};
 use heartbeat_crds::monitor::HeartbeatMonitor;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use kube::core::DynamicObject;
@@ -62,7 +63,7 @@ fn reported_missing(monitors: &[Arc<HeartbeatMonitor>], name: &str) -> bool {
         .filter(|m| m.spec.broker_secret_ref.name == name)
         .filter_map(|m| m.status.as_ref())
         .flat_map(|s| s.conditions.iter())
-        .any(|c| c.type_ == "Ready" && c.status == "False" && c.reason == "SecretMissing")
+        .any(|c| c.type_ == READY && c.status == FALSE && c.reason == reason::SECRET_MISSING)
 }
 
 fn count(metrics: &Metrics, outcome: &str, reason: &str) {

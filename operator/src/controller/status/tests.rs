@@ -115,10 +115,10 @@ fn stale_members_make_healthy_false_naming_them_unless_silenced() {
 #[test]
 fn a_blind_operator_says_why_in_ready_and_judges_no_one() {
     let rows = [row("a", MemberState::Unknown, MemberKind::Pod)];
-    let view = View::Blind {
+    let view = View::Blind(Blind::Unreadable {
         why: "Meta data fetch error: BrokerTransportFailure (Local: Broker transport failure)"
             .into(),
-    };
+    });
     let r = reading();
     let s = build(&inputs(&rows, &view, &r, None, &[]));
     let ready = cond(&s, "Ready");

@@ -415,9 +415,9 @@ fn while_blind_members_are_unknown_never_stale_and_sight_restores_their_allowanc
     tb.sync_pods([pod("a", Some(0))], t(0));
     record(&mut tb, &sidecar_beat("a", 0), 0);
     tb.evaluate(t(0), None);
-    tb.set_view(View::Blind {
+    tb.set_view(View::Blind(Blind::Unreadable {
         why: "broker down".into(),
-    });
+    }));
     let ts = tb.evaluate(t(100), None);
     assert_eq!((ts[0].to, ts[0].alarm), (MemberState::Unknown, None));
     assert!(ts[0].reason.contains("broker down"));
@@ -440,17 +440,17 @@ fn a_new_consumer_replaying_from_long_ago_does_not_hold_an_outage_gap_against_an
     record(&mut tb, &sidecar_beat("a", 0), 0);
     tb.evaluate(t(0), None);
     // An outage until 100: blind, then sight again from 100.
-    tb.set_view(View::Blind {
+    tb.set_view(View::Blind(Blind::Unreadable {
         why: "broker down".into(),
-    });
+    }));
     tb.evaluate(t(50), None);
     tb.set_view(sighted(t(100)));
     assert_eq!(alarms(&tb.evaluate(t(100), None)), []);
     // A new consumer (a rotated broker Secret) replays from a day ago
     // before the member's first beat after the outage is on the topic.
-    tb.set_view(View::Blind {
-        why: "catching up with the topic".into(),
-    });
+    tb.set_view(View::Blind(Blind::CatchingUp {
+        from: String::new(),
+    }));
     tb.evaluate(t(105), None);
     tb.set_view(sighted(t(-86_400)));
     assert_eq!(alarms(&tb.evaluate(t(130), None)), []);
