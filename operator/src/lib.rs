@@ -14,6 +14,7 @@ pub mod keys;
 pub mod leader;
 pub mod membership;
 pub mod metrics;
+pub mod pod_contract;
 pub mod webhook;
 
 use std::sync::Arc;

@@ -178,7 +178,7 @@ fn trim_pod(p: &mut Pod) {
     let sidecar = |cs: Option<Vec<ContainerStatus>>| {
         cs.map(|v| {
             v.into_iter()
-                .filter(|c| c.name == crate::webhook::inject::SIDECAR_NAME)
+                .filter(|c| c.name == crate::pod_contract::SIDECAR_NAME)
                 .collect::<Vec<_>>()
         })
     };

@@ -11,7 +11,7 @@ use kube::ResourceExt;
 
 use crate::membership::state::PodEnd;
 use crate::membership::table::PodFacts;
-use crate::webhook::inject::{ANNOTATION_INJECT, SIDECAR_NAME, already_injected, choose};
+use crate::pod_contract::{ANNOTATION_INJECT, SIDECAR_NAME, already_injected, choose};
 
 /// The pods of a monitor: members (injected) and those left without a sidecar.
 #[derive(Debug, Default, PartialEq, Eq)]

@@ -27,24 +27,18 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::core::{Selector, SelectorExt};
-use kube::{Resource, ResourceExt};
+use kube::ResourceExt;
 use serde_json::Value;
+
+pub use crate::pod_contract::{
+    ANNOTATION_ALSO_MATCHED, ANNOTATION_INJECT, ANNOTATION_INJECTED, ANNOTATION_MONITOR,
+    SIDECAR_NAME,
+};
+use crate::pod_contract::{Uncovered, already_injected, choose};
 
 mod policy;
 pub use policy::{SidecarPolicy, default_maxima, image_in_repository, is_quantity};
 
-/// Pod annotation: `"false"` keeps the sidecar out of this pod.
-pub const ANNOTATION_INJECT: &str = "heartbeat.dev/inject";
-/// Pod annotation: the monitor that covers the pod (set by the user to
-/// choose one, or by the webhook to record its choice).
-pub const ANNOTATION_MONITOR: &str = "heartbeat.dev/monitor";
-/// Pod annotation the webhook sets: `monitor=<name>,sidecar=<version>`.
-pub const ANNOTATION_INJECTED: &str = "heartbeat.dev/injected";
-/// Pod annotation the webhook sets when several monitors matched: the others.
-pub const ANNOTATION_ALSO_MATCHED: &str = "heartbeat.dev/also-matched";
-/// The injected container's name.
-pub const SIDECAR_NAME: &str = heartbeat_crds::sidecar_contract::CONTAINER_NAME;
 /// The shared volume of File mode.
 pub const HEALTH_VOLUME: &str = "heartbeat-health";
 /// The sidecar's identity (signing on): projected ServiceAccount tokens and
@@ -230,52 +224,6 @@ fn skip(monitor: Option<&str>, reason: SkipReason) -> Outcome {
     }
 }
 
-/// The monitor that covers `pod`: the one its annotation names, else the
-/// first by name of those whose selector matches (the others are returned).
-pub(crate) fn choose<'a, M: Borrow<HeartbeatMonitor>>(
-    pod: &Pod,
-    monitors: &'a [M],
-) -> Result<(&'a HeartbeatMonitor, Vec<&'a str>), SkipReason> {
-    let mut monitors = monitors.iter().map(Borrow::borrow);
-    if let Some(name) = pod.annotations().get(ANNOTATION_MONITOR) {
-        return monitors
-            .find(|m| m.name_any() == *name)
-            .map(|m| (m, Vec::new()))
-            .ok_or_else(|| SkipReason::NamedMonitorMissing {
-                monitor: name.clone(),
-            });
-    }
-    let labels = pod.labels();
-    let mut matching: Vec<&HeartbeatMonitor> = monitors
-        .filter(|m| {
-            m.spec
-                .selector
-                .clone()
-                .and_then(|s| Selector::try_from(s).ok())
-                .is_some_and(|s| s.matches(labels))
-        })
-        .collect();
-    // Deterministic whatever order the cache lists them in.
-    matching.sort_by_key(|m| m.name_any());
-    let (first, rest) = matching
-        .split_first()
-        .ok_or(SkipReason::NoMatchingMonitor)?;
-    Ok((
-        first,
-        rest.iter()
-            .map(|m| m.meta().name.as_deref().unwrap_or_default())
-            .collect(),
-    ))
-}
-
-pub(crate) fn already_injected(pod: &Pod) -> bool {
-    let spec = pod.spec.as_ref();
-    let named =
-        |cs: Option<&Vec<Container>>| cs.into_iter().flatten().any(|c| c.name == SIDECAR_NAME);
-    pod.annotations().contains_key(ANNOTATION_INJECTED)
-        || spec.is_some_and(|s| named(s.init_containers.as_ref()) || named(Some(&s.containers)))
-}
-
 /// Decides for `pod` (being created in its namespace) given the monitors
 /// of that namespace and whether a Secret of that namespace exists.
 pub fn decide<M: Borrow<HeartbeatMonitor>>(
@@ -292,11 +240,15 @@ pub fn decide<M: Borrow<HeartbeatMonitor>>(
     }
     let (monitor, others) = match choose(pod, monitors) {
         Ok(chosen) => chosen,
-        Err(reason @ SkipReason::NamedMonitorMissing { .. }) => {
-            let name = pod.annotations().get(ANNOTATION_MONITOR).cloned();
-            return skip(name.as_deref(), reason);
+        Err(Uncovered::NamedMonitorMissing { monitor }) => {
+            return skip(
+                Some(&monitor),
+                SkipReason::NamedMonitorMissing {
+                    monitor: monitor.clone(),
+                },
+            );
         }
-        Err(reason) => return skip(None, reason),
+        Err(Uncovered::NoMatchingMonitor) => return skip(None, SkipReason::NoMatchingMonitor),
     };
     let name = monitor.name_any();
     if pod.annotations().get(ANNOTATION_INJECT).map(String::as_str) == Some("false") {
