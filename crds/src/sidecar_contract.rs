@@ -112,6 +112,53 @@ pub fn env_ref(name: &str) -> String {
     format!("$({name})")
 }
 
+/// Kubernetes' `$(VAR)` expansion of a container's env value, command or
+/// args (k8s.io/kubernetes/third_party/forked/golang/expansion): `$$` is a
+/// literal `$`; `$(NAME)`, up to the first `)`, is `lookup(NAME)`, or
+/// stays as written when that is `None`; anything else stays. Returns the
+/// expansion and the names referenced that `lookup` did not define. The
+/// process node expands pods' env with it, and the fuzz target that checks
+/// the webhook's env checks it with it.
+pub fn expand_env_refs<'v>(
+    input: &str,
+    lookup: impl Fn(&str) -> Option<&'v str>,
+) -> (String, Vec<String>) {
+    let mut out = String::with_capacity(input.len());
+    let mut undefined = Vec::new();
+    let mut rest = input;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(inner) = after.strip_prefix('(') {
+            match inner.find(')') {
+                Some(end) => {
+                    let name = &inner[..end];
+                    match lookup(name) {
+                        Some(value) => out.push_str(value),
+                        None => {
+                            out.push_str(&env_ref(name));
+                            undefined.push(name.to_string());
+                        }
+                    }
+                    rest = &inner[end + 1..];
+                }
+                None => {
+                    out.push_str("$(");
+                    rest = inner;
+                }
+            }
+        } else {
+            out.push('$');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    (out, undefined)
+}
+
 /// The `HEARTBEAT_HTTP_ADDR` value the webhook sets: the default port on the
 /// pod's own IP (`$(POD_IP):9190`), so the kubelet can probe it and it never
 /// collides with another pod on a shared host network.
@@ -399,6 +446,31 @@ pub fn kafka_env_for_property(property: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// Rule: `$(VAR)` expands as the kubelet does: `$$` escapes, a
+    /// reference ends at the first `)`, an unknown one stays (and is
+    /// reported), an unclosed one and a lone `$` stay.
+    #[test]
+    fn env_references_expand_as_the_kubelet_expands_them() {
+        let vars = [("A", "1"), ("POD_NAME", "p1")];
+        let lookup = |n: &str| vars.iter().find(|(k, _)| *k == n).map(|(_, v)| *v);
+        let expand = |s: &str| expand_env_refs(s, lookup);
+        assert_eq!(expand("$(A)-$(POD_NAME)"), ("1-p1".into(), vec![]));
+        assert_eq!(expand("$$(A) $$ $"), ("$(A) $ $".into(), vec![]));
+        assert_eq!(
+            expand("$(NOPE)-$(A)"),
+            ("$(NOPE)-1".into(), vec!["NOPE".to_string()])
+        );
+        // The name runs to the first `)`: `A$(B` is unknown, and what
+        // follows is not expanded again.
+        assert_eq!(
+            expand("$(X$(A))"),
+            ("$(X$(A))".into(), vec!["X$(A".to_string()])
+        );
+        assert_eq!(expand("$(A"), ("$(A".into(), vec![]));
+        assert_eq!(expand("a$b$"), ("a$b$".into(), vec![]));
+        assert_eq!(expand("é$(A)ü"), ("é1ü".into(), vec![]));
+    }
+
     use super::*;
     use crate::monitor::{FileHealth, HttpHealth, PingHealth};
 

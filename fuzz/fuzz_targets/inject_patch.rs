@@ -319,52 +319,13 @@ fn check_env(sidecar: &Container, monitor: &HeartbeatMonitor) {
     }
 }
 
-/// Kubernetes' `$(VAR)` expansion of an env value
-/// (k8s.io/kubernetes/third_party/forked/golang/expansion): `$$` is a
-/// literal `$`, `$(NAME)` becomes the variable's value, anything else stays.
-/// Returns the value with the downward-API references filled in, and the
-/// other names referenced (each of which could be defined: env from the
-/// Secret, or an earlier entry).
+/// The kubelet's expansion of an env value: the downward-API references
+/// filled in, and the other names referenced (each of which could be
+/// defined: env from the Secret, or an earlier entry).
 fn kubelet_expand(input: &str) -> (String, Vec<String>) {
-    let b = input.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut stray = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] != b'$' || i + 1 == b.len() {
-            out.push(b[i]);
-            i += 1;
-            continue;
-        }
-        match b[i + 1] {
-            b'$' => {
-                out.push(b'$');
-                i += 2;
-            }
-            b'(' => match b[i + 2..].iter().position(|&c| c == b')') {
-                Some(len) => {
-                    let name = String::from_utf8_lossy(&b[i + 2..i + 2 + len]).into_owned();
-                    match DOWNWARD.iter().find(|(n, _)| *n == name) {
-                        Some((_, v)) => out.extend_from_slice(v.as_bytes()),
-                        None => {
-                            out.extend_from_slice(format!("$({name})").as_bytes());
-                            stray.push(name);
-                        }
-                    }
-                    i += 2 + len + 1;
-                }
-                None => {
-                    out.extend_from_slice(b"$(");
-                    i += 2;
-                }
-            },
-            c => {
-                out.extend_from_slice(&[b'$', c]);
-                i += 2;
-            }
-        }
-    }
-    (String::from_utf8_lossy(&out).into_owned(), stray)
+    heartbeat_crds::sidecar_contract::expand_env_refs(input, |name| {
+        DOWNWARD.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+    })
 }
 
 // ---- The structured input: names drawn from lists that meet each other. ----

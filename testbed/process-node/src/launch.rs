@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
+use heartbeat_crds::sidecar_contract::expand_env_refs;
 use k8s_openapi::api::core::v1::Container;
 
 use crate::images::Entrypoint;
@@ -85,35 +86,10 @@ fn field(pod: &PodIdentity, path: &str) -> Result<String, String> {
     })
 }
 
-/// Expands `$(VAR)` from `vars`; `$$(VAR)` is a literal `$(VAR)`; unknown
-/// references stay as written, as in Kubernetes.
+/// Expands `$(VAR)` from `vars` as the kubelet does; unknown references
+/// stay as written.
 pub fn expand(s: &str, vars: &BTreeMap<String, String>) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(i) = rest.find('$') {
-        out.push_str(&rest[..i]);
-        let tail = &rest[i..];
-        if let Some(t) = tail.strip_prefix("$$") {
-            out.push('$');
-            rest = t;
-        } else if let Some(inner) = tail.strip_prefix("$(") {
-            match inner.find(')') {
-                Some(end) if vars.contains_key(&inner[..end]) => {
-                    out.push_str(&vars[&inner[..end]]);
-                    rest = &inner[end + 1..];
-                }
-                _ => {
-                    out.push_str("$(");
-                    rest = inner;
-                }
-            }
-        } else {
-            out.push('$');
-            rest = &tail[1..];
-        }
-    }
-    out.push_str(rest);
-    out
+    expand_env_refs(s, |name| vars.get(name).map(String::as_str)).0
 }
 
 /// The container's environment, in Kubernetes order: envFrom, then env.
