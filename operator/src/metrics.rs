@@ -390,4 +390,46 @@ mod tests {
             }
         }
     }
+
+    /// Rule: every operator metric the READMEs and the benchmarks' scrapers
+    /// name is one the operator exposes (names read from those files).
+    #[test]
+    fn the_docs_and_benchmarks_name_only_metrics_the_operator_exposes() {
+        let registered = format!("{:?}", Metrics::new().registry);
+        let ours = |n: &str| {
+            n.strip_prefix("heartbeat_operator_")
+                .is_some_and(|rest| !rest.is_empty())
+                || n.starts_with("heartbeat_member")
+                || n.starts_with("heartbeat_monitor_")
+        };
+        let mut checked = 0;
+        for (file, text) in [
+            ("README.md", include_str!("../../README.md")),
+            ("e2e/README.md", include_str!("../../e2e/README.md")),
+            (
+                "e2e/bench/failover",
+                include_str!("../../e2e/bench/failover"),
+            ),
+            ("e2e/bench/ingest", include_str!("../../e2e/bench/ingest")),
+            (
+                "e2e/bench/webhook-latency",
+                include_str!("../../e2e/bench/webhook-latency"),
+            ),
+            (
+                "e2e/src/bin/beat-load.rs",
+                include_str!("../../e2e/src/bin/beat-load.rs"),
+            ),
+        ] {
+            let used: Vec<String> = names_used(text).into_iter().filter(|n| ours(n)).collect();
+            assert!(!used.is_empty(), "{file} names no operator metric");
+            for name in used {
+                assert!(
+                    registered.contains(&format!("name: {name:?}")),
+                    "{file} names {name}, which the operator does not expose"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 10, "only {checked} names checked");
+    }
 }
