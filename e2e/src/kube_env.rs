@@ -275,6 +275,18 @@ impl TestNamespace {
         });
     }
 
+    /// [`Self::wait_injectable`] for a plain pod labelled `app: <app>`: the
+    /// webhook has seen the monitor that selects it.
+    pub fn wait_injects_app(&self, app: &str, timeout: std::time::Duration) {
+        self.wait_injectable(
+            &format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: dry-run-probe, labels: {{app: {app}}}}}\n\
+                 spec: {{containers: [{{name: app, image: demo/worker}}]}}\n"
+            ),
+            timeout,
+        );
+    }
+
     /// Secret `kafka` with `bootstrap.servers` (the broker Secret a monitor names).
     pub fn create_broker_secret(&self, bootstrap: &str) {
         self.kubectl(&[

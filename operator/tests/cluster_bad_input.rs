@@ -132,7 +132,8 @@ spec:
 "#,
         topic.name
     ));
-    std::thread::sleep(Duration::from_secs(2));
+    // The webhook decides from its cache: wait until it has seen the monitor.
+    ns.wait_injects_app("ingest", T);
     ns.apply(
         "apiVersion: v1\nkind: Pod\nmetadata: {name: real, labels: {app: ingest}}\n\
          spec: {terminationGracePeriodSeconds: 2, containers: [{name: app, image: demo/worker}]}\n",

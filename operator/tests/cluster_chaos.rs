@@ -309,7 +309,8 @@ async fn random_faults_end_with_every_member_up_or_stopped_and_no_false_alarm() 
     );
     let timing = (INTERVAL_SECS, GRACE_SECS);
     (run.ns).apply_monitor("chaos", &label, &topic.name, timing, &extra);
-    std::thread::sleep(Duration::from_secs(2));
+    // The webhook decides from its cache: wait until it has seen the monitor.
+    run.ns.wait_injects_app("ingest", T);
     run.ns.deploy_workers("ingest", PODS);
     let want_up = PODS as u64 + EXTERNAL as u64;
     let ready_by = Instant::now() + T;

@@ -98,8 +98,11 @@ impl Case {
         let label = self.op.monitor_label();
         let timing = (INTERVAL_SECS, grace);
         (self.ns).apply_monitor(name, &label, &self.topic.name, timing, extra);
-        // The webhook decides from its cache: give it a moment to see the monitor.
-        std::thread::sleep(Duration::from_secs(2));
+        // The webhook decides from its cache: wait until it has seen a
+        // monitor over pods (one of external programs needs no webhook).
+        if extra.contains(SELECT_INGEST) {
+            self.ns.wait_injects_app("ingest", T);
+        }
     }
 
     /// Waits until the operator has `want` (Kafka clients, consumer tasks).

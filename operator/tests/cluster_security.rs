@@ -358,7 +358,13 @@ async fn a_broker_outside_the_allowlist_is_never_connected_to() {
 
 /// An operator, and a namespace it injects with the broker Secret and a
 /// monitor `app` labelled for it: `spec` lines besides `brokerSecretRef`.
-fn monitored(stack: &Stack, prefix: &str, spec: &str) -> (OperatorProcess, TestNamespace) {
+/// `spec` selects pods labelled `app: <app>`.
+fn monitored(
+    stack: &Stack,
+    prefix: &str,
+    app: &str,
+    spec: &str,
+) -> (OperatorProcess, TestNamespace) {
     let op = OperatorProcess::start(stack, BIN.as_ref());
     let ns = TestNamespace::create(stack, prefix);
     op.enable_injection(&ns);
@@ -368,8 +374,10 @@ fn monitored(stack: &Stack, prefix: &str, spec: &str) -> (OperatorProcess, TestN
         "apiVersion: heartbeat.dev/v1alpha1\nkind: HeartbeatMonitor\n\
          metadata: {{name: app, labels: {{\"{k}\": \"{v}\"}}}}\nspec:\n  brokerSecretRef: {{name: kafka}}\n{spec}\n"
     ));
-    // The webhook decides from its cache: let it see the monitor.
-    std::thread::sleep(std::time::Duration::from_secs(2));
+    // The webhook decides from its cache: wait until it has seen the
+    // monitor (the positive control of the tests that then expect no
+    // injection).
+    ns.wait_injects_app(app, T);
     (op, ns)
 }
 
@@ -384,6 +392,7 @@ fn the_injected_sidecar_passes_the_restricted_pod_security_standard() {
     let (_op, ns) = monitored(
         stack,
         "pss",
+        "restricted",
         "  topic: pss\n  intervalSeconds: 5\n  selector: {matchLabels: {app: restricted}}\n  \
          appHealth: {mode: File, file: {path: /var/run/heartbeat/health}, injectLivenessProbe: true}",
     );
@@ -458,6 +467,7 @@ fn only_the_pod_itself_can_ping_its_sidecar() {
     let (_op, ns) = monitored(
         stack,
         "ping-auth",
+        "pinger",
         &format!(
             "  topic: {topic}\n  intervalSeconds: 2\n  missedBeatsTolerated: 3\n  graceSeconds: 3\n  \
              selector: {{matchLabels: {{app: pinger}}}}\n  appHealth: {{mode: Ping, ping: {{maxAgeSeconds: 5}}}}"
@@ -530,6 +540,7 @@ fn a_wrong_ca_fails_open_with_the_pod_admitted_counted_and_an_event() {
     let (op, ns) = monitored(
         stack,
         "wrong-ca",
+        "victim",
         "  topic: wrong-ca\n  intervalSeconds: 5\n  selector: {matchLabels: {app: victim}}",
     );
     // A CA that did not sign the webhook's certificate.

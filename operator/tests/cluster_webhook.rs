@@ -41,8 +41,10 @@ spec:
 {extra}
 "#
     ));
-    // The webhook decides from its cache: give it a moment to see the monitor.
-    std::thread::sleep(Duration::from_secs(2));
+    // The webhook decides from its cache: wait until it has seen the
+    // monitor (the positive control of the tests that then expect no
+    // injection).
+    ns.wait_injects_app("ingest", T);
     ns
 }
 
