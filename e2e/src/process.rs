@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use heartbeat_crds::sidecar_contract::env;
+use heartbeat_crds::sidecar_contract::{env, path};
 
 /// A free loopback port (bound then released; fine for tests on one machine).
 pub fn free_port() -> u16 {
@@ -104,7 +104,7 @@ impl SidecarProcess {
 
     /// A metric's value from /metrics.
     pub async fn metric(&self, name: &str) -> Option<f64> {
-        let (_, text) = self.get("/metrics").await;
+        let (_, text) = self.get(path::METRICS).await;
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
     }

@@ -32,6 +32,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
+use heartbeat_crds::conditions;
 use heartbeat_e2e::operator::{MONITOR_LABEL, Network, OperatorOptions, OperatorProcess};
 use heartbeat_e2e::stack::{repo_dir, run_with_stdin};
 use heartbeat_e2e::{Stack, TestNamespace};
@@ -613,7 +614,7 @@ fn main() -> ExitCode {
                 late: num(3),
                 stale: num(4),
                 last_beat_ms: f.get(5).and_then(|s| parse_ms(s)),
-                ready: f.get(6).is_some_and(|s| *s == "True"),
+                ready: f.get(6).is_some_and(|s| *s == conditions::TRUE),
                 stale_members: list(7),
                 late_members: list(8),
             };

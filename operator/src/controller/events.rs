@@ -4,6 +4,7 @@
 //! per-monitor budget keeps a flapping or mass-failing monitor from
 //! flooding the API server (what is not published is counted).
 
+use heartbeat_crds::conditions::reason;
 use heartbeat_crds::monitor::HeartbeatMonitor;
 use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -91,7 +92,7 @@ pub fn uninjected_event(new: &[String], namespace: &str) -> Option<Event> {
     let shown: Vec<&str> = new.iter().take(5).map(String::as_str).collect();
     Some(Event {
         type_: EventType::Warning,
-        reason: "PodsWithoutSidecar".into(),
+        reason: reason::PODS_WITHOUT_SIDECAR.into(),
         note: Some(format!(
             "{} pod(s) match but were created without the heartbeat sidecar ({}{}): the webhook was not called or failed (it fails open); check the operator and its webhook configuration's caBundle, then recreate them (kubectl -n {namespace} rollout restart ...)",
             new.len(),

@@ -254,7 +254,7 @@ pub fn sight_floor(previous: &HeartbeatMonitorStatus, fallback: Timestamp) -> Ti
         .conditions
         .iter()
         .find(|c| c.type_ == READY)
-        .filter(|c| c.status == "True")
+        .filter(|c| c.status == TRUE)
         .map_or(fallback, |c| c.last_transition_time.0.min(fallback))
 }
 

@@ -289,9 +289,11 @@ impl Table {
             (MemberKey::Program(id), MemberKind::Expected) => settings.expected.contains(id),
             _ => true,
         });
-        // Grown once, not by doubling (each step holds both copies).
-        self.members
-            .reserve(settings.expected.len().saturating_sub(self.members.len()));
+        // A new table grows once, not by doubling (each step holds both
+        // copies); a later change of the list grows as it must.
+        if self.members.is_empty() {
+            self.members.reserve(settings.expected.len());
+        }
         for id in &settings.expected {
             let key = MemberKey::Program(id.clone());
             match self.members.get_mut(&key) {
