@@ -633,27 +633,71 @@ async fn a_broker_outage_makes_members_unknown_never_stale() {
     case.assert_no_stale_event();
 }
 
-/// Rule: an operator that restarts rebuilds its state from the topic (it
-/// seeks back about missed*interval) instead of declaring everyone Stale:
-/// through a SIGKILL, a pause longer than the Stale window and a fresh
-/// start, no member is Stale and no `HeartbeatStale` Event is emitted.
+/// Rule: an operator that restarts rebuilds its state from the topic
+/// (its checkpoint, or a replay) instead of starting blind: through a
+/// SIGKILL and a pause longer than the Stale window, the members that
+/// kept beating are never Stale, and a program that went silent before
+/// the kill is Stale in the first Ready status the new process writes. An
+/// operator that did not read the topic back would count that silence
+/// from its own start and call it Stale only a whole window later.
 #[tokio::test]
 async fn a_restarted_operator_declares_no_one_stale() {
+    const QUIET_PROGRAM: &str = "lab-quiet";
     let mut case = Case::start("ctl-restart").await;
-    case.apply_tolerant_monitor("ingest", SELECT_INGEST);
+    case.apply_tolerant_monitor(
+        "ingest",
+        &format!("{SELECT_INGEST}\n  external: {{expectedPrograms: [{QUIET_PROGRAM}]}}"),
+    );
     case.run_pods(&["one", "two"]);
-    case.wait_status("ingest", "up 2", |s| count(s, "up") == 2);
+    let quiet = ExternalProgram::start(
+        &case.bootstrap,
+        &case.topic.name,
+        QUIET_PROGRAM,
+        INTERVAL_SECS,
+    );
+    case.wait_status("ingest", "up 3", |s| count(s, "up") == 3);
+    drop(quiet);
+    let silent_since = Instant::now();
     case.op.kill();
-    // Longer than the Stale window: the members' last beats are old by now.
-    std::thread::sleep(Duration::from_secs(8));
+    // Until the silent program's Stale deadline has passed (its last beat
+    // is at most `silent_since`): the topic alone now shows it Stale.
+    let stale_window = Duration::from_secs(3 * INTERVAL_SECS + TOLERANT_GRACE_SECS);
+    let past_deadline = stale_window + Duration::from_secs(INTERVAL_SECS);
+    std::thread::sleep(past_deadline.saturating_sub(silent_since.elapsed()));
     case.op.restart();
     let by_monitor = [("namespace", case.ns.name.as_str()), ("monitor", "ingest")];
-    case.wait_status("ingest", "written by the new process, up 2", |s| {
-        assert_eq!(count(s, "stale"), 0, "{s:#}");
-        count(s, "up") == 2 && case.op.metric_sum(WRITES, &by_monitor) > 0.0
+    let pods_never_stale = |s: &Value| {
+        let listed = s["members"].as_array().into_iter().flatten();
+        assert!(
+            count(s, "stale") <= 1
+                && listed
+                    .filter(|m| m["state"] == "Stale")
+                    .all(|m| m["programId"] == QUIET_PROGRAM),
+            "a pod that kept beating is Stale: {s:#}"
+        );
+    };
+    let first = case.wait_status("ingest", "the new process's first Ready status", |s| {
+        pods_never_stale(s);
+        case.op.metric_sum(WRITES, &by_monitor) > 0.0 && condition(s, "Ready")["status"] == "True"
     });
-    case.status_holds("ingest", QUIET, "never stale", |s| count(s, "stale") == 0);
-    case.assert_no_stale_event();
+    assert!(
+        member(&first, QUIET_PROGRAM).is_some_and(|m| m["state"] == "Stale")
+            && count(&first, "up") == 2
+            && count(&first, "stale") == 1,
+        "the new process did not rebuild its state: {}",
+        case.report(&first)
+    );
+    case.status_holds("ingest", QUIET, "the pods never stale", |s| {
+        pods_never_stale(s);
+        count(s, "up") == 2
+    });
+    let stale = case.events_with_reason("HeartbeatStale");
+    assert!(
+        stale.iter().all(|e| e["note"]
+            .as_str()
+            .is_some_and(|n| n.contains(QUIET_PROGRAM))),
+        "a HeartbeatStale Event for a member that kept beating: {stale:#?}"
+    );
 }
 
 /// Rule (issue 20): a new leader starts from the checkpoint of each
