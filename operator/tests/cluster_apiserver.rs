@@ -110,9 +110,10 @@ async fn the_operator_survives_an_api_server_outage_without_duplicate_events() {
         count(s, "stale") == 2 && count(s, "up") == 1
     });
     for pod in ["before", "during"] {
-        if let Some(m) = member(&status, pod) {
-            assert_eq!(m["state"], "Stale", "{status:#}");
-        }
+        assert!(
+            member(&status, pod).is_some_and(|m| m["state"] == "Stale"),
+            "{pod} is not listed Stale: {status:#}"
+        );
     }
     case.wait_event("ingest", "during");
     // A few intervals and reconciles more for a repeated Event to show.

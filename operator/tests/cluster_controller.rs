@@ -320,9 +320,11 @@ async fn a_frozen_sidecar_goes_stale_with_an_event_and_recovers_with_one() {
     let status = case.wait_status("ingest", "stale 1, up 1", |s| {
         count(s, "stale") == 1 && count(s, "up") == 1
     });
-    if let Some(m) = member(&status, "frozen") {
-        assert_eq!(m["state"], "Stale", "{status:#}");
-    }
+    let frozen = member(&status, "frozen");
+    assert!(
+        frozen.is_some_and(|m| m["state"] == "Stale"),
+        "the frozen pod is not listed Stale: {status:#}"
+    );
     case.wait_event("ingest", "HeartbeatStale", "frozen");
     thaw_sidecar(pid);
     case.wait_status("ingest", "up 2 again", |s| {
