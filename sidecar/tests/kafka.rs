@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use heartbeat_crds::beat::AppStatus;
 use heartbeat_crds::sidecar_contract::{env, path};
 use heartbeat_crds::{Beat, Phase};
 use heartbeat_e2e::kafka::{PrivateKafka, Received, read_until};
@@ -157,21 +158,46 @@ async fn app_health_file_mode_follows_the_touch_file_age() {
         .wait_for(path::APP_HEALTH, 200, Duration::from_secs(10))
         .await;
 
-    // The beats carry the verdict too.
+    // The beats carry the verdict too. The start-up beat already says
+    // Failing (no file yet), so only the order shows the beats follow the
+    // file's age: Ok while fresh, then Failing for its age (it is not
+    // touched any more), then Ok again once touched.
+    let aged = |b: &Beat| {
+        b.app.as_ref().is_some_and(|a| {
+            a.status == AppStatus::Failing
+                && a.reason
+                    .as_deref()
+                    .is_some_and(|r| r.contains("old (max 2s)"))
+        })
+    };
+    let ok = |b: &Beat| b.app.as_ref().is_some_and(|a| a.status == AppStatus::Ok);
+    // Whether a beat matching `first` comes before one matching `then`.
+    let in_order =
+        |received: &[Received], first: &dyn Fn(&Beat) -> bool, then: &dyn Fn(&Beat) -> bool| {
+            let mut by_seq = beats(received);
+            by_seq.sort_by_key(|b| b.seq);
+            by_seq
+                .iter()
+                .position(first)
+                .is_some_and(|i| by_seq[i..].iter().any(then))
+        };
     let received = read_until(
         &stack.bootstrap,
         &topic.name,
         Duration::from_secs(30),
-        |r| {
-            beats(r).iter().any(|b| {
-                b.app
-                    .as_ref()
-                    .is_some_and(|a| a.status == heartbeat_crds::beat::AppStatus::Failing)
-            })
-        },
+        |r| in_order(r, &ok, &aged),
     )
     .await;
-    assert!(!received.is_empty());
+    assert!(in_order(&received, &ok, &aged), "{:#?}", beats(&received));
+    std::fs::write(&file, b"").expect("touch after aging");
+    let received = read_until(
+        &stack.bootstrap,
+        &topic.name,
+        Duration::from_secs(30),
+        |r| in_order(r, &aged, &ok),
+    )
+    .await;
+    assert!(in_order(&received, &aged, &ok), "{:#?}", beats(&received));
 }
 
 #[tokio::test]
