@@ -17,6 +17,7 @@ pub mod kube_env;
 pub mod metrics;
 pub mod operator;
 pub mod process;
+pub mod procfs;
 pub mod restart_guard;
 pub mod stack;
 pub mod status;

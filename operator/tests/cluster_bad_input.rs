@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use heartbeat_e2e::kafka::read_until;
 use heartbeat_e2e::kube_env::install_crds;
 use heartbeat_e2e::operator::OperatorProcess;
+use heartbeat_e2e::procfs::{find_pid, rss_kib};
 use heartbeat_e2e::stack::run_ok;
 use heartbeat_e2e::{Stack, TestNamespace, TestTopic};
 use rdkafka::ClientConfig;
@@ -21,9 +22,12 @@ const REJECTED: &str = "heartbeat_operator_beats_rejected_total";
 const DROPPED: &str = "heartbeat_operator_beat_fields_dropped_total";
 /// Rounds of the whole corpus: enough for growth to show.
 const ROUNDS: usize = 20;
-/// The operator's resident memory may grow this much over all rounds
-/// (caches warming), not with the bytes thrown at it (~18 MiB).
-const RSS_SLACK_KIB: u64 = 12 * 1024;
+/// Rounds before resident memory is taken as settled (fetch buffers,
+/// caches and allocator arenas reach their size).
+const WARM_ROUNDS: usize = 6;
+/// After warming, resident memory may grow by at most this share of the
+/// bytes thrown at it: a leak of an eighth of the input fails.
+const LEAK_SHARE: u64 = 8;
 
 /// The placeholders of one run.
 struct Names<'a> {
@@ -86,15 +90,6 @@ fn message(
         panic!("corpus entry without a value: {entry}")
     };
     (key, value)
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS")
 }
 
 /// Rule: every malformed or hostile message of the corpus is rejected or
@@ -179,36 +174,55 @@ spec:
         pod: "real",
         uid: &uid,
     };
-    let mut want: std::collections::BTreeMap<Counted, f64> = Default::default();
-    let labels = |(metric, label, value): &Counted| {
-        op.metric_value(
-            metric,
-            &[("topic", topic.name.as_str()), (label, value.as_str())],
-        )
-        .unwrap_or(0.0)
+    // Each reason's count before the corpus, and how many entries of one
+    // round count under it.
+    let topic_name = topic.name.as_str();
+    let counts = || {
+        let samples = op.metrics();
+        move |(metric, label, value): &Counted| {
+            heartbeat_e2e::metrics::value(
+                &samples,
+                metric,
+                &[("topic", topic_name), (label, value.as_str())],
+            )
+            .unwrap_or(0.0)
+        }
     };
+    let mut per_round: std::collections::BTreeMap<Counted, f64> = Default::default();
     for e in entries {
-        let c = counted(e);
-        let before = labels(&c);
-        *want.entry(c).or_insert(before) += ROUNDS as f64;
+        *per_round.entry(counted(e)).or_default() += 1.0;
     }
+    let before: std::collections::BTreeMap<Counted, f64> = {
+        let now = counts();
+        per_round.keys().map(|c| (c.clone(), now(c))).collect()
+    };
+    let want_after = |round: usize| -> std::collections::BTreeMap<Counted, f64> {
+        per_round
+            .iter()
+            .map(|(c, n)| (c.clone(), before[c] + n * round as f64))
+            .collect()
+    };
+    let want = want_after(ROUNDS);
 
-    let pid = run_ok(std::process::Command::new("pgrep").args([
-        "-f",
-        "--",
-        &format!("--identity {}", op.process_identity),
-    ]))
-    .lines()
-    .next()
-    .and_then(|l| l.trim().parse::<u32>().ok())
-    .expect("the operator's pid");
-    let rss_before = rss_kib(pid);
+    let pid =
+        find_pid(&[&format!("--identity {}", op.process_identity)]).expect("the operator's pid");
+    let rss = || rss_kib(pid).expect("the operator's VmRSS");
+    let round_bytes: usize = entries
+        .iter()
+        .map(|e| {
+            let (k, v) = message(e, &names, &captured);
+            k.map_or(0, |k| k.len()) + v.len()
+        })
+        .sum();
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &stack.kafka_bootstrap)
         .set("message.max.bytes", "1000000")
         .create()
         .expect("producer");
-    for _ in 0..ROUNDS {
+    // Resident memory after each round has been counted: a leak grows with
+    // the rounds, where warming up does not.
+    let mut rss_by_round = Vec::with_capacity(ROUNDS);
+    for round in 1..=ROUNDS {
         for e in entries {
             let (key, value) = message(e, &names, &captured);
             let mut record = FutureRecord::<Vec<u8>, Vec<u8>>::to(&topic.name).payload(&value);
@@ -220,8 +234,21 @@ spec:
                 .await
                 .unwrap_or_else(|(err, _)| panic!("producing {}: {err}", e["name"]));
         }
+        let start = Instant::now();
+        let want_now = want_after(round);
+        while !{
+            let now = counts();
+            want_now.iter().all(|(c, w)| now(c) >= *w)
+        } {
+            assert!(
+                start.elapsed() < T,
+                "round {round} not counted\n{}",
+                op.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        rss_by_round.push(rss());
     }
-
     // Every message counted under its reason; the member untouched throughout.
     let start = Instant::now();
     loop {
@@ -231,10 +258,9 @@ spec:
         for field in ["stale", "stopped", "failing"] {
             assert_eq!(st[field], 0, "{field}: {s:#}");
         }
-        let counted: Vec<(Counted, f64, f64)> = want
-            .iter()
-            .map(|(r, w)| (r.clone(), labels(r), *w))
-            .collect();
+        let now = counts();
+        let counted: Vec<(Counted, f64, f64)> =
+            want.iter().map(|(r, w)| (r.clone(), now(r), *w)).collect();
         if counted.iter().all(|(_, got, w)| got == w) {
             break;
         }
@@ -266,14 +292,23 @@ spec:
     }
     assert!(!op.log().contains("panicked"), "{}", op.log());
     assert_eq!(status()["status"]["up"], 1, "{:#}", status());
-    let rss_after = rss_kib(pid);
+    // Median of three readings, so one allocator hiccup decides nothing.
+    let median3 = |r: &[u64]| {
+        let mut r = r.to_vec();
+        r.sort_unstable();
+        r[1]
+    };
+    let settled = median3(&rss_by_round[WARM_ROUNDS - 1..WARM_ROUNDS + 2]);
+    let last = median3(&rss_by_round[ROUNDS - 3..]);
+    let input_kib = (round_bytes * (ROUNDS - WARM_ROUNDS - 1) / 1024) as u64;
     eprintln!(
-        "corpus: {} messages x {ROUNDS} rounds counted by reason {want:?}; operator RSS {rss_before} -> {rss_after} KiB",
+        "corpus: {} messages ({round_bytes} bytes) x {ROUNDS} rounds counted by reason {want:?}; operator RSS by round (KiB): {rss_by_round:?}",
         entries.len()
     );
     assert!(
-        rss_after <= rss_before + RSS_SLACK_KIB,
-        "resident memory grew from {rss_before} KiB to {rss_after} KiB over {ROUNDS} rounds of the corpus"
+        last <= settled + input_kib / LEAK_SHARE,
+        "resident memory grew from {settled} KiB to {last} KiB over {} KiB of corpus after warming: {rss_by_round:?}",
+        input_kib
     );
 
     // A new process replays the whole topic (what a failover does): every

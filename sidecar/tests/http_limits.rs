@@ -30,14 +30,7 @@ impl Drop for Sidecar {
 }
 
 fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .expect("VmRSS")
+    heartbeat_e2e::procfs::rss_kib(pid).expect("VmRSS")
 }
 
 /// `GET path` on a fresh connection; the status code, or None.
