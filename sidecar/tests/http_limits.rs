@@ -16,6 +16,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use heartbeat_crds::sidecar_contract::path;
+use heartbeat_listener_limits::Limits;
 
 /// The injected sidecar's memory limit (SPEC: 32Mi).
 const LIMIT_KIB: u64 = 32 * 1024;
@@ -90,18 +91,27 @@ fn idle_and_slow_clients_neither_exhaust_the_server_nor_its_memory() {
     let (sidecar, addr) = start_sidecar();
     let pid = sidecar.0.id();
 
-    let idle: Vec<TcpStream> = (0..2000)
-        .filter_map(|_| TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok())
+    // 2,000 client sockets need more than the usual 1,024 open files.
+    raise_open_file_limit(IDLE as u64 + 256);
+    let connecting = Instant::now();
+    let idle: Vec<TcpStream> = (0..IDLE)
+        .map(|i| {
+            TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+                .unwrap_or_else(|e| panic!("idle connection {i} of {IDLE} failed: {e}"))
+        })
         .collect();
+    let connected_in = connecting.elapsed();
     let mut slow = TcpStream::connect(addr).expect("slow client");
     let _ = slow.write_all(b"GET /livez HTTP/1.1\r\n");
     let mut peak = rss_kib(pid);
     let mut answered = false;
+    let mut probes = 0;
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(20) {
         // A byte every half second: never a whole header in time.
         let _ = slow.write_all(b"X");
         peak = peak.max(rss_kib(pid));
+        probes += 1;
         if get(addr, path::LIVEZ) == Some(200) {
             answered = true;
             break;
@@ -135,19 +145,64 @@ fn idle_and_slow_clients_neither_exhaust_the_server_nor_its_memory() {
         })
         .count();
     assert_eq!(closed, 50, "idle connections were not closed by the server");
+    // The server refused what it could not hold: from one source it holds
+    // `per_source` at once, and each is freed by the header timeout at the
+    // earliest; so all but those held in the time it took to connect were
+    // refused and counted. Never more than were made (idle, slow, probes).
+    let refused = refused_total(addr);
+    let caps = Limits::PROBED.caps;
+    let rounds = 1 + connected_in.as_millis() / Limits::PROBED.header_timeout.as_millis();
+    let held_at_most = caps.per_source * rounds as usize;
+    let made = IDLE + 1 + probes;
+    assert!(
+        refused >= IDLE.saturating_sub(held_at_most) && refused <= made,
+        "refused {refused} of {made} connections; between {} and {made} expected ({IDLE} idle connected in {connected_in:?})",
+        IDLE.saturating_sub(held_at_most)
+    );
+    eprintln!(
+        "2,000 idle (connected in {connected_in:?}, {refused} refused) + 1 slow client: /livez answered after {:?}, peak RSS {peak} KiB",
+        start.elapsed()
+    );
+}
+
+/// Idle connections the first test holds.
+const IDLE: usize = 2000;
+
+/// Raises this process's soft open-file limit to at least `want` (up to the
+/// hard limit; fails when that is lower).
+fn raise_open_file_limit(want: u64) {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+    assert!(
+        hard >= want,
+        "the open-file hard limit is {hard}; this test needs {want}"
+    );
+    if soft < want {
+        setrlimit(Resource::RLIMIT_NOFILE, want, hard).expect("setrlimit");
+    }
+}
+
+/// `heartbeat_sidecar_http_connections_refused_total` from /metrics.
+fn refused_total(addr: SocketAddr) -> usize {
     let metrics = Command::new("curl")
-        .args(["-s", "--noproxy", "*", &format!("http://{addr}/metrics")])
+        .args([
+            "-s",
+            "--noproxy",
+            "*",
+            &format!("http://{addr}{}", path::METRICS),
+        ])
         .output()
         .expect("curl");
     let text = String::from_utf8_lossy(&metrics.stdout);
-    assert!(
-        text.contains("heartbeat_sidecar_http_connections_refused_total"),
-        "{text}"
-    );
-    eprintln!(
-        "2,000 idle + 1 slow client: /livez answered after {:?}, peak RSS {peak} KiB",
-        start.elapsed()
-    );
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("heartbeat_sidecar_http_connections_refused_total ")?
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .map(|v| v as usize)
+        .unwrap_or_else(|| panic!("no refusal count on /metrics: {text}"))
 }
 
 /// One keep-alive `GET /livez` on `s`; whether it was answered 200.
