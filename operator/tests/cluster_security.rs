@@ -508,10 +508,19 @@ spec:
   containers:
   - name: app
     image: demo/worker
-    env: [{{name: PING_URL, value: "http://{ip}:9190/ping/fail"}}]
+    command:
+    - /bin/sh
+    - -c
+    - 'while :; do echo "ping/fail answered $(curl -s -o /dev/null -w "%{{http_code}}" -m 2 -X POST http://{ip}:9190/ping/fail)"; sleep 1; done'
 "#
     ));
     ns.wait_pod_phase("intruder", "Running", T);
+    let intruder_ip = ns.wait_jsonpath("pod intruder", "{.status.podIP}", T, |s| !s.is_empty());
+    assert_ne!(intruder_ip, ip, "the intruder shares the app's pod IP");
+    // The intruder itself sees the refusal.
+    ns.wait_log("intruder", "app", T, |log| {
+        log.contains("ping/fail answered 403")
+    });
     let (code, body) = curl(&["-X", "POST", &format!("http://{ip}:9190/ping/fail")]);
     assert_eq!(code, 403, "the host's /ping/fail: {body}");
     let watch = std::time::Instant::now();
@@ -522,10 +531,21 @@ spec:
         std::thread::sleep(std::time::Duration::from_secs(1));
     }
     assert_eq!(status("{.status.up}"), "1", "{}", status("{.status}"));
-    let refused = stack.container_log(&ns.name, "app", "heartbeat");
+    let log = stack.container_log(&ns.name, "app", "heartbeat");
+    let refused_from = |peer: &str| {
+        log.lines().any(|l| {
+            l.contains("refused a ping from outside the pod")
+                && l.contains(&format!("peer={peer}:"))
+        })
+    };
     assert!(
-        refused.contains("refused a ping from outside the pod"),
-        "the sidecar did not log the refusals:\n{refused}"
+        refused_from(&intruder_ip),
+        "the sidecar did not log refusing the intruder pod ({intruder_ip}):\n{log}"
+    );
+    let intruder_log = ns.container_log("intruder", "app");
+    assert!(
+        !intruder_log.contains("ping/fail answered 2"),
+        "a ping/fail from the intruder pod was accepted:\n{intruder_log}"
     );
 }
 
