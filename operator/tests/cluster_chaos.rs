@@ -155,6 +155,101 @@ impl Drop for Externals {
     }
 }
 
+/// Reads the monitor's status every second throughout the run, faults
+/// included, and keeps the first one that shows a member Stale: checking
+/// only between faults would miss a false alarm raised and cleared within
+/// one.
+struct StaleWatch {
+    stop: Arc<AtomicBool>,
+    first_stale: Arc<Mutex<Option<String>>>,
+    reads: Arc<std::sync::atomic::AtomicUsize>,
+    started: Instant,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl StaleWatch {
+    fn start(stack: &'static Stack, namespace: &str) -> StaleWatch {
+        let stop = Arc::new(AtomicBool::new(false));
+        let first_stale = Arc::new(Mutex::new(None));
+        let reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (s, f, r, ns) = (
+            stop.clone(),
+            first_stale.clone(),
+            reads.clone(),
+            namespace.to_string(),
+        );
+        let started = Instant::now();
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                let (ok, out, _) = run(stack.kubectl().args([
+                    "-n",
+                    &ns,
+                    "get",
+                    "hbm",
+                    "chaos",
+                    "-o",
+                    "json",
+                    "--request-timeout=5s",
+                ]));
+                if let Some(status) = ok
+                    .then(|| serde_json::from_str::<Value>(&out).ok())
+                    .flatten()
+                    .map(|m| m["status"].clone())
+                {
+                    r.fetch_add(1, Ordering::Relaxed);
+                    let stale_member = status["members"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|m| m["state"] == "Stale");
+                    if (count(&status, "stale") > 0 || stale_member)
+                        && let Ok(mut first) = f.lock()
+                        && first.is_none()
+                    {
+                        *first = Some(format!(
+                            "t+{}s (watch): {status:#}",
+                            started.elapsed().as_secs()
+                        ));
+                    }
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        });
+        StaleWatch {
+            stop,
+            first_stale,
+            reads,
+            started,
+            thread: Some(thread),
+        }
+    }
+
+    fn first_stale(&self) -> Option<String> {
+        self.first_stale.lock().ok().and_then(|g| g.clone())
+    }
+
+    fn reads(&self) -> usize {
+        self.reads.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for StaleWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A pod of the Deployment: its name, whether it has the sidecar, and when
+/// the API server admitted it.
+struct IngestPod {
+    name: String,
+    injected: bool,
+    created: Option<jiff::Timestamp>,
+}
+
 struct Run {
     stack: &'static Stack,
     ns: TestNamespace,
@@ -163,6 +258,11 @@ struct Run {
     seed: u64,
     log: Vec<String>,
     started: Instant,
+    watch: Option<StaleWatch>,
+    /// When the replica serving the webhook (replica 0, whose URL the
+    /// webhook configuration names) was down: the only times a pod may be
+    /// admitted without the sidecar (failurePolicy Ignore).
+    webhook_down: Vec<(jiff::Timestamp, jiff::Timestamp)>,
 }
 
 impl Run {
@@ -194,34 +294,69 @@ impl Run {
             .map(|m| m["status"].clone())
     }
 
-    /// A Stale member now is a false alarm: every member beats or stopped.
+    /// A Stale member now, or at any time the watch saw, is a false alarm:
+    /// every member beats or stopped. The status must be readable (the API
+    /// server is up between faults): a failing kubectl is not a pass.
     fn check_no_stale(&self) {
-        if let Some(s) = self.status()
-            && count(&s, "stale") > 0
-        {
-            self.fail(&format!("a member is Stale: {s:#}"));
+        if let Some(first) = self.watch.as_ref().and_then(StaleWatch::first_stale) {
+            self.fail(&format!("a member was Stale: {first}"));
+        }
+        let by = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            match self.status() {
+                Some(s) => break s,
+                None if Instant::now() > by => self.fail("the monitor's status is unreadable"),
+                None => std::thread::sleep(Duration::from_secs(1)),
+            }
+        };
+        if count(&status, "stale") > 0 {
+            self.fail(&format!("a member is Stale: {status:#}"));
         }
     }
 
-    fn ingest_pods(&self) -> Vec<(String, bool)> {
-        let (_, out, _) = self.kubectl(&["get", "pods", "-l", "app=ingest", "-o", "json"]);
-        let list: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+    /// The Deployment's pods (not being deleted); a failed listing fails.
+    fn ingest_pods(&self) -> Vec<IngestPod> {
+        let (ok, out, err) = self.kubectl(&["get", "pods", "-l", "app=ingest", "-o", "json"]);
+        let list: Value = match ok.then(|| serde_json::from_str(&out).ok()).flatten() {
+            Some(list) => list,
+            None => self.fail(&format!("listing the pods failed: {err}")),
+        };
         list["items"]
             .as_array()
             .into_iter()
             .flatten()
             .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
-            .map(|p| {
-                let name = p["metadata"]["name"].as_str().unwrap_or("?").to_string();
-                let injected = p["spec"]["initContainers"]
+            .map(|p| IngestPod {
+                name: p["metadata"]["name"].as_str().unwrap_or("?").to_string(),
+                injected: p["spec"]["initContainers"]
                     .as_array()
                     .into_iter()
                     .chain(p["spec"]["containers"].as_array())
                     .flatten()
-                    .any(|c| c["name"] == "heartbeat");
-                (name, injected)
+                    .any(|c| c["name"] == "heartbeat"),
+                created: p["metadata"]["creationTimestamp"]
+                    .as_str()
+                    .and_then(|t| t.parse().ok()),
             })
             .collect()
+    }
+
+    fn delete_pod(&self, pod: &str) {
+        let (ok, _, err) = self.kubectl(&["delete", "pod", pod, "--wait=false"]);
+        if !ok {
+            self.fail(&format!("deleting pod {pod} failed: {err}"));
+        }
+    }
+
+    /// Whether `pod` was admitted while the webhook's replica was down (with
+    /// a second of margin each side: creation times are whole seconds).
+    fn admitted_while_webhook_down(&self, pod: &IngestPod) -> bool {
+        let margin = jiff::SignedDuration::from_secs(2);
+        pod.created.is_some_and(|at| {
+            self.webhook_down
+                .iter()
+                .any(|(from, to)| at >= *from - margin && at <= *to + margin)
+        })
     }
 
     fn scale(&self, replicas: u32) {
@@ -300,6 +435,8 @@ async fn random_faults_end_with_every_member_up_or_stopped_and_no_false_alarm() 
         seed,
         log: Vec::new(),
         started: Instant::now(),
+        watch: None,
+        webhook_down: Vec::new(),
     };
     run.broker_secret("chaos-0");
     let label = run.ops[0].monitor_label();
@@ -322,6 +459,8 @@ async fn random_faults_end_with_every_member_up_or_stopped_and_no_false_alarm() 
         }
     }
     run.note(format!("all {want_up} members up; faults begin"));
+    run.watch = Some(StaleWatch::start(stack, &run.ns.name));
+    let mut api_down = Duration::ZERO;
 
     let mut thrown: BTreeMap<Fault, u32> = BTreeMap::new();
     let mut external_stops = 0;
@@ -340,25 +479,34 @@ async fn random_faults_end_with_every_member_up_or_stopped_and_no_false_alarm() 
             }
             Fault::ApiServerDown => {
                 run.note(format!("API server down for {secs}s"));
+                let down_from = Instant::now();
                 run.stack.stop_apiserver();
                 std::thread::sleep(hold);
                 run.stack.start_apiserver();
+                api_down += down_from.elapsed();
             }
             Fault::ReplicaKilled => {
                 let i = rng.random_range(0..run.ops.len());
                 run.note(format!("operator replica {i} SIGKILLed for {secs}s"));
+                let down_from = jiff::Timestamp::now();
                 run.ops[i].kill();
                 std::thread::sleep(hold);
                 run.ops[i].restart();
+                if i == 0 {
+                    // Down until the webhook configuration names the new
+                    // process and it injects again.
+                    run.ns.wait_injects_app("ingest", T);
+                    run.webhook_down.push((down_from, jiff::Timestamp::now()));
+                }
             }
             Fault::PodDeleted => {
                 let pods = run.ingest_pods();
                 if pods.is_empty() {
                     continue;
                 }
-                let (pod, _) = &pods[rng.random_range(0..pods.len())];
+                let pod = &pods[rng.random_range(0..pods.len())].name;
                 run.note(format!("pod {pod} deleted"));
-                run.kubectl(&["delete", "pod", pod, "--wait=false"]);
+                run.delete_pod(pod);
                 std::thread::sleep(Duration::from_secs(3));
             }
             Fault::ScaledDown => {
@@ -395,39 +543,52 @@ async fn random_faults_end_with_every_member_up_or_stopped_and_no_false_alarm() 
     }
     run.note(format!("faults end: {thrown:?}"));
 
-    // Converge: recreate pods admitted while the webhook was down (what the
-    // Injected condition tells a user to do), then every member settles.
+    // Converge: recreate, once, each pod admitted without the sidecar while
+    // the webhook's replica was down (what the Injected condition tells a
+    // user to do); a pod admitted without it at any other time is a
+    // webhook that failed to inject, not a fault's doing.
     let stopped: Vec<usize> = (0..EXTERNAL)
         .filter(|i| !run.externals.running().contains(i))
         .collect();
     let want_up = PODS as u64 + (EXTERNAL - stopped.len()) as u64;
     let converge_from = Instant::now();
     let by = converge_from + T;
-    let mut recreated = 0;
+    let mut recreated: Vec<String> = Vec::new();
     let last = loop {
         run.ops_alive(&[0, 1]);
         let pods = run.ingest_pods();
-        for (pod, injected) in &pods {
-            if !injected {
-                recreated += 1;
-                run.kubectl(&["delete", "pod", pod, "--wait=false"]);
+        for pod in pods.iter().filter(|p| !p.injected) {
+            if recreated.contains(&pod.name) {
+                continue;
             }
+            if !run.admitted_while_webhook_down(pod) {
+                run.fail(&format!(
+                    "pod {} was admitted without the sidecar at {:?}, when the webhook was up (down: {:?})",
+                    pod.name, pod.created, run.webhook_down
+                ));
+            }
+            run.note(format!(
+                "recreating {} (admitted while the webhook was down)",
+                pod.name
+            ));
+            run.delete_pod(&pod.name);
+            recreated.push(pod.name.clone());
         }
+        run.check_no_stale();
         let status = run.status().unwrap_or(Value::Null);
-        if count(&status, "stale") > 0 {
-            run.fail(&format!("a member is Stale while converging: {status:#}"));
-        }
         let settled = count(&status, "up") == want_up
             && count(&status, "unknown") == 0
             && count(&status, "pending") == 0
             && count(&status, "late") == 0
             && count(&status, "uninjected") == 0
             && pods.len() == PODS as usize
-            && pods.iter().all(|(_, injected)| *injected);
+            && pods.iter().all(|p| p.injected);
         if settled {
             break status;
         }
         if Instant::now() > by {
+            let pods: Vec<(&str, bool)> =
+                pods.iter().map(|p| (p.name.as_str(), p.injected)).collect();
             run.fail(&format!(
                 "did not settle: want up {want_up}, pods {pods:?}\n{status:#}"
             ));
@@ -436,29 +597,53 @@ async fn random_faults_end_with_every_member_up_or_stopped_and_no_false_alarm() 
     };
     let secs = converge_from.elapsed().as_secs();
     run.note(format!(
-        "settled in {secs}s (recreated {recreated} uninjected pods)"
+        "settled in {secs}s (recreated {} uninjected pods)",
+        recreated.len()
     ));
     for i in &stopped {
         let id = program(*i);
-        if let Some(m) = last["members"]
+        let state = last["members"]
             .as_array()
             .into_iter()
             .flatten()
             .find(|m| m["programId"] == id.as_str())
-            && m["state"] != "Stopped"
-        {
-            run.fail(&format!("{id} stopped but is {}: {last:#}", m["state"]));
+            .map(|m| m["state"].clone());
+        if state.as_ref().is_none_or(|s| s != "Stopped") {
+            run.fail(&format!("{id} stopped but is {state:?}: {last:#}"));
         }
     }
     if count(&last, "stopped") < stopped.len() as u64 {
         run.fail(&format!("{} programs stopped: {last:#}", stopped.len()));
     }
-    let (_, events, _) = run.kubectl(&[
-        "get",
-        "events.events.k8s.io",
-        "-o",
-        "jsonpath={range .items[*]}{.reason}: {.note}{\"\\n\"}{end}",
-    ]);
+    // The watch read the status all along (a failing kubectl is not a
+    // pass): about once a second while the API server was up; a fifth of
+    // that is asked.
+    let (watched, watched_for) = run
+        .watch
+        .as_ref()
+        .map_or((0, Duration::ZERO), |w| (w.reads(), w.started.elapsed()));
+    let up_secs = watched_for.saturating_sub(api_down).as_secs() as usize;
+    if watched < up_secs / 5 {
+        run.fail(&format!(
+            "the watch read the status {watched} times in {up_secs} s of API server"
+        ));
+    }
+    let by = Instant::now() + T;
+    let events = loop {
+        let (ok, events, err) = run.kubectl(&[
+            "get",
+            "events.events.k8s.io",
+            "-o",
+            "jsonpath={range .items[*]}{.reason}: {.note}{\"\\n\"}{end}",
+        ]);
+        if ok {
+            break events;
+        }
+        if Instant::now() > by {
+            run.fail(&format!("listing Events failed: {err}"));
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    };
     if events.contains("HeartbeatStale") {
         run.fail(&format!("a false HeartbeatStale Event:\n{events}"));
     }
