@@ -18,8 +18,8 @@
 use heartbeat_crds::Beat;
 use heartbeat_crds::monitor::HeartbeatMonitorSpec;
 use heartbeat_operator::controller::status::rows;
-use heartbeat_operator::membership::{Blind, View};
 use heartbeat_operator::membership::table::{Incoming, Limits, MonitorId, Settings, Table};
+use heartbeat_operator::membership::{Blind, View};
 use jiff::{SignedDuration, Timestamp};
 use libfuzzer_sys::fuzz_target;
 
