@@ -1,9 +1,10 @@
 //! Finding or starting a local stack through `e2e/stack`, and what it
 //! exposes (read from its `stack.env` through the test bed's layout).
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use heartbeat_testbed::layout::{StackEnv, StackLayout, default_stack_dir};
 
@@ -59,12 +60,48 @@ pub fn up_for_this_binary(dir: &Path, components: &str, fresh: bool) -> StackEnv
     StackEnv::read(&StackLayout::new(dir)).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// The tests of one binary share its stack, many at once; a test that
+/// stops a shared component (the API server, the broker) takes it alone.
+static SHARING: RwLock<()> = RwLock::new(());
+
+thread_local! {
+    /// This thread's share of the stack, taken by its first [`Stack::get`]
+    /// and held until the thread ends: libtest runs each test on a thread
+    /// of its own, so a test holds it for as long as it runs.
+    static SHARE: RefCell<Option<RwLockReadGuard<'static, ()>>> = const { RefCell::new(None) };
+}
+
+/// The stack held by one test alone (see [`Stack::alone`]).
+pub struct Alone(#[allow(dead_code)] RwLockWriteGuard<'static, ()>);
+
 impl Stack {
     /// The full stack for this test binary: the one already up at
     /// `HB_STACK_DIR` (kept up while this process runs, if a fixture
     /// started it), or a new, empty one started now and stopped when this
-    /// process exits.
+    /// process exits. The calling test shares it with the others running
+    /// (waiting while one holds it [`alone`](Stack::alone)).
     pub fn get() -> &'static Stack {
+        SHARE.with(|share| {
+            if share.borrow().is_none() {
+                let guard = SHARING.read().unwrap_or_else(PoisonError::into_inner);
+                *share.borrow_mut() = Some(guard);
+            }
+        });
+        Self::instance()
+    }
+
+    /// The stack, for a test that stops one of its shared components: it
+    /// waits until no other test holds a share, and holds it alone while
+    /// the guard lives (tests that start meanwhile wait).
+    pub fn alone() -> (&'static Stack, Alone) {
+        // This thread's own share first (with --test-threads 1 every test
+        // runs on one thread), or it would wait for itself.
+        SHARE.with(|share| share.borrow_mut().take());
+        let guard = SHARING.write().unwrap_or_else(PoisonError::into_inner);
+        (Self::instance(), Alone(guard))
+    }
+
+    fn instance() -> &'static Stack {
         static STACK: OnceLock<Stack> = OnceLock::new();
         STACK.get_or_init(|| {
             let dir = default_stack_dir();

@@ -1,0 +1,14 @@
+//! The cluster tier of the operator: the real operator binary, webhook and
+//! chart against the full local stack (`e2e/stack`), one binary with a
+//! module per concern. Tests share the stack and run side by side; the two
+//! that stop a shared component (the API server outage, the chaos run) hold
+//! it alone while they run ([`heartbeat_e2e::Stack::alone`]).
+
+mod apiserver;
+mod bad_input;
+mod chaos;
+mod chart;
+mod controller;
+mod listeners;
+mod security;
+mod webhook;
