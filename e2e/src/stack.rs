@@ -94,8 +94,8 @@ impl Stack {
     /// waits until no other test holds a share, and holds it alone while
     /// the guard lives (tests that start meanwhile wait).
     pub fn alone() -> (&'static Stack, Alone) {
-        // This thread's own share first (with --test-threads 1 every test
-        // runs on one thread), or it would wait for itself.
+        // This thread's own share first (a share taken earlier on this
+        // thread, say by a helper), or it would wait for itself.
         SHARE.with(|share| share.borrow_mut().take());
         let guard = SHARING.write().unwrap_or_else(PoisonError::into_inner);
         (Self::instance(), Alone(guard))
@@ -199,8 +199,8 @@ impl Stack {
     }
 
     /// Stops the API server: an outage for everything that talks to it.
-    /// Only a test binary of its own may do this (or stop the broker), as
-    /// other tests of the same binary would see the outage too.
+    /// Only a test holding the stack [`alone`](Stack::alone) may do this (or
+    /// stop the broker), as the other tests would see the outage too.
     pub fn stop_apiserver(&self) {
         self.toggle("stop", "apiserver");
     }

@@ -96,7 +96,7 @@ fn idle_and_slow_clients_neither_exhaust_the_server_nor_its_memory() {
     let connecting = Instant::now();
     let idle: Vec<TcpStream> = (0..IDLE)
         .map(|i| {
-            TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+            TcpStream::connect_timeout(&addr, Duration::from_secs(10))
                 .unwrap_or_else(|e| panic!("idle connection {i} of {IDLE} failed: {e}"))
         })
         .collect();
@@ -151,7 +151,9 @@ fn idle_and_slow_clients_neither_exhaust_the_server_nor_its_memory() {
     // refused and counted. Never more than were made (idle, slow, probes).
     let refused = refused_total(addr);
     let caps = Limits::PROBED.caps;
-    let rounds = 1 + connected_in.as_millis() / Limits::PROBED.header_timeout.as_millis();
+    // One round more than the connecting took: the server may still be
+    // accepting from its backlog after the last connect returned.
+    let rounds = 2 + connected_in.as_millis() / Limits::PROBED.header_timeout.as_millis();
     let held_at_most = caps.per_source * rounds as usize;
     let made = IDLE + 1 + probes;
     assert!(

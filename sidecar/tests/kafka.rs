@@ -158,10 +158,12 @@ async fn app_health_file_mode_follows_the_touch_file_age() {
         .wait_for(path::APP_HEALTH, 200, Duration::from_secs(10))
         .await;
 
-    // The beats carry the verdict too. The start-up beat already says
-    // Failing (no file yet), so only the order shows the beats follow the
-    // file's age: Ok while fresh, then Failing for its age (it is not
-    // touched any more), then Ok again once touched.
+    // The beats carry the verdict too, judged by the sidecar itself: only
+    // beats sent from now on count, with no HTTP request to the sidecar
+    // meanwhile (the start-up beat already says Failing, and the polls
+    // above judged too). They go Ok while the file is fresh, then Failing
+    // for its age (it is not touched any more), then Ok again once touched.
+    let quiet_from = jiff::Timestamp::now();
     let aged = |b: &Beat| {
         b.app.as_ref().is_some_and(|a| {
             a.status == AppStatus::Failing
@@ -175,6 +177,7 @@ async fn app_health_file_mode_follows_the_touch_file_age() {
     let in_order =
         |received: &[Received], first: &dyn Fn(&Beat) -> bool, then: &dyn Fn(&Beat) -> bool| {
             let mut by_seq = beats(received);
+            by_seq.retain(|b| b.timestamp > quiet_from);
             by_seq.sort_by_key(|b| b.seq);
             by_seq
                 .iter()

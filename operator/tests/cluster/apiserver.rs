@@ -151,7 +151,7 @@ struct Case {
 }
 
 /// Starts the API server again if this test ends while it is stopped (a
-/// failed assertion), so the next test binary finds the stack up.
+/// failed assertion), so the tests after it find the stack up.
 struct RestartApiserver(&'static Stack);
 
 impl Drop for RestartApiserver {

@@ -241,6 +241,20 @@ impl Drop for StaleWatch {
     }
 }
 
+/// Starts a stopped component again if the run panics before it does (its
+/// start failing, say), so the tests after this one find the stack up.
+struct RestartOnPanic(&'static Stack, &'static str);
+
+impl Drop for RestartOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = run(heartbeat_e2e::stack::stack_command(self.0.layout.root())
+                .env("HB_COMPONENTS", "")
+                .args(["start", self.1]));
+        }
+    }
+}
+
 /// A pod of the Deployment: its name, whether it has the sidecar, and when
 /// the API server admitted it.
 struct IngestPod {
@@ -348,7 +362,7 @@ impl Run {
     }
 
     /// Whether `pod` was admitted while the webhook's replica was down (with
-    /// a second of margin each side: creation times are whole seconds).
+    /// two seconds of margin each side: creation times are whole seconds).
     fn admitted_while_webhook_down(&self, pod: &IngestPod) -> bool {
         let margin = jiff::SignedDuration::from_secs(2);
         pod.created.is_some_and(|at| {
@@ -356,6 +370,37 @@ impl Run {
                 .iter()
                 .any(|(from, to)| at >= *from - margin && at <= *to + margin)
         })
+    }
+
+    /// Whether the API server logged a webhook call it could not complete
+    /// (and so admitted a pod unchanged, `failurePolicy: Ignore`) within two
+    /// seconds of when `pod` was admitted: a call that timed out under the
+    /// faults' load, not a webhook that answered without injecting.
+    fn failed_open_when_admitted(&self, pod: &IngestPod) -> bool {
+        let Some(at) = pod.created else {
+            return false;
+        };
+        let log = std::fs::read_to_string(self.stack.layout.log_file("kube-apiserver"))
+            .unwrap_or_default();
+        // klog lines start `W1207 11:35:37.123456`: the day and the UTC time.
+        let day = at
+            .to_zoned(jiff::tz::TimeZone::UTC)
+            .strftime("%m%d")
+            .to_string();
+        let second = |t: jiff::Timestamp| {
+            t.to_zoned(jiff::tz::TimeZone::UTC)
+                .time()
+                .duration_since(jiff::civil::Time::midnight())
+                .as_secs()
+        };
+        let admitted = second(at);
+        log.lines()
+            .filter(|l| l.contains("failing open") && l.get(1..5) == Some(day.as_str()))
+            .filter_map(|l| l.get(6..14)?.parse::<jiff::civil::Time>().ok())
+            .any(|t| {
+                let logged = t.duration_since(jiff::civil::Time::midnight()).as_secs();
+                (logged - admitted).abs() <= 2
+            })
     }
 
     fn scale(&self, replicas: u32) {
@@ -473,6 +518,7 @@ async fn random_faults_end_with_every_member_up_or_stopped_and_no_false_alarm() 
         match fault {
             Fault::BrokerDown => {
                 run.note(format!("broker down for {secs}s"));
+                let _restart = RestartOnPanic(run.stack, "kafka");
                 run.stack.stop_kafka();
                 std::thread::sleep(hold);
                 run.stack.start_kafka();
@@ -480,6 +526,7 @@ async fn random_faults_end_with_every_member_up_or_stopped_and_no_false_alarm() 
             Fault::ApiServerDown => {
                 run.note(format!("API server down for {secs}s"));
                 let down_from = Instant::now();
+                let _restart = RestartOnPanic(run.stack, "apiserver");
                 run.stack.stop_apiserver();
                 std::thread::sleep(hold);
                 run.stack.start_apiserver();
@@ -544,9 +591,10 @@ async fn random_faults_end_with_every_member_up_or_stopped_and_no_false_alarm() 
     run.note(format!("faults end: {thrown:?}"));
 
     // Converge: recreate, once, each pod admitted without the sidecar while
-    // the webhook's replica was down (what the Injected condition tells a
-    // user to do); a pod admitted without it at any other time is a
-    // webhook that failed to inject, not a fault's doing.
+    // the webhook's replica was down or when the API server could not
+    // complete its call (it logs failing open; what the Injected condition
+    // tells a user to do); a pod admitted without it otherwise is a webhook
+    // that answered without injecting, not a fault's doing.
     let stopped: Vec<usize> = (0..EXTERNAL)
         .filter(|i| !run.externals.running().contains(i))
         .collect();
@@ -561,16 +609,17 @@ async fn random_faults_end_with_every_member_up_or_stopped_and_no_false_alarm() 
             if recreated.contains(&pod.name) {
                 continue;
             }
-            if !run.admitted_while_webhook_down(pod) {
+            let why = if run.admitted_while_webhook_down(pod) {
+                "admitted while the webhook was down"
+            } else if run.failed_open_when_admitted(pod) {
+                "the API server's call to the webhook failed then"
+            } else {
                 run.fail(&format!(
-                    "pod {} was admitted without the sidecar at {:?}, when the webhook was up (down: {:?})",
+                    "pod {} was admitted without the sidecar at {:?}, when the webhook was up (down: {:?}) and the API server logged no failed call to it",
                     pod.name, pod.created, run.webhook_down
                 ));
-            }
-            run.note(format!(
-                "recreating {} (admitted while the webhook was down)",
-                pod.name
-            ));
+            };
+            run.note(format!("recreating {} ({why})", pod.name));
             run.delete_pod(&pod.name);
             recreated.push(pod.name.clone());
         }
