@@ -72,7 +72,9 @@ thread_local! {
 }
 
 /// The stack held by one test alone (see [`Stack::alone`]).
-pub struct Alone(#[allow(dead_code)] RwLockWriteGuard<'static, ()>);
+pub struct Alone {
+    _held: RwLockWriteGuard<'static, ()>,
+}
 
 impl Stack {
     /// The full stack for this test binary: the one already up at
@@ -98,7 +100,7 @@ impl Stack {
         // thread, say by a helper), or it would wait for itself.
         SHARE.with(|share| share.borrow_mut().take());
         let guard = SHARING.write().unwrap_or_else(PoisonError::into_inner);
-        (Self::instance(), Alone(guard))
+        (Self::instance(), Alone { _held: guard })
     }
 
     fn instance() -> &'static Stack {

@@ -196,15 +196,14 @@ fn refused_total(addr: SocketAddr) -> usize {
         .output()
         .expect("curl");
     let text = String::from_utf8_lossy(&metrics.stdout);
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix("heartbeat_sidecar_http_connections_refused_total ")?
-                .trim()
-                .parse::<f64>()
-                .ok()
-        })
-        .map(|v| v as usize)
-        .unwrap_or_else(|| panic!("no refusal count on /metrics: {text}"))
+    let samples = heartbeat_e2e::metrics::parse(&text);
+    heartbeat_e2e::metrics::value(
+        &samples,
+        "heartbeat_sidecar_http_connections_refused_total",
+        &[],
+    )
+    .map(|v| v as usize)
+    .unwrap_or_else(|| panic!("no refusal count on /metrics: {text}"))
 }
 
 /// One keep-alive `GET /livez` on `s`; whether it was answered 200.
