@@ -94,40 +94,29 @@ impl TestNamespace {
         apply_in(&self.stack, Some(&self.name), yaml);
     }
 
-    /// Applies HeartbeatMonitor `name` on `topic` with the broker Secret
-    /// `kafka`, a beat every `interval_secs`, Stale after 3 missed beats
-    /// plus `grace_secs`, labelled `label` (an operator's monitor
-    /// selector), and the further spec lines `extra` (indented two spaces).
-    pub fn apply_monitor(
-        &self,
-        name: &str,
-        label: &(String, String),
-        topic: &str,
-        (interval_secs, grace_secs): (u64, u64),
-        extra: &str,
-    ) {
-        let (k, v) = label;
-        self.apply(&format!(
-            r#"
-apiVersion: heartbeat.dev/v1alpha1
-kind: HeartbeatMonitor
-metadata: {{name: {name}, labels: {{"{k}": "{v}"}}}}
-spec:
-  topic: {topic}
-  intervalSeconds: {interval_secs}
-  missedBeatsTolerated: 3
-  graceSeconds: {grace_secs}
-  brokerSecretRef: {{name: kafka}}
-{extra}
-"#
-        ));
+    /// Applies `monitor` (see [`crate::monitor::MonitorBuilder`]).
+    pub fn apply_monitor(&self, monitor: &heartbeat_crds::HeartbeatMonitor) {
+        let json = serde_json::to_string(monitor).expect("a HeartbeatMonitor serialises");
+        self.apply(&json);
     }
 
-    /// HeartbeatMonitor `name`'s status (Null before the first write).
-    pub fn monitor_status(&self, name: &str) -> serde_json::Value {
+    /// HeartbeatMonitor `name`'s status, typed (empty before the first write).
+    pub fn monitor_status(&self, name: &str) -> heartbeat_crds::HeartbeatMonitorStatus {
+        serde_json::from_value(self.monitor_status_json(name)).unwrap_or_else(|e| {
+            panic!("{name}: status does not parse as HeartbeatMonitorStatus: {e}")
+        })
+    }
+
+    /// HeartbeatMonitor `name`'s status as the API server stores it, every
+    /// field kept (for checks that nothing leaked into it; `{}` before the
+    /// first write).
+    pub fn monitor_status_json(&self, name: &str) -> serde_json::Value {
         let json = self.kubectl(&["get", "hbm", name, "-o", "json"]);
         let hbm: serde_json::Value = serde_json::from_str(&json).expect("HeartbeatMonitor json");
-        hbm["status"].clone()
+        match &hbm["status"] {
+            serde_json::Value::Null => serde_json::json!({}),
+            status => status.clone(),
+        }
     }
 
     /// A Deployment `name` of `replicas` demo workers labelled app=`name`.

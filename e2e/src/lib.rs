@@ -15,6 +15,7 @@
 pub mod kafka;
 pub mod kube_env;
 pub mod metrics;
+pub mod monitor;
 pub mod operator;
 pub mod process;
 pub mod procfs;

@@ -14,10 +14,13 @@
 
 use std::time::{Duration, Instant};
 
+use heartbeat_crds::HeartbeatMonitorStatus;
+use heartbeat_crds::monitor::MemberState;
 use heartbeat_e2e::kube_env::install_crds;
+use heartbeat_e2e::monitor::{MonitorBuilder, member_is};
 use heartbeat_e2e::operator::OperatorProcess;
 use heartbeat_e2e::stack::{run, run_ok, stack_command};
-use heartbeat_e2e::status::{count, eventually, member};
+use heartbeat_e2e::status::eventually;
 use heartbeat_e2e::{Stack, TestNamespace, TestTopic};
 use serde_json::Value;
 
@@ -57,7 +60,7 @@ async fn the_operator_survives_an_api_server_outage_without_duplicate_events() {
     let mut case = Case { stack, op, ns };
     case.apply_monitor("ingest", &topic.name, "ingest");
     case.run_pods("ingest", &["steady", "before", "during"]);
-    case.wait_status("ingest", "up 3", |s| count(s, "up") == 3);
+    case.wait_status("ingest", "up 3", |s| s.up == 3);
     eventually("the operator leads", T, || {
         (case.op.metric_value(LEADER, &[]) == Some(1.0))
             .then_some(())
@@ -66,9 +69,7 @@ async fn the_operator_survives_an_api_server_outage_without_duplicate_events() {
 
     // Silent before the outage: Stale, with its one Event.
     let _before = case.cut_off("before");
-    case.wait_status("ingest", "before is Stale", |s| {
-        count(s, "stale") == 1 && count(s, "up") == 2
-    });
+    case.wait_status("ingest", "before is Stale", |s| s.stale == 1 && s.up == 2);
     case.wait_event("ingest", "before");
 
     case.stack.stop_apiserver();
@@ -108,12 +109,12 @@ async fn the_operator_survives_an_api_server_outage_without_duplicate_events() {
             .ok_or_else(|| case.op.log_tail(30))
     });
     let status = case.wait_status("ingest", "stale 2 (before, during), up 1 (steady)", |s| {
-        count(s, "stale") == 2 && count(s, "up") == 1
+        s.stale == 2 && s.up == 1
     });
     for pod in ["before", "during"] {
         assert!(
-            member(&status, pod).is_some_and(|m| m["state"] == "Stale"),
-            "{pod} is not listed Stale: {status:#}"
+            member_is(&status, pod, MemberState::Stale),
+            "{pod} is not listed Stale: {status:#?}"
         );
     }
     case.wait_event("ingest", "during");
@@ -129,11 +130,9 @@ async fn the_operator_survives_an_api_server_outage_without_duplicate_events() {
     // watches have resumed.
     case.apply_monitor("late", &topic.name, "late");
     case.run_pods("late", &["late"]);
-    case.wait_status("late", "late is Up", |s| {
-        count(s, "up") == 1 && count(s, "expected") == 1
-    });
+    case.wait_status("late", "late is Up", |s| s.up == 1 && s.expected == 1);
     case.wait_status("ingest", "still stale 2, up 1", |s| {
-        count(s, "stale") == 2 && count(s, "up") == 1
+        s.stale == 2 && s.up == 1
     });
     case.assert_one_stale_event_each(&["before", "during"]);
     assert!(
@@ -185,10 +184,10 @@ impl Case {
     /// Monitor `name` on `topic` for the pods labelled app=`app`, labelled
     /// for this test's operator.
     fn apply_monitor(&self, name: &str, topic: &str, app: &str) {
-        let label = self.op.monitor_label();
-        let selector = format!("  selector: {{matchLabels: {{app: {app}}}}}");
-        let timing = (INTERVAL_SECS, GRACE_SECS);
-        (self.ns).apply_monitor(name, &label, topic, timing, &selector);
+        let monitor = MonitorBuilder::new(name, topic, (INTERVAL_SECS, GRACE_SECS))
+            .labelled(&self.op.monitor_label())
+            .selecting_app(app);
+        self.ns.apply_monitor(&monitor.build());
         // The webhook decides from its cache: wait until it has seen the monitor.
         self.ns
             .wait_injectable(&Self::pod_yaml(app, "dry-run-probe"), T);
@@ -231,28 +230,38 @@ impl Case {
         cut
     }
 
-    /// Monitor `name`'s status (Null before the first write).
-    fn status(&self, monitor: &str) -> Value {
+    /// Monitor `name`'s status (empty before the first write).
+    fn status(&self, monitor: &str) -> HeartbeatMonitorStatus {
         self.ns.monitor_status(monitor)
     }
 
     /// Polls the status until `done` holds; returns it.
-    fn wait_status(&self, monitor: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    fn wait_status(
+        &self,
+        monitor: &str,
+        what: &str,
+        done: impl Fn(&HeartbeatMonitorStatus) -> bool,
+    ) -> HeartbeatMonitorStatus {
         eventually(&format!("{monitor}: {what}"), T, || {
             // While the API server is back but slow to answer, kubectl fails:
             // that is a poll that did not see it yet.
             let (ok, json, err) = run(self
                 .ns_kubectl()
                 .args(["get", "hbm", monitor, "-o", "json"]));
-            let status = if ok {
-                serde_json::from_str::<Value>(&json).map_or(Value::Null, |v| v["status"].clone())
-            } else {
-                Value::String(err)
-            };
-            if ok && done(&status) {
+            if !ok {
+                return Err(format!(
+                    "kubectl: {err}
+{}",
+                    self.report(None)
+                ));
+            }
+            let hbm: heartbeat_crds::HeartbeatMonitor =
+                serde_json::from_str(&json).map_err(|e| format!("{monitor}: {e}"))?;
+            let status = hbm.status.unwrap_or_default();
+            if done(&status) {
                 Ok(status)
             } else {
-                Err(self.report(&status))
+                Err(self.report(Some(&status)))
             }
         })
     }
@@ -291,7 +300,7 @@ impl Case {
             });
             found
                 .then_some(())
-                .ok_or_else(|| self.report(&self.status(monitor)))
+                .ok_or_else(|| self.report(Some(&self.status(monitor))))
         });
     }
 
@@ -307,7 +316,7 @@ impl Case {
             assert!(
                 events.len() == 1 && repeats == 0,
                 "{pod}: want one HeartbeatStale Event, not repeated; got {events:#?}\n{}",
-                self.report(&Value::Null)
+                self.report(None)
             );
         }
         let steady = self.stale_events("steady");
@@ -315,7 +324,7 @@ impl Case {
     }
 
     /// What a failure shows: the status, the Events, the pods and the operator's log.
-    fn report(&self, status: &Value) -> String {
+    fn report(&self, status: Option<&HeartbeatMonitorStatus>) -> String {
         let events = run(self.ns_kubectl().args([
             "get",
             "events.events.k8s.io",
@@ -325,7 +334,7 @@ impl Case {
         .1;
         let pods = run(self.ns_kubectl().args(["get", "pods", "-o", "wide"])).1;
         format!(
-            "status: {status:#}\nevents:\n{events}\npods:\n{pods}\noperator log (tail):\n{}",
+            "status: {status:#?}\nevents:\n{events}\npods:\n{pods}\noperator log (tail):\n{}",
             self.op.log_tail(40)
         )
     }

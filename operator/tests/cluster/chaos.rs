@@ -16,10 +16,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use heartbeat_crds::monitor::MemberState;
+use heartbeat_crds::{HeartbeatMonitor, HeartbeatMonitorStatus};
 use heartbeat_e2e::kube_env::install_crds;
+use heartbeat_e2e::monitor::{MonitorBuilder, member};
 use heartbeat_e2e::operator::OperatorProcess;
 use heartbeat_e2e::stack::{run, run_with_stdin};
-use heartbeat_e2e::status::count;
 use heartbeat_e2e::{Stack, TestNamespace, TestTopic};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
@@ -190,23 +192,16 @@ impl StaleWatch {
                     "json",
                     "--request-timeout=5s",
                 ]));
-                if let Some(status) = ok
-                    .then(|| serde_json::from_str::<Value>(&out).ok())
-                    .flatten()
-                    .map(|m| m["status"].clone())
-                {
+                if let Some(status) = ok.then(|| status_of(&out)).flatten() {
                     r.fetch_add(1, Ordering::Relaxed);
-                    let stale_member = status["members"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .any(|m| m["state"] == "Stale");
-                    if (count(&status, "stale") > 0 || stale_member)
+                    let stale_member =
+                        (status.members.iter()).any(|m| m.state == MemberState::Stale);
+                    if (status.stale > 0 || stale_member)
                         && let Ok(mut first) = f.lock()
                         && first.is_none()
                     {
                         *first = Some(format!(
-                            "t+{}s (watch): {status:#}",
+                            "t+{}s (watch): {status:#?}",
                             started.elapsed().as_secs()
                         ));
                     }
@@ -300,11 +295,9 @@ impl Run {
         run(self.stack.kubectl().args(["-n", &self.ns.name]).args(args))
     }
 
-    fn status(&self) -> Option<Value> {
+    fn status(&self) -> Option<HeartbeatMonitorStatus> {
         let (ok, out, _) = self.kubectl(&["get", "hbm", "chaos", "-o", "json"]);
-        ok.then(|| serde_json::from_str::<Value>(&out).ok())
-            .flatten()
-            .map(|m| m["status"].clone())
+        ok.then(|| status_of(&out)).flatten()
     }
 
     /// A Stale member now, or at any time the watch saw, is a false alarm:
@@ -322,8 +315,8 @@ impl Run {
                 None => std::thread::sleep(Duration::from_secs(1)),
             }
         };
-        if count(&status, "stale") > 0 {
-            self.fail(&format!("a member is Stale: {status:#}"));
+        if status.stale > 0 {
+            self.fail(&format!("a member is Stale: {status:#?}"));
         }
     }
 
@@ -484,21 +477,21 @@ async fn random_faults_end_with_every_member_up_or_stopped_and_no_false_alarm() 
         webhook_down: Vec::new(),
     };
     run.broker_secret("chaos-0");
-    let label = run.ops[0].monitor_label();
     let expected: Vec<String> = (0..EXTERNAL).map(program).collect();
-    let extra = format!(
-        "  selector: {{matchLabels: {{app: ingest}}}}\n  external: {{expectedPrograms: {expected:?}}}"
-    );
-    let timing = (INTERVAL_SECS, GRACE_SECS);
-    (run.ns).apply_monitor("chaos", &label, &topic.name, timing, &extra);
+    let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
+    let monitor = MonitorBuilder::new("chaos", &topic.name, (INTERVAL_SECS, GRACE_SECS))
+        .labelled(&run.ops[0].monitor_label())
+        .selecting_app("ingest")
+        .expecting(&expected);
+    run.ns.apply_monitor(&monitor.build());
     // The webhook decides from its cache: wait until it has seen the monitor.
     run.ns.wait_injects_app("ingest", T);
     run.ns.deploy_workers("ingest", PODS);
-    let want_up = PODS as u64 + EXTERNAL as u64;
+    let want_up = PODS + u32::try_from(EXTERNAL).expect("a few programs");
     let ready_by = Instant::now() + T;
     loop {
         match run.status() {
-            Some(s) if count(&s, "up") == want_up => break,
+            Some(s) if s.up == want_up => break,
             s if Instant::now() > ready_by => run.fail(&format!("never all up: {s:#?}")),
             _ => std::thread::sleep(Duration::from_secs(1)),
         }
@@ -598,7 +591,7 @@ async fn random_faults_end_with_every_member_up_or_stopped_and_no_false_alarm() 
     let stopped: Vec<usize> = (0..EXTERNAL)
         .filter(|i| !run.externals.running().contains(i))
         .collect();
-    let want_up = PODS as u64 + (EXTERNAL - stopped.len()) as u64;
+    let want_up = PODS + u32::try_from(EXTERNAL - stopped.len()).expect("a few programs");
     let converge_from = Instant::now();
     let by = converge_from + T;
     let mut recreated: Vec<String> = Vec::new();
@@ -624,12 +617,12 @@ async fn random_faults_end_with_every_member_up_or_stopped_and_no_false_alarm() 
             recreated.push(pod.name.clone());
         }
         run.check_no_stale();
-        let status = run.status().unwrap_or(Value::Null);
-        let settled = count(&status, "up") == want_up
-            && count(&status, "unknown") == 0
-            && count(&status, "pending") == 0
-            && count(&status, "late") == 0
-            && count(&status, "uninjected") == 0
+        let status = run.status().unwrap_or_default();
+        let settled = status.up == want_up
+            && status.unknown == 0
+            && status.pending == 0
+            && status.late == 0
+            && status.uninjected == 0
             && pods.len() == PODS as usize
             && pods.iter().all(|p| p.injected);
         if settled {
@@ -639,7 +632,7 @@ async fn random_faults_end_with_every_member_up_or_stopped_and_no_false_alarm() 
             let pods: Vec<(&str, bool)> =
                 pods.iter().map(|p| (p.name.as_str(), p.injected)).collect();
             run.fail(&format!(
-                "did not settle: want up {want_up}, pods {pods:?}\n{status:#}"
+                "did not settle: want up {want_up}, pods {pods:?}\n{status:#?}"
             ));
         }
         std::thread::sleep(Duration::from_secs(1));
@@ -651,18 +644,13 @@ async fn random_faults_end_with_every_member_up_or_stopped_and_no_false_alarm() 
     ));
     for i in &stopped {
         let id = program(*i);
-        let state = last["members"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|m| m["programId"] == id.as_str())
-            .map(|m| m["state"].clone());
-        if state.as_ref().is_none_or(|s| s != "Stopped") {
-            run.fail(&format!("{id} stopped but is {state:?}: {last:#}"));
+        let state = member(&last, &id).map(|m| m.state);
+        if state != Some(MemberState::Stopped) {
+            run.fail(&format!("{id} stopped but is {state:?}: {last:#?}"));
         }
     }
-    if count(&last, "stopped") < stopped.len() as u64 {
-        run.fail(&format!("{} programs stopped: {last:#}", stopped.len()));
+    if (last.stopped as usize) < stopped.len() {
+        run.fail(&format!("{} programs stopped: {last:#?}", stopped.len()));
     }
     // The watch read the status all along (a failing kubectl is not a
     // pass): about once a second while the API server was up; a fifth of
@@ -700,4 +688,10 @@ async fn random_faults_end_with_every_member_up_or_stopped_and_no_false_alarm() 
         "chaos: seed {seed}: {} faults {thrown:?}, no Stale, settled in {secs}s",
         thrown.values().sum::<u32>()
     );
+}
+
+/// The status of a `kubectl get hbm -o json` answer (None if it does not parse).
+fn status_of(json: &str) -> Option<HeartbeatMonitorStatus> {
+    let monitor: HeartbeatMonitor = serde_json::from_str(json).ok()?;
+    Some(monitor.status.unwrap_or_default())
 }

@@ -10,8 +10,10 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use heartbeat_crds::HeartbeatMonitorStatus;
 use heartbeat_e2e::kafka::ExternalProgram;
 use heartbeat_e2e::kube_env::install_crds;
+use heartbeat_e2e::monitor::{MonitorBuilder, last_beat};
 use heartbeat_e2e::stack::{repo_dir, run, run_ok};
 use heartbeat_e2e::{Stack, TestNamespace, TestTopic};
 use heartbeat_operator::webhook::config::{WebhookSettings, WebhookTarget, webhook_configuration};
@@ -375,22 +377,23 @@ fn holder(lease: &Value) -> String {
         .to_string()
 }
 
-/// A monitor's spec lines that make its sidecars sign: each gets its pod's
-/// key through the API server's proxy to the chart's Service (the way
-/// sidecars take in a cluster).
-const SIGNING: &str = "  signing: {enabled: true}";
+/// A monitor whose sidecars sign: each gets its pod's key through the API
+/// server's proxy to the chart's Service (the way sidecars take in a cluster).
+fn signing(monitor: MonitorBuilder) -> MonitorBuilder {
+    monitor.signing()
+}
 
 /// Opts `app` in for `release`: its broker Secret, a monitor `app` on
 /// `topic` (Stale after 21 s of silence: the rule of its callers is that
 /// nothing alarms, and a loaded machine has held the broker for 10 s) with
-/// the spec lines `extra`, and a 2-replica Deployment `worker`, waited for
+/// `spec` changing it, and a 2-replica Deployment `worker`, waited for
 /// until both pods are injected.
 fn deploy_workers(
     stack: &Stack,
     release: &Release<'_>,
     app: &TestNamespace,
     topic: &str,
-    extra: &str,
+    spec: impl FnOnce(MonitorBuilder) -> MonitorBuilder,
 ) {
     run_ok(stack.kubectl().args([
         "label",
@@ -399,22 +402,11 @@ fn deploy_workers(
         &format!("heartbeat.dev/injection={}", release.name),
     ]));
     app.create_broker_secret(&stack.kafka_bootstrap);
-    app.apply(&format!(
-        r#"
-apiVersion: heartbeat.dev/v1alpha1
-kind: HeartbeatMonitor
-metadata: {{name: app, labels: {{heartbeat.dev/operator: "{}"}}}}
-spec:
-  topic: {}
-  intervalSeconds: 2
-  missedBeatsTolerated: 3
-  graceSeconds: 15
-  brokerSecretRef: {{name: kafka}}
-  selector: {{matchLabels: {{app: worker}}}}
-{extra}
-"#,
-        release.name, topic
-    ));
+    let label = ("heartbeat.dev/operator".to_string(), release.name.clone());
+    let monitor = MonitorBuilder::new("app", topic, (2, 15))
+        .labelled(&label)
+        .selecting_app("worker");
+    app.apply_monitor(&spec(monitor).build());
     // Each replica's webhook decides from its own cache: wait until every
     // one of them injects (a dry run through the Service reaches only one).
     let replicas = operator_pods(stack, release);
@@ -568,8 +560,8 @@ fn replica_injects(
 }
 
 /// The status of monitor `app` in `app`.
-fn app_status(stack: &Stack, app: &TestNamespace) -> Value {
-    json(stack, &["get", "hbm", "app", "-n", &app.name])["status"].clone()
+fn app_status(app: &TestNamespace) -> HeartbeatMonitorStatus {
+    app.monitor_status("app")
 }
 
 /// The `HeartbeatStale` Events of namespace `ns`, one line each: when,
@@ -640,13 +632,13 @@ async fn install_runs_in_cluster_and_upgrade_and_uninstall_are_clean() {
 
     // A labelled namespace, its broker Secret, a monitor and a Deployment.
     let topic = TestTopic::create(&stack.kafka_bootstrap, "chart").await;
-    deploy_workers(stack, &release, &app, &topic.name, SIGNING);
+    deploy_workers(stack, &release, &app, &topic.name, signing);
     let up2 = |what: &str| {
         eventually(what, || {
-            let s = app_status(stack, &app);
-            (s["up"] == 2 && s["expected"] == 2)
+            let s = app_status(&app);
+            (s.up == 2 && s.expected == 2)
                 .then_some(())
-                .ok_or(format!("{s:#}"))
+                .ok_or(format!("{s:#?}"))
         })
     };
     up2("kubectl get hbm shows UP 2");
@@ -672,17 +664,17 @@ async fn install_runs_in_cluster_and_upgrade_and_uninstall_are_clean() {
             .then_some(())
             .ok_or(format!("{now:?}"))
     });
-    let hbm = json(stack, &["get", "hbm", "app", "-n", &app.name]);
+    let status = app_status(&app);
     assert_eq!(
-        hbm["status"]["expected"], 2,
-        "status lost in the upgrade: {hbm:#}"
+        status.expected, 2,
+        "status lost in the upgrade: {status:#?}"
     );
     up2("still UP 2 under the new leader");
     let stale_events = stale_events(stack, &app.name);
     assert!(
         stale_events.trim().is_empty(),
-        "a Stale Event across the upgrade:\n{stale_events}\nstatus: {:#}",
-        app_status(stack, &app)
+        "a Stale Event across the upgrade:\n{stale_events}\nstatus: {:#?}",
+        app_status(&app)
     );
 
     // Uninstall: nothing of the release is left; the CRD stays.
@@ -761,18 +753,18 @@ async fn deleting_the_leader_pod_hands_over_within_a_lease_without_a_flap() {
     let names = pod_names(&operator_pods(stack, &release));
     assert_eq!(names.len(), 2, "{names:?}");
     let topic = TestTopic::create(&stack.kafka_bootstrap, "chart-ha").await;
-    deploy_workers(stack, &release, &app, &topic.name, SIGNING);
+    deploy_workers(stack, &release, &app, &topic.name, signing);
     // Never an alarm nor a lost member; true once both are Up.
-    let steady = |s: &Value| {
-        assert_eq!(s["stale"].as_u64().unwrap_or(0), 0, "a Stale member: {s:#}");
-        assert_eq!(s["expected"], 2, "a member lost: {s:#}");
-        s["up"] == 2
+    let steady = |s: &HeartbeatMonitorStatus| {
+        assert_eq!(s.stale, 0, "a Stale member: {s:#?}");
+        assert_eq!(s.expected, 2, "a member lost: {s:#?}");
+        s.up == 2
     };
     eventually("UP 2", || {
-        let s = app_status(stack, &app);
-        (s["up"] == 2 && s["expected"] == 2)
+        let s = app_status(&app);
+        (s.up == 2 && s.expected == 2)
             .then_some(())
-            .ok_or(format!("{s:#}"))
+            .ok_or(format!("{s:#?}"))
     });
     let leader = eventually("a leader holds the Lease", || {
         let lease = lease(stack, &release);
@@ -793,7 +785,7 @@ async fn deleting_the_leader_pod_hands_over_within_a_lease_without_a_flap() {
     // leader keeps the status it found while it replays (up to 30 s; this
     // topic replays in far less), so there must be none: no dip.
     let mut not_up = 0u32;
-    let mut first_dip: Option<Value> = None;
+    let mut first_dip: Option<HeartbeatMonitorStatus> = None;
     let deadline = Instant::now() + T;
     let new_leader = loop {
         assert!(Instant::now() < deadline, "no new leader within {T:?}");
@@ -811,7 +803,7 @@ async fn deleting_the_leader_pod_hands_over_within_a_lease_without_a_flap() {
         if !h.is_empty() && h != leader {
             break h;
         }
-        let s = app_status(stack, &app);
+        let s = app_status(&app);
         if !steady(&s) {
             not_up += 1;
             first_dip.get_or_insert(s);
@@ -840,17 +832,15 @@ async fn deleting_the_leader_pod_hands_over_within_a_lease_without_a_flap() {
 
     // The new leader writes: status advances past the deletion, never a flap.
     eventually("status advances under the new leader, UP 2", || {
-        let s = app_status(stack, &app);
+        let s = app_status(&app);
         let up = steady(&s);
         if !up {
             not_up += 1;
             first_dip.get_or_insert(s.clone());
         }
-        let advanced = s["lastBeatTime"]
-            .as_str()
-            .and_then(|t| t.parse::<jiff::Timestamp>().ok())
-            .is_some_and(|t| t > deleted_at + jiff::SignedDuration::from_secs(1));
-        (up && advanced).then_some(()).ok_or(format!("{s:#}"))
+        let advanced =
+            last_beat(&s).is_some_and(|t| t > deleted_at + jiff::SignedDuration::from_secs(1));
+        (up && advanced).then_some(()).ok_or(format!("{s:#?}"))
     });
     assert_eq!(
         not_up, 0,
@@ -859,14 +849,14 @@ async fn deleting_the_leader_pod_hands_over_within_a_lease_without_a_flap() {
     // A whole Stale window (21 s) and then some for a late alarm to show.
     let quiet = Instant::now();
     while quiet.elapsed() < Duration::from_secs(25) {
-        steady(&app_status(stack, &app));
+        steady(&app_status(&app));
         std::thread::sleep(Duration::from_secs(1));
     }
     let stale = stale_events(stack, &app.name);
     assert!(
         stale.trim().is_empty(),
-        "a Stale Event across the hand-over:\n{stale}\nstatus: {:#}",
-        app_status(stack, &app)
+        "a Stale Event across the hand-over:\n{stale}\nstatus: {:#?}",
+        app_status(&app)
     );
 }
 
@@ -900,18 +890,14 @@ async fn two_replicas_starting_with_a_monitor_and_external_programs_never_restar
         let _fast = ExternalProgram::start(&stack.kafka_bootstrap, &topic.name, "ext-fast", 2);
         let _slow = ExternalProgram::start(&stack.kafka_bootstrap, &topic.name, "ext-slow", 5);
         install(stack, &release, &[]);
-        deploy_workers(
-            stack,
-            &release,
-            &app,
-            &topic.name,
-            "  external: {expectedPrograms: [ext-fast, ext-slow]}",
-        );
+        deploy_workers(stack, &release, &app, &topic.name, |m| {
+            m.expecting(&["ext-fast", "ext-slow"])
+        });
         eventually("UP 4: two pods and two external programs", || {
-            let s = app_status(stack, &app);
-            (s["up"] == 4 && s["expected"] == 4)
+            let s = app_status(&app);
+            (s.up == 4 && s.expected == 4)
                 .then_some(())
-                .ok_or(format!("{s:#}"))
+                .ok_or(format!("{s:#?}"))
         });
         // Three liveness periods of the chart (10 s each) and then some:
         // long enough for a probe failure to reach its threshold.

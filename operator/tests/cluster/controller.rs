@@ -13,11 +13,18 @@
 
 use std::time::{Duration, Instant};
 
+use heartbeat_crds::HeartbeatMonitorStatus;
+use heartbeat_crds::conditions::{FALSE, HEALTHY, INJECTED, READY, TRUE, UNKNOWN, reason};
+use heartbeat_crds::monitor::{MaintenanceWindow, MemberState};
 use heartbeat_e2e::kafka::{ExternalProgram, kcat_produce, produce_history};
 use heartbeat_e2e::kube_env::install_crds;
+use heartbeat_e2e::monitor::{
+    MonitorBuilder, condition_is, condition_message, condition_reason, last_beat, member,
+    member_absent_or, member_is,
+};
 use heartbeat_e2e::operator::{Network, OperatorOptions, OperatorProcess};
 use heartbeat_e2e::stack::run;
-use heartbeat_e2e::status::{condition, count, eventually, member};
+use heartbeat_e2e::status::eventually;
 use heartbeat_e2e::{PrivateKafka, Stack, TestNamespace, TestTopic};
 use serde_json::Value;
 
@@ -35,8 +42,6 @@ const GRACE_SECS: u64 = 3;
 const TOLERANT_GRACE_SECS: u64 = 15;
 /// The monitors' timing.
 const INTERVAL_SECS: u64 = 2;
-/// The monitor covers the pods labelled app=ingest.
-const SELECT_INGEST: &str = "  selector: {matchLabels: {app: ingest}}";
 const REJECTED: &str = "heartbeat_operator_beats_rejected_total";
 const WRITES: &str = "heartbeat_operator_status_writes_total";
 const LEADER: &str = "heartbeat_operator_leader";
@@ -80,28 +85,33 @@ impl Case {
         }
     }
 
-    /// Applies monitor `name` on the case's topic, labelled for its operator,
-    /// with the short timing and the `extra` spec lines.
-    fn apply_monitor(&self, name: &str, extra: &str) {
-        self.apply_monitor_with_grace(name, extra, GRACE_SECS);
+    /// Monitor `name` on the case's topic, labelled for its operator, with
+    /// the short timing (Stale after 9 s of silence).
+    fn monitor(&self, name: &str) -> MonitorBuilder {
+        self.monitor_with_grace(name, GRACE_SECS)
     }
 
-    /// [`Case::apply_monitor`] with a Stale window of 21 s, for tests whose
-    /// rule is that nothing alarms: on a loaded 2-core machine the broker
-    /// has been seen to hold every producer back for 10 s, which is a real
+    /// [`Case::monitor`] with a Stale window of 21 s, for tests whose rule
+    /// is that nothing alarms: on a loaded 2-core machine the broker has
+    /// been seen to hold every producer back for 10 s, which is a real
     /// silence on the topic, not what these tests are about.
-    fn apply_tolerant_monitor(&self, name: &str, extra: &str) {
-        self.apply_monitor_with_grace(name, extra, TOLERANT_GRACE_SECS);
+    fn tolerant_monitor(&self, name: &str) -> MonitorBuilder {
+        self.monitor_with_grace(name, TOLERANT_GRACE_SECS)
     }
 
-    fn apply_monitor_with_grace(&self, name: &str, extra: &str, grace: u64) {
-        let label = self.op.monitor_label();
-        let timing = (INTERVAL_SECS, grace);
-        (self.ns).apply_monitor(name, &label, &self.topic.name, timing, extra);
-        // The webhook decides from its cache: wait until it has seen a
-        // monitor over pods (one of external programs needs no webhook).
-        if extra.contains(SELECT_INGEST) {
-            self.ns.wait_injects_app("ingest", T);
+    fn monitor_with_grace(&self, name: &str, grace: u64) -> MonitorBuilder {
+        MonitorBuilder::new(name, &self.topic.name, (INTERVAL_SECS, grace))
+            .labelled(&self.op.monitor_label())
+    }
+
+    /// Applies `monitor`; one over pods is waited for until the webhook,
+    /// which decides from its cache, injects for it (a monitor of external
+    /// programs needs no webhook).
+    fn apply(&self, monitor: MonitorBuilder) {
+        let app = monitor.selected_app();
+        self.ns.apply_monitor(&monitor.build());
+        if let Some(app) = app {
+            self.ns.wait_injects_app(&app, T);
         }
     }
 
@@ -149,19 +159,24 @@ impl Case {
     }
 
     /// Monitor `name`'s status (Null before the first write).
-    fn status(&self, monitor: &str) -> Value {
+    fn status(&self, monitor: &str) -> HeartbeatMonitorStatus {
         self.ns.monitor_status(monitor)
     }
 
     /// Polls the status until `done` holds; returns it. `done` may assert
     /// what must hold on every poll. Panics after [`T`] with what was seen.
-    fn wait_status(&self, monitor: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    fn wait_status(
+        &self,
+        monitor: &str,
+        what: &str,
+        done: impl Fn(&HeartbeatMonitorStatus) -> bool,
+    ) -> HeartbeatMonitorStatus {
         eventually(&format!("{monitor}: {what}"), T, || {
             let status = self.status(monitor);
             if done(&status) {
                 Ok(status)
             } else {
-                Err(self.report(&status))
+                Err(self.report(Some(&status)))
             }
         })
     }
@@ -172,7 +187,7 @@ impl Case {
         monitor: &str,
         how_long: Duration,
         what: &str,
-        holds: impl Fn(&Value) -> bool,
+        holds: impl Fn(&HeartbeatMonitorStatus) -> bool,
     ) {
         let end = Instant::now() + how_long;
         while Instant::now() < end {
@@ -180,7 +195,7 @@ impl Case {
             assert!(
                 holds(&status),
                 "{monitor}: {what}: broken\n{}",
-                self.report(&status)
+                self.report(Some(&status))
             );
             std::thread::sleep(Duration::from_millis(500));
         }
@@ -212,7 +227,7 @@ impl Case {
                         && e["regarding"]["name"] == monitor
                         && e["note"].as_str().is_some_and(|n| n.contains(pod))
                 })
-                .ok_or_else(|| self.report(&self.status(monitor)))
+                .ok_or_else(|| self.report(Some(&self.status(monitor))))
         })
     }
 
@@ -222,7 +237,7 @@ impl Case {
         assert!(
             stale.is_empty(),
             "unexpected HeartbeatStale Events: {stale:#?}\n{}",
-            self.report(&Value::Null)
+            self.report(None)
         );
     }
 
@@ -238,7 +253,7 @@ impl Case {
     }
 
     /// What a failure shows: the status, the Events, the pods and the operator's log.
-    fn report(&self, status: &Value) -> String {
+    fn report(&self, status: Option<&HeartbeatMonitorStatus>) -> String {
         let events = run(self.stack.kubectl().args([
             "get",
             "events.events.k8s.io",
@@ -255,7 +270,7 @@ impl Case {
                 .args(["get", "pods", "-n", &self.ns.name, "-o", "wide"]))
             .1;
         format!(
-            "status: {status:#}\nevents:\n{events}\npods:\n{pods}\noperator log (tail):\n{}",
+            "status: {status:#?}\nevents:\n{events}\npods:\n{pods}\noperator log (tail):\n{}",
             self.op.log_tail(40)
         )
     }
@@ -271,11 +286,6 @@ fn signal(target: &str, sig: &str) -> bool {
     run(std::process::Command::new("kill").args([&format!("-{sig}"), "--", target])).0
 }
 
-/// `status.lastBeatTime`, parsed.
-fn last_beat(status: &Value) -> Option<jiff::Timestamp> {
-    status["lastBeatTime"].as_str()?.parse().ok()
-}
-
 /// A column of the one-row `kubectl get` table `table`.
 fn column<'a>(table: &'a str, name: &str) -> Option<&'a str> {
     let mut lines = table.lines();
@@ -289,15 +299,15 @@ fn column<'a>(table: &'a str, name: &str) -> Option<&'a str> {
 #[tokio::test]
 async fn three_beating_pods_are_up_ready_and_healthy() {
     let case = Case::start("ctl-up").await;
-    case.apply_tolerant_monitor("ingest", SELECT_INGEST);
+    case.apply(case.tolerant_monitor("ingest").selecting_app("ingest"));
     case.ns.deploy_workers("ingest", 3);
     let status = case.wait_status("ingest", "expected 3, up 3, Ready and Healthy", |s| {
-        count(s, "expected") == 3
-            && count(s, "up") == 3
-            && condition(s, "Ready")["status"] == "True"
-            && condition(s, "Healthy")["status"] == "True"
+        s.expected == 3
+            && s.up == 3
+            && condition_is(s, READY, TRUE)
+            && condition_is(s, HEALTHY, TRUE)
     });
-    assert_eq!(count(&status, "stale"), 0, "{status:#}");
+    assert_eq!(status.stale, 0, "{status:#?}");
     eventually("`kubectl get hbm` shows EXPECTED 3, UP 3", T, || {
         let table = case.ns.kubectl(&["get", "hbm", "ingest"]);
         let shown = (column(&table, "EXPECTED"), column(&table, "UP"));
@@ -311,25 +321,20 @@ async fn three_beating_pods_are_up_ready_and_healthy() {
 #[tokio::test]
 async fn a_frozen_sidecar_goes_stale_with_an_event_and_recovers_with_one() {
     let case = Case::start("ctl-stale").await;
-    case.apply_monitor("ingest", SELECT_INGEST);
+    case.apply(case.monitor("ingest").selecting_app("ingest"));
     case.run_pods(&["steady", "frozen"]);
-    case.wait_status("ingest", "up 2", |s| count(s, "up") == 2);
+    case.wait_status("ingest", "up 2", |s| s.up == 2);
     let pid = case.freeze_sidecar("frozen");
     // The sidecar's livenessProbe restarts a frozen sidecar after about 30 s,
     // far past the 9 s Stale window.
-    let status = case.wait_status("ingest", "stale 1, up 1", |s| {
-        count(s, "stale") == 1 && count(s, "up") == 1
-    });
-    let frozen = member(&status, "frozen");
+    let status = case.wait_status("ingest", "stale 1, up 1", |s| s.stale == 1 && s.up == 1);
     assert!(
-        frozen.is_some_and(|m| m["state"] == "Stale"),
-        "the frozen pod is not listed Stale: {status:#}"
+        member_is(&status, "frozen", MemberState::Stale),
+        "the frozen pod is not listed Stale: {status:#?}"
     );
     case.wait_event("ingest", "HeartbeatStale", "frozen");
     thaw_sidecar(pid);
-    case.wait_status("ingest", "up 2 again", |s| {
-        count(s, "up") == 2 && count(s, "stale") == 0
-    });
+    case.wait_status("ingest", "up 2 again", |s| s.up == 2 && s.stale == 0);
     case.wait_event("ingest", "HeartbeatRecovered", "frozen");
 }
 
@@ -339,9 +344,9 @@ async fn a_frozen_sidecar_goes_stale_with_an_event_and_recovers_with_one() {
 #[tokio::test]
 async fn a_sigtermed_sidecar_raises_no_alarm_and_comes_back_up() {
     let case = Case::start("ctl-term").await;
-    case.apply_tolerant_monitor("ingest", SELECT_INGEST);
+    case.apply(case.tolerant_monitor("ingest").selecting_app("ingest"));
     case.ns.deploy_workers("ingest", 3);
-    case.wait_status("ingest", "up 3", |s| count(s, "up") == 3);
+    case.wait_status("ingest", "up 3", |s| s.up == 3);
     let pod = case.ingest_pods().remove(0);
     let restarts =
         "{.status.initContainerStatuses[?(@.name==\"heartbeat\")].restartCount}".to_string();
@@ -355,10 +360,10 @@ async fn a_sigtermed_sidecar_raises_no_alarm_and_comes_back_up() {
     case.ns
         .wait_jsonpath(&format!("pod/{pod}"), &restarts, T, |n| *n != before);
     case.wait_status("ingest", "up 3 again, never stale", |s| {
-        assert_eq!(count(s, "stale"), 0, "{s:#}");
-        count(s, "up") == 3
+        assert_eq!(s.stale, 0, "{s:#?}");
+        s.up == 3
     });
-    case.status_holds("ingest", QUIET, "never stale", |s| count(s, "stale") == 0);
+    case.status_holds("ingest", QUIET, "never stale", |s| s.stale == 0);
     case.assert_no_stale_event();
 }
 
@@ -368,27 +373,27 @@ async fn a_sigtermed_sidecar_raises_no_alarm_and_comes_back_up() {
 #[tokio::test]
 async fn deleted_and_scaled_down_pods_leave_without_an_alarm() {
     let case = Case::start("ctl-scale").await;
-    case.apply_tolerant_monitor("ingest", SELECT_INGEST);
+    case.apply(case.tolerant_monitor("ingest").selecting_app("ingest"));
     case.ns.deploy_workers("ingest", 3);
     case.run_pods(&["extra"]);
     case.wait_status("ingest", "expected 4, up 4", |s| {
-        count(s, "expected") == 4 && count(s, "up") == 4
+        s.expected == 4 && s.up == 4
     });
-    let never_stale = |s: &Value| {
-        assert_eq!(count(s, "stale"), 0, "{s:#}");
+    let never_stale = |s: &HeartbeatMonitorStatus| {
+        assert_eq!(s.stale, 0, "{s:#?}");
     };
     case.ns.kubectl(&["delete", "pod", "extra", "--wait=false"]);
     case.wait_status("ingest", "expected 3 after the delete", |s| {
         never_stale(s);
-        count(s, "expected") == 3 && count(s, "up") == 3
+        s.expected == 3 && s.up == 3
     });
     case.ns
         .kubectl(&["scale", "deployment", "ingest", "--replicas=2"]);
     case.wait_status("ingest", "expected 2 after scaling down", |s| {
         never_stale(s);
-        count(s, "expected") == 2 && count(s, "up") == 2
+        s.expected == 2 && s.up == 2
     });
-    case.status_holds("ingest", QUIET, "never stale", |s| count(s, "stale") == 0);
+    case.status_holds("ingest", QUIET, "never stale", |s| s.stale == 0);
     case.assert_no_stale_event();
 }
 
@@ -398,7 +403,7 @@ async fn deleted_and_scaled_down_pods_leave_without_an_alarm() {
 #[tokio::test]
 async fn a_completed_job_pod_is_stopped_not_stale() {
     let case = Case::start("ctl-job").await;
-    case.apply_tolerant_monitor("ingest", SELECT_INGEST);
+    case.apply(case.tolerant_monitor("ingest").selecting_app("ingest"));
     case.ns.apply(
         r#"
 apiVersion: batch/v1
@@ -420,14 +425,12 @@ spec:
         "ingest",
         "the job's beats seen, its member stopped or gone",
         |s| {
-            assert_eq!(count(s, "stale"), 0, "{s:#}");
-            last_beat(s).is_some()
-                && count(s, "up") == 0
-                && member(s, &pod).is_none_or(|m| m["state"] == "Stopped")
+            assert_eq!(s.stale, 0, "{s:#?}");
+            last_beat(s).is_some() && s.up == 0 && member_absent_or(s, &pod, MemberState::Stopped)
         },
     );
     case.status_holds("ingest", QUIET, "never stale", |s| {
-        count(s, "stale") == 0 && member(s, &pod).is_none_or(|m| m["state"] == "Stopped")
+        s.stale == 0 && member_absent_or(s, &pod, MemberState::Stopped)
     });
     case.assert_no_stale_event();
 }
@@ -439,10 +442,8 @@ spec:
 #[tokio::test]
 async fn an_openmsistream_program_is_up_and_a_silent_expected_one_is_stale() {
     let case = Case::start("ctl-ext").await;
-    case.apply_monitor(
-        "lab",
-        "  external: {expectedPrograms: [lab-uploader-1, lab-uploader-2, lab-uploader-3]}",
-    );
+    let uploaders = ["lab-uploader-1", "lab-uploader-2", "lab-uploader-3"];
+    case.apply(case.monitor("lab").expecting(&uploaders));
     let _uploader = ExternalProgram::start(
         &case.bootstrap,
         &case.topic.name,
@@ -450,12 +451,12 @@ async fn an_openmsistream_program_is_up_and_a_silent_expected_one_is_stale() {
         INTERVAL_SECS,
     );
     let status = case.wait_status("lab", "uploader 1 Up, uploaders 2 and 3 Stale", |s| {
-        count(s, "up") == 1
-            && count(s, "stale") == 2
-            && member(s, "lab-uploader-1").is_none_or(|m| m["state"] == "Up")
-            && member(s, "lab-uploader-2").is_some_and(|m| m["state"] == "Stale")
+        s.up == 1
+            && s.stale == 2
+            && member_absent_or(s, "lab-uploader-1", MemberState::Up)
+            && member_is(s, "lab-uploader-2", MemberState::Stale)
     });
-    assert!(last_beat(&status).is_some(), "{status:#}");
+    assert!(last_beat(&status).is_some(), "{status:#?}");
     case.wait_event("lab", "HeartbeatStale", "program lab-uploader-2 ");
     case.wait_event("lab", "HeartbeatStale", "program lab-uploader-3 ");
 }
@@ -470,24 +471,16 @@ async fn an_openmsistream_program_is_up_and_a_silent_expected_one_is_stale() {
 async fn monitors_on_different_topics_through_the_same_brokers_share_one_client() {
     let case = Case::start("ctl-share").await;
     let other = TestTopic::create(&case.bootstrap, "ctl-share-b").await;
-    let label = case.op.monitor_label();
     let monitor_b = || {
-        case.ns.apply_monitor(
-            "b",
-            &label,
-            &other.name,
-            (INTERVAL_SECS, TOLERANT_GRACE_SECS),
-            "  external: {expectedPrograms: [lab-b]}",
-        )
+        let b = MonitorBuilder::new("b", &other.name, (INTERVAL_SECS, TOLERANT_GRACE_SECS));
+        case.apply(b.labelled(&case.op.monitor_label()).expecting(&["lab-b"]));
     };
-    case.apply_tolerant_monitor("a", "  external: {expectedPrograms: [lab-a]}");
+    case.apply(case.tolerant_monitor("a").expecting(&["lab-a"]));
     monitor_b();
     let _a = ExternalProgram::start(&case.bootstrap, &case.topic.name, "lab-a", INTERVAL_SECS);
     let _b = ExternalProgram::start(&case.bootstrap, &other.name, "lab-b", INTERVAL_SECS);
     let only = |program: &'static str| {
-        move |s: &Value| {
-            count(s, "up") == 1 && member(s, program).is_none_or(|m| m["state"] == "Up")
-        }
+        move |s: &HeartbeatMonitorStatus| s.up == 1 && member_absent_or(s, program, MemberState::Up)
     };
     case.wait_status("a", "lab-a alone Up", only("lab-a"));
     case.wait_status("b", "lab-b alone Up", only("lab-b"));
@@ -514,9 +507,9 @@ async fn monitors_on_different_topics_through_the_same_brokers_share_one_client(
 #[tokio::test]
 async fn malformed_messages_are_counted_by_reason_and_crash_nothing() {
     let mut case = Case::start("ctl-bad").await;
-    case.apply_tolerant_monitor("ingest", SELECT_INGEST);
+    case.apply(case.tolerant_monitor("ingest").selecting_app("ingest"));
     case.run_pods(&["steady"]);
-    case.wait_status("ingest", "up 1", |s| count(s, "up") == 1);
+    case.wait_status("ingest", "up 1", |s| s.up == 1);
     let topic = case.topic.name.clone();
     let by_topic = [("topic", topic.as_str())];
     let before = case.op.metric_sum(REJECTED, &by_topic);
@@ -544,7 +537,7 @@ async fn malformed_messages_are_counted_by_reason_and_crash_nothing() {
             Ok(())
         } else {
             let rejected: Vec<_> = samples.iter().filter(|s| s.name == REJECTED).collect();
-            Err(format!("{rejected:?}\n{}", case.report(&Value::Null)))
+            Err(format!("{rejected:?}\n{}", case.report(None)))
         }
     });
     // Counted once each: give a double count the time to show.
@@ -569,13 +562,13 @@ async fn malformed_messages_are_counted_by_reason_and_crash_nothing() {
         case.op.log()
     );
     let status = case.wait_status("ingest", "up 1 after the bad messages", |s| {
-        count(s, "up") == 1 && count(s, "stale") == 0
+        s.up == 1 && s.stale == 0
     });
     for (key, _) in &bad {
         let id = key.trim_end_matches("_heartbeat");
         assert!(
             member(&status, id).is_none(),
-            "{id} became a member: {status:#}"
+            "{id} became a member: {status:#?}"
         );
     }
 }
@@ -600,7 +593,7 @@ async fn a_broker_outage_makes_members_unknown_never_stale() {
     };
     let op = OperatorProcess::start_with(stack, BIN.as_ref(), options);
     let case = Case::with(stack, op, &kafka.bootstrap, "ctl-outage").await;
-    case.apply_tolerant_monitor("lab", "  external: {expectedPrograms: [lab-uploader-1]}");
+    case.apply(case.tolerant_monitor("lab").expecting(&["lab-uploader-1"]));
     let _uploader = ExternalProgram::start(
         &kafka.bootstrap,
         &case.topic.name,
@@ -608,29 +601,26 @@ async fn a_broker_outage_makes_members_unknown_never_stale() {
         INTERVAL_SECS,
     );
     case.wait_status("lab", "up 1, Ready", |s| {
-        count(s, "up") == 1 && condition(s, "Ready")["status"] == "True"
+        s.up == 1 && condition_is(s, READY, TRUE)
     });
-    let never_stale = |s: &Value| assert_eq!(count(s, "stale"), 0, "{s:#}");
+    let never_stale = |s: &HeartbeatMonitorStatus| assert_eq!(s.stale, 0, "{s:#?}");
     kafka.stop_broker();
     let broker_host = kafka.bootstrap.rsplit_once(':').map_or("", |(h, _)| h);
     let status = case.wait_status("lab", "unknown, Ready=False naming the broker", |s| {
         never_stale(s);
-        let ready = condition(s, "Ready");
-        count(s, "unknown") > 0
-            && ready["status"] == "False"
-            && ready["message"]
-                .as_str()
-                .is_some_and(|m| m.contains(broker_host))
+        s.unknown > 0
+            && condition_is(s, READY, FALSE)
+            && condition_message(s, READY).contains(broker_host)
     });
-    assert_eq!(count(&status, "up"), 0, "{status:#}");
+    assert_eq!(status.up, 0, "{status:#?}");
     // Down well past the Stale window.
     case.status_holds("lab", QUIET, "unknown, never stale", |s| {
-        count(s, "stale") == 0 && count(s, "unknown") > 0
+        s.stale == 0 && s.unknown > 0
     });
     kafka.start_broker();
     case.wait_status("lab", "up 1 and Ready again", |s| {
         never_stale(s);
-        count(s, "up") == 1 && count(s, "unknown") == 0 && condition(s, "Ready")["status"] == "True"
+        s.up == 1 && s.unknown == 0 && condition_is(s, READY, TRUE)
     });
     case.assert_no_stale_event();
 }
@@ -646,9 +636,10 @@ async fn a_broker_outage_makes_members_unknown_never_stale() {
 async fn a_restarted_operator_declares_no_one_stale() {
     const QUIET_PROGRAM: &str = "lab-quiet";
     let mut case = Case::start("ctl-restart").await;
-    case.apply_tolerant_monitor(
-        "ingest",
-        &format!("{SELECT_INGEST}\n  external: {{expectedPrograms: [{QUIET_PROGRAM}]}}"),
+    case.apply(
+        case.tolerant_monitor("ingest")
+            .selecting_app("ingest")
+            .expecting(&[QUIET_PROGRAM]),
     );
     case.run_pods(&["one", "two"]);
     let quiet = ExternalProgram::start(
@@ -657,7 +648,7 @@ async fn a_restarted_operator_declares_no_one_stale() {
         QUIET_PROGRAM,
         INTERVAL_SECS,
     );
-    case.wait_status("ingest", "up 3", |s| count(s, "up") == 3);
+    case.wait_status("ingest", "up 3", |s| s.up == 3);
     drop(quiet);
     let silent_since = Instant::now();
     case.op.kill();
@@ -668,30 +659,27 @@ async fn a_restarted_operator_declares_no_one_stale() {
     std::thread::sleep(past_deadline.saturating_sub(silent_since.elapsed()));
     case.op.restart();
     let by_monitor = [("namespace", case.ns.name.as_str()), ("monitor", "ingest")];
-    let pods_never_stale = |s: &Value| {
-        let listed = s["members"].as_array().into_iter().flatten();
+    let pods_never_stale = |s: &HeartbeatMonitorStatus| {
         assert!(
-            count(s, "stale") <= 1
-                && listed
-                    .filter(|m| m["state"] == "Stale")
-                    .all(|m| m["programId"] == QUIET_PROGRAM),
-            "a pod that kept beating is Stale: {s:#}"
+            s.stale <= 1
+                && (s.members.iter())
+                    .filter(|m| m.state == MemberState::Stale)
+                    .all(|m| m.program_id == QUIET_PROGRAM),
+            "a pod that kept beating is Stale: {s:#?}"
         );
     };
     let first = case.wait_status("ingest", "the new process's first Ready status", |s| {
         pods_never_stale(s);
-        case.op.metric_sum(WRITES, &by_monitor) > 0.0 && condition(s, "Ready")["status"] == "True"
+        case.op.metric_sum(WRITES, &by_monitor) > 0.0 && condition_is(s, READY, TRUE)
     });
     assert!(
-        member(&first, QUIET_PROGRAM).is_some_and(|m| m["state"] == "Stale")
-            && count(&first, "up") == 2
-            && count(&first, "stale") == 1,
+        member_is(&first, QUIET_PROGRAM, MemberState::Stale) && first.up == 2 && first.stale == 1,
         "the new process did not rebuild its state: {}",
-        case.report(&first)
+        case.report(Some(&first))
     );
     case.status_holds("ingest", QUIET, "the pods never stale", |s| {
         pods_never_stale(s);
-        count(s, "up") == 2
+        s.up == 2
     });
     let stale = case.events_with_reason("HeartbeatStale");
     assert!(
@@ -717,11 +705,11 @@ async fn a_restarted_operator_with_a_checkpoint_replays_only_what_came_after_it(
     let mut case = Case::start("ctl-checkpoint").await;
     // Programs of no monitor here: each is read, judged and refused.
     produce_history(&case.bootstrap, &case.topic.name, HISTORY);
-    case.apply_tolerant_monitor("ingest", SELECT_INGEST);
+    case.apply(case.tolerant_monitor("ingest").selecting_app("ingest"));
     case.run_pods(&["one"]);
     let read = |op: &OperatorProcess| op.metric_sum(CONSUMED, &[]) + op.metric_sum(REJECTED, &[]);
     case.wait_status("ingest", "up 1 after the whole history", |s| {
-        count(s, "up") == 1 && read(&case.op) >= HISTORY as f64
+        s.up == 1 && read(&case.op) >= HISTORY as f64
     });
     eventually("a checkpoint written", T, || {
         let n = case.op.metric_sum(WRITTEN, &[]);
@@ -741,9 +729,9 @@ async fn a_restarted_operator_with_a_checkpoint_replays_only_what_came_after_it(
         || {
             let s = case.status("ingest");
             let written = case.op.metric_sum(WRITES, &by_monitor) > 0.0;
-            (written && count(&s, "up") == 1 && condition(&s, "Ready")["status"] == "True")
+            (written && s.up == 1 && condition_is(&s, READY, TRUE))
                 .then_some(())
-                .ok_or_else(|| case.report(&s))
+                .ok_or_else(|| case.report(Some(&s)))
         },
     );
     let took = leading.elapsed();
@@ -758,7 +746,7 @@ async fn a_restarted_operator_with_a_checkpoint_replays_only_what_came_after_it(
         replayed < (HISTORY / 10) as f64,
         "the new process read {replayed} messages of a {HISTORY}-beat history (status in {took:?})"
     );
-    case.status_holds("ingest", QUIET, "never stale", |s| count(s, "stale") == 0);
+    case.status_holds("ingest", QUIET, "never stale", |s| s.stale == 0);
     case.assert_no_stale_event();
 }
 
@@ -777,9 +765,9 @@ async fn one_of_two_replicas_leads_and_the_other_takes_over() {
     let op = OperatorProcess::start_with(stack, BIN.as_ref(), options);
     let mut replica = op.start_replica();
     let mut case = Case::with(stack, op, &stack.kafka_bootstrap, "ctl-ha").await;
-    case.apply_tolerant_monitor("ingest", SELECT_INGEST);
+    case.apply(case.tolerant_monitor("ingest").selecting_app("ingest"));
     case.run_pods(&["steady"]);
-    case.wait_status("ingest", "up 1", |s| count(s, "up") == 1);
+    case.wait_status("ingest", "up 1", |s| s.up == 1);
 
     let leaders = |a: &OperatorProcess, b: &OperatorProcess| {
         [a, b].map(|p| p.metric_value(LEADER, &[]) == Some(1.0))
@@ -825,11 +813,11 @@ async fn one_of_two_replicas_leads_and_the_other_takes_over() {
     let after = killed_at + jiff::SignedDuration::from_secs(1);
     eventually("status advances after the takeover", T, || {
         let status = case.status("ingest");
-        let advanced = last_beat(&status).is_some_and(|t| t > after) && count(&status, "up") == 1;
+        let advanced = last_beat(&status).is_some_and(|t| t > after) && status.up == 1;
         if advanced && survivor.metric_sum(WRITES, &by_monitor) > 0.0 {
             Ok(())
         } else {
-            Err(format!("{status:#}\n{}", survivor.log_tail(40)))
+            Err(format!("{status:#?}\n{}", survivor.log_tail(40)))
         }
     });
 }
@@ -839,7 +827,8 @@ async fn one_of_two_replicas_leads_and_the_other_takes_over() {
 /// not False: status Unknown, reason Suspended.
 #[tokio::test]
 async fn a_suspended_monitor_tracks_a_frozen_sidecar_without_alarm() {
-    silenced_monitor_raises_no_alarm("ctl-suspend", "  suspend: true", "Suspended").await;
+    silenced_monitor_raises_no_alarm("ctl-suspend", MonitorBuilder::suspended, reason::SUSPENDED)
+        .await;
 }
 
 /// Rule: inside a maintenance window (one active now) a frozen sidecar
@@ -847,29 +836,34 @@ async fn a_suspended_monitor_tracks_a_frozen_sidecar_without_alarm() {
 /// not False: status Unknown, reason InMaintenance.
 #[tokio::test]
 async fn in_a_maintenance_window_a_frozen_sidecar_raises_no_alarm() {
-    silenced_monitor_raises_no_alarm(
-        "ctl-maint",
-        r#"  maintenanceWindows: [{schedule: "* * * * *", durationMinutes: 5, timeZone: Europe/Berlin}]"#,
-        "InMaintenance",
-    )
-    .await;
+    let now = |m: MonitorBuilder| {
+        m.maintenance(MaintenanceWindow {
+            schedule: "* * * * *".to_string(),
+            duration_minutes: 5,
+            time_zone: "Europe/Berlin".to_string(),
+        })
+    };
+    silenced_monitor_raises_no_alarm("ctl-maint", now, reason::IN_MAINTENANCE).await;
 }
 
-/// A monitor with `silence` in its spec: a frozen sidecar is stale in the
-/// counts, Healthy is Unknown with `reason`, and no HeartbeatStale Event.
-async fn silenced_monitor_raises_no_alarm(prefix: &str, silence: &str, reason: &str) {
+/// A monitor that `silence` changes: a frozen sidecar is stale in the
+/// counts, Healthy is Unknown with reason `why`, and no HeartbeatStale Event.
+async fn silenced_monitor_raises_no_alarm(
+    prefix: &str,
+    silence: impl FnOnce(MonitorBuilder) -> MonitorBuilder,
+    why: &str,
+) {
     let case = Case::start(prefix).await;
-    case.apply_monitor("ingest", &format!("{SELECT_INGEST}\n{silence}"));
+    case.apply(silence(case.monitor("ingest").selecting_app("ingest")));
     case.run_pods(&["steady", "frozen"]);
-    case.wait_status("ingest", "up 2", |s| count(s, "up") == 2);
+    case.wait_status("ingest", "up 2", |s| s.up == 2);
     let pid = case.freeze_sidecar("frozen");
-    let silenced = |s: &Value| {
-        let healthy = condition(s, "Healthy");
-        assert_ne!(healthy["status"], "False", "{s:#}");
-        healthy["status"] == "Unknown" && healthy["reason"] == reason
+    let silenced = |s: &HeartbeatMonitorStatus| {
+        assert!(!condition_is(s, HEALTHY, FALSE), "{s:#?}");
+        condition_is(s, HEALTHY, UNKNOWN) && condition_reason(s, HEALTHY) == Some(why)
     };
     case.wait_status("ingest", "stale 1, up 1, silenced", |s| {
-        count(s, "stale") == 1 && count(s, "up") == 1 && silenced(s)
+        s.stale == 1 && s.up == 1 && silenced(s)
     });
     // A Stale window more for a wrong Event to show (the kubelet restarts
     // the frozen sidecar after about 30 s, so this stays well inside).
@@ -887,49 +881,31 @@ async fn a_missing_topic_or_secret_is_not_ready_with_how_to_fix_it() {
     let case = Case::start("ctl-missing").await;
     let missing = TestTopic::reserve(&case.bootstrap, "ctl-missing");
     let topic = missing.name.clone();
-    let (k, v) = case.op.monitor_label();
     let monitor = |name: &str, topic: &str, secret: &str| {
-        format!(
-            r#"
-apiVersion: heartbeat.dev/v1alpha1
-kind: HeartbeatMonitor
-metadata: {{name: {name}, labels: {{"{k}": "{v}"}}}}
-spec:
-  topic: {topic}
-  intervalSeconds: {INTERVAL_SECS}
-  brokerSecretRef: {{name: {secret}}}
-  external: {{expectedPrograms: [lab-1]}}
-"#
-        )
+        MonitorBuilder::new(name, topic, (INTERVAL_SECS, GRACE_SECS))
+            .labelled(&case.op.monitor_label())
+            .broker_secret(secret)
+            .expecting(&["lab-1"])
     };
-    case.ns.apply(&monitor("no-topic", &topic, "kafka"));
-    case.ns
-        .apply(&monitor("no-secret", &case.topic.name, "kafka-later"));
+    case.apply(monitor("no-topic", &topic, "kafka"));
+    case.apply(monitor("no-secret", &case.topic.name, "kafka-later"));
     let status = case.wait_status("no-topic", "Ready=False TopicMissing", |s| {
-        condition(s, "Ready")["reason"] == "TopicMissing"
+        condition_reason(s, READY) == Some(reason::TOPIC_MISSING)
     });
-    let message = condition(&status, "Ready")["message"]
-        .as_str()
-        .unwrap_or_default();
+    let message = condition_message(&status, READY);
     assert!(
         message.contains("kafka-topics.sh") && message.contains(&topic),
-        "{status:#}"
+        "{status:#?}"
     );
-    assert_eq!(condition(&status, "Ready")["status"], "False");
+    assert!(condition_is(&status, READY, FALSE), "{status:#?}");
     let status = case.wait_status("no-secret", "Ready=False SecretMissing", |s| {
-        condition(s, "Ready")["reason"] == "SecretMissing"
+        condition_reason(s, READY) == Some(reason::SECRET_MISSING)
     });
     assert!(
-        condition(&status, "Ready")["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("kafka-later")),
-        "{status:#}"
+        condition_message(&status, READY).contains("kafka-later"),
+        "{status:#?}"
     );
-    assert_eq!(
-        count(&status, "stale"),
-        0,
-        "blind is never Stale: {status:#}"
-    );
+    assert_eq!(status.stale, 0, "blind is never Stale: {status:#?}");
 
     missing.create_now().await;
     case.ns.kubectl(&[
@@ -941,7 +917,7 @@ spec:
     ]);
     for name in ["no-topic", "no-secret"] {
         case.wait_status(name, "Ready=True once it exists", |s| {
-            condition(s, "Ready")["status"] == "True"
+            condition_is(s, READY, TRUE)
         });
     }
 }
@@ -953,9 +929,9 @@ spec:
 #[tokio::test]
 async fn a_rotated_secret_restarts_the_consumer_and_a_deleted_monitor_leaks_nothing() {
     let case = Case::start("ctl-rotate").await;
-    case.apply_tolerant_monitor("ingest", SELECT_INGEST);
+    case.apply(case.tolerant_monitor("ingest").selecting_app("ingest"));
     case.run_pods(&["one"]);
-    case.wait_status("ingest", "up 1", |s| count(s, "up") == 1);
+    case.wait_status("ingest", "up 1", |s| s.up == 1);
     let gauge = |name: &str| case.op.metric_value(name, &[]).unwrap_or(-1.0);
     assert_eq!(gauge("heartbeat_operator_consumers"), 1.0);
     assert_eq!(gauge("heartbeat_operator_tasks"), 1.0);
@@ -986,12 +962,10 @@ async fn a_rotated_secret_restarts_the_consumer_and_a_deleted_monitor_leaks_noth
     let quiet = Instant::now();
     while quiet.elapsed() < QUIET {
         let s = case.status("ingest");
-        assert_eq!(count(&s, "stale"), 0, "{s:#}");
+        assert_eq!(s.stale, 0, "{s:#?}");
         std::thread::sleep(Duration::from_secs(1));
     }
-    case.wait_status("ingest", "up 1 on the new consumer", |s| {
-        count(s, "up") == 1
-    });
+    case.wait_status("ingest", "up 1 on the new consumer", |s| s.up == 1);
     assert_eq!(
         gauge("heartbeat_operator_consumers"),
         1.0,
@@ -1094,17 +1068,17 @@ async fn each_pod_signs_only_for_itself_replays_are_refused_and_rotation_needs_n
     let op = OperatorProcess::start_with(stack, BIN.as_ref(), options);
     let case = Case::with(stack, op, &stack.kafka_bootstrap, "ctl-sign").await;
     // Stale only after 90 s: pod two's sidecar is frozen for a while below.
-    case.apply_monitor_with_grace(
-        "ingest",
-        &format!("{SELECT_INGEST}\n  signing: {{enabled: true}}"),
-        90,
+    case.apply(
+        case.monitor_with_grace("ingest", 90)
+            .selecting_app("ingest")
+            .signing(),
     );
     let (first, generation) = eventually("the operator makes its master Secret", T, || {
         signing_master(&case)
     });
     assert_eq!(generation, 1);
     case.run_pods(&["one", "two"]);
-    case.wait_status("ingest", "up 2 with signed beats", |s| count(s, "up") == 2);
+    case.wait_status("ingest", "up 2 with signed beats", |s| s.up == 2);
     let secrets = case.ns.kubectl(&["get", "secrets", "-o", "name"]);
     assert_eq!(
         secrets.trim(),
@@ -1181,17 +1155,15 @@ async fn each_pod_signs_only_for_itself_replays_are_refused_and_rotation_needs_n
     });
     // Late is allowed (two is frozen); Stopped (a believed forgery) is not.
     case.status_holds("ingest", Duration::from_secs(5), "not stopped", |s| {
-        count(s, "up") + count(s, "late") == 2 && count(s, "stopped") == 0
+        s.up + s.late == 2 && s.stopped == 0
     });
     // Signed with its own key, the same beat counts: it was the key.
     produce(&[("heartbeat-signature", signed_by(&uid_two).as_str())]);
     case.wait_status("ingest", "two stopped by its own signed beat", |s| {
-        count(s, "stopped") == 1
+        s.stopped == 1
     });
     assert!(signal(&frozen.to_string(), "CONT"), "SIGCONT {frozen}");
-    case.wait_status("ingest", "two up again with its next beat", |s| {
-        count(s, "up") == 2
-    });
+    case.wait_status("ingest", "two up again with its next beat", |s| s.up == 2);
 
     // Pod one's own signed beat produced again (same run, old seq), then,
     // after its sidecar restarted (a new run), a signed beat of the earlier
@@ -1236,7 +1208,7 @@ async fn each_pod_signs_only_for_itself_replays_are_refused_and_rotation_needs_n
         });
     }
     case.wait_status("ingest", "up 2 after the replays", |s| {
-        count(s, "up") == 2 && count(s, "stopped") == 0
+        s.up == 2 && s.stopped == 0
     });
 
     // Two rotations: after the second, only keys of the last two masters
@@ -1263,7 +1235,7 @@ async fn each_pod_signs_only_for_itself_replays_are_refused_and_rotation_needs_n
         }
     }
     case.status_holds("ingest", QUIET, "both beating across the rotations", |s| {
-        count(s, "up") + count(s, "late") == 2 && count(s, "stale") == 0
+        s.up + s.late == 2 && s.stale == 0
     });
     assert_eq!(
         by("forged"),
@@ -1281,7 +1253,7 @@ async fn each_pod_signs_only_for_itself_replays_are_refused_and_rotation_needs_n
 #[tokio::test]
 async fn pods_created_while_the_webhook_is_down_are_uninjected_until_recreated() {
     let mut case = Case::start("ctl-nohook").await;
-    case.apply_tolerant_monitor("ingest", SELECT_INGEST);
+    case.apply(case.tolerant_monitor("ingest").selecting_app("ingest"));
     case.op.kill();
     case.run_pods(&["bare"]);
     let containers = case.ns.kubectl(&[
@@ -1294,20 +1266,17 @@ async fn pods_created_while_the_webhook_is_down_are_uninjected_until_recreated()
     assert!(!containers.contains("heartbeat"), "injected: {containers}");
     case.op.restart();
     let status = case.wait_status("ingest", "uninjected 1, Injected=False: recreate", |s| {
-        let injected = condition(s, "Injected");
-        count(s, "uninjected") == 1
-            && injected["status"] == "False"
-            && injected["message"]
-                .as_str()
-                .is_some_and(|m| m.contains("bare") && m.contains("rollout restart"))
+        let message = condition_message(s, INJECTED);
+        s.uninjected == 1
+            && condition_is(s, INJECTED, FALSE)
+            && message.contains("bare")
+            && message.contains("rollout restart")
     });
-    assert_eq!(count(&status, "stale"), 0, "{status:#}");
+    assert_eq!(status.stale, 0, "{status:#?}");
     case.ns.kubectl(&["delete", "pod", "bare", "--wait=true"]);
     case.run_pods(&["bare"]);
     case.wait_status("ingest", "recreated: injected and up", |s| {
-        count(s, "uninjected") == 0
-            && count(s, "up") == 1
-            && condition(s, "Injected")["status"] == "True"
+        s.uninjected == 0 && s.up == 1 && condition_is(s, INJECTED, TRUE)
     });
     case.assert_no_stale_event();
 }

@@ -4,10 +4,13 @@
 
 use std::collections::BTreeSet;
 
+use heartbeat_crds::conditions::{READY, TRUE, reason};
+use heartbeat_crds::monitor::{AppHealth, AppHealthMode, FileHealth, PingHealth};
 use heartbeat_e2e::kube_env::install_crds;
+use heartbeat_e2e::monitor::{MonitorBuilder, condition_is, condition_message, condition_reason};
 use heartbeat_e2e::operator::OperatorProcess;
 use heartbeat_e2e::stack::run;
-use heartbeat_e2e::status::{condition, eventually};
+use heartbeat_e2e::status::eventually;
 use heartbeat_e2e::{Stack, TestNamespace};
 use serde_json::Value;
 
@@ -178,21 +181,16 @@ async fn in_the_namespaced_mode_secrets_are_read_only_where_granted_and_ready_sa
         r#"{"stringData":{"sasl.password":"MARKER-broker-4410"}}"#,
     ]);
     let topic = heartbeat_e2e::TestTopic::create(&stack.kafka_bootstrap, "granted").await;
-    let (k, v) = op.monitor_label();
-    ns.apply(&format!(
-        "apiVersion: heartbeat.dev/v1alpha1\nkind: HeartbeatMonitor\n\
-         metadata: {{name: app, labels: {{\"{k}\": \"{v}\"}}}}\nspec:\n  brokerSecretRef: {{name: kafka}}\n  \
-         topic: {}\n  intervalSeconds: 2\n  missedBeatsTolerated: 3\n  graceSeconds: 15\n  \
-         selector: {{matchLabels: {{app: granted}}}}\n",
-        topic.name
-    ));
+    let monitor = MonitorBuilder::new("app", &topic.name, (2, 15))
+        .labelled(&op.monitor_label())
+        .selecting_app("granted");
+    ns.apply_monitor(&monitor.build());
     let message = eventually("Ready=False SecretForbidden", T, || {
         let s = ns.monitor_status("app");
-        let c = condition(&s, "Ready");
-        if c["reason"] == "SecretForbidden" {
-            Ok(c["message"].as_str().unwrap_or_default().to_string())
+        if condition_reason(&s, READY) == Some(reason::SECRET_FORBIDDEN) {
+            Ok(condition_message(&s, READY).to_string())
         } else {
-            Err(format!("{s:#}"))
+            Err(format!("{s:#?}"))
         }
     });
     assert!(!message.contains("MARKER"), "{message}");
@@ -211,11 +209,11 @@ async fn in_the_namespaced_mode_secrets_are_read_only_where_granted_and_ready_sa
     assert!(!may(stack, &sa, "get", "secrets", &unrelated.name));
     eventually("Ready=True once granted", T, || {
         let s = ns.monitor_status("app");
-        (condition(&s, "Ready")["status"] == "True")
+        condition_is(&s, READY, TRUE)
             .then_some(())
-            .ok_or(format!("{s:#}"))
+            .ok_or(format!("{s:#?}"))
     });
-    let status = serde_json::to_string(&ns.monitor_status("app")).expect("json");
+    let status = ns.monitor_status_json("app").to_string();
     assert!(!status.contains("MARKER"), "{status}");
     assert!(!op.log().contains("MARKER"), "{}", op.log());
 }
@@ -256,24 +254,20 @@ async fn no_secret_value_reaches_status_events_logs_or_metrics() {
             .map(|(k, v)| format!("--from-literal={k}={v}")),
     );
     ns.kubectl(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    let (k, v) = op.monitor_label();
-    ns.apply(&format!(
-        "apiVersion: heartbeat.dev/v1alpha1\nkind: HeartbeatMonitor\n\
-         metadata: {{name: app, labels: {{\"{k}\": \"{v}\"}}}}\nspec:\n  brokerSecretRef: {{name: kafka}}\n  \
-         topic: {}\n  intervalSeconds: 2\n  selector: {{matchLabels: {{app: marker}}}}\n",
-        topic.name
-    ));
+    let monitor = MonitorBuilder::new("app", &topic.name, (2, 5))
+        .labelled(&op.monitor_label())
+        .selecting_app("marker");
+    ns.apply_monitor(&monitor.build());
     let everything = || {
-        let status = serde_json::to_string(&ns.monitor_status("app")).expect("json");
+        let status = ns.monitor_status_json("app").to_string();
         let events = ns.kubectl(&["get", "events", "-o", "json"]);
         format!("{status}\n{events}\n{}\n{}", op.log(), op.metrics_text())
     };
     let refused = eventually("Ready=False for the refused security.protocol", T, || {
         let s = ns.monitor_status("app");
-        let c = condition(&s, "Ready");
-        (c["reason"] == "InvalidBrokerSettings")
-            .then(|| c["message"].as_str().unwrap_or_default().to_string())
-            .ok_or(format!("{s:#}"))
+        (condition_reason(&s, READY) == Some(reason::INVALID_BROKER_SETTINGS))
+            .then(|| condition_message(&s, READY).to_string())
+            .ok_or(format!("{s:#?}"))
     });
     assert!(refused.contains("security.protocol"), "{refused}");
     let seen = everything();
@@ -291,9 +285,9 @@ async fn no_secret_value_reaches_status_events_logs_or_metrics() {
     ]);
     eventually("Ready=True once the protocol is fixed", T, || {
         let s = ns.monitor_status("app");
-        (condition(&s, "Ready")["status"] == "True")
+        condition_is(&s, READY, TRUE)
             .then_some(())
-            .ok_or(format!("{s:#}"))
+            .ok_or(format!("{s:#?}"))
     });
     let seen = everything();
     for (key, value) in planted {
@@ -315,7 +309,6 @@ async fn a_broker_outside_the_allowlist_is_never_connected_to() {
     };
     let op = OperatorProcess::start_with(stack, BIN.as_ref(), options);
     let topic = heartbeat_e2e::TestTopic::create(&stack.kafka_bootstrap, "allowlist").await;
-    let (k, v) = op.monitor_label();
     let host = stack
         .kafka_bootstrap
         .rsplit_once(':')
@@ -328,27 +321,24 @@ async fn a_broker_outside_the_allowlist_is_never_connected_to() {
     ] {
         let ns = TestNamespace::create(stack, name);
         ns.create_broker_secret(&bootstrap);
-        ns.apply(&format!(
-            "apiVersion: heartbeat.dev/v1alpha1\nkind: HeartbeatMonitor\n\
-             metadata: {{name: app, labels: {{\"{k}\": \"{v}\"}}}}\nspec:\n  brokerSecretRef: {{name: kafka}}\n  \
-             topic: {}\n  intervalSeconds: 2\n  selector: {{matchLabels: {{app: x}}}}\n",
-            topic.name
-        ));
+        let monitor = MonitorBuilder::new("app", &topic.name, (2, 5))
+            .labelled(&op.monitor_label())
+            .selecting_app("x");
+        ns.apply_monitor(&monitor.build());
         namespaces.push(ns);
     }
     let [allowed, scan] = [&namespaces[0], &namespaces[1]];
     eventually("the allowed broker is read", T, || {
         let s = allowed.monitor_status("app");
-        (condition(&s, "Ready")["status"] == "True")
+        condition_is(&s, READY, TRUE)
             .then_some(())
-            .ok_or(format!("{s:#}"))
+            .ok_or(format!("{s:#?}"))
     });
     let message = eventually("Ready=False BrokerNotAllowed", T, || {
         let s = scan.monitor_status("app");
-        let c = condition(&s, "Ready");
-        (c["reason"] == "BrokerNotAllowed")
-            .then(|| c["message"].as_str().unwrap_or_default().to_string())
-            .ok_or(format!("{s:#}"))
+        (condition_reason(&s, READY) == Some(reason::BROKER_NOT_ALLOWED))
+            .then(|| condition_message(&s, READY).to_string())
+            .ok_or(format!("{s:#?}"))
     });
     assert!(message.contains("did not connect"), "{message}");
     // librdkafka names a broker it tried as `host:port/bootstrap`.
@@ -357,23 +347,22 @@ async fn a_broker_outside_the_allowlist_is_never_connected_to() {
 }
 
 /// An operator, and a namespace it injects with the broker Secret and a
-/// monitor `app` labelled for it: `spec` lines besides `brokerSecretRef`.
-/// `spec` selects pods labelled `app: <app>`.
+/// monitor `app` on `topic`, labelled for it, over the pods labelled
+/// `app: <app>`, as `spec` changes it.
 fn monitored(
     stack: &Stack,
     prefix: &str,
-    app: &str,
-    spec: &str,
+    (app, topic, interval_secs): (&str, &str, u64),
+    spec: impl FnOnce(MonitorBuilder) -> MonitorBuilder,
 ) -> (OperatorProcess, TestNamespace) {
     let op = OperatorProcess::start(stack, BIN.as_ref());
     let ns = TestNamespace::create(stack, prefix);
     op.enable_injection(&ns);
     ns.create_broker_secret(&stack.kafka_bootstrap);
-    let (k, v) = op.monitor_label();
-    ns.apply(&format!(
-        "apiVersion: heartbeat.dev/v1alpha1\nkind: HeartbeatMonitor\n\
-         metadata: {{name: app, labels: {{\"{k}\": \"{v}\"}}}}\nspec:\n  brokerSecretRef: {{name: kafka}}\n{spec}\n"
-    ));
+    let monitor = MonitorBuilder::new("app", topic, (interval_secs, 5))
+        .labelled(&op.monitor_label())
+        .selecting_app(app);
+    ns.apply_monitor(&spec(monitor).build());
     // The webhook decides from its cache: wait until it has seen the
     // monitor (the positive control of the tests that then expect no
     // injection).
@@ -389,13 +378,17 @@ fn monitored(
 fn the_injected_sidecar_passes_the_restricted_pod_security_standard() {
     let stack = Stack::get();
     install_crds(stack);
-    let (_op, ns) = monitored(
-        stack,
-        "pss",
-        "restricted",
-        "  topic: pss\n  intervalSeconds: 5\n  selector: {matchLabels: {app: restricted}}\n  \
-         appHealth: {mode: File, file: {path: /var/run/heartbeat/health}, injectLivenessProbe: true}",
-    );
+    let (_op, ns) = monitored(stack, "pss", ("restricted", "pss", 5), |m| {
+        m.app_health(AppHealth {
+            mode: AppHealthMode::File,
+            file: Some(FileHealth {
+                path: "/var/run/heartbeat/health".to_string(),
+                max_age_seconds: 30,
+            }),
+            inject_liveness_probe: true,
+            ..AppHealth::default()
+        })
+    });
     ns.kubectl(&[
         "label",
         "namespace",
@@ -464,15 +457,13 @@ fn only_the_pod_itself_can_ping_its_sidecar() {
     heartbeat_e2e::stack::run_ok(
         heartbeat_e2e::stack::stack_command(stack.layout.root()).args(["create-topic", &topic]),
     );
-    let (_op, ns) = monitored(
-        stack,
-        "ping-auth",
-        "pinger",
-        &format!(
-            "  topic: {topic}\n  intervalSeconds: 2\n  missedBeatsTolerated: 3\n  graceSeconds: 3\n  \
-             selector: {{matchLabels: {{app: pinger}}}}\n  appHealth: {{mode: Ping, ping: {{maxAgeSeconds: 5}}}}"
-        ),
-    );
+    let (_op, ns) = monitored(stack, "ping-auth", ("pinger", &topic, 2), |m| {
+        m.with(|spec| spec.grace_seconds = 3).app_health(AppHealth {
+            mode: AppHealthMode::Ping,
+            ping: Some(PingHealth { max_age_seconds: 5 }),
+            ..AppHealth::default()
+        })
+    });
     ns.apply(
         r#"
 apiVersion: v1
@@ -557,12 +548,7 @@ spec:
 fn a_wrong_ca_fails_open_with_the_pod_admitted_counted_and_an_event() {
     let stack = Stack::get();
     install_crds(stack);
-    let (op, ns) = monitored(
-        stack,
-        "wrong-ca",
-        "victim",
-        "  topic: wrong-ca\n  intervalSeconds: 5\n  selector: {matchLabels: {app: victim}}",
-    );
+    let (op, ns) = monitored(stack, "wrong-ca", ("victim", "wrong-ca", 5), |m| m);
     // A CA that did not sign the webhook's certificate.
     let bogus = heartbeat_e2e::stack::run_ok(std::process::Command::new("openssl").args([
         "req",

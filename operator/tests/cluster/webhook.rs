@@ -5,8 +5,11 @@
 
 use std::time::{Duration, Instant};
 
+use heartbeat_crds::conditions::{READY, reason};
+use heartbeat_crds::monitor::{AppHealth, AppHealthMode, FileHealth};
 use heartbeat_e2e::kafka::read_until;
 use heartbeat_e2e::kube_env::install_crds;
+use heartbeat_e2e::monitor::{MonitorBuilder, condition_reason};
 use heartbeat_e2e::operator::OperatorProcess;
 use heartbeat_e2e::stack::run;
 use heartbeat_e2e::{Stack, TestNamespace, TestTopic};
@@ -15,32 +18,23 @@ use serde_json::Value;
 const BIN: &str = env!("CARGO_BIN_EXE_heartbeat-operator");
 const T: Duration = Duration::from_secs(120);
 
-/// A labelled namespace with the broker Secret and a monitor over `app=ingest`.
+/// A labelled namespace with the broker Secret and a monitor over
+/// `app=ingest` (a beat a second), as `spec` changes it.
 fn monitored_namespace(
     stack: &Stack,
     op: &OperatorProcess,
     prefix: &str,
     topic: &str,
-    extra: &str,
+    spec: impl FnOnce(MonitorBuilder) -> MonitorBuilder,
 ) -> TestNamespace {
     let ns = TestNamespace::create(stack, prefix);
     op.enable_injection(&ns);
     ns.create_broker_secret(&stack.kafka_bootstrap);
     // The operator handles only monitors with its label (--monitor-selector).
-    let (k, v) = op.monitor_label();
-    ns.apply(&format!(
-        r#"
-apiVersion: heartbeat.dev/v1alpha1
-kind: HeartbeatMonitor
-metadata: {{name: ingest, labels: {{"{k}": "{v}"}}}}
-spec:
-  topic: {topic}
-  intervalSeconds: 1
-  brokerSecretRef: {{name: kafka}}
-  selector: {{matchLabels: {{app: ingest}}}}
-{extra}
-"#
-    ));
+    let monitor = MonitorBuilder::new("ingest", topic, (1, 5))
+        .labelled(&op.monitor_label())
+        .selecting_app("ingest");
+    ns.apply_monitor(&spec(monitor).build());
     // The webhook decides from its cache: wait until it has seen the
     // monitor (the positive control of the tests that then expect no
     // injection).
@@ -76,7 +70,7 @@ async fn a_labelled_deployment_gets_sidecars_that_beat_with_their_own_program_id
     install_crds(stack);
     let op = OperatorProcess::start(stack, BIN.as_ref());
     let topic = TestTopic::create(&stack.kafka_bootstrap, "webhook-beats").await;
-    let ns = monitored_namespace(stack, &op, "wh-deploy", &topic.name, "");
+    let ns = monitored_namespace(stack, &op, "wh-deploy", &topic.name, |m| m);
     ns.kubectl(&[
         "create",
         "deployment",
@@ -141,7 +135,7 @@ fn opted_out_and_unmatched_pods_are_untouched_and_a_missing_secret_is_an_event()
     let stack = Stack::get();
     install_crds(stack);
     let op = OperatorProcess::start(stack, BIN.as_ref());
-    let ns = monitored_namespace(stack, &op, "wh-skip", "skips", "");
+    let ns = monitored_namespace(stack, &op, "wh-skip", "skips", |m| m);
     ns.apply(
         r#"
 apiVersion: v1
@@ -155,26 +149,18 @@ metadata: {name: unmatched, labels: {app: web}}
 spec: {terminationGracePeriodSeconds: 1, containers: [{name: app, image: demo/worker}]}
 "#,
     );
-    let (k, v) = op.monitor_label();
-    ns.apply(&format!(
-        r#"
-apiVersion: heartbeat.dev/v1alpha1
-kind: HeartbeatMonitor
-metadata: {{name: nosecret, labels: {{"{k}": "{v}"}}}}
-spec:
-  topic: skips
-  intervalSeconds: 5
-  brokerSecretRef: {{name: missing}}
-  selector: {{matchLabels: {{app: orphan}}}}
-"#
-    ));
+    let nosecret = MonitorBuilder::new("nosecret", "skips", (5, 5))
+        .labelled(&op.monitor_label())
+        .broker_secret("missing")
+        .selecting_app("orphan");
+    ns.apply_monitor(&nosecret.build());
     // The webhook reads no Secret: it learns that one is missing from the
     // monitor's status, which the controller writes.
     heartbeat_e2e::status::eventually("Ready=False SecretMissing", T, || {
         let s = ns.monitor_status("nosecret");
-        (heartbeat_e2e::status::condition(&s, "Ready")["reason"] == "SecretMissing")
+        (condition_reason(&s, READY) == Some(reason::SECRET_MISSING))
             .then_some(())
-            .ok_or(format!("{s:#}"))
+            .ok_or(format!("{s:#?}"))
     });
     ns.apply(
         r#"
@@ -216,7 +202,7 @@ fn with_the_operator_down_pods_are_still_created_without_a_sidecar() {
     let stack = Stack::get();
     install_crds(stack);
     let mut op = OperatorProcess::start(stack, BIN.as_ref());
-    let ns = monitored_namespace(stack, &op, "wh-down", "down", "");
+    let ns = monitored_namespace(stack, &op, "wh-down", "down", |m| m);
     op.kill();
     ns.apply(
         r#"
@@ -236,7 +222,7 @@ async fn a_job_with_the_sidecar_completes_and_a_deleted_pod_leaves_a_stopping_be
     install_crds(stack);
     let op = OperatorProcess::start(stack, BIN.as_ref());
     let topic = TestTopic::create(&stack.kafka_bootstrap, "webhook-job").await;
-    let ns = monitored_namespace(stack, &op, "wh-job", &topic.name, "");
+    let ns = monitored_namespace(stack, &op, "wh-job", &topic.name, |m| m);
     ns.apply(
         r#"
 apiVersion: batch/v1
@@ -294,13 +280,17 @@ fn file_mode_follows_the_touch_file_and_the_injected_probe_restarts_a_stuck_app(
     let stack = Stack::get();
     install_crds(stack);
     let op = OperatorProcess::start(stack, BIN.as_ref());
-    let ns = monitored_namespace(
-        stack,
-        &op,
-        "wh-file",
-        "file-mode",
-        "  appHealth: {mode: File, file: {path: /var/run/heartbeat/health, maxAgeSeconds: 3}, injectLivenessProbe: true}",
-    );
+    let ns = monitored_namespace(stack, &op, "wh-file", "file-mode", |m| {
+        m.app_health(AppHealth {
+            mode: AppHealthMode::File,
+            file: Some(FileHealth {
+                path: "/var/run/heartbeat/health".to_string(),
+                max_age_seconds: 3,
+            }),
+            inject_liveness_probe: true,
+            ..AppHealth::default()
+        })
+    });
     ns.apply(
         r#"
 apiVersion: v1
@@ -483,7 +473,7 @@ fn injection_skipped_events_are_budgeted_per_monitor() {
     let stack = Stack::get();
     install_crds(stack);
     let op = OperatorProcess::start(stack, BIN.as_ref());
-    let ns = monitored_namespace(stack, &op, "wh-budget", "budget", "");
+    let ns = monitored_namespace(stack, &op, "wh-budget", "budget", |m| m);
     let pods: String = (0..PODS)
         .map(|i| {
             format!(
