@@ -24,11 +24,11 @@ pub enum Error {
         name: String,
         source: kube::Error,
     },
-    #[error("Secret {namespace}/{name} holds no usable certificate: {why}")]
-    BadCertSecret {
-        namespace: String,
-        name: String,
-        why: String,
+    #[error("dating a certificate {days} days from {now}: {source}")]
+    CertValidity {
+        now: jiff::Timestamp,
+        days: i64,
+        source: jiff::Error,
     },
     #[error("making certificates: {0}")]
     MakeCert(#[source] rcgen::Error),
@@ -69,7 +69,7 @@ impl Error {
             Error::Client(_) => "client",
             Error::GetSecret { .. } => "get_secret",
             Error::WriteSecret { .. } => "write_secret",
-            Error::BadCertSecret { .. } => "bad_cert_secret",
+            Error::CertValidity { .. } => "cert_validity",
             Error::MakeCert(_) => "make_cert",
             Error::ApplyWebhookConfig { .. } => "apply_webhook_config",
             Error::LoadCert(_) => "load_cert",

@@ -64,7 +64,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         // librdkafka refusing the combination of properties is a configuration error.
-        Err(e @ Error::Kafka(_)) => {
+        Err(e @ Error::CreateProducer(_)) => {
             eprintln!("heartbeat-sidecar: invalid Kafka producer configuration: {e}");
             ExitCode::from(2)
         }

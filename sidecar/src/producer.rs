@@ -15,6 +15,7 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::util::Timeout;
 
 use crate::config::PropertyProblem;
+use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::pod_key::KeySlot;
 use rdkafka::types::RDKafkaConfRes;
@@ -147,7 +148,7 @@ impl BeatProducer {
         capacity: u32,
         signing: KeySlot,
         metrics: Arc<Metrics>,
-    ) -> Result<BeatProducer, KafkaError> {
+    ) -> Result<BeatProducer, Error> {
         let mut cfg = ClientConfig::new();
         for (k, v) in defaults(interval) {
             cfg.set(k, v);
@@ -158,8 +159,10 @@ impl BeatProducer {
         cfg.set("queue.buffering.max.messages", capacity.to_string());
         metrics.queue_capacity.set(i64::from(capacity));
         let delivery = Arc::new(Delivery::new(metrics.clone()));
-        let inner: Arc<BaseProducer<Context>> =
-            Arc::new(cfg.create_with_context(Context(delivery.clone()))?);
+        let inner: Arc<BaseProducer<Context>> = Arc::new(
+            cfg.create_with_context(Context(delivery.clone()))
+                .map_err(Error::CreateProducer)?,
+        );
         // Delivery reports are served by a thread blocked in poll until an
         // event arrives. rdkafka's ThreadedProducer polls with a 100 ms
         // timeout that busy-waits its last sub-millisecond (the remaining
@@ -168,7 +171,7 @@ impl BeatProducer {
         std::thread::Builder::new()
             .name("rdkafka-delivery".into())
             .spawn(move || poller.poll(Timeout::Never))
-            .map_err(|e| KafkaError::ClientCreation(format!("delivery thread: {e}")))?;
+            .map_err(Error::DeliveryThread)?;
         Ok(BeatProducer {
             inner,
             topic: topic.to_string(),

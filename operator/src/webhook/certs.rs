@@ -165,26 +165,30 @@ impl CertBundle {
 
 /// Sets `p`'s validity: from a day before `now` to `days` after it (at
 /// midnight UTC); returns its end.
-fn set_validity(p: &mut CertificateParams, now: Timestamp, days: i64) -> Result<Timestamp, String> {
+fn set_validity(p: &mut CertificateParams, now: Timestamp, days: i64) -> Result<Timestamp> {
+    let out_of_range = |source| Error::CertValidity { now, days, source };
     let date = |days: i64| {
         now.to_zoned(TimeZone::UTC)
             .date()
             .checked_add(Span::new().days(days))
-            .map_err(|e| e.to_string())
+            .map_err(out_of_range)
     };
-    let ymd = |d: jiff::civil::Date| -> Result<(i32, u8, u8), String> {
-        let month = u8::try_from(d.month()).map_err(|e| e.to_string())?;
-        let day = u8::try_from(d.day()).map_err(|e| e.to_string())?;
-        Ok((i32::from(d.year()), month, day))
+    // jiff's month (1..=12) and day (1..=31) are never negative.
+    let ymd = |d: jiff::civil::Date| {
+        (
+            i32::from(d.year()),
+            d.month().unsigned_abs(),
+            d.day().unsigned_abs(),
+        )
     };
-    let (y, m, d) = ymd(date(-1)?)?;
+    let (y, m, d) = ymd(date(-1)?);
     p.not_before = rcgen::date_time_ymd(y, m, d);
     let end = date(days)?;
-    let (y, m, d) = ymd(end)?;
+    let (y, m, d) = ymd(end);
     p.not_after = rcgen::date_time_ymd(y, m, d);
     end.to_zoned(TimeZone::UTC)
         .map(|z| z.timestamp())
-        .map_err(|e| e.to_string())
+        .map_err(out_of_range)
 }
 
 /// The name of the CA of `generation`: the first keeps the name CAs had
@@ -199,7 +203,7 @@ fn ca_common_name(generation: u32) -> String {
 
 /// The CA's parameters: the same for a generation every time, so a
 /// renewal signs with the stored CA key under the CA's name.
-fn ca_params(generation: u32, now: Timestamp) -> Result<(CertificateParams, Timestamp), String> {
+fn ca_params(generation: u32, now: Timestamp) -> Result<(CertificateParams, Timestamp)> {
     let mut p = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, ca_common_name(generation));
@@ -210,18 +214,10 @@ fn ca_params(generation: u32, now: Timestamp) -> Result<(CertificateParams, Time
     Ok((p, not_after))
 }
 
-fn bad(why: String) -> Error {
-    Error::BadCertSecret {
-        namespace: String::new(),
-        name: String::new(),
-        why,
-    }
-}
-
 /// A new CA of `generation`.
 fn new_authority(generation: u32, now: Timestamp) -> Result<Authority> {
     let key = KeyPair::generate().map_err(Error::MakeCert)?;
-    let (params, not_after) = ca_params(generation, now).map_err(bad)?;
+    let (params, not_after) = ca_params(generation, now)?;
     let cert = params.self_signed(&key).map_err(Error::MakeCert)?;
     Ok(Authority {
         cert_pem: cert.pem(),
@@ -238,7 +234,7 @@ fn sign_leaf(
     ca: &Authority,
 ) -> Result<(String, String, Timestamp)> {
     let ca_key = KeyPair::from_pem(&ca.key_pem).map_err(Error::MakeCert)?;
-    let (params, _) = ca_params(ca.generation, now).map_err(bad)?;
+    let (params, _) = ca_params(ca.generation, now)?;
     let issuer = Issuer::new(params, ca_key);
     let mut leaf = CertificateParams::new(dns_names.to_vec()).map_err(Error::MakeCert)?;
     let mut dn = DistinguishedName::new();
@@ -248,7 +244,7 @@ fn sign_leaf(
     );
     leaf.distinguished_name = dn;
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let not_after = set_validity(&mut leaf, now, LEAF_DAYS).map_err(bad)?;
+    let not_after = set_validity(&mut leaf, now, LEAF_DAYS)?;
     let leaf_key = KeyPair::generate().map_err(Error::MakeCert)?;
     let cert = leaf
         .signed_by(&leaf_key, &issuer)
@@ -487,24 +483,49 @@ fn to_secret(
     }
 }
 
-fn from_secret(s: &Secret) -> Result<CertBundle, String> {
-    let get = |k: &str| {
+/// Why a Secret is not a bundle this module wrote. It names keys and
+/// annotations, never a value read from the Secret.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretProblem {
+    #[error("no data key {0}")]
+    MissingKey(&'static str),
+    #[error("no annotation {0}")]
+    MissingAnnotation(&'static str),
+    #[error("annotation {annotation} is not an RFC 3339 time: {source}")]
+    BadTime {
+        annotation: &'static str,
+        source: jiff::Error,
+    },
+    #[error("annotation {ANNOTATION_CA_GENERATION} is not a generation number: {0}")]
+    BadGeneration(#[source] std::num::ParseIntError),
+    #[error("{CA_CRT} has no readable notAfter")]
+    NoCaNotAfter,
+    #[error("annotation {ANNOTATION_CA_ROTATION} names no known phase")]
+    UnknownPhase,
+}
+
+fn from_secret(s: &Secret) -> Result<CertBundle, SecretProblem> {
+    let get = |k: &'static str| {
         s.data
             .as_ref()
             .and_then(|d| d.get(k))
             .map(|v| String::from_utf8_lossy(&v.0).into_owned())
-            .ok_or_else(|| format!("no {k}"))
+            .ok_or(SecretProblem::MissingKey(k))
     };
-    let ann = |k: &str| {
+    let ann = |k: &'static str| {
         s.metadata
             .annotations
             .as_ref()
             .and_then(|a| a.get(k))
             .cloned()
-            .ok_or_else(|| format!("no annotation {k}"))
+            .ok_or(SecretProblem::MissingAnnotation(k))
     };
-    let time =
-        |k: &str| -> Result<Timestamp, String> { ann(k)?.parse().map_err(|e| format!("{k}: {e}")) };
+    let time = |k: &'static str| -> Result<Timestamp, SecretProblem> {
+        ann(k)?.parse().map_err(|source| SecretProblem::BadTime {
+            annotation: k,
+            source,
+        })
+    };
     // A Secret written before CA rotation: `ca.crt` is the one CA, of the
     // first generation, and its end is read off the certificate.
     let current_pem = get(CA_CURRENT_CRT).or_else(|_| get(CA_CRT))?;
@@ -513,18 +534,19 @@ fn from_secret(s: &Secret) -> Result<CertBundle, String> {
             Ok(t) => t,
             Err(_) => pem_not_afters(&current_pem)
                 .and_then(|t| t.into_iter().min())
-                .ok_or_else(|| format!("{CA_CRT}: no readable notAfter"))?,
+                .ok_or(SecretProblem::NoCaNotAfter)?,
         },
         generation: match ann(ANNOTATION_CA_GENERATION) {
-            Ok(g) => g
-                .parse()
-                .map_err(|e| format!("{ANNOTATION_CA_GENERATION}: {e}"))?,
+            Ok(g) => g.parse().map_err(SecretProblem::BadGeneration)?,
             Err(_) => 0,
         },
         key_pem: get(CA_KEY)?,
         cert_pem: current_pem,
     };
-    let other = |cert: &str, key: Option<&str>, generation: u32| -> Result<Authority, String> {
+    let other = |cert: &'static str,
+                 key: Option<&'static str>,
+                 generation: u32|
+     -> Result<Authority, SecretProblem> {
         Ok(Authority {
             cert_pem: get(cert)?,
             key_pem: key.map(get).transpose()?.unwrap_or_default(),
@@ -546,7 +568,7 @@ fn from_secret(s: &Secret) -> Result<CertBundle, String> {
             previous: other(CA_PREVIOUS_CRT, None, current.generation.saturating_sub(1))?,
             since: time(ANNOTATION_CA_ROTATION_SINCE)?,
         },
-        Some(other) => return Err(format!("{ANNOTATION_CA_ROTATION}: unknown phase {other:?}")),
+        Some(_) => return Err(SecretProblem::UnknownPhase),
     };
     let dns_names: Vec<String> = ann(ANNOTATION_DNS_NAMES)?
         .split(',')
@@ -666,7 +688,10 @@ pub async fn ensure(
                         None => return Ok(existing),
                         Some(b) => b,
                     },
-                    Err(_) => generate(dns_names, now)?,
+                    Err(why) => {
+                        tracing::info!(%namespace, %name, %why, "certificate Secret unreadable; making a new one");
+                        generate(dns_names, now)?
+                    }
                 };
                 let mut update = to_secret(
                     &bundle,
@@ -856,12 +881,23 @@ mod tests {
         assert!(trusts(&b.ca_pem, &renewed.cert_pem, late));
     }
 
+    /// Rule: a validity past the calendar's end is an error naming the
+    /// call and its days, never a panic or a wrapped-around date.
+    #[test]
+    fn a_validity_past_the_calendars_end_is_a_cert_validity_error() {
+        let mut p = CertificateParams::default();
+        let err = set_validity(&mut p, Timestamp::MAX, 1).expect_err("past 9999");
+        assert!(matches!(err, Error::CertValidity { days: 1, .. }), "{err}");
+    }
+
     #[test]
     fn a_secret_missing_a_key_is_refused_with_its_name() {
         let b = generate(&names(), Timestamp::now()).expect("generate");
         let mut s = to_secret(&b, "ns", "tls", None);
         s.data.as_mut().expect("data").remove(TLS_KEY);
-        assert_eq!(from_secret(&s), Err(format!("no {TLS_KEY}")));
+        let err = from_secret(&s).expect_err("no tls.key");
+        assert!(matches!(err, SecretProblem::MissingKey(TLS_KEY)), "{err}");
+        assert_eq!(err.to_string(), format!("no data key {TLS_KEY}"));
     }
 
     /// Rule (rotation step 1): from a year before the CA ends, a new CA is

@@ -128,6 +128,26 @@ impl InjectDefaults {
     }
 }
 
+/// Why the sidecar cannot go into a pod: the pod's spec would clash with
+/// it, or the monitor's spec cannot be rendered into it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InjectProblem {
+    #[error("the pod has no containers")]
+    NoContainers,
+    #[error("container {container:?} already uses port {port}, the sidecar's")]
+    PortTaken { container: String, port: i32 },
+    #[error("the pod already has a volume named {0:?}")]
+    VolumeTaken(&'static str),
+    #[error(
+        "container {container:?} already mounts {mount} where the health file's directory {HEALTH_FILE_DIR} goes"
+    )]
+    MountOverlaps { container: String, mount: String },
+    #[error("{0}")]
+    Monitor(#[source] heartbeat_crds::Error),
+    #[error("serialising the sidecar's {what}: {why}")]
+    Serialize { what: &'static str, why: String },
+}
+
 /// Why a pod was admitted without the sidecar.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SkipReason {
@@ -145,7 +165,7 @@ pub enum SkipReason {
     SecretMissing { secret: String },
     /// The sidecar cannot be built for this monitor and pod (an invalid
     /// template, a pod without containers, ...).
-    CannotInject { why: String },
+    CannotInject { why: InjectProblem },
     /// The monitor asks for more than the operator's sidecar policy allows
     /// (an image off the allowlist, resources above the maxima, a touch
     /// file outside the fixed directory); `field` names it (`spec.sidecar.image`).
@@ -323,12 +343,13 @@ pub fn sidecar_container(
     monitor: &HeartbeatMonitor,
     app_container: &str,
     defaults: &InjectDefaults,
-) -> Result<Container, String> {
+) -> Result<Container, InjectProblem> {
     let spec = &monitor.spec;
     let name = monitor.name_any();
-    let program_id =
-        render_with_env_refs(&spec.program_id, app_container, &name).map_err(|e| e.to_string())?;
-    let app_health = SidecarAppHealth::from_spec(&spec.app_health).map_err(|e| e.to_string())?;
+    let program_id = render_with_env_refs(&spec.program_id, app_container, &name)
+        .map_err(InjectProblem::Monitor)?;
+    let app_health =
+        SidecarAppHealth::from_spec(&spec.app_health).map_err(InjectProblem::Monitor)?;
     let overrides = spec.sidecar.as_ref();
     let mut env = vec![
         // Downward API first: the values below refer to them.
@@ -461,8 +482,11 @@ fn add(tokens: &[&str], value: Value) -> PatchOperation {
     })
 }
 
-fn to_value<T: serde::Serialize>(v: &T) -> Result<Value, String> {
-    serde_json::to_value(v).map_err(|e| e.to_string())
+fn to_value<T: serde::Serialize>(what: &'static str, v: &T) -> Result<Value, InjectProblem> {
+    serde_json::to_value(v).map_err(|e| InjectProblem::Serialize {
+        what,
+        why: e.to_string(),
+    })
 }
 
 /// Refuses what the patch would make invalid or break: the pod already
@@ -471,7 +495,7 @@ fn to_value<T: serde::Serialize>(v: &T) -> Result<Value, String> {
 fn conflicts(
     spec: &k8s_openapi::api::core::v1::PodSpec,
     monitor: &HeartbeatMonitor,
-) -> Result<(), String> {
+) -> Result<(), InjectProblem> {
     let all = spec
         .init_containers
         .iter()
@@ -482,10 +506,10 @@ fn conflicts(
         .clone()
         .find(|c| c.ports.iter().flatten().any(|p| p.container_port == port))
     {
-        return Err(format!(
-            "container {:?} already uses port {port}, the sidecar's",
-            c.name
-        ));
+        return Err(InjectProblem::PortTaken {
+            container: c.name.clone(),
+            port,
+        });
     }
     if signing_on(monitor)
         && spec
@@ -494,9 +518,7 @@ fn conflicts(
             .flatten()
             .any(|v| v.name == IDENTITY_VOLUME)
     {
-        return Err(format!(
-            "the pod already has a volume named {IDENTITY_VOLUME:?}"
-        ));
+        return Err(InjectProblem::VolumeTaken(IDENTITY_VOLUME));
     }
     if monitor.spec.app_health.mode != AppHealthMode::File {
         return Ok(());
@@ -508,9 +530,7 @@ fn conflicts(
         .flatten()
         .any(|v| v.name == HEALTH_VOLUME)
     {
-        return Err(format!(
-            "the pod already has a volume named {HEALTH_VOLUME:?}"
-        ));
+        return Err(InjectProblem::VolumeTaken(HEALTH_VOLUME));
     }
     let overlaps = |a: &str, b: &str| {
         let (a, b) = (a.trim_end_matches('/'), b.trim_end_matches('/'));
@@ -523,10 +543,10 @@ fn conflicts(
             .flatten()
             .find(|m| overlaps(&m.mount_path, dir))
         {
-            return Err(format!(
-                "container {:?} already mounts {} where the health file's directory {dir} goes",
-                c.name, m.mount_path
-            ));
+            return Err(InjectProblem::MountOverlaps {
+                container: c.name.clone(),
+                mount: m.mount_path.clone(),
+            });
         }
     }
     Ok(())
@@ -539,15 +559,15 @@ pub fn patch_for(
     monitor: &HeartbeatMonitor,
     also_matched: &[&str],
     defaults: &InjectDefaults,
-) -> Result<Patch, String> {
+) -> Result<Patch, InjectProblem> {
     let spec = pod.spec.clone().unwrap_or_default();
     let app = spec
         .containers
         .first()
         .map(|c| c.name.clone())
-        .ok_or("the pod has no containers")?;
+        .ok_or(InjectProblem::NoContainers)?;
     conflicts(&spec, monitor)?;
-    let sidecar = to_value(&sidecar_container(monitor, &app, defaults)?)?;
+    let sidecar = to_value("container", &sidecar_container(monitor, &app, defaults)?)?;
     let mut ops = Vec::new();
     let has_init = spec.init_containers.as_ref().is_some_and(|c| !c.is_empty());
     // A native sidecar goes first, so it runs before the app and any init container.
@@ -562,14 +582,17 @@ pub fn patch_for(
     let health = &monitor.spec.app_health;
     let mut volumes = Vec::new();
     if health.mode == AppHealthMode::File {
-        volumes.push(to_value(&Volume {
-            name: HEALTH_VOLUME.into(),
-            empty_dir: Some(EmptyDirVolumeSource::default()),
-            ..Default::default()
-        })?);
+        volumes.push(to_value(
+            "volume",
+            &Volume {
+                name: HEALTH_VOLUME.into(),
+                empty_dir: Some(EmptyDirVolumeSource::default()),
+                ..Default::default()
+            },
+        )?);
     }
     if signing_on(monitor) {
-        volumes.push(to_value(&identity_volume())?);
+        volumes.push(to_value("volume", &identity_volume())?);
     }
     if spec.volumes.as_ref().is_some_and(|v| !v.is_empty()) {
         for volume in volumes {
@@ -579,11 +602,14 @@ pub fn patch_for(
         ops.push(add(&["spec", "volumes"], Value::Array(volumes)));
     }
     if health.mode == AppHealthMode::File {
-        let mount = to_value(&VolumeMount {
-            name: HEALTH_VOLUME.into(),
-            mount_path: HEALTH_FILE_DIR.into(),
-            ..Default::default()
-        })?;
+        let mount = to_value(
+            "volume mount",
+            &VolumeMount {
+                name: HEALTH_VOLUME.into(),
+                mount_path: HEALTH_FILE_DIR.into(),
+                ..Default::default()
+            },
+        )?;
         for (i, c) in spec.containers.iter().enumerate() {
             let i = i.to_string();
             if c.volume_mounts.as_ref().is_some_and(|m| !m.is_empty()) {
@@ -600,11 +626,14 @@ pub fn patch_for(
         }
     }
     if health.inject_liveness_probe && health.mode != AppHealthMode::None {
-        let probe = to_value(&Probe {
-            period_seconds: Some(10),
-            failure_threshold: Some(3),
-            ..http_probe(path::APP_HEALTH)
-        })?;
+        let probe = to_value(
+            "liveness probe",
+            &Probe {
+                period_seconds: Some(10),
+                failure_threshold: Some(3),
+                ..http_probe(path::APP_HEALTH)
+            },
+        )?;
         for (i, c) in spec.containers.iter().enumerate() {
             // The app's own probe is kept: `add` would replace it.
             if c.liveness_probe.is_some() {
