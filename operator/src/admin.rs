@@ -26,6 +26,16 @@ pub struct AdminState {
     pub ready: Arc<AtomicBool>,
 }
 
+impl Default for AdminState {
+    /// Fresh metrics, not ready.
+    fn default() -> AdminState {
+        AdminState {
+            metrics: Arc::new(Metrics::new()),
+            ready: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
 async fn readyz(State(s): State<AdminState>) -> (StatusCode, &'static str) {
     if s.ready.load(Ordering::Relaxed) {
         (StatusCode::OK, "ok\n")

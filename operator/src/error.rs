@@ -44,6 +44,8 @@ pub enum Error {
     },
     #[error("the certificate Secret kept changing under us; giving up after {0} tries")]
     CertContention(u32),
+    #[error("installing the SIGTERM handler: {0}")]
+    Signal(#[source] std::io::Error),
     #[error("a server task ended: {0}")]
     Task(String),
     #[error("writing the status of HeartbeatMonitor {namespace}/{name}: {source}")]
@@ -75,6 +77,7 @@ impl Error {
             Error::LoadCert(_) => "load_cert",
             Error::Serve { .. } => "serve",
             Error::CertContention(_) => "cert_contention",
+            Error::Signal(_) => "signal",
             Error::Task(_) => "task",
             Error::WriteStatus { .. } => "write_status",
             Error::Lease { .. } => "lease",

@@ -15,7 +15,7 @@ use kube_lease_manager::LeaseManagerBuilder;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::args::Args;
+use crate::args::LeaderArgs;
 use crate::{Error, Result};
 
 /// This replica's place in the election.
@@ -49,12 +49,12 @@ pub fn holds(lease: &Lease, identity: &str, now: Timestamp) -> bool {
             .is_some_and(|t| now < t.0 + duration)
 }
 
-/// Joins the election.
-pub async fn join(client: Client, args: &Args) -> Result<Election> {
+/// Joins the election on the Lease in `namespace`.
+pub async fn join(client: Client, namespace: &str, args: &LeaderArgs) -> Result<Election> {
     let duration = args.lease_duration_seconds;
     let identity = args.identity();
     let manager = LeaseManagerBuilder::new(client.clone(), &args.lease_name)
-        .with_namespace(&args.namespace)
+        .with_namespace(namespace)
         .with_identity(&identity)
         .with_duration(duration)
         // Renewed a third of the duration before it expires.
@@ -62,14 +62,14 @@ pub async fn join(client: Client, args: &Args) -> Result<Election> {
         .build()
         .await
         .map_err(|source| Error::Lease {
-            namespace: args.namespace.clone(),
+            namespace: namespace.into(),
             name: args.lease_name.clone(),
             source,
         })?;
     let (mut managed, manager_task) = manager.watch().await;
     let (leading_tx, leading) = watch::channel(false);
     let (stop, mut stopping) = watch::channel(false);
-    let leases: Api<Lease> = Api::namespaced(client, &args.namespace);
+    let leases: Api<Lease> = Api::namespaced(client, namespace);
     let name = args.lease_name.clone();
     // Read every sixth of the duration; a confirmation holds for half of it:
     // a replica that cannot confirm stops within two thirds of a lease

@@ -27,6 +27,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::{mpsc, watch};
 
+use crate::caches::Caches;
 use crate::consumer::{BrokerAllowlist, Consumers, SigningKeys, lock};
 use crate::membership::Table;
 use crate::membership::table::{Limits, MonitorId, Settings};
@@ -140,7 +141,6 @@ impl Context {
 /// The flags the controller needs.
 #[derive(Debug, Clone)]
 pub struct ControllerSettings {
-    pub monitor_selector: String,
     pub consumer_group: String,
     /// Where member tables are checkpointed (`None`: not at all).
     pub checkpoint_topic: Option<String>,
@@ -212,6 +212,7 @@ pub async fn lead(
     client: Client,
     settings: ControllerSettings,
     metrics: Arc<Metrics>,
+    caches: Caches,
     mut leader: watch::Receiver<bool>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -226,7 +227,13 @@ pub async fn lead(
         tracing::info!(identity = %settings.identity, "leading: consuming beats and writing status");
         flag.store(true, Ordering::SeqCst);
         metrics.leader.set(1);
-        let (ctx, run) = controller(client.clone(), &settings, metrics.clone(), flag.clone());
+        let (ctx, run) = controller(
+            client.clone(),
+            &settings,
+            metrics.clone(),
+            flag.clone(),
+            &caches,
+        );
         tokio::pin!(run);
         enum End {
             ControllerEnded,
@@ -270,20 +277,19 @@ pub async fn lead(
     }
 }
 
-/// Builds the Controller and its Context; the future runs it.
+/// Builds the Controller (on the shared monitor cache) and its Context;
+/// the future runs it.
 fn controller(
     client: Client,
     settings: &ControllerSettings,
     metrics: Arc<Metrics>,
     leader: Arc<AtomicBool>,
+    caches: &Caches,
 ) -> (Arc<Context>, impl std::future::Future<Output = ()>) {
-    let mut wc = watcher::Config::default();
-    if !settings.monitor_selector.is_empty() {
-        wc = wc.labels(&settings.monitor_selector);
-    }
-    let controller = Controller::new(Api::<HeartbeatMonitor>::all(client.clone()), wc)
-        // Short: the debounce delays requeues too, so a deadline's Stale.
-        .with_config(controller::Config::default().debounce(Duration::from_millis(100)));
+    let controller =
+        Controller::for_shared_stream(caches.monitor_changes(), caches.monitors.clone())
+            // Short: the debounce delays requeues too, so a deadline's Stale.
+            .with_config(controller::Config::default().debounce(Duration::from_millis(100)));
     let monitors = controller.store();
 
     let (pods, pod_writer) = reflector::store();

@@ -2,14 +2,23 @@
 //! namespace, created and rotated by `master`) and the endpoint that gives
 //! a sidecar its pod's key once its ServiceAccount token proves the pod
 //! (`endpoint`). The consumer derives the same key from the uid a beat
-//! names (`heartbeat_crds::signing::KeyRing`).
+//! names (`heartbeat_crds::signing::KeyRing`). `serve` starts both in a
+//! replica: every replica keeps the masters and answers.
 
 pub mod endpoint;
 pub mod master;
 
 use std::sync::{Arc, RwLock};
 
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::post;
 use heartbeat_crds::signing::KeyRing;
+
+use crate::args::KeyArgs;
+use crate::metrics::Metrics;
+use crate::webhook::certs::Serving;
+use crate::webhook::listener::Running;
 
 /// The masters as last read, shared by the endpoint, the controller and the
 /// consumer: a rotation reaches all of them at once.
@@ -45,4 +54,41 @@ impl Master {
         m.set(loaded);
         m
     }
+}
+
+/// Starts keeping `master` (its Secret in `namespace`) and the pod key
+/// endpoint on `--keys-addr`, served with the webhook's certificate.
+pub fn serve(
+    client: &kube::Client,
+    namespace: &str,
+    args: &KeyArgs,
+    serving: &Serving,
+    master: &Master,
+    metrics: Arc<Metrics>,
+) -> Running {
+    tokio::spawn(master::upkeep(
+        client.clone(),
+        namespace.into(),
+        args.signing_secret.clone(),
+        master.clone(),
+        metrics.clone(),
+    ));
+    let app = Router::new()
+        .route(
+            heartbeat_crds::signing::KEY_PATH,
+            post(endpoint::pod_key_handler),
+        )
+        .layer(DefaultBodyLimit::max(endpoint::MAX_BODY_BYTES))
+        .with_state(Arc::new(endpoint::KeyState {
+            client: client.clone(),
+            master: master.clone(),
+            metrics,
+            refresh_seconds: args.signing_key_refresh_seconds,
+        }));
+    Running::start(
+        "pod keys",
+        args.keys_addr,
+        serving.tls.clone(),
+        heartbeat_listener_limits::timeout::bounded(app, endpoint::REQUEST_TIMEOUT),
+    )
 }

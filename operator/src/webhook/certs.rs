@@ -28,6 +28,9 @@ use rustls_pki_types::pem::PemObject;
 
 use crate::{Error, Result};
 
+mod upkeep;
+pub use upkeep::{Serving, upkeep};
+
 /// Keys of the certificate Secret.
 /// The trust bundle: every CA the API server is to trust (PEM, one or two).
 pub const CA_CRT: &str = "ca.crt";

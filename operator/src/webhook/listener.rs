@@ -12,6 +12,9 @@ use axum::Router;
 use axum_server::Server;
 use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use heartbeat_listener_limits::{Caps, LimitedAcceptor, Refusal, TlsLimits};
+use tokio::task::JoinHandle;
+
+use crate::{Error, Result};
 
 /// How much longer than the API server's `timeoutSeconds` a request may
 /// take before it is dropped: by then the API server has admitted the pod
@@ -54,6 +57,43 @@ pub fn bind(
 /// `app` with every request bounded by [`request_timeout`].
 pub fn bounded(app: Router, api_server_timeout_seconds: i32) -> Router {
     heartbeat_listener_limits::timeout::bounded(app, request_timeout(api_server_timeout_seconds))
+}
+
+/// An HTTPS server on its own task (the webhook's, the pod keys'), and
+/// the handle that drains it.
+pub struct Running {
+    /// Ends only if the server fails.
+    pub task: JoinHandle<Result<()>>,
+    handle: axum_server::Handle<SocketAddr>,
+}
+
+impl Running {
+    /// Serves `app` (already bounded in time) on `addr` with `tls`, within
+    /// [`LIMITS`]; `what` names it in errors.
+    pub fn start(what: &'static str, addr: SocketAddr, tls: RustlsConfig, app: Router) -> Running {
+        let handle = axum_server::Handle::new();
+        let server = bind(addr, tls)
+            .handle(handle.clone())
+            .serve(app.into_make_service());
+        let task = tokio::spawn(async move {
+            server
+                .await
+                .map_err(|source| Error::Serve { what, addr, source })
+        });
+        Running { task, handle }
+    }
+
+    /// Stops accepting, lets the requests in flight finish (up to 5 s)
+    /// and waits (up to 6 s) until no connection is left.
+    pub async fn drain(&self) {
+        self.handle.graceful_shutdown(Some(Duration::from_secs(5)));
+        let _ = tokio::time::timeout(Duration::from_secs(6), async {
+            while self.handle.connection_count() > 0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+    }
 }
 
 #[cfg(test)]
