@@ -416,8 +416,12 @@ mod tests {
                 include_str!("../../e2e/bench/webhook-latency"),
             ),
             (
-                "e2e/src/bin/beat-load.rs",
-                include_str!("../../e2e/src/bin/beat-load.rs"),
+                "e2e/src/bin/beat-load/sampler.rs",
+                include_str!("../../e2e/src/bin/beat-load/sampler.rs"),
+            ),
+            (
+                "e2e/src/bin/beat-load/summary.rs",
+                include_str!("../../e2e/src/bin/beat-load/summary.rs"),
             ),
         ] {
             let used: Vec<String> = names_used(text).into_iter().filter(|n| ours(n)).collect();
