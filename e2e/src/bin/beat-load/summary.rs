@@ -533,6 +533,8 @@ mod tests {
         assert_eq!(percentile(&v, 0.99), 100);
         assert_eq!(percentile(&v, 1.0), 101);
         assert_eq!(percentile(&[], 0.5), 0);
+        // Rank 1.5 rounds up.
+        assert_eq!(percentile(&[1, 2, 3, 4], 0.5), 3);
     }
 
     #[test]
