@@ -259,3 +259,70 @@ fn watch(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::Args;
+
+    fn index() -> HashMap<String, usize> {
+        HashMap::from([("scale-000".to_string(), 0), ("scale-001".to_string(), 1)])
+    }
+
+    #[test]
+    fn a_status_line_is_read_once_per_resource_version() {
+        let mut seen = HashSet::new();
+        let line = "scale-001|42|998|1|1|2026-11-27T10:38:49Z|True|scale-m001-p0007|scale-m001-p0001 scale-m001-p0002";
+        let x = status_line(5, line, &index(), &mut seen).expect("a write");
+        assert_eq!((x.arrival_ms, x.monitor), (5, 1));
+        assert_eq!((x.up, x.late, x.stale), (998, 1, 1));
+        let at: Timestamp = "2026-11-27T10:38:49Z".parse().expect("a time");
+        assert_eq!(x.last_beat_ms, Some(at.as_millisecond()));
+        assert!(x.ready);
+        assert_eq!(x.stale_members, vec!["scale-m001-p0007"]);
+        assert_eq!(x.late_members, vec!["scale-m001-p0001", "scale-m001-p0002"]);
+        // The same resourceVersion again (a re-list) is not a new write.
+        assert!(status_line(6, line, &index(), &mut seen).is_none());
+        // No status yet, or another namespace's monitor: nothing.
+        assert!(status_line(7, "scale-000|43|||||||", &index(), &mut seen).is_none());
+        assert!(status_line(7, "other|44|1|0|0||True||", &index(), &mut seen).is_none());
+    }
+
+    #[test]
+    fn an_event_line_is_read_on_first_sight_with_its_program() {
+        let mut seen = HashSet::new();
+        let line = "scale-000.1|HeartbeatStale|2026-11-27T10:38:49.477773Z|program scale-m000-p0000 is Stale: no beat for over 35s";
+        let e = event_line(9, line, &mut seen).expect("an Event");
+        assert_eq!(e.reason, "HeartbeatStale");
+        assert_eq!(e.program.as_deref(), Some("scale-m000-p0000"));
+        let at: Timestamp = "2026-11-27T10:38:49.477773Z".parse().expect("a time");
+        assert_eq!(e.event_time_us, Some(at.as_microsecond()));
+        assert!(event_line(10, line, &mut seen).is_none());
+    }
+
+    #[test]
+    fn steady_needs_every_monitor_ready_with_all_its_members_up() {
+        let args = Args::parse_from(["x", "--members", "3", "--per-monitor", "2"]);
+        let plan = Plan::new(&args, "t");
+        let status = |arrival_ms, monitor, up, ready| StatusSeen {
+            arrival_ms,
+            monitor,
+            up,
+            late: 0,
+            stale: 0,
+            last_beat_ms: None,
+            ready,
+            stale_members: Vec::new(),
+            late_members: Vec::new(),
+        };
+        let mut s = vec![status(1, 0, 2, true), status(2, 1, 1, false)];
+        assert_eq!(steady_since(&s, &plan), None);
+        s.push(status(3, 1, 1, true));
+        assert_eq!(steady_since(&s, &plan), Some(3));
+        // The latest write of a monitor counts: one member down again.
+        s.push(status(4, 0, 1, true));
+        assert_eq!(steady_since(&s, &plan), None);
+    }
+}
