@@ -22,6 +22,12 @@
 //! member that kept beating was ever Stale or alarmed about.
 //!
 //!   beat-load --members 10000 --per-monitor 1000 --interval 10 --duration 600 --stop 20
+//!
+//! This file parses the flags and wires the parts: `plan` (what to send),
+//! `topics`, `generator` (producing the beats, rendered by `crds::Beat`),
+//! `watch` (status writes and Events), `sampler` (CPU, RSS, metrics),
+//! `oplog` (what the operator's log says) and `summary` (the figures and
+//! the printed lines).
 
 mod generator;
 mod oplog;
