@@ -5,6 +5,7 @@
 //! seeks back by time (or from a checkpoint) when a monitor attaches, so a
 //! restart rebuilds state from the topic; it commits no offsets.
 
+mod catch_up;
 pub mod checkpoint;
 mod connection;
 pub mod health;

@@ -17,6 +17,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::catch_up::{CatchUp, Confirmed, Sight};
 use super::checkpoint::{self, Checkpoint};
 use super::connection::{self, Connection, PartitionQueue};
 use super::intake::{self, RejectLog, TopicCounters};
@@ -30,9 +31,6 @@ use crate::metrics::ConsumerLabels;
 const CHECK_EVERY: Duration = Duration::from_millis(500);
 /// Timeout of one metadata, offsets or watermark request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// How often each monitor's table is checkpointed once caught up: what a
-/// new leader replays at most.
-const CHECKPOINT_EVERY: Duration = Duration::from_secs(10);
 
 /// At most this many messages are attributed at once (one lock of each
 /// monitor's table): what librdkafka has already fetched, never waited for.
@@ -56,14 +54,6 @@ impl Drop for Counted {
     }
 }
 
-/// What outlives one session: since when the topic has been read without
-/// a gap, and whether a gap (blindness) happened since.
-#[derive(Default)]
-struct Sight {
-    since: Option<Timestamp>,
-    blind: bool,
-}
-
 /// Runs until the manager stops this consumer.
 pub(super) async fn run(shared: Arc<Shared>) {
     let _counted = Counted::new(&shared.metrics);
@@ -79,7 +69,7 @@ pub(super) async fn run(shared: Arc<Shared>) {
             Err((kind, why)) => {
                 let why = shared.key.redact(&why);
                 tracing::warn!(consumer = %shared.key, ?kind, %why, "cannot read the topic; retrying");
-                sight.blind = true;
+                sight.lose();
                 shared.health.send_replace(Health::Blind { kind, why });
                 tokio::select! {
                     _ = tokio::time::sleep(pause) => {}
@@ -381,9 +371,7 @@ async fn read(
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut checks = 0u32;
     let mut window_secs = 0;
-    // The seek epoch the consumer has caught up with, if any.
-    let mut caught_up: Option<u64> = None;
-    let mut last_checkpoint = Instant::now();
+    let mut catch_up = CatchUp::new(Instant::now());
     'seek: loop {
         let epoch = shared.seek_requested.load(Ordering::SeqCst);
         // The longest window asked for since the last seek; a new session
@@ -403,7 +391,7 @@ async fn read(
         } else {
             load_checkpoints(shared, conn, target).await
         };
-        let mut next = seek(
+        let next = seek(
             conn,
             queues,
             &topic,
@@ -412,6 +400,7 @@ async fn read(
             restored.as_ref().map(|r| &r.0),
         )
         .await?;
+        catch_up.seek(epoch, next);
         // This topic's partitions, read together.
         let mut stream = futures::stream::select_all(queues.values().map(|q| q.stream()));
         let mut batch = Vec::with_capacity(BATCH);
@@ -420,8 +409,6 @@ async fn read(
             // after them is replayed now.
             target = target.max(since);
         }
-        // A check whose high watermarks the consumer has not passed yet.
-        let mut pending: Option<(Timestamp, HashMap<i32, i64>)> = None;
         tracing::info!(consumer = %shared.key, %target, epoch, "reading back from the target time");
         loop {
             tokio::select! {
@@ -449,22 +436,12 @@ async fn read(
                             }
                         }
                         for msg in &batch {
-                            next.insert(msg.partition(), msg.offset() + 1);
+                            catch_up.message(msg.partition(), msg.offset());
                         }
-                        intake::batch(shared, &batch, caught_up, &counters, &mut log);
+                        intake::batch(shared, &batch, catch_up.caught_up(), &counters, &mut log);
                         batch.clear();
-                        // Confirmed the moment the last check's watermarks
-                        // are passed, not at the next check: silence is
-                        // judged only up to here, so this is how soon a
-                        // passed deadline can be called Stale.
-                        if !sight.blind
-                            && let Some((at, hs)) = &pending
-                            && passed_all(&next, hs)
-                        {
-                            let until = *at;
-                            pending = None;
-                            caught_up = Some(epoch);
-                            confirm(shared, sight, target, epoch, until, until);
+                        if let Some(confirmed) = catch_up.after_messages(sight) {
+                            confirm(shared, sight, target, epoch, confirmed);
                         }
                     }
                     // Transport errors come here too; the periodic check
@@ -484,60 +461,38 @@ async fn read(
                         parts = now_parts;
                         continue 'seek;
                     }
-                    // The consumer's own positions pass transaction markers
-                    // and compacted gaps that no message shows.
                     if let Ok(positions) = c.position() {
-                        for e in positions.elements_for_topic(&topic) {
-                            if let Offset::Offset(o) = e.offset() {
-                                let n = next.entry(e.partition()).or_insert(o);
-                                *n = (*n).max(o);
-                            }
-                        }
+                        catch_up.positions(
+                            positions
+                                .elements_for_topic(&topic)
+                                .iter()
+                                .filter_map(|e| match e.offset() {
+                                    Offset::Offset(o) => Some((e.partition(), o)),
+                                    _ => None,
+                                }),
+                        );
                     }
                     match watermarks(conn, &topic, &parts).await {
                         Err((kind, why)) => {
                             let why = shared.key.redact(&why);
-                            if !sight.blind {
+                            if sight.lose() {
                                 tracing::warn!(consumer = %shared.key, %why, "lost sight of the topic");
                             }
-                            sight.blind = true;
                             shared.health.send_replace(Health::Blind { kind, why });
                         }
                         Ok(highs) => {
-                            let checked = Timestamp::now();
-                            let lag: i64 = highs
-                                .iter()
-                                .map(|(p, high)| (high - next.get(p).copied().unwrap_or(0)).max(0))
-                                .sum();
                             shared.metrics.consumer_lag
                                 .get_or_create(&lag_labels(shared))
-                                .set(lag);
-                            let passed = |hs: &HashMap<i32, i64>| passed_all(&next, hs);
-                            let mut confirmed = None;
-                            if let Some((at, hs)) = &pending
-                                && passed(hs)
-                            {
-                                confirmed = Some(*at);
-                                pending = None;
-                            }
-                            if passed(&highs) {
-                                confirmed = Some(checked);
-                                pending = None;
-                            } else if pending.is_none() {
-                                pending = Some((checked, highs));
-                            }
-                            if let Some(until) = confirmed {
-                                caught_up = Some(epoch);
-                                confirm(shared, sight, target, epoch, until, checked);
+                                .set(catch_up.lag(&highs));
+                            if let Some(confirmed) = catch_up.watermarks(highs, Timestamp::now()) {
+                                confirm(shared, sight, target, epoch, confirmed);
                             }
                         }
                     }
-                    if caught_up == Some(epoch)
-                        && !sight.blind
-                        && last_checkpoint.elapsed() >= CHECKPOINT_EVERY
-                        && write_checkpoints(shared, &conn.writer, &next, epoch)
+                    if catch_up.checkpoint_due(sight, Instant::now())
+                        && write_checkpoints(shared, &conn.writer, catch_up.next(), epoch)
                     {
-                        last_checkpoint = Instant::now();
+                        catch_up.checkpointed(Instant::now());
                     }
                 }
             }
@@ -545,36 +500,19 @@ async fn read(
     }
 }
 
-/// Everything produced before a check is read once the consumer's next
-/// offsets pass the high watermarks the check saw.
-fn passed_all(next: &HashMap<i32, i64>, highs: &HashMap<i32, i64>) -> bool {
-    highs
-        .iter()
-        .all(|(p, h)| next.get(p).copied().unwrap_or(0) >= *h)
-}
-
-/// Reports the topic read up to `until` (confirmed at `checked`): sight is
-/// back if it was lost, and it has been continuous since `since`.
+/// Reports the topic read as `confirmed` by the seek of `epoch`, which
+/// replayed from `target`: sight is back if it was lost.
 fn confirm(
     shared: &Shared,
     sight: &mut Sight,
     target: Timestamp,
     epoch: u64,
-    until: Timestamp,
-    checked: Timestamp,
+    Confirmed { until, checked }: Confirmed,
 ) {
-    let since = match sight.since {
-        Some(s) if !sight.blind => s,
-        // Back after a gap: nothing before now was seen.
-        Some(_) => checked,
-        None if sight.blind => checked,
-        None => target,
-    };
-    if sight.blind {
+    let (since, regained) = sight.confirm(target, checked);
+    if regained {
         tracing::info!(consumer = %shared.key, "reading the topic again");
     }
-    sight.since = Some(since);
-    sight.blind = false;
     if !shared.caught_up_once.swap(true, Ordering::Relaxed) {
         // What the first replay started from says nothing about a later
         // monitor's (the short window, by time).
