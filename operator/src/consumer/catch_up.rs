@@ -333,7 +333,7 @@ mod tests {
     }
 
     #[test]
-    fn a_check_passed_itself_confirms_up_to_its_own_time_and_clears_the_pending_one() {
+    fn a_check_passed_itself_confirms_up_to_its_own_time() {
         let mut c = reading(&[(0, 0)]);
         assert_eq!(c.watermarks(offsets(&[(0, 10)]), t(100)), None);
         c.positions([(0, 10)]);
@@ -341,6 +341,20 @@ mod tests {
             c.watermarks(offsets(&[(0, 10)]), t(101)),
             confirmed(101, 101)
         );
+        assert_eq!(c.after_messages(&Sight::default()), None);
+    }
+
+    #[test]
+    fn a_check_passed_itself_drops_an_older_pending_one_so_until_never_moves_back() {
+        let mut c = reading(&[(0, 0)]);
+        assert_eq!(c.watermarks(offsets(&[(0, 10)]), t(100)), None);
+        // The topic was made again: its end is now lower.
+        c.message(0, 4);
+        assert_eq!(
+            c.watermarks(offsets(&[(0, 5)]), t(101)),
+            confirmed(101, 101)
+        );
+        c.message(0, 9);
         assert_eq!(c.after_messages(&Sight::default()), None);
     }
 
