@@ -111,9 +111,10 @@ impl CatchUp {
         &self.next
     }
 
-    /// A message at `offset` of `partition` was read.
+    /// A message at `offset` of `partition` was read (the broker's word:
+    /// saturating, never overflowing).
     pub(super) fn message(&mut self, partition: i32, offset: i64) {
-        self.next.insert(partition, offset + 1);
+        self.next.insert(partition, offset.saturating_add(1));
     }
 
     /// The consumer's own positions, which pass transaction markers and
@@ -144,12 +145,13 @@ impl CatchUp {
     }
 
     /// How many messages are left to read up to `highs` (a partition past
-    /// its watermark counts none).
+    /// its watermark counts none); saturating, as the watermarks are the
+    /// broker's word.
     pub(super) fn lag(&self, highs: &HashMap<i32, i64>) -> i64 {
         highs
             .iter()
-            .map(|(p, high)| (high - self.offset(*p)).max(0))
-            .sum()
+            .map(|(p, high)| high.saturating_sub(self.offset(*p)).max(0))
+            .fold(0, i64::saturating_add)
     }
 
     /// A check saw the high watermarks `highs` at `at`: confirms the
@@ -390,6 +392,21 @@ mod tests {
     fn lag_counts_what_each_partition_has_left_and_nothing_for_one_past_its_watermark() {
         let c = reading(&[(0, 4), (1, 30)]);
         assert_eq!(c.lag(&offsets(&[(0, 10), (1, 20), (2, 3)])), 6 + 3);
+    }
+
+    #[test]
+    fn a_message_at_the_largest_offset_leaves_its_partition_there_instead_of_overflowing() {
+        let mut c = reading(&[(0, 0)]);
+        c.message(0, i64::MAX);
+        assert_eq!(c.next(), &offsets(&[(0, i64::MAX)]));
+    }
+
+    #[test]
+    fn lag_saturates_instead_of_overflowing_on_huge_watermarks() {
+        let c = reading(&[(0, -1)]);
+        assert_eq!(c.lag(&offsets(&[(0, i64::MAX)])), i64::MAX);
+        let c = reading(&[]);
+        assert_eq!(c.lag(&offsets(&[(0, i64::MAX), (1, i64::MAX)])), i64::MAX);
     }
 
     #[test]
