@@ -31,6 +31,7 @@ pub mod reason {
     pub const CONSUMER_SECRET_UNAVAILABLE: &str = "ConsumerSecretUnavailable";
     pub const TOPIC_MISSING: &str = "TopicMissing";
     pub const INVALID_BROKER_SETTINGS: &str = "InvalidBrokerSettings";
+    pub const SIGNING_KEY_UNAVAILABLE: &str = "SigningKeyUnavailable";
     // Healthy.
     pub const NO_MEMBER_STALE: &str = "NoMemberStale";
     pub const MEMBERS_STALE: &str = "MembersStale";

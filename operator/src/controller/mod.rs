@@ -7,6 +7,7 @@ pub mod events;
 pub mod pods;
 pub mod reconcile;
 pub mod secrets;
+pub mod sight;
 pub mod signing;
 pub mod status;
 

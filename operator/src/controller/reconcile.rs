@@ -15,6 +15,7 @@ use kube::runtime::controller::Action;
 use serde_json::json;
 
 use super::secrets::{self, Read};
+use super::sight::KeySight;
 use super::status::{self, Inputs, Readiness, Row};
 use super::{Context, Tracked, events, pods, signing};
 use crate::consumer::{AttachRequest, BlindKind, ConsumerKey, Health, catching_up, lock, view_for};
@@ -88,10 +89,10 @@ pub async fn reconcile(monitor: Arc<HeartbeatMonitor>, ctx: Arc<Context>) -> Res
 
     // Sight: the broker Secret, the consumer, its health.
     tracked.wake_pending.store(false, Ordering::Relaxed);
-    let sight = match broker_key(&ctx, &monitor).await? {
-        Ok(key) => signing::load(&ctx, &monitor, &tracked).map(|()| key),
-        Err(not_reading) => Err(not_reading),
-    };
+    let sight = broker_key(&ctx, &monitor)
+        .await?
+        .and_then(|key| signing::load(&ctx, &monitor, &tracked).map(|()| key))
+        .into_result();
     let mut replaying = false;
     let readiness = match sight {
         Ok(key) => {
@@ -274,26 +275,23 @@ pub fn error_policy(monitor: Arc<HeartbeatMonitor>, error: &Error, ctx: Arc<Cont
 /// most once per [`secrets::RECHECK`]: a changed Secret restarts the
 /// consumer then). A Secret the operator may not read is a reason not to
 /// read the topic, with the command that grants it.
-async fn broker_key(
-    ctx: &Context,
-    monitor: &HeartbeatMonitor,
-) -> Result<std::result::Result<ConsumerKey, Readiness>> {
+async fn broker_key(ctx: &Context, monitor: &HeartbeatMonitor) -> Result<KeySight<ConsumerKey>> {
     let ns = monitor.namespace().unwrap_or_default();
     let name = &monitor.spec.broker_secret_ref.name;
     Ok(match ctx.secrets.get(&ns, name).await? {
-        Read::Missing => Err(Readiness::NotReading {
+        Read::Missing => KeySight::Unseen {
             reason: reason::SECRET_MISSING,
             message: format!(
                 "broker Secret {ns}/{name} does not exist: create it with librdkafka properties, e.g. kubectl -n {ns} create secret generic {name} --from-literal=bootstrap.servers=HOST:9092"
             ),
-        }),
-        Read::Forbidden => Err(Readiness::NotReading {
+        },
+        Read::Forbidden => KeySight::Unseen {
             reason: reason::SECRET_FORBIDDEN,
             message: format!(
                 "the operator may not read Secrets in namespace {ns} (the chart's rbac.namespaced mode): grant it with: {}",
                 ctx.grant.command(&ns)
             ),
-        }),
+        },
         Read::Found(s) => {
             let empty = Default::default();
             let key = match ConsumerKey::from_secret(
@@ -302,20 +300,20 @@ async fn broker_key(
             ) {
                 Ok(k) => k,
                 Err(e) => {
-                    return Ok(Err(Readiness::NotReading {
+                    return Ok(KeySight::Unseen {
                         reason: reason::SECRET_INVALID,
                         message: format!("broker Secret {ns}/{name}: {e}"),
-                    }));
+                    });
                 }
             };
             if !ctx.allowed_brokers.allows(key.bootstrap_servers()) {
-                return Ok(Err(Readiness::NotReading {
+                return Ok(KeySight::Unseen {
                     reason: reason::BROKER_NOT_ALLOWED,
                     message: format!(
                         "the bootstrap.servers of broker Secret {ns}/{name} are not among the brokers this operator may connect to ({}): the operator did not connect",
                         ctx.allowed_brokers.0.join(", ")
                     ),
-                }));
+                });
             }
             with_operator_credentials(ctx, key).await?
         }
@@ -326,24 +324,26 @@ async fn broker_key(
 async fn with_operator_credentials(
     ctx: &Context,
     key: ConsumerKey,
-) -> Result<std::result::Result<ConsumerKey, Readiness>> {
+) -> Result<KeySight<ConsumerKey>> {
     let Some((ns, name)) = &ctx.consumer_secret else {
-        return Ok(Ok(key));
+        return Ok(KeySight::Seen(key));
     };
-    let unavailable = |why: String| Readiness::NotReading {
+    let unavailable = |why: String| KeySight::Unseen {
         reason: reason::CONSUMER_SECRET_UNAVAILABLE,
         message: format!("the operator's own consumer Secret {ns}/{name} {why}"),
     };
     Ok(match ctx.secrets.get(ns, name).await? {
         Read::Found(s) => {
             let empty = Default::default();
-            key.with_credentials(s.data.as_ref().unwrap_or(&empty))
-                .map_err(|e| unavailable(format!("is unusable: {e}")))
+            match key.with_credentials(s.data.as_ref().unwrap_or(&empty)) {
+                Ok(k) => KeySight::Seen(k),
+                Err(e) => unavailable(format!("is unusable: {e}")),
+            }
         }
-        Read::Missing => Err(unavailable("does not exist".into())),
-        Read::Forbidden => Err(unavailable(
-            "may not be read: the chart's Role grants get on it by name".into(),
-        )),
+        Read::Missing => unavailable("does not exist".into()),
+        Read::Forbidden => {
+            unavailable("may not be read: the chart's Role grants get on it by name".into())
+        }
     })
 }
 
