@@ -152,22 +152,22 @@ pub fn related(monitor: &ObjectReference, t: &Transition) -> ObjectReference {
     }
 }
 
-/// Publishes the Events of `transitions` (the pod as related object)
-/// within the monitor's budget.
-pub async fn publish(
-    ctx: &Context,
+/// The Events of `transitions` about `monitor`, each with its member as
+/// the related object.
+pub fn for_transitions(
     monitor: &HeartbeatMonitor,
-    budget: &std::sync::Mutex<Budget>,
     transitions: &[Transition],
     stale_after: SignedDuration,
-) {
-    for t in transitions {
-        let Some(mut ev) = event_for(t, stale_after) else {
-            continue;
-        };
-        ev.secondary = Some(related(&monitor.object_ref(&()), t));
-        publish_one(ctx, monitor, budget, ev).await;
-    }
+) -> Vec<Event> {
+    let regarding = monitor.object_ref(&());
+    transitions
+        .iter()
+        .filter_map(|t| {
+            let mut ev = event_for(t, stale_after)?;
+            ev.secondary = Some(related(&regarding, t));
+            Some(ev)
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,8 +1,10 @@
 //! The controller: while this replica leads, one kube-runtime Controller
 //! for HeartbeatMonitors that also watches Pods (the members), woken early
 //! when a silent member beats again. Secrets are never watched: each pass
-//! reads the ones a monitor names (`secrets`). `reconcile` owns one pass.
+//! reads the ones a monitor names (`secrets`). `reconcile` owns one pass
+//! (its I/O), `decide` what the pass does (pure).
 
+pub mod decide;
 pub mod events;
 pub mod pods;
 pub mod reconcile;

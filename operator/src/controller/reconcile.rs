@@ -1,12 +1,13 @@
-//! One reconcile of a monitor: fetch what it needs (its pods, its broker
-//! Secret, its consumer's health) -> decide (membership, pure) -> raise
-//! Events -> write status when it changed, at most once per interval.
+//! One reconcile of a monitor, the I/O around [`super::decide`]: fetch
+//! what it needs (its pods, its broker Secret, its consumer's health) ->
+//! decide (pure, under the monitor's locks, taken once) -> apply (raise
+//! Events, set the metrics, write status when the decision says so).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use heartbeat_crds::conditions::{READY, TRUE, reason};
+use heartbeat_crds::conditions::reason;
 use heartbeat_crds::monitor::{ClockSource, HeartbeatMonitor, HeartbeatMonitorStatus, MemberState};
 use jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
@@ -14,33 +15,18 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use serde_json::json;
 
-use super::secrets::{self, Read};
+use super::decide::{self, Observation, State, StatusPlan, decide};
+use super::secrets::Read;
 use super::sight::KeySight;
-use super::status::{self, Inputs, Readiness, Row};
+use super::status::{Readiness, Row};
 use super::{Context, Tracked, events, pods, signing};
 use crate::consumer::{AttachRequest, BlindKind, ConsumerKey, Health, catching_up, lock, view_for};
-use crate::membership::silence;
 use crate::membership::state::Timing;
 use crate::membership::table::{MonitorId, Settings};
 use crate::membership::{Blind, View};
 use crate::metrics::{ErrorLabels, MemberLabels, MonitorLabels, StateLabels};
 use crate::webhook::config::FIELD_MANAGER;
 use crate::{Error, Result};
-
-/// The longest a changed status waits for its write.
-const MAX_HOLD: SignedDuration = SignedDuration::from_secs(60);
-
-/// The least time between two writes when Ready changed (see
-/// [`readiness_changed`]).
-const READY_NEWS_GAP: SignedDuration = SignedDuration::from_secs(1);
-
-/// How long a new leader keeps the status it found while it replays the
-/// topic; a longer replay shows members Unknown (`CatchingUp`) meanwhile.
-const CATCH_UP_HOLD: SignedDuration = SignedDuration::from_secs(30);
-
-/// How long to wait for the consumer to confirm the topic past a deadline
-/// (it confirms every [`crate::consumer`] check, 500 ms, or sooner).
-const CONFIRM_WAIT: SignedDuration = SignedDuration::from_millis(200);
 
 /// How far back a consumer reads when a monitor attaches: the Stale
 /// window with room to spare (what a restart must see to judge without
@@ -85,17 +71,19 @@ pub async fn reconcile(monitor: Arc<HeartbeatMonitor>, ctx: Arc<Context>) -> Res
         .collect();
     let all_pods = ctx.pods.state();
     let coverage = pods::coverage(&monitor, &siblings, all_pods.iter().map(|p| p.as_ref()));
+    // In the table before the consumer attaches: the beats its replay
+    // brings are attributed to these pods (a pod not yet there would have
+    // them dropped). The decision's lock comes later, after the attach.
     lock(&tracked.table).sync_pods(coverage.members, now);
 
     // Sight: the broker Secret, the consumer, its health.
     tracked.wake_pending.store(false, Ordering::Relaxed);
     let sight = broker_key(&ctx, &monitor)
         .await?
-        .and_then(|key| signing::load(&ctx, &monitor, &tracked).map(|()| key))
-        .into_result();
+        .and_then(|key| signing::load(&ctx, &monitor, &tracked).map(|()| key));
     let mut replaying = false;
-    let readiness = match sight {
-        Ok(key) => {
+    let (readiness, view) = match sight {
+        KeySight::Seen(key) => {
             let a = ctx.consumers.attach(AttachRequest {
                 key: &key,
                 id: &id,
@@ -108,13 +96,7 @@ pub async fn reconcile(monitor: Arc<HeartbeatMonitor>, ctx: Arc<Context>) -> Res
             });
             let health = a.health.borrow().clone();
             replaying = catching_up(&health, a.epoch);
-            lock(&tracked.table).set_view(view_for(
-                &health,
-                a.epoch,
-                a.replayed_from,
-                &a.replay(),
-                now,
-            ));
+            let view = view_for(&health, a.epoch, a.replayed_from, &a.replay(), now);
             let retention = a.retention_ms.load(Ordering::Relaxed);
             let mut r = readiness_for(&id, &key, &health, retention, &timing);
             if a.create_time() && monitor.spec.clock.source == ClockSource::Broker {
@@ -123,140 +105,61 @@ pub async fn reconcile(monitor: Arc<HeartbeatMonitor>, ctx: Arc<Context>) -> Res
                     key.topic
                 ));
             }
-            r
+            (r, view)
         }
-        Err(not_reading) => {
+        KeySight::Unseen { reason, message } => {
             ctx.consumers.detach(&id);
-            if let Readiness::NotReading { message, .. } = &not_reading {
-                lock(&tracked.table).set_view(View::Blind(Blind::Unreadable {
-                    why: message.clone(),
-                }));
-            }
-            not_reading
+            let view = View::Blind(Blind::Unreadable {
+                why: message.clone(),
+            });
+            (Readiness::NotReading { reason, message }, view)
         }
     };
 
-    // Decide. Members an earlier leader already alarmed about raise no
-    // second Stale Event.
-    if lock(&tracked.written).is_none()
-        && let Some(previous) = &monitor.status
-    {
-        lock(&tracked.table).sighted_from(sight_floor(previous, tracked.since));
-        lock(&tracked.table).inherit_alarms(
-            previous
-                .members
-                .iter()
-                .filter(|m| m.state == MemberState::Stale)
-                .map(|m| m.program_id.as_str()),
-        );
-    }
-    let (silence, bad_windows) = silence::silence(&monitor.spec, now);
-    let transitions = lock(&tracked.table).evaluate(now, silence.as_ref());
-    events::publish(
-        &ctx,
-        &monitor,
-        &tracked.budget,
-        &transitions,
-        timing.stale_after,
-    )
-    .await;
-    // Pods admitted without the sidecar: one Event per newly seen pod.
-    let fresh: Vec<String> = {
+    // Decide, under the monitor's locks, taken once and released before
+    // anything is awaited (the consumer records beats into the same table).
+    let decision = {
+        let mut table = lock(&tracked.table);
         let mut reported = lock(&tracked.uninjected_reported);
-        reported.retain(|p| coverage.uninjected.contains(p));
-        coverage
-            .uninjected
-            .iter()
-            .filter(|p| reported.insert((*p).clone()))
-            .cloned()
-            .collect()
+        let written = lock(&tracked.written);
+        decide(
+            &mut State {
+                table: &mut table,
+                uninjected_reported: &mut reported,
+                written: written.as_ref(),
+                since: tracked.since,
+            },
+            Observation {
+                monitor: &monitor,
+                readiness: &readiness,
+                view,
+                replaying,
+                uninjected: &coverage.uninjected,
+            },
+            now,
+        )
     };
-    if let Some(ev) = events::uninjected_event(&fresh, &id.namespace) {
+
+    // Apply: Events, metrics, status.
+    for ev in decision.events {
         events::publish_one(&ctx, &monitor, &tracked.budget, ev).await;
     }
-    let (rows, view, last_beat, deadline) = {
-        let mut t = lock(&tracked.table);
-        let rows = status::rows(&mut t, now);
-        (rows, t.view().clone(), t.last_beat, t.next_deadline(now))
+    let requeue = Action::requeue(decision.requeue);
+    let StatusPlan::Desired { status, write } = decision.status else {
+        return Ok(requeue);
     };
-    // A new leader (or a restarted operator) keeps the status it finds
-    // while it replays the topic, briefly: writing every member Unknown for
-    // the second a replay takes would be a flap on every failover.
-    if replaying
-        && lock(&tracked.written).is_none()
-        && monitor.status.is_some()
-        && now < tracked.since + CATCH_UP_HOLD
-    {
-        return Ok(Action::requeue(Duration::from_millis(200)));
-    }
-    observe(&ctx, &id, &tracked, &rows, silence.is_some());
-
-    // Status.
-    let previous = lock(&tracked.written)
-        .as_ref()
-        .map(|(_, s)| s.clone())
-        .or_else(|| monitor.status.clone());
-    let desired = status::build(&Inputs {
-        generation: monitor.metadata.generation,
-        namespace: &id.namespace,
-        rows: &rows,
-        view: &view,
-        readiness: &readiness,
-        silence: silence.as_ref(),
-        bad_windows: &bad_windows,
-        uninjected: &coverage.uninjected,
-        last_beat,
-        stale_after: timing.stale_after,
-        previous: previous.as_ref(),
-        now,
-    });
-    let ready = desired
-        .conditions
-        .iter()
-        .any(|c| c.type_ == READY && c.status == TRUE);
+    observe(&ctx, &id, &tracked, &decision.rows, decision.silenced);
     ctx.metrics
         .monitor_ready
         .get_or_create(&MonitorLabels {
             namespace: id.namespace.clone(),
             monitor: id.name.clone(),
         })
-        .set(i64::from(ready));
-    let not_before = write_status(&ctx, &id, &tracked, desired, timing.interval, now).await?;
-
-    // Wake up at the next deadline (a member going Late or Stale), when a
-    // held-back write may go, at least once per interval, and in time to
-    // read the Secrets again (nothing watches them).
-    let recheck = SignedDuration::try_from(secrets::RECHECK).unwrap_or(MAX_HOLD);
-    let mut next = now + timing.interval.min(MAX_HOLD).min(recheck);
-    if let Some(d) = deadline {
-        // A deadline already past `now` waits for the consumer to confirm
-        // the topic up to it (within a check or two).
-        let d = d.checked_add(SignedDuration::from_millis(100)).unwrap_or(d);
-        next = next.min(d.max(now + CONFIRM_WAIT));
+        .set(i64::from(decide::is_ready(&status)));
+    if write {
+        write_status(&ctx, &id, &tracked, *status, now).await?;
     }
-    if let Some(w) = not_before {
-        next = next.min(w);
-    }
-    let wait = now
-        .duration_until(next)
-        .max(SignedDuration::from_millis(100));
-    Ok(Action::requeue(
-        Duration::try_from(wait).unwrap_or(Duration::from_secs(1)),
-    ))
-}
-
-/// From when the status a new leader finds says the topic was read
-/// without a break: `Ready` True since its last transition. Otherwise (not
-/// ready, or no condition) nothing is known before `fallback`, this
-/// replica's first sight of the monitor. A replay cannot tell an outage's
-/// gap in the topic from silence; the previous leader could.
-pub fn sight_floor(previous: &HeartbeatMonitorStatus, fallback: Timestamp) -> Timestamp {
-    previous
-        .conditions
-        .iter()
-        .find(|c| c.type_ == READY)
-        .filter(|c| c.status == TRUE)
-        .map_or(fallback, |c| c.last_transition_time.0.min(fallback))
+    Ok(requeue)
 }
 
 /// Backs off a failed reconcile; the failure is counted and logged.
@@ -439,57 +342,19 @@ fn observe(ctx: &Context, id: &MonitorId, tracked: &Tracked, rows: &[Row], silen
     *series = now_exported;
 }
 
-/// Whether the Ready condition changed (caught up, lost sight, a Secret
-/// fixed): such news is written at once, not held for the write slot; a
-/// new leader's first correct status, above all, must not wait a minute
-/// after its replay.
-fn readiness_changed(
-    last: &heartbeat_crds::HeartbeatMonitorStatus,
-    desired: &heartbeat_crds::HeartbeatMonitorStatus,
-) -> bool {
-    let ready = |s: &heartbeat_crds::HeartbeatMonitorStatus| {
-        s.conditions
-            .iter()
-            .find(|c| c.type_ == READY)
-            .map(|c| (c.status.clone(), c.reason.clone()))
-    };
-    ready(last) != ready(desired)
-}
-
-/// Writes `desired` through the status subresource (server-side apply)
-/// when it differs from the last write and an interval has passed since,
-/// or at once (a second after the last at the soonest) when its Ready
-/// condition changed; returns when a held-back write may go.
+/// Writes `desired` through the status subresource (server-side apply),
+/// unless this replica lost the Lease.
 async fn write_status(
     ctx: &Context,
     id: &MonitorId,
     tracked: &Tracked,
-    desired: heartbeat_crds::HeartbeatMonitorStatus,
-    interval: SignedDuration,
+    desired: HeartbeatMonitorStatus,
     now: Timestamp,
-) -> Result<Option<Timestamp>> {
-    // Once per interval, but at least once a minute: a monitor beating
-    // daily must not take a day to show Stale.
-    let hold = interval.min(MAX_HOLD);
-    if let Some((at, last)) = lock(&tracked.written).as_ref() {
-        if *last == desired {
-            return Ok(None);
-        }
-        if now < *at + hold {
-            if !readiness_changed(last, &desired) {
-                return Ok(Some(*at + hold));
-            }
-            // News goes at once, but a flapping Ready at most once a second.
-            let news = *at + READY_NEWS_GAP;
-            if now < news {
-                return Ok(Some(news));
-            }
-        }
-    }
+) -> Result<()> {
     // Checked last thing before the write: a replica that lost the Lease
     // writes nothing more.
     if !ctx.leader.load(Ordering::SeqCst) {
-        return Ok(None);
+        return Ok(());
     }
     let patch = json!({
         "apiVersion": "heartbeat.dev/v1alpha1",
@@ -516,59 +381,13 @@ async fn write_status(
         })
         .inc();
     *lock(&tracked.written) = Some((now, desired));
-    Ok(None)
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
-
-    #[test]
-    fn a_new_leader_trusts_sight_only_since_ready_last_became_true() {
-        let at = |s: i64| Timestamp::from_second(1_800_000_000 + s).expect("time");
-        let status = |ready: &str, since: i64| -> HeartbeatMonitorStatus {
-            serde_json::from_value(json!({"conditions": [{
-                "type": "Ready", "status": ready, "reason": "R", "message": "",
-                "lastTransitionTime": at(since).to_string(),
-            }]}))
-            .expect("status")
-        };
-        assert_eq!(sight_floor(&status("True", 50), at(100)), at(50));
-        assert_eq!(sight_floor(&status("False", 50), at(100)), at(100));
-        assert_eq!(
-            sight_floor(&HeartbeatMonitorStatus::default(), at(100)),
-            at(100)
-        );
-        // A clock ahead of ours is not trusted past our own start.
-        assert_eq!(sight_floor(&status("True", 500), at(100)), at(100));
-    }
-
-    /// Rule (issue 20): a change of Ready (caught up, above all) is
-    /// written at once; anything else waits for the write slot.
-    #[test]
-    fn only_a_change_of_ready_skips_the_write_slot() {
-        let status = |ready: &str, reason: &str, up: u32| -> HeartbeatMonitorStatus {
-            serde_json::from_value(json!({"up": up, "conditions": [{
-                "type": "Ready", "status": ready, "reason": reason, "message": "m",
-                "lastTransitionTime": "2026-12-06T00:00:00Z",
-            }]}))
-            .expect("status")
-        };
-        let catching_up = status("False", "CatchingUp", 0);
-        assert!(readiness_changed(
-            &catching_up,
-            &status("True", "Reading", 1000)
-        ));
-        assert!(readiness_changed(
-            &catching_up,
-            &status("False", "BrokerUnavailable", 0)
-        ));
-        assert!(!readiness_changed(
-            &status("True", "Reading", 999),
-            &status("True", "Reading", 1000)
-        ));
-    }
 
     fn key() -> ConsumerKey {
         let data: BTreeMap<String, k8s_openapi::ByteString> = [(

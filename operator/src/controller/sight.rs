@@ -3,8 +3,6 @@
 //! master. A transient API error is no sight at all: it is the crate's
 //! `Error`, counted and backed off by the controller's error policy.
 
-use super::status::Readiness;
-
 /// A key as the controller sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeySight<T> {
@@ -34,16 +32,6 @@ impl<T> KeySight<T> {
     }
 }
 
-impl<T> KeySight<T> {
-    /// The key, or why the topic is not read.
-    pub fn into_result(self) -> Result<T, Readiness> {
-        match self {
-            KeySight::Seen(k) => Ok(k),
-            KeySight::Unseen { reason, message } => Err(Readiness::NotReading { reason, message }),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,12 +46,12 @@ mod tests {
         };
         let later = unseen.and_then(|k| KeySight::Seen(k + 1));
         assert_eq!(
-            later.into_result(),
-            Err(Readiness::NotReading {
+            later,
+            KeySight::Unseen {
                 reason: "R",
                 message: "m".into()
-            })
+            }
         );
-        assert_eq!(KeySight::Seen(1).map(|k| k + 1).into_result(), Ok(2));
+        assert_eq!(KeySight::Seen(1).map(|k| k + 1), KeySight::Seen(2));
     }
 }
