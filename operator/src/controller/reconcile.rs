@@ -448,12 +448,14 @@ mod tests {
             kind: BlindKind::TopicMissing,
             why: "x".into(),
         };
-        let Readiness::NotReading { reason, message } =
-            readiness_for(&id, &key(), &missing, -1, &timing())
+        let Readiness::NotReading {
+            reason: got,
+            message,
+        } = readiness_for(&id, &key(), &missing, -1, &timing())
         else {
             panic!("ready without a topic");
         };
-        assert_eq!(reason, "TopicMissing");
+        assert_eq!(got, reason::TOPIC_MISSING);
         assert!(
             message.contains("kafka-topics.sh --bootstrap-server kafka:9092 --create --topic hb"),
             "{message}"
@@ -462,12 +464,14 @@ mod tests {
             kind: BlindKind::Broker,
             why: "Local: All broker connections are down".into(),
         };
-        let Readiness::NotReading { reason, message } =
-            readiness_for(&id, &key(), &down, -1, &timing())
+        let Readiness::NotReading {
+            reason: got,
+            message,
+        } = readiness_for(&id, &key(), &down, -1, &timing())
         else {
             panic!("ready without a broker");
         };
-        assert_eq!(reason, "BrokerUnavailable");
+        assert_eq!(got, reason::BROKER_UNAVAILABLE);
         assert!(
             message.contains("Local: All broker connections are down")
                 && message.contains("kafka:9092")
