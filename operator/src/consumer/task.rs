@@ -59,12 +59,16 @@ pub(super) async fn run(shared: Arc<Shared>) {
     let _counted = Counted::new(&shared.metrics);
     let mut stop = shared.stop.subscribe();
     let mut sight = Sight::default();
+    // The replay window of the last seek, kept across sessions: a session
+    // that failed before catching up (the broker down as a new leader
+    // starts) must not leave the next one replaying nothing.
+    let mut window_secs = 0;
     let mut pause = Duration::from_secs(1);
     loop {
         if *stop.borrow() {
             break;
         }
-        match session(&shared, &mut stop, &mut sight).await {
+        match session(&shared, &mut stop, &mut sight, &mut window_secs).await {
             Ok(()) => break,
             Err((kind, why)) => {
                 let why = shared.key.redact(&why);
@@ -91,6 +95,7 @@ async fn session(
     shared: &Arc<Shared>,
     stop: &mut tokio::sync::watch::Receiver<bool>,
     sight: &mut Sight,
+    window_secs: &mut u64,
 ) -> Result<(), Blind> {
     let conn = shared
         .connections
@@ -109,7 +114,7 @@ async fn session(
         }
     };
     let mut queues = BTreeMap::new();
-    let result = read(shared, &conn, &mut queues, stop, sight).await;
+    let result = read(shared, &conn, &mut queues, stop, sight, window_secs).await;
     let mut tpl = TopicPartitionList::new();
     for p in queues.keys() {
         let _ = tpl.add_partition(&shared.key.topic, *p);
@@ -359,6 +364,7 @@ async fn read(
     queues: &mut BTreeMap<i32, PartitionQueue>,
     stop: &mut tokio::sync::watch::Receiver<bool>,
     sight: &mut Sight,
+    window_secs: &mut u64,
 ) -> Result<(), Blind> {
     let c = &conn.consumer;
     let topic = shared.key.topic.clone();
@@ -370,17 +376,16 @@ async fn read(
     let mut check = tokio::time::interval(CHECK_EVERY);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut checks = 0u32;
-    let mut window_secs = 0;
     let mut catch_up = CatchUp::new(Instant::now());
     'seek: loop {
         let epoch = shared.seek_requested.load(Ordering::SeqCst);
         // The longest window asked for since the last seek; a new session
         // or a partition change replays what the last seek did.
-        window_secs = match shared.seek_window_secs.swap(0, Ordering::Relaxed) {
-            0 => window_secs,
+        *window_secs = match shared.seek_window_secs.swap(0, Ordering::Relaxed) {
+            0 => *window_secs,
             w => w,
         };
-        let window = SignedDuration::from_secs(window_secs as i64);
+        let window = SignedDuration::from_secs(i64::try_from(*window_secs).unwrap_or(i64::MAX));
         let mut target = Timestamp::now() - window;
         // Until it first caught up (a new leader, its monitors attaching
         // one after another), each seek starts from the checkpoints if
