@@ -102,9 +102,8 @@ impl TestNamespace {
 
     /// HeartbeatMonitor `name`'s status, typed (empty before the first write).
     pub fn monitor_status(&self, name: &str) -> heartbeat_crds::HeartbeatMonitorStatus {
-        serde_json::from_value(self.monitor_status_json(name)).unwrap_or_else(|e| {
-            panic!("{name}: status does not parse as HeartbeatMonitorStatus: {e}")
-        })
+        let json = self.kubectl(&["get", "hbm", name, "-o", "json"]);
+        crate::monitor::status_from_json(&json).unwrap_or_else(|e| panic!("{name}: {e}"))
     }
 
     /// HeartbeatMonitor `name`'s status as the API server stores it, every

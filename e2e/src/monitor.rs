@@ -126,6 +126,14 @@ fn secs(value: u64) -> u32 {
     u32::try_from(value).expect("seconds fit in u32")
 }
 
+/// The status in a `kubectl get hbm NAME -o json` answer (empty before the
+/// first write).
+pub fn status_from_json(json: &str) -> Result<HeartbeatMonitorStatus, String> {
+    let monitor: HeartbeatMonitor =
+        serde_json::from_str(json).map_err(|e| format!("not a HeartbeatMonitor: {e}"))?;
+    Ok(monitor.status.unwrap_or_default())
+}
+
 /// Condition `kind` (a `heartbeat_crds::conditions` type) of a status.
 pub fn condition<'a>(status: &'a HeartbeatMonitorStatus, kind: &str) -> Option<&'a Condition> {
     status.conditions.iter().find(|c| c.type_ == kind)

@@ -24,7 +24,12 @@ pub enum Error {
 /// error carries it, and it may be a password from the Secret.
 fn redacted(e: &rdkafka::error::KafkaError) -> String {
     match e {
-        rdkafka::error::KafkaError::ClientConfig(_, desc, key, _) => {
+        rdkafka::error::KafkaError::ClientConfig(_, desc, key, value) => {
+            // librdkafka's own text may quote the value too.
+            let desc = match value.as_str() {
+                "" => desc.clone(),
+                v => desc.replace(v, "<redacted>"),
+            };
             format!("property {key}: {desc}")
         }
         other => other.to_string(),
@@ -43,7 +48,7 @@ mod tests {
     fn a_refused_property_is_named_without_its_value() {
         let e = Error::CreateProducer(KafkaError::ClientConfig(
             RDKafkaConfRes::RD_KAFKA_CONF_INVALID,
-            "invalid value".into(),
+            "Invalid value \"hunter2\" for configuration property \"sasl.password\"".into(),
             "sasl.password".into(),
             "hunter2".into(),
         ));

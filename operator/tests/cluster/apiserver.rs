@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use heartbeat_crds::HeartbeatMonitorStatus;
 use heartbeat_crds::monitor::MemberState;
 use heartbeat_e2e::kube_env::install_crds;
-use heartbeat_e2e::monitor::{MonitorBuilder, member_is};
+use heartbeat_e2e::monitor::{MonitorBuilder, member_is, status_from_json};
 use heartbeat_e2e::operator::OperatorProcess;
 use heartbeat_e2e::stack::{run, run_ok, stack_command};
 use heartbeat_e2e::status::eventually;
@@ -249,15 +249,9 @@ impl Case {
                 .ns_kubectl()
                 .args(["get", "hbm", monitor, "-o", "json"]));
             if !ok {
-                return Err(format!(
-                    "kubectl: {err}
-{}",
-                    self.report(None)
-                ));
+                return Err(format!("kubectl: {err}\n{}", self.report(None)));
             }
-            let hbm: heartbeat_crds::HeartbeatMonitor =
-                serde_json::from_str(&json).map_err(|e| format!("{monitor}: {e}"))?;
-            let status = hbm.status.unwrap_or_default();
+            let status = status_from_json(&json).map_err(|e| format!("{monitor}: {e}"))?;
             if done(&status) {
                 Ok(status)
             } else {

@@ -16,10 +16,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use heartbeat_crds::HeartbeatMonitorStatus;
 use heartbeat_crds::monitor::MemberState;
-use heartbeat_crds::{HeartbeatMonitor, HeartbeatMonitorStatus};
 use heartbeat_e2e::kube_env::install_crds;
-use heartbeat_e2e::monitor::{MonitorBuilder, member};
+use heartbeat_e2e::monitor::{MonitorBuilder, member, status_from_json};
 use heartbeat_e2e::operator::OperatorProcess;
 use heartbeat_e2e::stack::{run, run_with_stdin};
 use heartbeat_e2e::{Stack, TestNamespace, TestTopic};
@@ -192,7 +192,7 @@ impl StaleWatch {
                     "json",
                     "--request-timeout=5s",
                 ]));
-                if let Some(status) = ok.then(|| status_of(&out)).flatten() {
+                if let Some(status) = ok.then(|| status_from_json(&out).ok()).flatten() {
                     r.fetch_add(1, Ordering::Relaxed);
                     let stale_member =
                         (status.members.iter()).any(|m| m.state == MemberState::Stale);
@@ -297,7 +297,7 @@ impl Run {
 
     fn status(&self) -> Option<HeartbeatMonitorStatus> {
         let (ok, out, _) = self.kubectl(&["get", "hbm", "chaos", "-o", "json"]);
-        ok.then(|| status_of(&out)).flatten()
+        ok.then(|| status_from_json(&out).ok()).flatten()
     }
 
     /// A Stale member now, or at any time the watch saw, is a false alarm:
@@ -688,10 +688,4 @@ async fn random_faults_end_with_every_member_up_or_stopped_and_no_false_alarm() 
         "chaos: seed {seed}: {} faults {thrown:?}, no Stale, settled in {secs}s",
         thrown.values().sum::<u32>()
     );
-}
-
-/// The status of a `kubectl get hbm -o json` answer (None if it does not parse).
-fn status_of(json: &str) -> Option<HeartbeatMonitorStatus> {
-    let monitor: HeartbeatMonitor = serde_json::from_str(json).ok()?;
-    Some(monitor.status.unwrap_or_default())
 }
