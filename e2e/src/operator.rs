@@ -45,6 +45,9 @@ pub struct OperatorOptions {
     pub namespaced_secrets: bool,
     /// More flags for every process (e.g. `--allowed-brokers=...`).
     pub extra_args: Vec<String>,
+    /// `HEARTBEAT_OPERATOR_LOG` (unset: `info`, what a failing test shows;
+    /// a benchmark asks for less).
+    pub log_filter: Option<String>,
 }
 
 /// An operator's identity: its namespace, names, RBAC and token, shared by
@@ -243,7 +246,10 @@ impl OperatorProcess {
             cmd.env_remove(var);
         }
         let child = cmd
-            .env("HEARTBEAT_OPERATOR_LOG", "info")
+            .env(
+                "HEARTBEAT_OPERATOR_LOG",
+                id.options.log_filter.as_deref().unwrap_or("info"),
+            )
             .env("HEARTBEAT_OPERATOR_LOG_FORMAT", "text")
             .stdin(Stdio::null())
             .stdout(out)

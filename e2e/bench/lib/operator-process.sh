@@ -1,27 +1,38 @@
 # Sourced by the benchmarks that measure the operator as a process (the
 # release build, as its least-privilege ServiceAccount, in the stack's
-# network namespace): brings up a stack of their own, applies the CRD,
-# the RBAC, namespace `bench` with its broker Secret, and starts the
-# operator. Callers set `repo`, cd there, and use:
-#   bench_stack_up                 stack in $HB_BENCH_STACK_DIR (default target/bench-stack)
-#   bench_monitor YAML_SPEC_LINES  monitor `ingest` in namespace bench
-#   bench_operator_start [ARGS]    the operator; sets $operator (pid), $work/ca.pem
+# network namespace): brings up a stack of their own with the CRD and
+# starts the operator, either the way the cluster tests do (the e2e
+# fixture, `operator-fixture`) or by hand under the chart's names (for the
+# benchmarks that stop and restart processes). Callers set `repo`, cd
+# there, and use:
+#   bench_stack_up                 stack in $HB_BENCH_STACK_DIR (default target/bench-stack), CRD applied
+#   bench_fixture_start [ARGS]     the release operator through the e2e fixture: its own
+#                                  ServiceAccount, names and injected namespace; sets HB_OP_*
+#                                  (HB_OP_WEBHOOK_URL, HB_OP_ADMIN_URL, HB_OP_CA, HB_OP_APP_NAMESPACE...)
+#   bench_namespaces               by hand: the RBAC, namespace `bench` with its broker Secret
+#   bench_operator_start [ARGS]    by hand: the operator; sets $operator (pid), $work/ca.pem
+#   bench_monitor YAML_SPEC_LINES  monitor `ingest` (in the fixture's namespace, labelled for
+#                                  its operator, once bench_fixture_start ran; else in `bench`)
 #   bench_review_json FILE         a Deployment's pod at admission (~5 KB, injected)
 # Everything stops when the caller exits (trap set here).
 
 bench_stack_up() {
 	e2e/stack install
 	[ -n "${HB_BENCH_NO_BUILD:-}" ] || cargo build -q --release -p heartbeat-operator
-	cargo build -q --release -p heartbeat-e2e --bin admission-load
+	cargo build -q --release -p heartbeat-e2e --bin admission-load --bin operator-fixture
 	cargo build -q -p heartbeat-process-node
 	export HB_STACK_DIR=${HB_BENCH_STACK_DIR:-$repo/target/bench-stack}
 	e2e/stack up --fresh --stop-when-exits $$ >&2
 	operator=
+	fixture=
 	work=$(mktemp -d)
 	trap 'bench_stop' EXIT
 	eval "$(e2e/stack env)"
 	kubectl apply --server-side -f crds/ >/dev/null
 	kubectl wait --for=condition=Established crd/heartbeatmonitors.heartbeat.dev --timeout=60s >/dev/null
+}
+
+bench_namespaces() {
 	kubectl create namespace heartbeat-system >/dev/null
 	kubectl create namespace bench >/dev/null
 	until kubectl -n heartbeat-system get serviceaccount default >/dev/null 2>&1; do sleep 0.5; done
@@ -31,16 +42,37 @@ bench_stack_up() {
 
 bench_stop() {
 	[ -z "${operator:-}" ] || { kill "$operator" 2>/dev/null || true; wait "$operator" 2>/dev/null || true; }
+	# Closing its stdin stops the fixture, which deletes what it made.
+	[ -z "${fixture:-}" ] || { exec {fixture_in}>&-; wait "$fixture" 2>/dev/null || true; }
 	e2e/stack down >/dev/null 2>&1 || true
 	rm -rf "${work:?}"
 }
 
+# The release operator through the e2e fixture (extra operator flags in "$@");
+# returns once it serves, with its HB_OP_* assignments exported.
+bench_fixture_start() {
+	mkfifo "$work/fixture.in"
+	target/release/operator-fixture --bin target/release/heartbeat-operator \
+		--log "${HEARTBEAT_OPERATOR_LOG:-warn}" -- "$@" <"$work/fixture.in" >"$work/fixture.env" 2>"$work/fixture.log" &
+	fixture=$!
+	# Held open until bench_stop: the fixture runs until its stdin closes.
+	exec {fixture_in}>"$work/fixture.in"
+	until grep -qx 'HB_OP_READY=1' "$work/fixture.env"; do
+		kill -0 "$fixture" 2>/dev/null || { cat "$work/fixture.log"; return 1; }
+		sleep 0.2
+	done
+	set -a
+	. "$work/fixture.env"
+	set +a
+}
+
 # $1: the spec lines after topic, interval and Secret (indented two spaces).
 bench_monitor() {
-	kubectl -n bench apply -f - >/dev/null <<YAML
+	local label=${HB_OP_MONITOR_LABEL:-}
+	kubectl -n "${HB_OP_APP_NAMESPACE:-bench}" apply -f - >/dev/null <<YAML
 apiVersion: heartbeat.dev/v1alpha1
 kind: HeartbeatMonitor
-metadata: {name: ingest}
+metadata: {name: ingest, labels: {${label:+"${label%%=*}": "${label#*=}"}}}
 spec:
   topic: heartbeats
   intervalSeconds: 10
@@ -75,7 +107,7 @@ KC
 # A Deployment's pod as the API server sends it at admission: no name yet,
 # 3 containers, labelled app=ingest (select it for an injection).
 bench_review_json() {
-	python3 - "$1" <<'PY'
+	python3 - "$1" "${HB_OP_APP_NAMESPACE:-bench}" <<'PY'
 import json, sys
 def container(name, port):
     return {"name": name, "image": f"registry.example/{name}:1.4.2", "imagePullPolicy": "IfNotPresent",
@@ -89,7 +121,7 @@ def container(name, port):
             "volumeMounts": [{"name": "config", "mountPath": "/etc/app"}, {"name": "cache", "mountPath": "/cache"}],
             "terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File"}
 pod = {"apiVersion": "v1", "kind": "Pod",
-       "metadata": {"generateName": "ingest-7d9f8b6c4-", "namespace": "bench",
+       "metadata": {"generateName": "ingest-7d9f8b6c4-", "namespace": sys.argv[2],
                     "labels": {"app": "ingest", "pod-template-hash": "7d9f8b6c4", "team": "data", "tier": "backend"},
                     "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": "8080"},
                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "ingest-7d9f8b6c4",
@@ -103,7 +135,7 @@ review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
                       "resource": {"group": "", "version": "v1", "resource": "pods"},
                       "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
                       "requestResource": {"group": "", "version": "v1", "resource": "pods"},
-                      "namespace": "bench", "operation": "CREATE",
+                      "namespace": sys.argv[2], "operation": "CREATE",
                       "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller",
                                    "groups": ["system:serviceaccounts", "system:authenticated"]},
                       "object": pod, "oldObject": None, "dryRun": False,
