@@ -15,6 +15,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::broadcast::{self, error::RecvError};
 
 use crate::args::CacheArgs;
+use crate::synced::Synced;
 
 /// Changes kept for a subscriber that falls behind; beyond them it is
 /// handed the whole cache again (the reflector never waits for it, so a
@@ -26,6 +27,9 @@ const CHANGES_KEPT: usize = 1024;
 pub struct Caches {
     /// Every HeartbeatMonitor this operator handles.
     pub monitors: Store<HeartbeatMonitor>,
+    /// Whether `monitors` is filled: wait on this, never on the store
+    /// itself (see [`Synced`]).
+    pub synced: Synced,
     /// Each monitor as it is listed or changes (not deletions, as a
     /// Controller's own watch would trigger).
     changed: broadcast::Sender<Arc<HeartbeatMonitor>>,
@@ -57,7 +61,12 @@ impl Caches {
             }
             futures::future::ready(())
         }));
-        Caches { monitors, changed }
+        let synced = Synced::of(monitors.clone());
+        Caches {
+            monitors,
+            synced,
+            changed,
+        }
     }
 
     /// What triggers a controller started now: every monitor in the cache
@@ -68,6 +77,7 @@ impl Caches {
         let changes = Changes {
             rx: self.changed.subscribe(),
             store: self.monitors.clone(),
+            synced: self.synced.clone(),
             pending: Vec::new(),
             replay: true,
         };
@@ -82,6 +92,7 @@ impl Caches {
 struct Changes {
     rx: broadcast::Receiver<Arc<HeartbeatMonitor>>,
     store: Store<HeartbeatMonitor>,
+    synced: Synced,
     /// Monitors of a replay not yet handed out.
     pending: Vec<Arc<HeartbeatMonitor>>,
     /// The whole cache is to be handed out (at the start, or after lagging).
@@ -95,7 +106,9 @@ impl Changes {
                 return Some(m);
             }
             if self.replay {
-                self.store.wait_until_ready().await.ok()?;
+                if !self.synced.wait().await {
+                    return None;
+                }
                 self.pending = self.store.state();
                 self.replay = false;
                 continue;
@@ -179,7 +192,7 @@ mod tests {
     async fn a_late_controller_is_triggered_for_every_cached_monitor_then_changes() {
         let (caches, tx) = fed(16);
         list(&tx, &["a", "b"]);
-        caches.monitors.wait_until_ready().await.expect("ready");
+        assert!(caches.synced.wait().await, "filled");
         let mut changes = Box::pin(caches.monitor_changes());
         assert_eq!(take(&mut changes, 2).await, names(&["a", "b"]));
         tx.send(Event::Apply(monitor("c"))).expect("send");
@@ -194,7 +207,7 @@ mod tests {
     async fn a_controller_that_fell_behind_gets_the_whole_cache_again() {
         let (caches, tx) = fed(2);
         list(&tx, &["z"]);
-        caches.monitors.wait_until_ready().await.expect("ready");
+        assert!(caches.synced.wait().await, "filled");
         let mut changes = Box::pin(caches.monitor_changes());
         assert_eq!(take(&mut changes, 1).await, names(&["z"]));
         let all = ["a", "b", "c", "d", "e"];

@@ -18,6 +18,7 @@ pub mod membership;
 pub mod metrics;
 pub mod pod_contract;
 pub mod shutdown;
+pub mod synced;
 pub mod webhook;
 
 pub use error::{Error, Result};

@@ -35,6 +35,7 @@ use crate::consumer::{BrokerAllowlist, Consumers, SigningKeys, lock};
 use crate::membership::Table;
 use crate::membership::table::{Limits, MonitorId, Settings};
 use crate::metrics::{MemberLabels, Metrics, MonitorLabels, StateLabels};
+use crate::synced::Synced;
 
 /// What every reconcile works with.
 pub struct Context {
@@ -45,7 +46,12 @@ pub struct Context {
     /// The monitors this replica tracks.
     pub tracked: Mutex<HashMap<MonitorId, Arc<Tracked>>>,
     pub monitors: Store<HeartbeatMonitor>,
+    /// Whether `monitors` is filled (wait on this, not on the store: see
+    /// [`crate::synced::Synced`]).
+    pub monitors_synced: Synced,
     pub pods: Store<Pod>,
+    /// Whether `pods` is filled; every reconcile waits on it at first.
+    pub pods_synced: Synced,
     /// The Secrets monitors name, read by name.
     pub secrets: secrets::SecretReader,
     /// What grants the operator a namespace's Secrets (for `Ready`'s advice).
@@ -228,6 +234,13 @@ pub async fn lead(
             }
         }
         tracing::info!(identity = %settings.identity, "leading: consuming beats and writing status");
+        // The Controller waits for the monitor cache itself, on the store:
+        // started once the cache is filled, that wait returns at once and
+        // cannot take the store's one wake-up from another waiter.
+        tokio::select! {
+            filled = caches.synced.wait() => if !filled { return },
+            _ = shutdown.changed() => return,
+        }
         flag.store(true, Ordering::SeqCst);
         metrics.leader.set(1);
         let (ctx, run) = controller(
@@ -329,6 +342,8 @@ fn controller(
         ),
         tracked: Mutex::new(HashMap::new()),
         monitors: monitors.clone(),
+        monitors_synced: caches.synced.clone(),
+        pods_synced: Synced::of(pods.clone()),
         pods,
         limits: settings.limits.clone(),
         member_metrics_cap: settings.member_metrics_cap,
@@ -364,7 +379,7 @@ async fn sweep(ctx: Arc<Context>) {
     let mut every = tokio::time::interval(Duration::from_secs(2));
     loop {
         every.tick().await;
-        if ctx.monitors.wait_until_ready().await.is_err() {
+        if !ctx.monitors_synced.wait().await {
             return;
         }
         let gone: Vec<MonitorId> = lock(&ctx.tracked)

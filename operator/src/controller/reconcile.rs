@@ -48,7 +48,7 @@ pub async fn reconcile(monitor: Arc<HeartbeatMonitor>, ctx: Arc<Context>) -> Res
     }
     // Judging before the pod cache is filled would drop every member (and
     // ignore their replayed beats): wait for it once.
-    if ctx.pods.wait_until_ready().await.is_err() {
+    if !ctx.pods_synced.wait().await {
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
     let id = MonitorId {

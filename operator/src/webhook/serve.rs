@@ -61,9 +61,9 @@ pub fn serve(
     let config = args
         .manage_webhook_config
         .then(|| webhook_configuration(&args.settings(namespace), &serving.ca_pem));
-    let (monitors, client, ready) = (caches.monitors.clone(), client.clone(), admin.ready.clone());
+    let (synced, client, ready) = (caches.synced.clone(), client.clone(), admin.ready.clone());
     tokio::spawn(async move {
-        if monitors.wait_until_ready().await.is_err() {
+        if !synced.wait().await {
             return;
         }
         if let Some(config) = config {
