@@ -4,7 +4,9 @@
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{
+    Mutex, MutexGuard, OnceLock, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
+};
 
 use heartbeat_testbed::layout::{StackEnv, StackLayout, default_stack_dir};
 
@@ -38,6 +40,17 @@ pub fn stack_command(dir: &Path) -> Command {
     cmd
 }
 
+/// Where [`Stack::alone`] runs its stack: `HB_ALONE_STACK_DIR`, or the
+/// shared stack's directory with `-alone` appended.
+pub fn alone_stack_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("HB_ALONE_STACK_DIR") {
+        return PathBuf::from(dir);
+    }
+    let mut dir = default_stack_dir().into_os_string();
+    dir.push("-alone");
+    PathBuf::from(dir)
+}
+
 /// Brings up (or keeps) the stack at `dir` for this test binary, with
 /// `components` (empty: all), and reads what it exposes. Panics with
 /// `e2e/stack`'s own message (which names any missing tool).
@@ -61,7 +74,7 @@ pub fn up_for_this_binary(dir: &Path, components: &str, fresh: bool) -> StackEnv
 }
 
 /// The tests of one binary share its stack, many at once; a test that
-/// stops a shared component (the API server, the broker) takes it alone.
+/// must not run beside any other takes it [`exclusive`](Stack::exclusive).
 static SHARING: RwLock<()> = RwLock::new(());
 
 thread_local! {
@@ -71,9 +84,18 @@ thread_local! {
     static SHARE: RefCell<Option<RwLockReadGuard<'static, ()>>> = const { RefCell::new(None) };
 }
 
-/// The stack held by one test alone (see [`Stack::alone`]).
-pub struct Alone {
+/// The shared stack held by one test, no other running (see [`Stack::exclusive`]).
+pub struct Exclusive {
     _held: RwLockWriteGuard<'static, ()>,
+}
+
+/// Tests that stop a component take turns on a stack of their own.
+static TURNS: Mutex<()> = Mutex::new(());
+
+/// The stack of the tests that stop its components, held by one of them
+/// (see [`Stack::alone`]).
+pub struct Alone {
+    _held: MutexGuard<'static, ()>,
 }
 
 impl Stack {
@@ -81,7 +103,7 @@ impl Stack {
     /// `HB_STACK_DIR` (kept up while this process runs, if a fixture
     /// started it), or a new, empty one started now and stopped when this
     /// process exits. The calling test shares it with the others running
-    /// (waiting while one holds it [`alone`](Stack::alone)).
+    /// (waiting while one holds it [`exclusive`](Stack::exclusive)).
     pub fn get() -> &'static Stack {
         SHARE.with(|share| {
             if share.borrow().is_none() {
@@ -89,21 +111,40 @@ impl Stack {
                 *share.borrow_mut() = Some(guard);
             }
         });
-        Self::instance()
+        Self::shared()
     }
 
-    /// The stack, for a test that stops one of its shared components: it
-    /// waits until no other test holds a share, and holds it alone while
-    /// the guard lives (tests that start meanwhile wait).
-    pub fn alone() -> (&'static Stack, Alone) {
+    /// The shared stack with no other test of this binary running, for a
+    /// test that loads the machine: it waits until no other test holds a
+    /// share, and holds the stack alone while the guard lives (tests that
+    /// start meanwhile wait).
+    pub fn exclusive() -> (&'static Stack, Exclusive) {
         // This thread's own share first (a share taken earlier on this
         // thread, say by a helper), or it would wait for itself.
         SHARE.with(|share| share.borrow_mut().take());
         let guard = SHARING.write().unwrap_or_else(PoisonError::into_inner);
-        (Self::instance(), Alone { _held: guard })
+        (Self::shared(), Exclusive { _held: guard })
     }
 
-    fn instance() -> &'static Stack {
+    /// A full stack apart from the shared one, for a test that stops one
+    /// of its components (the API server, the broker) or must see no other
+    /// test's pods: the tests that call this take turns on it while the
+    /// shared stack's tests go on beside them. It is
+    /// `$HB_ALONE_STACK_DIR`, or the shared stack's directory with
+    /// `-alone` appended, started fresh on first use and stopped when this
+    /// process exits (one test binary at a time may use it).
+    pub fn alone() -> (&'static Stack, Alone) {
+        let guard = TURNS.lock().unwrap_or_else(PoisonError::into_inner);
+        static STACK: OnceLock<Stack> = OnceLock::new();
+        let stack = STACK.get_or_init(|| {
+            let dir = alone_stack_dir();
+            let env = up_for_this_binary(&dir, "", true);
+            Stack::from_env(StackLayout::new(dir), env).unwrap_or_else(|e| panic!("{e}"))
+        });
+        (stack, Alone { _held: guard })
+    }
+
+    fn shared() -> &'static Stack {
         static STACK: OnceLock<Stack> = OnceLock::new();
         STACK.get_or_init(|| {
             let dir = default_stack_dir();
@@ -201,8 +242,8 @@ impl Stack {
     }
 
     /// Stops the API server: an outage for everything that talks to it.
-    /// Only a test holding the stack [`alone`](Stack::alone) may do this (or
-    /// stop the broker), as the other tests would see the outage too.
+    /// Only on a stack a test holds [`alone`](Stack::alone) (or stop the
+    /// broker), as the other tests would see the outage too.
     pub fn stop_apiserver(&self) {
         self.toggle("stop", "apiserver");
     }

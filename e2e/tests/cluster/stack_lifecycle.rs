@@ -74,7 +74,7 @@ fn netns_of(net: &StackNet) -> Vec<String> {
 fn a_second_stack_comes_up_in_its_own_network_recovers_from_a_crash_and_down_leaves_nothing() {
     // Alone: a second stack (etcd, API server, broker) loads the machine,
     // and the process node's probe tests beside it time their probes.
-    let (_shared, _alone) = heartbeat_e2e::Stack::alone();
+    let (_shared, _exclusive) = heartbeat_e2e::Stack::exclusive();
     // Kept on failure: the watcher needs the state dir to stop what runs.
     let tmp = tempfile::tempdir().expect("tempdir").keep();
     let dir = tmp.join("stack");

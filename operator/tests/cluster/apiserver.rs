@@ -1,7 +1,6 @@
 //! The operator through an API server outage: `e2e/stack stop apiserver`,
-//! a while down, `e2e/stack start apiserver`. It holds the stack alone
-//! ([`Stack::alone`]), so stopping the shared API server disturbs no other
-//! test.
+//! a while down, `e2e/stack start apiserver`. It runs on a stack of its own
+//! ([`Stack::alone`]), so stopping that API server disturbs no other test.
 //!
 //! Members go silent by losing their route to the broker (a blackhole
 //! route in the pod's network namespace): the sidecar keeps running and
@@ -49,7 +48,7 @@ const LEADER: &str = "heartbeat_operator_leader";
 /// webhook's cache resumed) and tracked Up.
 #[tokio::test]
 async fn the_operator_survives_an_api_server_outage_without_duplicate_events() {
-    // Stops the shared API server: no other test runs meanwhile.
+    // Stops the API server: a stack of its own.
     let (stack, _alone) = Stack::alone();
     install_crds(stack);
     let op = OperatorProcess::start(stack, BIN.as_ref());

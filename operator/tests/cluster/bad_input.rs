@@ -104,8 +104,8 @@ fn message(
 /// path did: the same members in the same states.
 #[tokio::test]
 async fn the_malformed_corpus_is_counted_by_reason_and_changes_nothing() {
-    // Alone: the operator caches every pod of the cluster, so pods other
-    // tests make meanwhile would count as growth here.
+    // A stack of its own: the operator caches every pod of the cluster,
+    // so pods other tests make meanwhile would count as growth here.
     let (stack, _alone) = Stack::alone();
     install_crds(stack);
     let mut op = OperatorProcess::start(stack, BIN.as_ref());

@@ -1,7 +1,7 @@
 //! A combined fault run: random faults, one after another, against 50
 //! members (10 injected pods of a Deployment, 40 programs outside the
-//! cluster) watched by two operator replicas. It stops the stack's shared
-//! broker and API server, so it holds the stack alone ([`Stack::alone`]).
+//! cluster) watched by two operator replicas. It stops the broker and the
+//! API server, so it runs on a stack of its own ([`Stack::alone`]).
 //!
 //! Seeded: the seed is printed at the start and in every failure, and
 //! `HB_CHAOS_SEED=N` replays the same faults in the same order with the
@@ -456,7 +456,7 @@ async fn random_faults_end_with_every_member_up_or_stopped_and_no_false_alarm() 
     eprintln!("chaos: seed {seed} (replay: HB_CHAOS_SEED={seed}), faults for {budget:?}");
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
 
-    // Stops the shared broker and API server: no other test runs meanwhile.
+    // Stops the broker and the API server: a stack of its own.
     let (stack, _alone) = Stack::alone();
     install_crds(stack);
     let first = OperatorProcess::start(stack, BIN.as_ref());
