@@ -45,14 +45,20 @@ pub struct Checkpoint {
 }
 
 impl Checkpoint {
-    pub fn new(topic: &str, offsets: BTreeMap<i32, i64>, table: TableRecord) -> Checkpoint {
-        Checkpoint {
+    /// A checkpoint of `table`, unless the table has not seen the topic
+    /// yet: the consumer catches up before the monitor's next reconcile
+    /// hands its table that sight, and a checkpoint written in between
+    /// could never be started from ([`Unusable::NoSight`]), yet would
+    /// replace a usable one as its key's newest record.
+    pub fn new(topic: &str, offsets: BTreeMap<i32, i64>, table: TableRecord) -> Option<Checkpoint> {
+        table.sighted_since?;
+        Some(Checkpoint {
             version: VERSION,
             topic: topic.to_string(),
             written_at: Timestamp::now(),
             offsets,
             table,
-        }
+        })
     }
 
     /// Since when the checkpointed table saw the topic, if a new leader
@@ -66,13 +72,46 @@ impl Checkpoint {
         signing: bool,
         window_start: Timestamp,
         now: Timestamp,
-    ) -> Option<Timestamp> {
-        let since = self.table.sighted_since?;
-        (!signing
-            && self.written_at <= now
-            && self.written_at >= window_start
-            && since <= self.written_at)
-            .then_some(since)
+    ) -> Result<Timestamp, Unusable> {
+        let since = self.table.sighted_since.ok_or(Unusable::NoSight)?;
+        if signing {
+            Err(Unusable::Signing)
+        } else if self.written_at > now {
+            Err(Unusable::FromTheFuture)
+        } else if self.written_at < window_start {
+            Err(Unusable::BeforeTheWindow)
+        } else if since > self.written_at {
+            Err(Unusable::SightAfterWriting)
+        } else {
+            Ok(since)
+        }
+    }
+}
+
+/// Why a new leader cannot start from a monitor's checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Unusable {
+    /// The table had never seen the topic when it was written.
+    NoSight,
+    /// The monitor signs its beats; a checkpoint is not signed.
+    Signing,
+    /// Written after now (a clock stepped back).
+    FromTheFuture,
+    /// Written before the window a new leader replays.
+    BeforeTheWindow,
+    /// It says it saw the topic from after it was written.
+    SightAfterWriting,
+}
+
+impl Unusable {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unusable::NoSight => "written before the topic was seen",
+            Unusable::Signing => "of a signing monitor",
+            Unusable::FromTheFuture => "from the future",
+            Unusable::BeforeTheWindow => "older than the window",
+            Unusable::SightAfterWriting => "seeing from after it was written",
+        }
     }
 }
 
@@ -383,6 +422,21 @@ mod tests {
         }
     }
 
+    /// Rule: no checkpoint is made of a table that has not seen the topic
+    /// (it would hide a usable one and could not be started from).
+    #[test]
+    fn a_table_that_has_not_seen_the_topic_gets_no_checkpoint() {
+        // Written now: a since and a window from long before.
+        let epoch = Timestamp::UNIX_EPOCH;
+        let record = |sighted_since| TableRecord {
+            sighted_since,
+            members: Vec::new(),
+        };
+        assert!(Checkpoint::new("beats", BTreeMap::new(), record(None)).is_none());
+        let made = Checkpoint::new("beats", BTreeMap::new(), record(Some(epoch))).expect("sighted");
+        assert_eq!(made.usable(false, epoch, Timestamp::now()), Ok(epoch));
+    }
+
     /// Rule: a new leader starts only from a checkpoint written within the
     /// window and not in the future, that says since when it saw the
     /// topic (no later than it was written), and never for a monitor with
@@ -390,35 +444,16 @@ mod tests {
     #[test]
     fn only_a_checkpoint_within_the_window_from_the_past_with_its_since_is_used() {
         let (window_start, now) = (t(0), t(100));
-        assert_eq!(
-            cp(50, Some(10)).usable(false, window_start, now),
-            Some(t(10))
-        );
-        assert_eq!(
-            cp(50, Some(10)).usable(true, window_start, now),
-            None,
-            "signing"
-        );
-        assert_eq!(
-            cp(150, Some(10)).usable(false, window_start, now),
-            None,
-            "future"
-        );
-        assert_eq!(
-            cp(-5, Some(-10)).usable(false, window_start, now),
-            None,
-            "too old"
-        );
-        assert_eq!(
-            cp(50, None).usable(false, window_start, now),
-            None,
-            "no since"
-        );
-        assert_eq!(
-            cp(50, Some(60)).usable(false, window_start, now),
-            None,
-            "since after it"
-        );
+        assert_eq!(cp(50, Some(10)).usable(false, window_start, now), Ok(t(10)));
+        for (cp, signing, why) in [
+            (cp(50, Some(10)), true, Unusable::Signing),
+            (cp(150, Some(10)), false, Unusable::FromTheFuture),
+            (cp(-5, Some(-10)), false, Unusable::BeforeTheWindow),
+            (cp(50, None), false, Unusable::NoSight),
+            (cp(50, Some(60)), false, Unusable::SightAfterWriting),
+        ] {
+            assert_eq!(cp.usable(signing, window_start, now), Err(why), "{why:?}");
+        }
     }
 
     /// Rule: of the records loaded, a topic takes only its own monitors'

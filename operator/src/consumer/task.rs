@@ -18,7 +18,7 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::catch_up::{CatchUp, Confirmed, Sight};
-use super::checkpoint::{self, Checkpoint};
+use super::checkpoint::{self, Checkpoint, Unusable};
 use super::connection::{self, Connection, PartitionQueue};
 use super::intake::{self, RejectLog, TopicCounters};
 use super::{BlindKind, Health, Shared, lock};
@@ -547,7 +547,12 @@ async fn load_checkpoints(
     conn: &Connection,
     window_start: Timestamp,
 ) -> Option<(HashMap<i32, i64>, Timestamp)> {
-    let say = |what: String| *lock(&shared.replay) = what;
+    // Shown in status while catching up, and logged: why a new leader
+    // replays the whole window is worth a line.
+    let say = |what: String| {
+        tracing::info!(consumer = %shared.key, replay = %what, "replay decided");
+        *lock(&shared.replay) = what;
+    };
     let Some(cp_topic) = shared.checkpoint_topic.clone() else {
         say("no checkpoints kept (--checkpoint-topic is empty)".into());
         return None;
@@ -582,22 +587,35 @@ async fn load_checkpoints(
         Ok(s) => s,
         Err(p) => p.into_inner(),
     };
-    let usable = |s: &super::Subscriber| -> Option<(&Checkpoint, Timestamp)> {
+    // None: no checkpoint at all.
+    let usable = |s: &super::Subscriber| -> Option<Result<(&Checkpoint, Timestamp), Unusable>> {
         let cp = found.get(&s.id)?;
         let signing = match s.signing.read() {
             Ok(g) => g.is_some(),
             Err(_) => true,
         };
-        cp.usable(signing, window_start, now)
-            .map(|since| (cp, since))
+        Some(
+            cp.usable(signing, window_start, now)
+                .map(|since| (cp, since)),
+        )
     };
-    let without = subs.iter().filter(|s| usable(s).is_none()).count();
-    if without > 0 {
-        // A count, not names: this message reaches every monitor on the
+    let mut without: BTreeMap<&str, usize> = BTreeMap::new();
+    for s in subs.iter() {
+        match usable(s) {
+            Some(Ok(_)) => continue,
+            Some(Err(why)) => *without.entry(why.as_str()).or_default() += 1,
+            None => *without.entry("none").or_default() += 1,
+        }
+    }
+    if !without.is_empty() {
+        // Counts, not names: this message reaches every monitor on the
         // topic, whichever namespace it is in.
+        let n: usize = without.values().sum();
+        let why: Vec<String> = without.iter().map(|(w, n)| format!("{n} {w}")).collect();
         say(format!(
-            "no usable checkpoint for {without} of {} monitors on the topic: replaying the whole window",
-            subs.len()
+            "no usable checkpoint for {n} of {} monitors on the topic ({}): replaying the whole window",
+            subs.len(),
+            why.join(", "),
         ));
         return None;
     }
@@ -605,7 +623,7 @@ async fn load_checkpoints(
     let mut since: Option<Timestamp> = None;
     let mut oldest = now;
     for s in subs.iter() {
-        let Some((cp, cp_since)) = usable(s) else {
+        let Some(Ok((cp, cp_since))) = usable(s) else {
             continue;
         };
         let restored = {
@@ -635,7 +653,9 @@ async fn load_checkpoints(
 /// dead broker may hold a flush for seconds). The connection's writer is
 /// made on first use and dropped on failure, so the next round makes a
 /// new one. Returns false when the writer is busy (another round, maybe
-/// another topic's, still writes): try again at the next check.
+/// another topic's, still writes) or a table has not taken the topic's
+/// sight yet (it gets no checkpoint until it has): try again at the next
+/// check.
 fn write_checkpoints(
     shared: &Arc<Shared>,
     writer: &Arc<tokio::sync::Mutex<Option<checkpoint::Writer>>>,
@@ -650,6 +670,7 @@ fn write_checkpoints(
     };
     let offsets: std::collections::BTreeMap<i32, i64> =
         next.iter().map(|(p, o)| (*p, *o)).collect();
+    let mut unsighted = 0;
     let batch: Vec<_> = {
         let subs = match shared.subscribers.read() {
             Ok(s) => s,
@@ -657,17 +678,16 @@ fn write_checkpoints(
         };
         subs.iter()
             .filter(|s| s.epoch <= epoch)
-            .map(|s| {
+            .filter_map(|s| {
                 let table = lock(&s.table).checkpoint();
-                (
-                    s.id.clone(),
-                    Checkpoint::new(&shared.key.topic, offsets.clone(), table),
-                )
+                let cp = Checkpoint::new(&shared.key.topic, offsets.clone(), table);
+                unsighted += usize::from(cp.is_none());
+                cp.map(|cp| (s.id.clone(), cp))
             })
             .collect()
     };
     if batch.is_empty() {
-        return true;
+        return unsighted == 0;
     }
     let shared = shared.clone();
     tokio::task::spawn_blocking(move || {
@@ -698,7 +718,7 @@ fn write_checkpoints(
             }
         }
     });
-    true
+    unsighted == 0
 }
 
 #[cfg(test)]
