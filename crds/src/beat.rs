@@ -218,12 +218,10 @@ impl Beat {
     /// it. The sidecar's own round trips use this; the operator reads with
     /// [`Beat::parse_lenient`].
     pub fn parse(value: &[u8]) -> Result<Beat, Error> {
-        let object = Beat::parse_object(value)?;
-        serde_path_to_error::deserialize(serde_json::Value::Object(object)).map_err(|e| {
-            Error::WrongFieldType {
-                field: e.path().to_string(),
-                detail: e.into_inner().to_string(),
-            }
+        let fields = Beat::parse_object(value)?;
+        read_fields(&fields).map_err(|e| Error::WrongFieldType {
+            field: e.path().to_string(),
+            detail: e.into_inner().to_string(),
         })
     }
 
@@ -276,9 +274,7 @@ impl Beat {
         // Each round drops the top-level field serde stopped at; there are
         // at most as many rounds as known fields.
         loop {
-            match serde_path_to_error::deserialize::<_, Beat>(serde_json::Value::Object(
-                object.clone(),
-            )) {
+            match read_fields(&object) {
                 Ok(beat) => return Ok(LenientBeat { beat, dropped }),
                 Err(e) => {
                     let field = e
@@ -306,8 +302,12 @@ impl Beat {
     }
 
     /// The checks both parsers share: size, UTF-8, a JSON object with a
-    /// readable `timestamp`.
-    fn parse_object(value: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, Error> {
+    /// readable `timestamp`. Its fields are kept as their JSON text, only
+    /// checked to be JSON, as the fast path skips an unknown field: a
+    /// number no float holds (`1e999`) under a key no one reads refuses
+    /// neither path (serde_json's tree would refuse the whole value). A
+    /// field given twice keeps its last value.
+    fn parse_object(value: &[u8]) -> Result<Fields, Error> {
         if value.len() > MAX_VALUE_BYTES {
             return Err(Error::TooLarge {
                 size: value.len(),
@@ -315,22 +315,27 @@ impl Beat {
             });
         }
         let text = std::str::from_utf8(value).map_err(|_| Error::NotUtf8 { part: "value" })?;
-        let json: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| Error::NotJson(e.to_string()))?;
-        let serde_json::Value::Object(object) = json else {
+        if !text.trim_start().starts_with('{') {
+            // Still told apart: not JSON at all, or JSON of another kind.
+            serde_json::from_str::<serde::de::IgnoredAny>(text)
+                .map_err(|e| Error::NotJson(e.to_string()))?;
             return Err(Error::NotObject);
-        };
+        }
+        let object: Fields =
+            serde_json::from_str(text).map_err(|e| Error::NotJson(e.to_string()))?;
         match object.get("timestamp") {
             None => return Err(Error::MissingTimestamp),
-            Some(serde_json::Value::String(s)) => {
-                parse_timestamp(s)?;
-            }
-            Some(_) => {
-                return Err(Error::WrongFieldType {
-                    field: "timestamp".into(),
-                    detail: "expected an ISO-8601 string".into(),
-                });
-            }
+            Some(raw) => match serde_json::from_str::<String>(raw.get()) {
+                Ok(s) => {
+                    parse_timestamp(&s)?;
+                }
+                Err(_) => {
+                    return Err(Error::WrongFieldType {
+                        field: "timestamp".into(),
+                        detail: "expected an ISO-8601 string".into(),
+                    });
+                }
+            },
         }
         Ok(object)
     }
@@ -524,4 +529,25 @@ mod iso_utc_opt {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Timestamp>, D::Error> {
         Ok(Option::<super::Iso>::deserialize(d)?.map(|i| i.0))
     }
+}
+
+/// A beat value's top-level fields as their JSON text, in key order.
+type Fields = std::collections::BTreeMap<String, Box<serde_json::value::RawValue>>;
+
+/// A beat from `fields`, read as the fast path reads a value (unknown
+/// fields skipped, known ones typed); an error names the field at fault.
+fn read_fields(fields: &Fields) -> Result<Beat, serde_path_to_error::Error<serde_json::Error>> {
+    // The fields' own text, joined again: the same bytes a straight read sees.
+    let mut text = String::from("{");
+    for (i, (key, raw)) in fields.iter().enumerate() {
+        if i > 0 {
+            text.push(',');
+        }
+        // A key re-encoded (escapes included); the value as it came.
+        text.push_str(&serde_json::Value::from(key.as_str()).to_string());
+        text.push(':');
+        text.push_str(raw.get());
+    }
+    text.push('}');
+    serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_str(&text))
 }

@@ -63,6 +63,28 @@ fn unknown_fields_are_ignored() {
     assert!(b.is_ok(), "{b:?}");
 }
 
+/// Rule (found by the beat_parser fuzz target): an unknown field is only
+/// checked to be JSON, on every path: a number no float holds under a key
+/// no one reads refuses neither parser, and the field-by-field path (taken
+/// when a known field is wrong) keeps the beat as the fast path would. A
+/// number out of range in a known field is that field's fault alone.
+#[test]
+fn a_number_out_of_range_in_an_unknown_field_refuses_nothing() {
+    let huge = br#"{"timestamp":"2026-11-22T23:14:51.123Z","phas":100e499009,"x":{"y":[1e999]}}"#;
+    let fast = Beat::parse_lenient(huge).expect("a sign of life");
+    assert_eq!(Ok(&fast), Beat::parse_lenient_by_field(huge).as_ref());
+    assert!(fast.dropped.is_empty());
+    assert_eq!(Beat::parse(huge).as_ref(), Ok(&fast.beat));
+
+    let wrong =
+        br#"{"timestamp":"2026-11-22T23:14:51Z","seq":"x","phas":1e999,"n_bytes_read":1e999}"#;
+    let b = Beat::parse_lenient(wrong).expect("a sign of life");
+    let mut fields: Vec<_> = b.dropped.iter().map(|d| d.field.as_str()).collect();
+    fields.sort();
+    assert_eq!(fields, ["n_bytes_read", "seq"]);
+    assert_eq!(b.beat.timestamp, ts("2026-11-22T23:14:51Z"));
+}
+
 fn our_beat() -> Beat {
     Beat {
         schema: Some(beat::SCHEMA.into()),
