@@ -85,6 +85,29 @@ fn a_number_out_of_range_in_an_unknown_field_refuses_nothing() {
     assert_eq!(b.beat.timestamp, ts("2026-11-22T23:14:51Z"));
 }
 
+/// Rule: nesting is no reason to refuse a value, and costs no recursion:
+/// an array 5,000 deep is refused as not an object, and the same depth
+/// under an unknown key is skipped (the fast path and the field-by-field
+/// path alike) as any unknown field is.
+#[test]
+fn a_value_nested_5000_deep_is_judged_by_its_shape() {
+    let deep = |d: usize| format!("{}{}", "[".repeat(d), "]".repeat(d));
+    assert!(matches!(
+        Beat::parse_lenient(deep(5000).as_bytes()),
+        Err(Error::NotObject)
+    ));
+    let under = format!(
+        r#"{{"timestamp":"2026-11-22T23:14:51Z","x":{}}}"#,
+        deep(5000)
+    );
+    let b = Beat::parse_lenient(under.as_bytes()).expect("a sign of life");
+    assert_eq!(
+        Ok(&b),
+        Beat::parse_lenient_by_field(under.as_bytes()).as_ref()
+    );
+    assert!(b.dropped.is_empty());
+}
+
 fn our_beat() -> Beat {
     Beat {
         schema: Some(beat::SCHEMA.into()),

@@ -10,8 +10,6 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
-use heartbeat_testbed::layout::default_stack_dir;
-
 use crate::stack::{run_ok, stack_command, up_for_this_binary};
 
 /// A running broker-only stack (`HB_COMPONENTS=kafka`), shared by the
@@ -24,12 +22,7 @@ pub struct KafkaStack {
 
 /// `HB_KAFKA_STACK_DIR`, or the full stack's directory with `-kafka` added.
 pub fn kafka_stack_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("HB_KAFKA_STACK_DIR") {
-        return PathBuf::from(dir);
-    }
-    let mut dir = default_stack_dir().into_os_string();
-    dir.push("-kafka");
-    PathBuf::from(dir)
+    crate::stack::sibling_stack_dir("HB_KAFKA_STACK_DIR", "-kafka")
 }
 
 impl KafkaStack {

@@ -43,11 +43,17 @@ pub fn stack_command(dir: &Path) -> Command {
 /// Where [`Stack::alone`] runs its stack: `HB_ALONE_STACK_DIR`, or the
 /// shared stack's directory with `-alone` appended.
 pub fn alone_stack_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("HB_ALONE_STACK_DIR") {
+    sibling_stack_dir("HB_ALONE_STACK_DIR", "-alone")
+}
+
+/// The directory `var` names, or the full stack's with `suffix` appended:
+/// where a stack beside the full one lives.
+pub fn sibling_stack_dir(var: &str, suffix: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os(var) {
         return PathBuf::from(dir);
     }
     let mut dir = default_stack_dir().into_os_string();
-    dir.push("-alone");
+    dir.push(suffix);
     PathBuf::from(dir)
 }
 
