@@ -221,7 +221,7 @@ impl Beat {
         let fields = Beat::parse_object(value)?;
         read_fields(&fields).map_err(|e| Error::WrongFieldType {
             field: e.path().to_string(),
-            detail: e.into_inner().to_string(),
+            detail: without_position(e.into_inner()),
         })
     }
 
@@ -288,13 +288,13 @@ impl Beat {
                     let Some(field) = field else {
                         return Err(Error::WrongFieldType {
                             field: e.path().to_string(),
-                            detail: e.into_inner().to_string(),
+                            detail: without_position(e.into_inner()),
                         });
                     };
                     object.remove(&field);
                     dropped.push(DroppedField {
                         field,
-                        detail: e.into_inner().to_string(),
+                        detail: without_position(e.into_inner()),
                     });
                 }
             }
@@ -306,7 +306,8 @@ impl Beat {
     /// checked to be JSON, as the fast path skips an unknown field: a
     /// number no float holds (`1e999`) under a key no one reads refuses
     /// neither path (serde_json's tree would refuse the whole value). A
-    /// field given twice keeps its last value.
+    /// top-level field given twice keeps its last value; inside a known
+    /// field, a key given twice makes that field wrong (as on the fast path).
     fn parse_object(value: &[u8]) -> Result<Fields, Error> {
         if value.len() > MAX_VALUE_BYTES {
             return Err(Error::TooLarge {
@@ -533,6 +534,16 @@ mod iso_utc_opt {
 
 /// A beat value's top-level fields as their JSON text, in key order.
 type Fields = std::collections::BTreeMap<String, Box<serde_json::value::RawValue>>;
+
+/// serde_json's message without its "at line 1 column N": the position
+/// is in the re-joined text of [`read_fields`], not in what was sent.
+fn without_position(e: serde_json::Error) -> String {
+    let text = e.to_string();
+    match (e.line(), text.rfind(" at line ")) {
+        (1.., Some(at)) => text[..at].to_string(),
+        _ => text,
+    }
+}
 
 /// A beat from `fields`, read as the fast path reads a value (unknown
 /// fields skipped, known ones typed); an error names the field at fault.

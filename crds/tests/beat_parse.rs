@@ -207,6 +207,12 @@ fn lenient_parse_drops_a_float_counter_and_keeps_the_beat() {
     assert_eq!(b.beat.phase, Some(Phase::Running));
     assert_eq!(b.dropped.len(), 1);
     assert_eq!(b.dropped[0].field, "n_messages_read");
+    // No position: it would count in the parser's own text, not the message's.
+    assert!(
+        b.dropped[0].detail.contains("invalid type") && !b.dropped[0].detail.contains("line"),
+        "{}",
+        b.dropped[0].detail
+    );
 }
 
 #[test]

@@ -137,8 +137,9 @@ impl Stack {
     /// test's pods: the tests that call this take turns on it while the
     /// shared stack's tests go on beside them. It is
     /// `$HB_ALONE_STACK_DIR`, or the shared stack's directory with
-    /// `-alone` appended, started fresh on first use and stopped when this
-    /// process exits (one test binary at a time may use it).
+    /// `-alone` appended, started on first use (or the one already up
+    /// there) and stopped when this process exits (one test binary at a
+    /// time may use it).
     pub fn alone() -> (&'static Stack, Alone) {
         let guard = TURNS.lock().unwrap_or_else(PoisonError::into_inner);
         static STACK: OnceLock<Stack> = OnceLock::new();
