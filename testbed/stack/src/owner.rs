@@ -95,6 +95,12 @@ pub fn stop_watcher(layout: &StackLayout) {
         let me = i32::try_from(std::process::id()).unwrap_or_default();
         if record.pid != me {
             let _ = kill(Pid::from_raw(record.pid), Signal::SIGTERM);
+            // `down` leaves nothing running: a loaded machine takes a
+            // moment to run the watcher's exit, so wait for it (bounded).
+            let by = std::time::Instant::now() + Duration::from_secs(5);
+            while record.is_alive() && std::time::Instant::now() < by {
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
     }
     let _ = std::fs::remove_file(file);
