@@ -4,29 +4,60 @@
 //! the caches they share, the certificate's upkeep, the webhook, the pod
 //! key endpoint, the leader election and the controller) and `shutdown`
 //! stops them.
+//!
+//! Without the `runtime` feature the crate is its pure modules alone, the
+//! ones the fuzz targets drive (see Cargo.toml).
 #![forbid(unsafe_code)]
 
-pub mod admin;
-pub mod args;
-pub mod caches;
-pub mod consumer;
-pub mod controller;
-pub mod error;
-pub mod keys;
-pub mod leader;
 pub mod membership;
-pub mod metrics;
 pub mod pod_contract;
+
+#[cfg(feature = "runtime")]
+pub mod admin;
+#[cfg(feature = "runtime")]
+pub mod args;
+#[cfg(feature = "runtime")]
+pub mod caches;
+#[cfg(feature = "runtime")]
+pub mod consumer;
+#[cfg(feature = "runtime")]
+pub mod controller;
+#[cfg(feature = "runtime")]
+pub mod error;
+#[cfg(feature = "runtime")]
+pub mod keys;
+#[cfg(feature = "runtime")]
+pub mod leader;
+#[cfg(feature = "runtime")]
+pub mod metrics;
+#[cfg(feature = "runtime")]
 pub mod shutdown;
+#[cfg(feature = "runtime")]
 pub mod synced;
+#[cfg(feature = "runtime")]
 pub mod webhook;
 
+/// The pure parts of `controller` and `webhook`, at the same paths.
+#[cfg(not(feature = "runtime"))]
+pub mod controller {
+    pub mod status;
+}
+#[cfg(not(feature = "runtime"))]
+pub mod webhook {
+    pub mod inject;
+}
+
+#[cfg(feature = "runtime")]
 pub use error::{Error, Result};
 
+#[cfg(feature = "runtime")]
 use args::Args;
+#[cfg(feature = "runtime")]
 use caches::Caches;
+#[cfg(feature = "runtime")]
 use webhook::certs;
 
+#[cfg(feature = "runtime")]
 async fn client(kubeconfig: Option<&std::path::Path>) -> Result<kube::Client> {
     let config = match kubeconfig {
         Some(path) => {
@@ -48,6 +79,7 @@ async fn client(kubeconfig: Option<&std::path::Path>) -> Result<kube::Client> {
 
 /// Runs the operator until SIGTERM or SIGINT: the client, the shared
 /// caches, then each part with its own flags, then waits to stop them.
+#[cfg(feature = "runtime")]
 pub async fn run(args: Args) -> Result<()> {
     let client = client(args.kubeconfig.as_deref()).await?;
     let admin = admin::AdminState::default();
