@@ -16,8 +16,10 @@ use crate::stack::{run_ok, stack_command, up_for_this_binary};
 /// Kafka-tier tests of one binary.
 #[derive(Debug, Clone)]
 pub struct KafkaStack {
-    /// `host:port` of the broker.
+    /// `host:port` of the broker's PLAINTEXT listener (a super user's).
     pub bootstrap: String,
+    /// `host:port` of its SASL_SSL listener (principals and ACLs).
+    pub sasl_ssl_bootstrap: String,
 }
 
 /// `HB_KAFKA_STACK_DIR`, or the full stack's directory with `-kafka` added.
@@ -33,12 +35,78 @@ impl KafkaStack {
         STACK.get_or_init(|| {
             let dir = kafka_stack_dir();
             let env = up_for_this_binary(&dir, "kafka", true);
+            let missing = |what: &str| panic!("{} has no {what}", dir.display());
             KafkaStack {
                 bootstrap: env
                     .kafka_bootstrap
-                    .unwrap_or_else(|| panic!("{} has no KAFKA_BOOTSTRAP", dir.display())),
+                    .unwrap_or_else(|| missing("KAFKA_BOOTSTRAP")),
+                sasl_ssl_bootstrap: env
+                    .kafka_sasl_ssl_bootstrap
+                    .unwrap_or_else(|| missing("KAFKA_SASL_SSL_BOOTSTRAP")),
             }
         })
+    }
+
+    /// A new SCRAM principal `<prefix>-<random>` with `grants`, made by
+    /// `e2e/stack kafka-principal`: its client properties, as the file the
+    /// stack wrote says them.
+    pub fn principal(&self, prefix: &str, grants: &Grants) -> ClientProperties {
+        let name = format!("{prefix}-{}", crate::unique_suffix());
+        let mut cmd = stack_command(&kafka_stack_dir());
+        cmd.args(["kafka-principal", &name]);
+        for (flag, values) in [
+            ("--write", &grants.write),
+            ("--read", &grants.read),
+            ("--group", &grants.groups),
+        ] {
+            for v in values {
+                cmd.args([flag, v]);
+            }
+        }
+        let file = run_ok(&mut cmd);
+        ClientProperties::read(Path::new(file.trim()))
+    }
+}
+
+/// What a principal may do: write these topics, read these, join these groups.
+#[derive(Debug, Default, Clone)]
+pub struct Grants {
+    pub write: Vec<String>,
+    pub read: Vec<String>,
+    pub groups: Vec<String>,
+}
+
+/// A principal's librdkafka client properties (`KEY=VALUE` lines).
+#[derive(Debug, Clone)]
+pub struct ClientProperties(pub std::collections::BTreeMap<String, String>);
+
+impl ClientProperties {
+    /// Reads the file `e2e/stack kafka-principal` wrote.
+    pub fn read(file: &Path) -> ClientProperties {
+        let text =
+            std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        ClientProperties(
+            text.lines()
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    /// One property, which must be there.
+    pub fn get(&self, key: &str) -> &str {
+        self.0
+            .get(key)
+            .unwrap_or_else(|| panic!("no {key} in the principal's properties"))
+    }
+
+    /// A client configuration with every property set.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        for (k, v) in &self.0 {
+            config.set(k, v);
+        }
+        config
     }
 }
 

@@ -493,3 +493,101 @@ async fn kafka_service_links_and_foreign_kafka_env_do_not_break_the_producer() {
         "{log}"
     );
 }
+
+/// Rule: on the SASL_SSL listener (SCRAM-SHA-512, the broker's certificate
+/// verified against the stack's CA) a producer principal beats on the topic
+/// its ACL names, and on nothing else: it cannot read that topic, cannot
+/// write another tenant's, and the wrong password gets it nowhere.
+#[tokio::test]
+async fn beats_over_sasl_ssl_and_a_producer_principal_may_only_write_its_topic() {
+    use heartbeat_crds::sidecar_contract::kafka_env_for_property;
+    use heartbeat_e2e::kafka::Grants;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use rdkafka::{Offset, TopicPartitionList};
+
+    let stack = KafkaStack::get();
+    let topic = TestTopic::create(&stack.bootstrap, "sidecar-secured").await;
+    let other = TestTopic::create(&stack.bootstrap, "sidecar-secured-other").await;
+    let grants = Grants {
+        write: vec![topic.name.clone()],
+        ..Grants::default()
+    };
+    let producer = stack.principal("producer", &grants);
+    assert_eq!(producer.get("bootstrap.servers"), stack.sasl_ssl_bootstrap);
+
+    // The sidecar, given the principal's properties as the webhook gives a
+    // broker Secret's (KAFKA_* env), beats over SASL_SSL.
+    let names: Vec<(String, &str)> = producer
+        .0
+        .iter()
+        .filter(|(k, _)| k.as_str() != "bootstrap.servers")
+        .map(|(k, v)| (kafka_env_for_property(k), v.as_str()))
+        .collect();
+    let mut env = injected_env(&stack.sasl_ssl_bootstrap, &topic.name, "e2e.secured", 1);
+    env.extend(names.iter().map(|(k, v)| (k.as_str(), v.to_string())));
+    let mut sidecar = SidecarProcess::spawn(BIN.as_ref(), &env, &[]);
+    let received = read_until(
+        &stack.bootstrap,
+        &topic.name,
+        Duration::from_secs(30),
+        |r| r.len() >= 2,
+    )
+    .await;
+    assert!(
+        beats(&received)
+            .iter()
+            .all(|b| b.program_id.as_deref() == Some("e2e.secured"))
+    );
+    let status = sidecar.terminate();
+    assert!(status.success(), "exit {status:?}\n{}", sidecar.log());
+
+    let send = |config: rdkafka::ClientConfig, to: String| async move {
+        let p: FutureProducer = config
+            .clone()
+            .set("message.timeout.ms", "10000")
+            .create()
+            .expect("producer");
+        p.send(
+            FutureRecord::to(&to).key("k").payload("{}"),
+            Duration::from_secs(10),
+        )
+        .await
+        .map(drop)
+        .map_err(|(e, _)| e.to_string())
+    };
+    // The positive control: the same client writes its own topic.
+    send(producer.client_config(), topic.name.clone())
+        .await
+        .expect("the producer principal writes its own topic");
+    let refused = send(producer.client_config(), other.name.clone())
+        .await
+        .expect_err("another tenant's topic is refused");
+    assert!(refused.contains("Authorization"), "{refused}");
+
+    let mut wrong = producer.client_config();
+    wrong.set("sasl.password", "not-the-password");
+    let refused = send(wrong, topic.name.clone()).await;
+    assert!(refused.is_err(), "a wrong password is refused");
+
+    // Reading its own topic is refused too (Write and Describe only).
+    let consumer: BaseConsumer = producer
+        .client_config()
+        .set("group.id", "no-group")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&topic.name, 0, Offset::Beginning)
+        .expect("partition");
+    consumer.assign(&tpl).expect("assign");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let read = loop {
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(result) => break result.map(|m| format!("{m:?}")).map_err(|e| e.to_string()),
+            None if std::time::Instant::now() > deadline => break Ok("nothing".into()),
+            None => continue,
+        }
+    };
+    let refused = read.expect_err("the producer principal may not read");
+    assert!(refused.contains("Authorization"), "{refused}");
+}

@@ -174,6 +174,8 @@ pub mod port {
     pub const SCHEDULER: u16 = 10259;
     pub const KAFKA: u16 = 9092;
     pub const KAFKA_CONTROLLER: u16 = 9093;
+    /// The broker's SASL_SSL listener (SCRAM-SHA-512, the stack's CA).
+    pub const KAFKA_SASL_SSL: u16 = 9094;
 }
 
 /// Everything a component's start and health check need.
@@ -481,18 +483,39 @@ impl Plan {
         })
     }
 
+    /// `host:port` of the SASL_SSL listener.
+    pub fn kafka_sasl_ssl_bootstrap(&self) -> String {
+        format!("{}:{}", self.net.stack_addr(), port::KAFKA_SASL_SSL)
+    }
+
+    /// Two listeners besides the controller's. SASL_SSL is what a
+    /// production install runs: SCRAM-SHA-512 over TLS with the stack's CA,
+    /// and the StandardAuthorizer decides each principal's rights from its
+    /// ACLs (none: denied). PLAINTEXT stays for the stack's own tools and
+    /// the tests that predate it: its clients (and the controller's) are
+    /// `User:ANONYMOUS`, a super user, which is acceptable only because it
+    /// listens inside the stack's network namespace.
     fn kafka_properties(&self) -> String {
         let (bootstrap, ctrl) = (self.kafka_bootstrap(), port::KAFKA_CONTROLLER);
+        let secured = self.kafka_sasl_ssl_bootstrap();
+        let key_store = self.layout.pki_dir().join(crate::pki::KAFKA_KEY_STORE);
         let data = self.layout.kafka_dir().join("data");
         format!(
             "process.roles=broker,controller\n\
              node.id=1\n\
              controller.quorum.voters=1@127.0.0.1:{ctrl}\n\
-             listeners=PLAINTEXT://{bootstrap},CONTROLLER://127.0.0.1:{ctrl}\n\
-             advertised.listeners=PLAINTEXT://{bootstrap}\n\
+             listeners=PLAINTEXT://{bootstrap},SASL_SSL://{secured},CONTROLLER://127.0.0.1:{ctrl}\n\
+             advertised.listeners=PLAINTEXT://{bootstrap},SASL_SSL://{secured}\n\
              controller.listener.names=CONTROLLER\n\
              inter.broker.listener.name=PLAINTEXT\n\
-             listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT\n\
+             listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL\n\
+             sasl.enabled.mechanisms=SCRAM-SHA-512\n\
+             listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=\
+             org.apache.kafka.common.security.scram.ScramLoginModule required;\n\
+             listener.name.sasl_ssl.ssl.keystore.type=PEM\n\
+             listener.name.sasl_ssl.ssl.keystore.location={}\n\
+             authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer\n\
+             super.users=User:ANONYMOUS\n\
              log.dirs={}\n\
              num.partitions=1\n\
              auto.create.topics.enable=false\n\
@@ -503,6 +526,7 @@ impl Plan {
              share.coordinator.state.topic.replication.factor=1\n\
              share.coordinator.state.topic.min.isr=1\n\
              group.initial.rebalance.delay.ms=0\n",
+            key_store.display(),
             data.display()
         )
     }

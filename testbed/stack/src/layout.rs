@@ -362,6 +362,10 @@ pub struct StackEnv {
     pub pod_cidr: Option<String>,
     /// `host:port` of the Kafka broker.
     pub kafka_bootstrap: Option<String>,
+    /// `host:port` of the broker's SASL_SSL listener.
+    pub kafka_sasl_ssl_bootstrap: Option<String>,
+    /// The CA that signed the broker's certificate (PEM).
+    pub kafka_ca: Option<PathBuf>,
     /// Directory of the installed tools (kubectl, helm, kcat is on PATH).
     pub tools_bin: Option<PathBuf>,
 }
@@ -373,6 +377,8 @@ const STACK_ADDR: &str = "HB_STACK_ADDR";
 const HOST_ADDR: &str = "HB_HOST_ADDR";
 const POD_CIDR: &str = "HB_POD_CIDR";
 const KAFKA_BOOTSTRAP: &str = "KAFKA_BOOTSTRAP";
+const KAFKA_SASL_SSL_BOOTSTRAP: &str = "KAFKA_SASL_SSL_BOOTSTRAP";
+const KAFKA_CA: &str = "HB_KAFKA_CA";
 const TOOLS_BIN: &str = "HB_TOOLS_BIN";
 
 impl StackEnv {
@@ -387,6 +393,11 @@ impl StackEnv {
             (HOST_ADDR, self.host_addr.clone()),
             (POD_CIDR, self.pod_cidr.clone()),
             (KAFKA_BOOTSTRAP, self.kafka_bootstrap.clone()),
+            (
+                KAFKA_SASL_SSL_BOOTSTRAP,
+                self.kafka_sasl_ssl_bootstrap.clone(),
+            ),
+            (KAFKA_CA, path(&self.kafka_ca)),
             (TOOLS_BIN, path(&self.tools_bin)),
         ]
         .into_iter()
@@ -419,6 +430,8 @@ impl StackEnv {
                 HOST_ADDR => env.host_addr = Some(value),
                 POD_CIDR => env.pod_cidr = Some(value),
                 KAFKA_BOOTSTRAP => env.kafka_bootstrap = Some(value),
+                KAFKA_SASL_SSL_BOOTSTRAP => env.kafka_sasl_ssl_bootstrap = Some(value),
+                KAFKA_CA => env.kafka_ca = Some(value.into()),
                 TOOLS_BIN => env.tools_bin = Some(value.into()),
                 other => return Err(format!("unknown key {other}")),
             }
@@ -459,6 +472,8 @@ mod tests {
             host_addr: None,
             pod_cidr: Some("10.192.0.0/16".into()),
             kafka_bootstrap: Some("127.0.0.1:9092".into()),
+            kafka_sasl_ssl_bootstrap: Some("127.0.0.1:9094".into()),
+            kafka_ca: Some("/s/pki/ca.crt".into()),
             tools_bin: Some("/t/bin".into()),
         };
         assert_eq!(StackEnv::parse(&env.render()), Ok(env));

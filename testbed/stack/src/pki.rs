@@ -1,6 +1,6 @@
-//! The stack's certificates: a CA, the API server's and the process node's
-//! serving certificates, an admin client certificate and the
-//! service-account key pair, made once per state directory with openssl.
+//! The stack's certificates: a CA, the API server's, the process node's and
+//! the Kafka broker's serving certificates, an admin client certificate and
+//! the service-account key pair, made once per state directory with openssl.
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -18,7 +18,7 @@ struct Leaf {
 
 /// The stack's leaf certificates; the serving ones name the stack-side
 /// address, where the API server and the process node listen.
-fn leaves(addr: Ipv4Addr) -> [Leaf; 3] {
+fn leaves(addr: Ipv4Addr) -> [Leaf; 4] {
     [
         Leaf {
             stem: "apiserver",
@@ -44,8 +44,22 @@ fn leaves(addr: Ipv4Addr) -> [Leaf; 3] {
                  extendedKeyUsage=serverAuth\n"
             ),
         },
+        // Serving certificate of the broker's SASL_SSL listener.
+        Leaf {
+            stem: "kafka",
+            subject: "/CN=kafka",
+            extensions: format!(
+                "subjectAltName=IP:{addr},IP:127.0.0.1,DNS:localhost,DNS:kafka\n\
+                 extendedKeyUsage=serverAuth\n"
+            ),
+        },
     ]
 }
+
+/// The broker's PEM key store: its key (PKCS#8, as `openssl req -nodes`
+/// writes it) and certificate in one file, as Kafka's `PEM` key store
+/// type reads them.
+pub const KAFKA_KEY_STORE: &str = "kafka.pem";
 
 fn openssl(dir: &Path, args: &[&str]) -> Result<(), Error> {
     let what = format!("openssl {}", args.join(" "));
@@ -56,7 +70,10 @@ fn openssl(dir: &Path, args: &[&str]) -> Result<(), Error> {
 pub fn ensure(dir: &Path, addr: Ipv4Addr) -> Result<(), Error> {
     let stamp = dir.join("address");
     let made_for = std::fs::read_to_string(&stamp).ok();
-    if made_for.as_deref() == Some(&addr.to_string()) && dir.join("sa.pub").is_file() {
+    if made_for.as_deref() == Some(&addr.to_string())
+        && dir.join("sa.pub").is_file()
+        && dir.join(KAFKA_KEY_STORE).is_file()
+    {
         return Ok(());
     }
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -125,6 +142,12 @@ pub fn ensure(dir: &Path, addr: Ipv4Addr) -> Result<(), Error> {
         let _ = std::fs::remove_file(dir.join(&csr));
         let _ = std::fs::remove_file(dir.join(&ext));
     }
+    let read = |name: &str| {
+        std::fs::read_to_string(dir.join(name)).map_err(|e| Error::io(&dir.join(name), e))
+    };
+    let store = dir.join(KAFKA_KEY_STORE);
+    std::fs::write(&store, read("kafka.key")? + &read("kafka.crt")?)
+        .map_err(|e| Error::io(&store, e))?;
     openssl(dir, &["genrsa", "-out", "sa.key", "2048"])?;
     openssl(dir, &["rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub"])?;
     std::fs::write(&stamp, addr.to_string()).map_err(|e| Error::io(&stamp, e))

@@ -109,6 +109,38 @@ pub fn run_checked(cmd: &mut Command, what: impl Into<String>) -> Result<String,
         .stdin(Stdio::null())
         .output()
         .map_err(|source| Error::Spawn { program, source })?;
+    checked(out, what)
+}
+
+/// [`run_checked`] with `input` on the command's stdin (a secret that
+/// must not be on its command line).
+pub fn run_with_stdin(
+    cmd: &mut Command,
+    input: &str,
+    what: impl Into<String>,
+) -> Result<String, Error> {
+    use std::io::Write;
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let spawn_error = |source| Error::Spawn {
+        program: program.clone(),
+        source,
+    };
+    let mut child = without_proxies(cmd)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(spawn_error)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // Dropped at the end of the block: the command sees end of input.
+        stdin.write_all(input.as_bytes()).map_err(spawn_error)?;
+    }
+    let out = child.wait_with_output().map_err(spawn_error)?;
+    checked(out, what)
+}
+
+/// Stdout of a command that succeeded, or its output as the error.
+fn checked(out: std::process::Output, what: impl Into<String>) -> Result<String, Error> {
     if out.status.success() {
         return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
     }

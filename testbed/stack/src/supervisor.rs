@@ -2,7 +2,7 @@
 //! wanted components in order and waiting for each to be healthy, and
 //! stopping exactly what was started (the node's containers included).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -119,8 +119,10 @@ impl Stack {
             pod_cidr: Some(net.pod_cidr()),
             ..StackEnv::default()
         };
-        if self.wants(Component::KubeApiserver) {
+        if self.wants(Component::KubeApiserver) || self.wants(Component::Kafka) {
             pki::ensure(&self.layout.pki_dir(), net.stack_addr())?;
+        }
+        if self.wants(Component::KubeApiserver) {
             let kc = self.layout.kubeconfig();
             std::fs::write(&kc, plan.kubeconfig()).map_err(|e| Error::io(&kc, e))?;
             env.kubeconfig = Some(kc);
@@ -128,6 +130,8 @@ impl Stack {
         }
         if self.wants(Component::Kafka) {
             env.kafka_bootstrap = Some(plan.kafka_bootstrap());
+            env.kafka_sasl_ssl_bootstrap = Some(plan.kafka_sasl_ssl_bootstrap());
+            env.kafka_ca = Some(self.layout.pki_dir().join("ca.crt"));
         }
         for c in &self.components {
             say(format!("starting {}", c.name()));
@@ -345,6 +349,52 @@ impl Stack {
         process::run_checked(&mut cmd, format!("creating topic {name}")).map(drop)
     }
 
+    /// `kafka-principal NAME`: SCRAM-SHA-512 credentials for `User:NAME`
+    /// with a new random password, the ACLs `grants` names, and the client
+    /// properties (librdkafka's names, mode 0600) that kcat (`-F`) or a
+    /// Python client reads to reach the SASL_SSL listener; returns that
+    /// file's path. The password goes to Kafka's tools in a file, never on
+    /// a command line.
+    pub fn kafka_principal(&self, name: &str, grants: &Grants) -> Result<PathBuf, Error> {
+        let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+        if name.is_empty() || name.len() > 64 || !name.chars().all(ok_char) {
+            return Err(Error::Usage(format!(
+                "kafka-principal: {name:?} is not 1-64 of [A-Za-z0-9._-]"
+            )));
+        }
+        let plan = self.running_plan()?;
+        let dir = self.layout.kafka_dir().join("principals");
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        let password = random_hex(24).map_err(|e| Error::io(Path::new("/dev/urandom"), e))?;
+        let mut admin = Command::new("java");
+        admin
+            .args(self.tools.java(&self.layout))
+            .arg(
+                self.tools
+                    .repo
+                    .join("testbed/stack/java/KafkaPrincipal.java"),
+            )
+            .arg(plan.kafka_bootstrap())
+            .arg(name)
+            .args(grants.args());
+        process::run_with_stdin(&mut admin, &password, format!("kafka principal {name}"))?;
+        let file = dir.join(format!("{name}.properties"));
+        write_private(
+            &file,
+            &format!(
+                "bootstrap.servers={}\n\
+                 security.protocol=SASL_SSL\n\
+                 sasl.mechanisms=SCRAM-SHA-512\n\
+                 sasl.username={name}\n\
+                 sasl.password={password}\n\
+                 ssl.ca.location={}\n",
+                plan.kafka_sasl_ssl_bootstrap(),
+                self.layout.pki_dir().join("ca.crt").display()
+            ),
+        )?;
+        Ok(file)
+    }
+
     /// `exec -- CMD`: replaces this process with CMD in the stack's network
     /// namespace (a process the API server must call, such as a webhook,
     /// listens there); the caller's pid becomes CMD's, so it can signal it.
@@ -407,4 +457,53 @@ mod tests {
         assert_eq!(super::shell_quote("it's"), r"'it'\''s'");
         assert_eq!(super::shell_quote(""), "''");
     }
+}
+
+/// The rights `kafka-principal` grants, as the README's ACL lines: a
+/// producer writes its topics (Write implies Describe), a consumer reads
+/// them and their configs (the operator's retention check) and joins its
+/// groups.
+#[derive(Debug, Default, Clone)]
+pub struct Grants {
+    pub write: Vec<String>,
+    pub read: Vec<String>,
+    pub groups: Vec<String>,
+}
+
+impl Grants {
+    /// The `KIND:NAME` arguments of `KafkaPrincipal.java`, which says
+    /// what each kind grants.
+    fn args(&self) -> Vec<String> {
+        let kinds = [
+            ("write", &self.write),
+            ("read", &self.read),
+            ("group", &self.groups),
+        ];
+        kinds
+            .into_iter()
+            .flat_map(|(kind, names)| names.iter().map(move |n| format!("{kind}:{n}")))
+            .collect()
+    }
+}
+
+/// `bytes` random bytes from the kernel, as lowercase hex.
+fn random_hex(bytes: usize) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut buf = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Writes `text` to a new file only its owner may read.
+fn write_private(path: &Path, text: &str) -> Result<(), Error> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| Error::io(path, e))
 }

@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use heartbeat_testbed::components::{Component, Tools};
 use heartbeat_testbed::layout::{StackLayout, default_stack_dir};
 use heartbeat_testbed::network;
-use heartbeat_testbed::supervisor::{Stack, UpOptions, repo_dir};
+use heartbeat_testbed::supervisor::{Grants, Stack, UpOptions, repo_dir};
 use heartbeat_testbed::{Error, owner, say};
 
 /// Runs etcd, kube-apiserver, kube-controller-manager, kube-scheduler, the
@@ -66,6 +66,20 @@ enum Cmd {
         name: String,
         #[arg(default_value_t = 1)]
         partitions: u32,
+    },
+    /// A SASL_SCRAM principal on the broker's SASL_SSL listener, with ACLs;
+    /// prints the path of its client properties (kcat -F FILE).
+    KafkaPrincipal {
+        name: String,
+        /// A topic it may write (Write); repeatable.
+        #[arg(long)]
+        write: Vec<String>,
+        /// A topic it may read (Read, Describe, DescribeConfigs); repeatable.
+        #[arg(long)]
+        read: Vec<String>,
+        /// A consumer group it may join (Read); repeatable.
+        #[arg(long)]
+        group: Vec<String>,
     },
     /// Run CMD in the stack's network namespace (what the API server must call).
     Exec {
@@ -142,6 +156,19 @@ fn run(args: Args) -> Result<ExitCode, Error> {
         Cmd::Stop { component } => stack.stop_component(component.component())?,
         Cmd::Start { component } => stack.start_component(component.component())?,
         Cmd::CreateTopic { name, partitions } => stack.create_topic(&name, partitions)?,
+        Cmd::KafkaPrincipal {
+            name,
+            write,
+            read,
+            group,
+        } => {
+            let grants = Grants {
+                write,
+                read,
+                groups: group,
+            };
+            println!("{}", stack.kafka_principal(&name, &grants)?.display());
+        }
         // Only returns when the exec failed.
         Cmd::Exec { cmd } => return Err(stack.exec(&cmd)),
         Cmd::ContainerPid {
