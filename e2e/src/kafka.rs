@@ -47,25 +47,30 @@ impl KafkaStack {
         })
     }
 
-    /// A new SCRAM principal `<prefix>-<random>` with `grants`, made by
-    /// `e2e/stack kafka-principal`: its client properties, as the file the
-    /// stack wrote says them.
+    /// A new SCRAM principal on this broker: see [`kafka_principal`].
     pub fn principal(&self, prefix: &str, grants: &Grants) -> ClientProperties {
-        let name = format!("{prefix}-{}", crate::unique_suffix());
-        let mut cmd = stack_command(&kafka_stack_dir());
-        cmd.args(["kafka-principal", &name]);
-        for (flag, values) in [
-            ("--write", &grants.write),
-            ("--read", &grants.read),
-            ("--group", &grants.groups),
-        ] {
-            for v in values {
-                cmd.args([flag, v]);
-            }
-        }
-        let file = run_ok(&mut cmd);
-        ClientProperties::read(Path::new(file.trim()))
+        kafka_principal(&kafka_stack_dir(), prefix, grants)
     }
+}
+
+/// A new SCRAM principal `<prefix>-<random>` with `grants` on the broker of
+/// the stack in `dir`, made by `e2e/stack kafka-principal`: its client
+/// properties, as the file the stack wrote says them.
+pub fn kafka_principal(dir: &Path, prefix: &str, grants: &Grants) -> ClientProperties {
+    let name = format!("{prefix}-{}", crate::unique_suffix());
+    let mut cmd = stack_command(dir);
+    cmd.args(["kafka-principal", &name]);
+    for (flag, values) in [
+        ("--write", &grants.write),
+        ("--read", &grants.read),
+        ("--group", &grants.groups),
+    ] {
+        for v in values {
+            cmd.args([flag, v]);
+        }
+    }
+    let file = run_ok(&mut cmd);
+    ClientProperties::read(Path::new(file.trim()))
 }
 
 /// What a principal may do: write these topics, read these, join these groups.

@@ -11,23 +11,23 @@ use std::time::{Duration, Instant};
 use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::DefaultConsumerContext;
 use rdkafka::consumer::StreamConsumer;
 use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use tokio::sync::{OwnedMutexGuard, watch};
 
+use super::cause::Causes;
 use super::checkpoint;
 use super::{ConsumerKey, lock};
 use crate::metrics::Metrics;
 
 /// One partition's messages, taken off the shared client.
-pub(super) type PartitionQueue = StreamPartitionQueue<DefaultConsumerContext>;
+pub(super) type PartitionQueue = StreamPartitionQueue<Causes>;
 
 /// A shared client and what goes with it.
 pub(super) struct Connection {
-    pub consumer: Arc<StreamConsumer>,
+    pub consumer: Arc<StreamConsumer<Causes>>,
     /// The checkpoints of every topic on this connection go through one
     /// producer, made when the first is due.
     pub writer: Arc<tokio::sync::Mutex<Option<checkpoint::Writer>>>,
@@ -155,7 +155,8 @@ impl Connections {
             return Ok(c);
         }
         let config = ck.client_config(group, client_id);
-        let consumer: StreamConsumer = config.create()?;
+        let consumer: StreamConsumer<Causes> =
+            config.create_with_context(Causes::new(ck.clone()))?;
         let consumer = Arc::new(consumer);
         let (stop, stopped) = watch::channel(false);
         tokio::spawn(serve_events(consumer.clone(), stopped, ck.clone()));
@@ -188,7 +189,7 @@ pub(super) fn release(c: Arc<Connection>) {
 /// errors there) until the connection is dropped. Every partition read is
 /// split off first, so a message here is a bug, counted in the log.
 async fn serve_events(
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<StreamConsumer<Causes>>,
     mut stop: watch::Receiver<bool>,
     key: ConsumerKey,
 ) {

@@ -6,6 +6,7 @@
 //! restart rebuilds state from the topic; it commits no offsets.
 
 mod catch_up;
+mod cause;
 pub mod checkpoint;
 mod connection;
 pub mod health;

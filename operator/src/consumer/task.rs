@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use futures::{FutureExt, StreamExt};
 use jiff::{SignedDuration, Timestamp};
 use rdkafka::consumer::{Consumer, StreamConsumer};
+
+use super::cause::Causes;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -134,7 +136,7 @@ async fn session(
 /// [`Connection::blocking`] of the connection's at once.
 async fn blocking<T: Send + 'static>(
     conn: &Connection,
-    f: impl FnOnce(&StreamConsumer) -> Result<T, KafkaError> + Send + 'static,
+    f: impl FnOnce(&StreamConsumer<Causes>) -> Result<T, KafkaError> + Send + 'static,
 ) -> Result<T, KafkaError> {
     let Ok(_permit) = conn.blocking.acquire().await else {
         return Err(KafkaError::Canceled);
@@ -158,12 +160,25 @@ fn classify(topic: &str, e: &KafkaError) -> Blind {
     }
 }
 
+/// [`classify`], with the client's last reported error for a broker that
+/// does not answer: a refused password or certificate shows only as a
+/// transport failure on the calls that follow.
+fn classify_with_cause(c: &Connection, topic: &str, e: &KafkaError) -> Blind {
+    let (kind, why) = classify(topic, e);
+    match (&kind, c.consumer.context().recent()) {
+        (BlindKind::Broker, Some(cause)) => {
+            (kind, format!("{why}; the client's last error: {cause}"))
+        }
+        _ => (kind, why),
+    }
+}
+
 /// The topic's partitions.
 async fn partitions(c: &Connection, topic: &str) -> Result<Vec<i32>, Blind> {
     let t = topic.to_string();
     let md = blocking(c, move |c| c.fetch_metadata(Some(&t), REQUEST_TIMEOUT))
         .await
-        .map_err(|e| classify(topic, &e))?;
+        .map_err(|e| classify_with_cause(c, topic, &e))?;
     let Some(mt) = md.topics().iter().find(|mt| mt.name() == topic) else {
         return Err((
             BlindKind::TopicMissing,

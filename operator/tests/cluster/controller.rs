@@ -16,14 +16,16 @@ use std::time::{Duration, Instant};
 use heartbeat_crds::HeartbeatMonitorStatus;
 use heartbeat_crds::conditions::{FALSE, HEALTHY, INJECTED, READY, TRUE, UNKNOWN, reason};
 use heartbeat_crds::monitor::{MaintenanceWindow, MemberState};
-use heartbeat_e2e::kafka::{ExternalProgram, kcat_produce, produce_history};
+use heartbeat_e2e::kafka::{
+    ExternalProgram, Grants, kafka_principal, kcat_produce, produce_history,
+};
 use heartbeat_e2e::kube_env::install_crds;
 use heartbeat_e2e::monitor::{
     MonitorBuilder, condition_is, condition_message, condition_reason, last_beat, member,
     member_absent_or, member_is,
 };
 use heartbeat_e2e::operator::{Network, OperatorOptions, OperatorProcess};
-use heartbeat_e2e::stack::run;
+use heartbeat_e2e::stack::{run, run_ok};
 use heartbeat_e2e::status::eventually;
 use heartbeat_e2e::{PrivateKafka, Stack, TestNamespace, TestTopic};
 use serde_json::Value;
@@ -623,6 +625,141 @@ async fn a_broker_outage_makes_members_unknown_never_stale() {
         s.up == 1 && s.unknown == 0 && condition_is(s, READY, TRUE)
     });
     case.assert_no_stale_event();
+}
+
+/// Rule: on the broker's SASL_SSL listener, a wrong SCRAM password and then
+/// a CA that did not sign the broker's certificate each make the monitor
+/// `Ready=False` naming the cause, and no Secret value, while its members
+/// are Unknown, never Stale; with the right password and CA it reads again
+/// and no `HeartbeatStale` Event was emitted. The tenant's principal has
+/// the README's consumer ACLs (the operator consumes with its Secret here).
+#[tokio::test]
+async fn a_wrong_password_or_an_untrusted_ca_makes_members_unknown_never_stale() {
+    let stack = Stack::get();
+    install_crds(stack);
+    let op = OperatorProcess::start(stack, BIN.as_ref());
+    let case = Case::with(stack, op, &stack.kafka_bootstrap, "ctl-sasl").await;
+    let checkpoints = "heartbeat-operator.checkpoints".to_string();
+    let grants = Grants {
+        write: vec![checkpoints.clone()],
+        read: vec![case.topic.name.clone(), checkpoints],
+        groups: vec!["heartbeat-operator".into()],
+    };
+    let tenant = kafka_principal(stack.layout.root(), "tenant", &grants);
+    let password = tenant.get("sasl.password").to_string();
+    let ca = tenant.get("ssl.ca.location").to_string();
+    case.ns.kubectl(&[
+        "create",
+        "secret",
+        "generic",
+        "kafka-sasl",
+        &format!(
+            "--from-literal=bootstrap.servers={}",
+            tenant.get("bootstrap.servers")
+        ),
+        "--from-literal=security.protocol=SASL_SSL",
+        "--from-literal=sasl.mechanisms=SCRAM-SHA-512",
+        &format!(
+            "--from-literal=sasl.username={}",
+            tenant.get("sasl.username")
+        ),
+        &format!("--from-literal=sasl.password={password}"),
+        &format!("--from-file=ssl.ca.pem={ca}"),
+    ]);
+    case.apply(
+        case.tolerant_monitor("lab")
+            .broker_secret("kafka-sasl")
+            .expecting(&["lab-uploader-1"]),
+    );
+    // The program beats on the PLAINTEXT listener: only the operator's
+    // reading goes through SASL_SSL.
+    let _uploader = ExternalProgram::start(
+        &case.bootstrap,
+        &case.topic.name,
+        "lab-uploader-1",
+        INTERVAL_SECS,
+    );
+    let up = |what: &str| {
+        case.wait_status("lab", what, |s| {
+            s.stale == 0 && s.up == 1 && s.unknown == 0 && condition_is(s, READY, TRUE)
+        })
+    };
+    up("up 1 and Ready over SASL_SSL");
+    let patch = |key: &str, value: &str| {
+        let data = serde_json::json!({ "stringData": { key: value } }).to_string();
+        case.ns
+            .kubectl(&["patch", "secret", "kafka-sasl", "--type=merge", "-p", &data]);
+    };
+    let refused = |what: &str, cause: &str, planted: &str| {
+        let status = case.wait_status("lab", what, |s| {
+            assert_eq!(s.stale, 0, "a member went Stale: {s:#?}");
+            s.unknown > 0
+                && condition_is(s, READY, FALSE)
+                && condition_message(s, READY).contains(cause)
+        });
+        let message = condition_message(&status, READY).to_string();
+        for secret in [password.as_str(), planted] {
+            assert!(
+                !message.contains(secret),
+                "Ready shows a Secret value: {message}"
+            );
+        }
+        case.status_holds("lab", QUIET, "unknown, never stale", |s| {
+            s.stale == 0 && s.unknown > 0
+        });
+    };
+    let wrong = "wrong-password-5150";
+    patch("sasl.password", wrong);
+    refused(
+        "Ready=False naming the SASL failure",
+        "SASL authentication",
+        wrong,
+    );
+    patch("sasl.password", &password);
+    up("up again with the right password");
+
+    // A CA of its own, which signed nothing the broker shows.
+    let other = tempfile_dir("sasl-ca");
+    run_ok(
+        std::process::Command::new("openssl")
+            .current_dir(&other)
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=not-the-stack-ca",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+            ]),
+    );
+    let untrusted = std::fs::read_to_string(other.join("ca.crt")).expect("the other CA");
+    patch("ssl.ca.pem", &untrusted);
+    refused(
+        "Ready=False naming the certificate",
+        "certificate verify failed",
+        wrong,
+    );
+    patch(
+        "ssl.ca.pem",
+        &std::fs::read_to_string(&ca).expect("the stack's CA"),
+    );
+    up("up again with the stack's CA");
+    case.assert_no_stale_event();
+    let _ = std::fs::remove_dir_all(&other);
+}
+
+/// A new empty directory under the system's temp dir.
+fn tempfile_dir(prefix: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("{prefix}-{}", heartbeat_e2e::unique_suffix()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
 }
 
 /// Rule: an operator that restarts rebuilds its state from the topic
