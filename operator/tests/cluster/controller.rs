@@ -25,7 +25,7 @@ use heartbeat_e2e::monitor::{
     member_absent_or, member_is,
 };
 use heartbeat_e2e::operator::{Network, OperatorOptions, OperatorProcess};
-use heartbeat_e2e::stack::{run, run_ok};
+use heartbeat_e2e::stack::run;
 use heartbeat_e2e::status::eventually;
 use heartbeat_e2e::{PrivateKafka, Stack, TestNamespace, TestTopic};
 use serde_json::Value;
@@ -720,25 +720,7 @@ async fn a_wrong_password_or_an_untrusted_ca_makes_members_unknown_never_stale()
 
     // A CA of its own, which signed nothing the broker shows.
     let other = tempfile_dir("sasl-ca");
-    run_ok(
-        std::process::Command::new("openssl")
-            .current_dir(&other)
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "1",
-                "-subj",
-                "/CN=not-the-stack-ca",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.crt",
-            ]),
-    );
+    heartbeat_testbed::pki::self_signed_ca(&other, "/CN=not-the-stack-ca").expect("the other CA");
     let untrusted = std::fs::read_to_string(other.join("ca.crt")).expect("the other CA");
     patch("ssl.ca.pem", &untrusted);
     refused(

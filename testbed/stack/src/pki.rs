@@ -66,6 +66,19 @@ fn openssl(dir: &Path, args: &[&str]) -> Result<(), Error> {
     run_checked(Command::new("openssl").args(args).current_dir(dir), what).map(drop)
 }
 
+/// A CA of its own in `dir` (`ca.key`, `ca.crt`, ten years): the stack's,
+/// or one a test needs that signed nothing the stack shows.
+pub fn self_signed_ca(dir: &Path, subject: &str) -> Result<(), Error> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    openssl(
+        dir,
+        &[
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650", "-subj", subject,
+            "-keyout", "ca.key", "-out", "ca.crt",
+        ],
+    )
+}
+
 /// Makes the certificates in `dir` unless they are there already for `addr`.
 pub fn ensure(dir: &Path, addr: Ipv4Addr) -> Result<(), Error> {
     let stamp = dir.join("address");
@@ -76,25 +89,7 @@ pub fn ensure(dir: &Path, addr: Ipv4Addr) -> Result<(), Error> {
     {
         return Ok(());
     }
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "3650",
-            "-subj",
-            "/CN=heartbeat-local-ca",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-        ],
-    )?;
+    self_signed_ca(dir, "/CN=heartbeat-local-ca")?;
     for leaf in &leaves(addr) {
         let (key, csr, ext, crt) = (
             format!("{}.key", leaf.stem),
