@@ -58,8 +58,14 @@ impl KafkaStack {
 /// properties, as the file the stack wrote says them.
 pub fn kafka_principal(dir: &Path, prefix: &str, grants: &Grants) -> ClientProperties {
     let name = format!("{prefix}-{}", crate::unique_suffix());
+    kafka_principal_named(dir, &name, grants)
+}
+
+/// `e2e/stack kafka-principal NAME`: for a principal that exists, a new
+/// password (its rotation) and the grants added to its ACLs.
+pub fn kafka_principal_named(dir: &Path, name: &str, grants: &Grants) -> ClientProperties {
     let mut cmd = stack_command(dir);
-    cmd.args(["kafka-principal", &name]);
+    cmd.args(["kafka-principal", name]);
     for (flag, values) in [
         ("--write", &grants.write),
         ("--read", &grants.read),

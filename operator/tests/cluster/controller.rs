@@ -17,7 +17,7 @@ use heartbeat_crds::HeartbeatMonitorStatus;
 use heartbeat_crds::conditions::{FALSE, HEALTHY, INJECTED, READY, TRUE, UNKNOWN, reason};
 use heartbeat_crds::monitor::{MaintenanceWindow, MemberState};
 use heartbeat_e2e::kafka::{
-    ExternalProgram, Grants, kafka_principal, kcat_produce, produce_history,
+    ExternalProgram, Grants, kafka_principal, kafka_principal_named, kcat_produce, produce_history,
 };
 use heartbeat_e2e::kube_env::install_crds;
 use heartbeat_e2e::monitor::{
@@ -631,7 +631,8 @@ async fn a_broker_outage_makes_members_unknown_never_stale() {
 /// a CA that did not sign the broker's certificate each make the monitor
 /// `Ready=False` naming the cause, and no Secret value, while its members
 /// are Unknown, never Stale; with the right password and CA it reads again
-/// and no `HeartbeatStale` Event was emitted. The tenant's principal has
+/// and no `HeartbeatStale` Event was emitted, nor after a password rotated
+/// on the broker and then in the Secret. The tenant's principal has
 /// the README's consumer ACLs (the operator consumes with its Secret here).
 #[tokio::test]
 async fn a_wrong_password_or_an_untrusted_ca_makes_members_unknown_never_stale() {
@@ -733,6 +734,25 @@ async fn a_wrong_password_or_an_untrusted_ca_makes_members_unknown_never_stale()
         &std::fs::read_to_string(&ca).expect("the stack's CA"),
     );
     up("up again with the stack's CA");
+
+    // A rotation: the broker takes a new password (the old one stops
+    // working at once), then the Secret follows.
+    let rotated = kafka_principal_named(stack.layout.root(), tenant.get("sasl.username"), &grants);
+    assert_ne!(rotated.get("sasl.password"), password);
+    // The client already open stays authenticated; a new one must use the
+    // new password, so the rotation counts once a client was opened since.
+    let opened = || case.op.log().matches("opened a Kafka client").count();
+    let before = opened();
+    patch("sasl.password", rotated.get("sasl.password"));
+    eventually("a client opened with the rotated Secret", T, || {
+        (opened() > before)
+            .then_some(())
+            .ok_or_else(|| "none yet".to_string())
+    });
+    up("up with the rotated password");
+    case.status_holds("lab", QUIET, "up with the rotated password", |s| {
+        s.stale == 0 && s.up == 1 && s.unknown == 0 && condition_is(s, READY, TRUE)
+    });
     case.assert_no_stale_event();
     let _ = std::fs::remove_dir_all(&other);
 }
