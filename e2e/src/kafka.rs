@@ -10,6 +10,9 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
+/// What a principal may do, as `e2e/stack kafka-principal` grants it.
+pub use heartbeat_testbed::supervisor::Grants;
+
 use crate::stack::{run_ok, stack_command, up_for_this_binary};
 
 /// A running broker-only stack (`HB_COMPONENTS=kafka`), shared by the
@@ -77,14 +80,6 @@ pub fn kafka_principal_named(dir: &Path, name: &str, grants: &Grants) -> ClientP
     }
     let file = run_ok(&mut cmd);
     ClientProperties::read(Path::new(file.trim()))
-}
-
-/// What a principal may do: write these topics, read these, join these groups.
-#[derive(Debug, Default, Clone)]
-pub struct Grants {
-    pub write: Vec<String>,
-    pub read: Vec<String>,
-    pub groups: Vec<String>,
 }
 
 /// A principal's librdkafka client properties (`KEY=VALUE` lines).

@@ -13,13 +13,12 @@ use std::time::{Duration, Instant};
 use futures::{FutureExt, StreamExt};
 use jiff::{SignedDuration, Timestamp};
 use rdkafka::consumer::{Consumer, StreamConsumer};
-
-use super::cause::Causes;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::catch_up::{CatchUp, Confirmed, Sight};
+use super::cause::Causes;
 use super::checkpoint::{self, Checkpoint, Unusable};
 use super::connection::{self, Connection, PartitionQueue};
 use super::intake::{self, RejectLog, TopicCounters};

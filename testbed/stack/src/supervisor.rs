@@ -353,8 +353,8 @@ impl Stack {
     /// with a new random password, the ACLs `grants` names, and the client
     /// properties (librdkafka's names, mode 0600) that kcat (`-F`) or a
     /// Python client reads to reach the SASL_SSL listener; returns that
-    /// file's path. The password goes to Kafka's tools in a file, never on
-    /// a command line.
+    /// file's path. The password goes to Kafka's Admin API on stdin, never
+    /// on a command line.
     pub fn kafka_principal(&self, name: &str, grants: &Grants) -> Result<PathBuf, Error> {
         let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
         if name.is_empty() || name.len() > 64 || !name.chars().all(ok_char) {
