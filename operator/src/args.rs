@@ -235,8 +235,9 @@ pub struct ControllerArgs {
     /// are rejected as `too_many_programs`).
     #[arg(long, env = "HEARTBEAT_MAX_SEEN_PROGRAMS", default_value_t = 1_000)]
     pub max_seen_programs: usize,
-    /// Most members per monitor exported as `heartbeat_member_up` series
-    /// (worst first); per-monitor metrics are not capped.
+    /// Most members per monitor exported as `heartbeat_member_up` and
+    /// `heartbeat_member_stale` series (worst first); per-monitor metrics
+    /// are not capped.
     #[arg(long, env = "HEARTBEAT_MEMBER_METRICS_CAP", default_value_t = 200)]
     pub member_metrics_cap: usize,
     /// The ClusterRole that holds the operator's Secret rights; in the

@@ -119,6 +119,9 @@ pub struct Metrics {
     pub members: Family<StateLabels, Gauge>,
     /// 1 while a member is Up, per member (worst members first, capped).
     pub member_up: Family<MemberLabels, Gauge>,
+    /// 1 while a member is Stale, per member (the same capped members):
+    /// what names the member in `HeartbeatMemberStale`.
+    pub member_stale: Family<MemberLabels, Gauge>,
     /// 1 while a monitor's alarms are silenced (suspend or maintenance).
     pub alarms_silenced: Family<MonitorLabels, Gauge>,
     /// 1 while the operator reads a monitor's topic (its Ready condition).
@@ -256,6 +259,12 @@ impl Metrics {
                 "1 while a member is Up (per member, worst first, capped)",
                 Family::default(),
             ),
+            member_stale: registered(
+                r,
+                "heartbeat_member_stale",
+                "1 while a member is Stale (per member, worst first, capped)",
+                Family::default(),
+            ),
             alarms_silenced: registered(
                 r,
                 "heartbeat_monitor_alarms_silenced",
@@ -318,6 +327,12 @@ impl Metrics {
             cert_expiry,
             ca_expiry,
         }
+    }
+
+    /// Removes a member's own series (it left, or fell out of the cap).
+    pub fn forget_member(&self, labels: &MemberLabels) {
+        let _ = self.member_up.remove(labels);
+        let _ = self.member_stale.remove(labels);
     }
 
     /// The Prometheus text exposition.

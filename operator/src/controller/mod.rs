@@ -75,7 +75,7 @@ pub struct Tracked {
     pub budget: Mutex<events::Budget>,
     /// The last status written, and when.
     pub written: Mutex<Option<(Timestamp, HeartbeatMonitorStatus)>>,
-    /// `heartbeat_member_up` series exported for it, to remove the gone.
+    /// Members with `heartbeat_member_up`/`_stale` series, to remove the gone.
     pub member_series: Mutex<HashSet<String>>,
     /// A consumer's wake-up for this monitor is on its way.
     pub wake_pending: Arc<AtomicBool>,
@@ -131,7 +131,7 @@ impl Context {
             });
         }
         for member in lock(&t.member_series).drain() {
-            let _ = self.metrics.member_up.remove(&MemberLabels {
+            self.metrics.forget_member(&MemberLabels {
                 namespace: id.namespace.clone(),
                 monitor: id.name.clone(),
                 member,

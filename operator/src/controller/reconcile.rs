@@ -323,17 +323,21 @@ fn observe(ctx: &Context, id: &MonitorId, tracked: &Tracked, rows: &[Row], silen
     let mut now_exported = std::collections::HashSet::new();
     for r in rows.iter().take(ctx.member_metrics_cap) {
         let member = r.pod.clone().unwrap_or_else(|| r.program_id.clone());
+        let labels = MemberLabels {
+            namespace: id.namespace.clone(),
+            monitor: id.name.clone(),
+            member: member.clone(),
+        };
         m.member_up
-            .get_or_create(&MemberLabels {
-                namespace: id.namespace.clone(),
-                monitor: id.name.clone(),
-                member: member.clone(),
-            })
+            .get_or_create(&labels)
             .set(i64::from(r.state == MemberState::Up));
+        m.member_stale
+            .get_or_create(&labels)
+            .set(i64::from(r.state == MemberState::Stale));
         now_exported.insert(member);
     }
     for gone in series.difference(&now_exported) {
-        let _ = m.member_up.remove(&MemberLabels {
+        m.forget_member(&MemberLabels {
             namespace: id.namespace.clone(),
             monitor: id.name.clone(),
             member: gone.clone(),
