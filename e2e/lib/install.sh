@@ -96,7 +96,8 @@ install_kafka() {
 
 install_debs() {
 	# kcat for by-hand inspection and tests; cmake/libcurl/libsasl for rdkafka's build;
-	# musl-tools (musl-gcc) for the static binaries (e2e/build-static).
+	# musl-tools (musl-gcc) for the static binaries (e2e/build-static);
+	# promtool (Debian's prometheus), Alertmanager and amtool: the stack's alerting.
 	local missing=()
 	command -v kcat >/dev/null || missing+=(kcat)
 	command -v cmake >/dev/null || missing+=(cmake)
@@ -104,12 +105,29 @@ install_debs() {
 	dpkg -s libcurl4-openssl-dev >/dev/null 2>&1 || missing+=(libcurl4-openssl-dev)
 	dpkg -s libsasl2-dev >/dev/null 2>&1 || missing+=(libsasl2-dev)
 	dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
+	command -v promtool >/dev/null || missing+=(prometheus)
+	command -v prometheus-alertmanager >/dev/null || missing+=(prometheus-alertmanager)
 	[ ${#missing[@]} -eq 0 ] && return 0
 	log "installing Debian packages: ${missing[*]}"
 	local sudo=""
 	[ "$(id -u)" -eq 0 ] || sudo=sudo
 	$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null ||
 		die "apt-get install ${missing[*]} failed"
+}
+
+# Prometheus itself is built from its Go module: Debian's package is built
+# without Kubernetes service discovery, which the chart's ServiceMonitor
+# means. Only that discovery is compiled in (Prometheus's own build tags).
+install_prometheus() {
+	local want="$PROMETHEUS_VERSION/$RECIPE_VERSION"
+	stamp_ok prometheus "$want" && [ -x "$TOOLS_BIN/prometheus" ] && return 0
+	log "building prometheus $PROMETHEUS_VERSION (Kubernetes discovery only)"
+	go_env
+	GOBIN="$TOOLS_BIN" GOFLAGS=-buildvcs=false go install -trimpath \
+		-tags remove_all_sd,enable_kubernetes_sd -ldflags "-s -w" \
+		"github.com/prometheus/prometheus/cmd/prometheus@$PROMETHEUS_VERSION" ||
+		die "building prometheus $PROMETHEUS_VERSION failed"
+	stamp_set prometheus "$want"
 }
 
 # The Rust standard library for the static binaries' target (e2e/build-static).
@@ -161,6 +179,7 @@ cmd_install() {
 	install_etcd
 	install_kubernetes
 	install_helm
+	install_prometheus
 	install_cargo_fuzz
 	prune_go_caches
 	log "tools ready in $HB_TOOLS_DIR"

@@ -12,6 +12,7 @@
 //! test code. Nothing here compiles the process node or kube-runtime.
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod kafka;
 pub mod kube_env;
 pub mod metrics;

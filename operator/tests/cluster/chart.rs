@@ -20,16 +20,16 @@ use heartbeat_operator::webhook::config::{WebhookSettings, WebhookTarget, webhoo
 use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use serde_json::Value;
 
-const T: Duration = Duration::from_secs(180);
+pub(super) const T: Duration = Duration::from_secs(180);
 
-fn chart() -> String {
+pub(super) fn chart() -> String {
     repo_dir()
         .join("charts/heartbeat-operator")
         .display()
         .to_string()
 }
 
-fn helm(stack: &Stack) -> Command {
+pub(super) fn helm(stack: &Stack) -> Command {
     stack.tool("helm")
 }
 
@@ -296,10 +296,10 @@ fn the_charts_webhook_configuration_is_the_one_the_operator_applies() {
 }
 
 /// Uninstalls the release when a test ends, whatever happened.
-struct Release<'a> {
-    stack: &'a Stack,
-    name: String,
-    namespace: String,
+pub(super) struct Release<'a> {
+    pub(super) stack: &'a Stack,
+    pub(super) name: String,
+    pub(super) namespace: String,
 }
 
 impl Drop for Release<'_> {
@@ -308,12 +308,12 @@ impl Drop for Release<'_> {
     }
 }
 
-fn json(stack: &Stack, args: &[&str]) -> Value {
+pub(super) fn json(stack: &Stack, args: &[&str]) -> Value {
     let out = run_ok(stack.kubectl().args(args).args(["-o", "json"]));
     serde_json::from_str(&out).expect("kubectl JSON")
 }
 
-fn eventually<V>(what: &str, mut probe: impl FnMut() -> Result<V, String>) -> V {
+pub(super) fn eventually<V>(what: &str, mut probe: impl FnMut() -> Result<V, String>) -> V {
     let start = Instant::now();
     loop {
         match probe() {
@@ -328,7 +328,7 @@ fn eventually<V>(what: &str, mut probe: impl FnMut() -> Result<V, String>) -> V 
 /// monitors labelled `heartbeat.dev/operator=<release>` and the namespaces
 /// labelled `heartbeat.dev/injection=<release>`, with `sets`; waits until
 /// its pods are Ready.
-fn install(stack: &Stack, release: &Release<'_>, sets: &[&str]) {
+pub(super) fn install(stack: &Stack, release: &Release<'_>, sets: &[&str]) {
     let injection = format!("injection.namespaceLabel.value={}", release.name);
     let monitor_selector = format!("monitorSelector=heartbeat.dev/operator={}", release.name);
     let mut cmd = helm(stack);
@@ -343,7 +343,7 @@ fn install(stack: &Stack, release: &Release<'_>, sets: &[&str]) {
 }
 
 /// The release's operator pods that are not being deleted.
-fn operator_pods(stack: &Stack, release: &Release<'_>) -> Vec<Value> {
+pub(super) fn operator_pods(stack: &Stack, release: &Release<'_>) -> Vec<Value> {
     let label = format!("app.kubernetes.io/instance={}", release.name);
     let pods = json(
         stack,
@@ -365,12 +365,12 @@ fn pod_names(pods: &[Value]) -> Vec<String> {
 }
 
 /// The release's leader Lease (its holderIdentity is a pod name).
-fn lease(stack: &Stack, release: &Release<'_>) -> Value {
+pub(super) fn lease(stack: &Stack, release: &Release<'_>) -> Value {
     let name = format!("{}-heartbeat-operator", release.name);
     json(stack, &["get", "lease", &name, "-n", &release.namespace])
 }
 
-fn holder(lease: &Value) -> String {
+pub(super) fn holder(lease: &Value) -> String {
     lease["spec"]["holderIdentity"]
         .as_str()
         .unwrap_or_default()
@@ -388,7 +388,7 @@ fn signing(monitor: MonitorBuilder) -> MonitorBuilder {
 /// nothing alarms, and a loaded machine has held the broker for 10 s) with
 /// `spec` changing it, and a 2-replica Deployment `worker`, waited for
 /// until both pods are injected.
-fn deploy_workers(
+pub(super) fn deploy_workers(
     stack: &Stack,
     release: &Release<'_>,
     app: &TestNamespace,
@@ -560,7 +560,7 @@ fn replica_injects(
 }
 
 /// The status of monitor `app` in `app`.
-fn app_status(app: &TestNamespace) -> HeartbeatMonitorStatus {
+pub(super) fn app_status(app: &TestNamespace) -> HeartbeatMonitorStatus {
     app.monitor_status("app")
 }
 

@@ -5,6 +5,7 @@
 //! no other test's pods (the malformed corpus) take turns on a second stack
 //! beside it ([`heartbeat_e2e::Stack::alone`]).
 
+mod alerts;
 mod apiserver;
 mod bad_input;
 mod chaos;

@@ -18,21 +18,27 @@ pub enum Component {
     KubeScheduler,
     ProcessNode,
     Kafka,
+    Alertmanager,
+    Prometheus,
 }
 
 impl Component {
     /// In the order they start (each needs the ones before it).
-    pub const START_ORDER: [Component; 6] = [
+    pub const START_ORDER: [Component; 8] = [
         Component::Etcd,
         Component::KubeApiserver,
         Component::KubeControllerManager,
         Component::KubeScheduler,
         Component::ProcessNode,
         Component::Kafka,
+        Component::Alertmanager,
+        Component::Prometheus,
     ];
     /// In the order they stop: the node first, so it stops its containers
     /// while the API server still answers.
-    pub const STOP_ORDER: [Component; 6] = [
+    pub const STOP_ORDER: [Component; 8] = [
+        Component::Prometheus,
+        Component::Alertmanager,
         Component::ProcessNode,
         Component::KubeScheduler,
         Component::KubeControllerManager,
@@ -50,6 +56,8 @@ impl Component {
             Component::KubeScheduler => "kube-scheduler",
             Component::ProcessNode => "process-node",
             Component::Kafka => "kafka",
+            Component::Alertmanager => "alertmanager",
+            Component::Prometheus => "prometheus",
         }
     }
 
@@ -62,6 +70,9 @@ impl Component {
             Component::KubeScheduler => &["kube-scheduler"],
             Component::ProcessNode => &["kubectl"],
             Component::Kafka => &[],
+            // helm renders the chart's alert rules (and the labels they route by).
+            Component::Alertmanager => &["helm"],
+            Component::Prometheus => &["helm", "prometheus"],
         }
     }
 
@@ -138,6 +149,17 @@ impl Tools {
                     .map(String::from),
             );
         }
+        // Debian's packages (e2e/stack install).
+        let debs = [
+            (Component::Prometheus, "promtool"),
+            (Component::Alertmanager, ALERTMANAGER),
+            (Component::Alertmanager, "amtool"),
+        ];
+        for (c, cmd) in debs {
+            if components.contains(&c) && !on_path(cmd) {
+                missing.push(cmd.to_string());
+            }
+        }
         missing
     }
 
@@ -158,6 +180,9 @@ impl Tools {
     }
 }
 
+/// Debian's name of Alertmanager's program.
+const ALERTMANAGER: &str = "prometheus-alertmanager";
+
 fn on_path(cmd: &str) -> bool {
     std::env::var_os("PATH")
         .is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(cmd).is_file()))
@@ -176,6 +201,12 @@ pub mod port {
     pub const KAFKA_CONTROLLER: u16 = 9093;
     /// The broker's SASL_SSL listener (SCRAM-SHA-512, the stack's CA).
     pub const KAFKA_SASL_SSL: u16 = 9094;
+    pub const PROMETHEUS: u16 = 9090;
+    /// Not Alertmanager's usual 9093, which the Kafka controller holds
+    /// (on loopback); its cluster port is off (one instance).
+    pub const ALERTMANAGER: u16 = 9095;
+    /// Where the tests' webhook receiver listens, on the host address.
+    pub const ALERT_RECEIVER: u16 = 9096;
 }
 
 /// Everything a component's start and health check need.
@@ -207,6 +238,8 @@ impl Plan {
             Component::KubeScheduler => Ok(self.scheduler()),
             Component::ProcessNode => self.process_node(),
             Component::Kafka => self.kafka(),
+            Component::Alertmanager => self.alertmanager(),
+            Component::Prometheus => self.prometheus(),
         }
     }
 
@@ -219,6 +252,8 @@ impl Plan {
             Component::KubeScheduler => self.https_healthz_ok(port::SCHEDULER),
             Component::ProcessNode => self.node_ready(),
             Component::Kafka => self.kafka_answers(),
+            Component::Alertmanager => self.http_ready(&self.alertmanager_url()),
+            Component::Prometheus => self.http_ready(&self.prometheus_url()),
         }
     }
 
@@ -559,6 +594,81 @@ impl Plan {
             "-J",
         ]))
         .is_some_and(|o| o.contains("\"brokers\":[{"))
+    }
+
+    /// `http://host:port` of Prometheus (its API and UI).
+    pub fn prometheus_url(&self) -> String {
+        format!("http://{}:{}", self.net.stack_addr(), port::PROMETHEUS)
+    }
+
+    /// `http://host:port` of Alertmanager.
+    pub fn alertmanager_url(&self) -> String {
+        format!("http://{}:{}", self.net.stack_addr(), port::ALERTMANAGER)
+    }
+
+    /// Prometheus with the admin kubeconfig for discovery (it reads only
+    /// EndpointSlices, Services and Pods; the stack's own, like the
+    /// controller manager's), every rule file `e2e/stack alert-rules`
+    /// wrote, and the stack's Alertmanager; `/-/reload` is on for that.
+    fn prometheus(&self) -> Result<Launch, Error> {
+        let dir = self.layout.prometheus_dir();
+        let rules = dir.join("rules");
+        std::fs::create_dir_all(&rules).map_err(|e| Error::io(&rules, e))?;
+        let config = dir.join("prometheus.yml");
+        let alertmanager = format!("{}:{}", self.net.stack_addr(), port::ALERTMANAGER);
+        let text =
+            crate::alerting::prometheus_config(&self.layout.kubeconfig(), &rules, &alertmanager);
+        std::fs::write(&config, text).map_err(|e| Error::io(&config, e))?;
+        Ok(Launch {
+            program: self.tools.tool("prometheus"),
+            args: vec![
+                format!("--config.file={}", path(&config)),
+                format!("--storage.tsdb.path={}", path(&dir.join("data"))),
+                "--storage.tsdb.retention.time=1d".into(),
+                format!(
+                    "--web.listen-address={}:{}",
+                    self.net.stack_addr(),
+                    port::PROMETHEUS
+                ),
+                "--web.enable-lifecycle".into(),
+            ],
+        })
+    }
+
+    /// Alertmanager routing the chart's alert labels to the tests' receiver.
+    fn alertmanager(&self) -> Result<Launch, Error> {
+        let dir = self.layout.alertmanager_dir();
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        // The labels come from the chart's rules as rendered by default.
+        let rules = crate::alerting::render_rules(&self.tools, "stack", "default", &[])?;
+        let labels = crate::alerting::alert_labels(&rules).map_err(|why| Error::Command {
+            what: "reading the chart's alert labels".into(),
+            output: why,
+        })?;
+        let config = dir.join("alertmanager.yml");
+        let receiver = crate::alerting::receiver_url(self.net.host_addr());
+        let text = crate::alerting::alertmanager_config(&labels, &receiver);
+        std::fs::write(&config, text).map_err(|e| Error::io(&config, e))?;
+        Ok(Launch {
+            program: PathBuf::from(ALERTMANAGER),
+            args: vec![
+                format!("--config.file={}", path(&config)),
+                format!("--storage.path={}", path(&dir.join("data"))),
+                format!(
+                    "--web.listen-address={}:{}",
+                    self.net.stack_addr(),
+                    port::ALERTMANAGER
+                ),
+                format!("--web.external-url={}", self.alertmanager_url()),
+                // One instance: no gossip port (its default, 9094, is Kafka's).
+                "--cluster.listen-address=".into(),
+            ],
+        })
+    }
+
+    /// `GET <url>/-/ready` answers 2xx.
+    fn http_ready(&self, url: &str) -> bool {
+        command_output(Command::new("curl").args(["-sf", &format!("{url}/-/ready")])).is_some()
     }
 
     /// `GET https://<stack address>:<port>/healthz` answers 2xx (the

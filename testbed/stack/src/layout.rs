@@ -91,6 +91,14 @@ impl StackLayout {
     pub fn kafka_dir(&self) -> PathBuf {
         self.root.join("kafka")
     }
+    /// Prometheus's configuration, rule files and data.
+    pub fn prometheus_dir(&self) -> PathBuf {
+        self.root.join("prometheus")
+    }
+    /// Alertmanager's configuration and data.
+    pub fn alertmanager_dir(&self) -> PathBuf {
+        self.root.join("alertmanager")
+    }
     /// The process node's state directory.
     pub fn node_dir(&self) -> PathBuf {
         self.root.join("node")
@@ -368,6 +376,13 @@ pub struct StackEnv {
     pub kafka_ca: Option<PathBuf>,
     /// Directory of the installed tools (kubectl, helm, kcat is on PATH).
     pub tools_bin: Option<PathBuf>,
+    /// `http://host:port` of Prometheus.
+    pub prometheus_url: Option<String>,
+    /// `http://host:port` of Alertmanager.
+    pub alertmanager_url: Option<String>,
+    /// The URL Alertmanager sends alerts to: a test's webhook receiver
+    /// listens on its address (the host's).
+    pub alert_receiver: Option<String>,
 }
 
 const KUBECONFIG: &str = "KUBECONFIG";
@@ -380,6 +395,9 @@ const KAFKA_BOOTSTRAP: &str = "KAFKA_BOOTSTRAP";
 const KAFKA_SASL_SSL_BOOTSTRAP: &str = "KAFKA_SASL_SSL_BOOTSTRAP";
 const KAFKA_CA: &str = "HB_KAFKA_CA";
 const TOOLS_BIN: &str = "HB_TOOLS_BIN";
+const PROMETHEUS_URL: &str = "PROMETHEUS_URL";
+const ALERTMANAGER_URL: &str = "ALERTMANAGER_URL";
+const ALERT_RECEIVER: &str = "HB_ALERT_RECEIVER";
 
 impl StackEnv {
     /// The `KEY=VALUE` pairs, in a fixed order, only those that are set.
@@ -399,6 +417,9 @@ impl StackEnv {
             ),
             (KAFKA_CA, path(&self.kafka_ca)),
             (TOOLS_BIN, path(&self.tools_bin)),
+            (PROMETHEUS_URL, self.prometheus_url.clone()),
+            (ALERTMANAGER_URL, self.alertmanager_url.clone()),
+            (ALERT_RECEIVER, self.alert_receiver.clone()),
         ]
         .into_iter()
         .filter_map(|(k, v)| Some((k, v?)))
@@ -433,6 +454,9 @@ impl StackEnv {
                 KAFKA_SASL_SSL_BOOTSTRAP => env.kafka_sasl_ssl_bootstrap = Some(value),
                 KAFKA_CA => env.kafka_ca = Some(value.into()),
                 TOOLS_BIN => env.tools_bin = Some(value.into()),
+                PROMETHEUS_URL => env.prometheus_url = Some(value),
+                ALERTMANAGER_URL => env.alertmanager_url = Some(value),
+                ALERT_RECEIVER => env.alert_receiver = Some(value),
                 other => return Err(format!("unknown key {other}")),
             }
         }
@@ -475,6 +499,9 @@ mod tests {
             kafka_sasl_ssl_bootstrap: Some("127.0.0.1:9094".into()),
             kafka_ca: Some("/s/pki/ca.crt".into()),
             tools_bin: Some("/t/bin".into()),
+            prometheus_url: Some("http://10.191.0.2:9090".into()),
+            alertmanager_url: Some("http://10.191.0.2:9095".into()),
+            alert_receiver: Some("http://10.191.0.1:9096/alerts".into()),
         };
         assert_eq!(StackEnv::parse(&env.render()), Ok(env));
         assert!(StackEnv::parse("SURPRISE=1").is_err());

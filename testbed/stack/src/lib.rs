@@ -3,13 +3,14 @@
 //! `e2e/stack` (the shell entry point) installs the pinned tools and hands
 //! every other command to the `hb-stack` binary built from this crate: it
 //! starts etcd, kube-apiserver, kube-controller-manager, kube-scheduler, the
-//! process node and a KRaft Kafka broker in a network namespace of the
-//! stack's own (see [`network`]), waits until each is
+//! process node, a KRaft Kafka broker, Alertmanager and Prometheus in a
+//! network namespace of the stack's own (see [`network`]), waits until each is
 //! healthy, and stops exactly what it started. [`layout`] is the single
 //! owner of the state directory's files, used by the process node and the
 //! e2e fixtures too.
 #![forbid(unsafe_code)]
 
+pub mod alerting;
 pub mod components;
 pub mod error;
 pub mod layout;

@@ -85,6 +85,8 @@ impl Stack {
                 self.layout.etcd_dir(),
                 self.layout.kafka_dir(),
                 self.layout.node_dir(),
+                self.layout.prometheus_dir(),
+                self.layout.alertmanager_dir(),
             ] {
                 let _ = std::fs::remove_dir_all(dir);
             }
@@ -132,6 +134,13 @@ impl Stack {
             env.kafka_bootstrap = Some(plan.kafka_bootstrap());
             env.kafka_sasl_ssl_bootstrap = Some(plan.kafka_sasl_ssl_bootstrap());
             env.kafka_ca = Some(self.layout.pki_dir().join("ca.crt"));
+        }
+        if self.wants(Component::Prometheus) {
+            env.prometheus_url = Some(plan.prometheus_url());
+        }
+        if self.wants(Component::Alertmanager) {
+            env.alertmanager_url = Some(plan.alertmanager_url());
+            env.alert_receiver = Some(crate::alerting::receiver_url(net.host_addr()));
         }
         for c in &self.components {
             say(format!("starting {}", c.name()));
@@ -333,6 +342,44 @@ impl Stack {
                 c.name()
             )))
         }
+    }
+
+    /// `alert-rules RELEASE NAMESPACE [--set K=V]...`: the chart's alert
+    /// rules for that release, rendered by helm, into Prometheus (which
+    /// reloads; an error names a rule it refused). `remove` takes them out.
+    pub fn alert_rules(
+        &self,
+        release: &str,
+        namespace: &str,
+        sets: &[String],
+        remove: bool,
+    ) -> Result<PathBuf, Error> {
+        self.require(Component::Prometheus)?;
+        let plan = self.running_plan()?;
+        let rules_dir = self.layout.prometheus_dir().join("rules");
+        let file = crate::alerting::rules_path(&rules_dir, release, namespace);
+        if remove {
+            let _ = std::fs::remove_file(&file);
+        } else {
+            write_private(&file, &self.render_alert_rules(release, namespace, sets)?)?;
+        }
+        let reload = format!("{}/-/reload", plan.prometheus_url());
+        process::run_checked(
+            Command::new("curl").args(["-sS", "--fail-with-body", "-X", "POST", &reload]),
+            format!("Prometheus loading {}", file.display()),
+        )?;
+        Ok(file)
+    }
+
+    /// The chart's alert rules for a release, as a Prometheus rule file
+    /// (`alert-rules --print`: for promtool, no stack needed).
+    pub fn render_alert_rules(
+        &self,
+        release: &str,
+        namespace: &str,
+        sets: &[String],
+    ) -> Result<String, Error> {
+        crate::alerting::render_rules(&self.tools, release, namespace, sets)
     }
 
     /// `create-topic NAME [PARTITIONS]` (auto-creation is off on purpose).

@@ -81,6 +81,21 @@ enum Cmd {
         #[arg(long)]
         group: Vec<String>,
     },
+    /// Load the chart's alert rules for a release into the stack's Prometheus
+    /// (rendered by helm template; prints the rule file).
+    AlertRules {
+        release: String,
+        namespace: String,
+        /// A chart value (e.g. prometheusRule.staleFor=10s); repeatable.
+        #[arg(long)]
+        set: Vec<String>,
+        /// Take the release's rules out instead.
+        #[arg(long, conflicts_with = "print")]
+        remove: bool,
+        /// Only print the rule file (for promtool; needs no stack).
+        #[arg(long)]
+        print: bool,
+    },
     /// Run CMD in the stack's network namespace (what the API server must call).
     Exec {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
@@ -168,6 +183,24 @@ fn run(args: Args) -> Result<ExitCode, Error> {
                 groups: group,
             };
             println!("{}", stack.kafka_principal(&name, &grants)?.display());
+        }
+        Cmd::AlertRules {
+            release,
+            namespace,
+            set,
+            remove,
+            print,
+        } => {
+            if print {
+                print!("{}", stack.render_alert_rules(&release, &namespace, &set)?);
+            } else {
+                println!(
+                    "{}",
+                    stack
+                        .alert_rules(&release, &namespace, &set, remove)?
+                        .display()
+                );
+            }
         }
         // Only returns when the exec failed.
         Cmd::Exec { cmd } => return Err(stack.exec(&cmd)),
