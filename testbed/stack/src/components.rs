@@ -630,6 +630,8 @@ impl Plan {
                     self.net.stack_addr(),
                     port::PROMETHEUS
                 ),
+                // Alerts link back here, not to the machine's hostname.
+                format!("--web.external-url={}", self.prometheus_url()),
                 "--web.enable-lifecycle".into(),
             ],
         })
