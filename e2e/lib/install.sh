@@ -175,11 +175,16 @@ cmd_install() {
 	mkdir -p "$TOOLS_BIN"
 	install_debs
 	install_rust_targets
+	# Prometheus builds beside the rest: much of each Go install is waiting
+	# on module downloads, which the other's compiling fills.
+	local prom_log="$HB_TOOLS_DIR/prometheus-install.log"
+	install_prometheus >"$prom_log" 2>&1 &
+	local prom=$!
 	install_kafka
 	install_etcd
 	install_kubernetes
 	install_helm
-	install_prometheus
+	wait "$prom" || { tail -n 30 "$prom_log" >&2; die "building prometheus $PROMETHEUS_VERSION failed (log: $prom_log)"; }
 	install_cargo_fuzz
 	prune_go_caches
 	log "tools ready in $HB_TOOLS_DIR"

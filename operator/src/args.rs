@@ -137,7 +137,25 @@ pub struct CertArgs {
     /// Seconds between checks of the certificate Secret (renewals are picked up then).
     #[arg(long, env = "HEARTBEAT_CERT_CHECK_SECONDS", default_value_t = 60)]
     pub cert_check_seconds: u64,
+    /// Validity of the serving certificate the operator makes, in seconds (a year).
+    #[arg(long, env = "HEARTBEAT_CERT_LIFETIME_SECONDS", default_value_t = 365 * DAY)]
+    pub cert_lifetime_seconds: u64,
+    /// It is renewed this many seconds before it ends (30 days).
+    #[arg(long, env = "HEARTBEAT_CERT_RENEW_BEFORE_SECONDS", default_value_t = 30 * DAY)]
+    pub cert_renew_before_seconds: u64,
+    /// Validity of the CA the operator makes, in seconds (ten years).
+    #[arg(long, env = "HEARTBEAT_CA_LIFETIME_SECONDS", default_value_t = 3650 * DAY)]
+    pub ca_lifetime_seconds: u64,
+    /// A CA rotation starts this many seconds before the CA ends (a year).
+    #[arg(long, env = "HEARTBEAT_CA_RENEW_BEFORE_SECONDS", default_value_t = 365 * DAY)]
+    pub ca_renew_before_seconds: u64,
+    /// Seconds each rotation phase lasts (the new CA trusted before it
+    /// signs, the old one trusted after it stops): a day.
+    #[arg(long, env = "HEARTBEAT_CA_OVERLAP_SECONDS", default_value_t = DAY)]
+    pub ca_overlap_seconds: u64,
 }
+
+const DAY: u64 = 24 * 3600;
 
 /// Per-pod signing keys: the masters and the endpoint sidecars ask.
 #[derive(clap::Args, Debug, Clone)]

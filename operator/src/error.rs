@@ -24,12 +24,14 @@ pub enum Error {
         name: String,
         source: kube::Error,
     },
-    #[error("dating a certificate {days} days from {now}: {source}")]
+    #[error("dating a certificate {lifetime} from {now}: {source}")]
     CertValidity {
         now: jiff::Timestamp,
-        days: i64,
+        lifetime: jiff::SignedDuration,
         source: jiff::Error,
     },
+    #[error("certificate lifetimes (--cert-* flags): {0}")]
+    CertLifetimes(String),
     #[error("making certificates: {0}")]
     MakeCert(#[source] rcgen::Error),
     #[error("applying MutatingWebhookConfiguration {name}: {source}")]
@@ -72,6 +74,7 @@ impl Error {
             Error::GetSecret { .. } => "get_secret",
             Error::WriteSecret { .. } => "write_secret",
             Error::CertValidity { .. } => "cert_validity",
+            Error::CertLifetimes(_) => "cert_lifetimes",
             Error::MakeCert(_) => "make_cert",
             Error::ApplyWebhookConfig { .. } => "apply_webhook_config",
             Error::LoadCert(_) => "load_cert",

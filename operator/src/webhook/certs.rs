@@ -75,15 +75,74 @@ const OWN_ANNOTATIONS: [&str; 7] = [
     ANNOTATION_CA_OTHER_NOT_AFTER,
 ];
 const CA_COMMON_NAME: &str = "heartbeat-operator-webhook-ca";
-const LEAF_DAYS: i64 = 365;
-const CA_DAYS: i64 = 3650;
-/// A leaf is renewed this long before it expires.
-const RENEW_BEFORE_DAYS: i64 = 30;
-/// A CA rotation starts this long before the CA expires.
-const CA_RENEW_BEFORE_DAYS: i64 = 365;
-/// How long each rotation phase lasts before the next: every replica has
-/// read the Secret and written the bundle many times over by then.
-const CA_OVERLAP: SignedDuration = SignedDuration::from_hours(24);
+
+/// How long the operator's certificates live and when they are replaced
+/// (`--cert-*` flags; the defaults are for production, a test shortens
+/// them to see renewals and rotations happen).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifetimes {
+    /// A serving certificate's validity.
+    pub leaf: SignedDuration,
+    /// It is renewed this long before it expires.
+    pub renew_before: SignedDuration,
+    /// A CA's validity.
+    pub ca: SignedDuration,
+    /// A CA rotation starts this long before the CA expires.
+    pub ca_renew_before: SignedDuration,
+    /// How long each rotation phase lasts before the next: every replica
+    /// has read the Secret and written the bundle many times over by then.
+    pub ca_overlap: SignedDuration,
+}
+
+const fn days(d: i64) -> SignedDuration {
+    SignedDuration::from_hours(24 * d)
+}
+
+impl Default for Lifetimes {
+    fn default() -> Lifetimes {
+        Lifetimes {
+            leaf: days(365),
+            renew_before: days(30),
+            ca: days(3650),
+            ca_renew_before: days(365),
+            ca_overlap: days(1),
+        }
+    }
+}
+
+impl Lifetimes {
+    /// Why these lifetimes cannot work, if they cannot: each certificate
+    /// must outlive its renewal margin, and a rotation's two phases must
+    /// end before the CA does.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        let positive = [
+            ("leaf", self.leaf),
+            ("renew-before", self.renew_before),
+            ("ca", self.ca),
+            ("ca-renew-before", self.ca_renew_before),
+            ("ca-overlap", self.ca_overlap),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, d)| !d.is_positive()) {
+            return Err(format!("the certificate {name} duration must be positive"));
+        }
+        if self.renew_before >= self.leaf {
+            return Err("the leaf's renew-before must be shorter than its lifetime".into());
+        }
+        if self.ca_renew_before >= self.ca {
+            return Err("the CA's renew-before must be shorter than its lifetime".into());
+        }
+        let phases = self
+            .ca_overlap
+            .checked_mul(2)
+            .unwrap_or(SignedDuration::MAX);
+        if phases >= self.ca_renew_before {
+            return Err(
+                "two CA overlaps (added, then switched) must fit in the CA's renew-before".into(),
+            );
+        }
+        Ok(())
+    }
+}
 
 /// One certificate authority the operator made.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,32 +225,43 @@ impl CertBundle {
     }
 }
 
-/// Sets `p`'s validity: from a day before `now` to `days` after it (at
-/// midnight UTC); returns its end.
-fn set_validity(p: &mut CertificateParams, now: Timestamp, days: i64) -> Result<Timestamp> {
-    let out_of_range = |source| Error::CertValidity { now, days, source };
-    let date = |days: i64| {
-        now.to_zoned(TimeZone::UTC)
-            .date()
-            .checked_add(Span::new().days(days))
-            .map_err(out_of_range)
+/// Sets `p`'s validity: from the start of the day before `now` (UTC: a
+/// peer's clock may be behind) to `lifetime` after `now`, to the second;
+/// returns its end.
+fn set_validity(
+    p: &mut CertificateParams,
+    now: Timestamp,
+    lifetime: SignedDuration,
+) -> Result<Timestamp> {
+    let out_of_range = |source| Error::CertValidity {
+        now,
+        lifetime,
+        source,
     };
-    // jiff's month (1..=12) and day (1..=31) are never negative.
-    let ymd = |d: jiff::civil::Date| {
-        (
-            i32::from(d.year()),
-            d.month().unsigned_abs(),
-            d.day().unsigned_abs(),
-        )
+    // X.509 dates have whole seconds.
+    let end = now
+        .checked_add(lifetime)
+        .and_then(|t| Timestamp::from_second(t.as_second()))
+        .map_err(out_of_range)?;
+    let start = now
+        .to_zoned(TimeZone::UTC)
+        .date()
+        .checked_sub(Span::new().days(1))
+        .map_err(out_of_range)?;
+    // Midnight UTC of `date` plus `seconds` (jiff's month, 1..=12, and
+    // day, 1..=31, are never negative).
+    let x509 = |date: jiff::civil::Date, seconds: u64| {
+        rcgen::date_time_ymd(
+            i32::from(date.year()),
+            date.month().unsigned_abs(),
+            date.day().unsigned_abs(),
+        ) + std::time::Duration::from_secs(seconds)
     };
-    let (y, m, d) = ymd(date(-1)?);
-    p.not_before = rcgen::date_time_ymd(y, m, d);
-    let end = date(days)?;
-    let (y, m, d) = ymd(end);
-    p.not_after = rcgen::date_time_ymd(y, m, d);
-    end.to_zoned(TimeZone::UTC)
-        .map(|z| z.timestamp())
-        .map_err(out_of_range)
+    p.not_before = x509(start, 0);
+    let end_utc = end.to_zoned(TimeZone::UTC);
+    let since_midnight = end_utc.time().duration_since(jiff::civil::Time::midnight());
+    p.not_after = x509(end_utc.date(), since_midnight.as_secs().unsigned_abs());
+    Ok(end)
 }
 
 /// The name of the CA of `generation`: the first keeps the name CAs had
@@ -206,21 +276,25 @@ fn ca_common_name(generation: u32) -> String {
 
 /// The CA's parameters: the same for a generation every time, so a
 /// renewal signs with the stored CA key under the CA's name.
-fn ca_params(generation: u32, now: Timestamp) -> Result<(CertificateParams, Timestamp)> {
+fn ca_params(
+    generation: u32,
+    now: Timestamp,
+    lifetime: SignedDuration,
+) -> Result<(CertificateParams, Timestamp)> {
     let mut p = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, ca_common_name(generation));
     p.distinguished_name = dn;
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let not_after = set_validity(&mut p, now, CA_DAYS)?;
+    let not_after = set_validity(&mut p, now, lifetime)?;
     Ok((p, not_after))
 }
 
 /// A new CA of `generation`.
-fn new_authority(generation: u32, now: Timestamp) -> Result<Authority> {
+fn new_authority(generation: u32, now: Timestamp, lt: &Lifetimes) -> Result<Authority> {
     let key = KeyPair::generate().map_err(Error::MakeCert)?;
-    let (params, not_after) = ca_params(generation, now)?;
+    let (params, not_after) = ca_params(generation, now, lt.ca)?;
     let cert = params.self_signed(&key).map_err(Error::MakeCert)?;
     Ok(Authority {
         cert_pem: cert.pem(),
@@ -235,9 +309,10 @@ fn sign_leaf(
     dns_names: &[String],
     now: Timestamp,
     ca: &Authority,
+    lt: &Lifetimes,
 ) -> Result<(String, String, Timestamp)> {
     let ca_key = KeyPair::from_pem(&ca.key_pem).map_err(Error::MakeCert)?;
-    let (params, _) = ca_params(ca.generation, now)?;
+    let (params, _) = ca_params(ca.generation, now, lt.ca)?;
     let issuer = Issuer::new(params, ca_key);
     let mut leaf = CertificateParams::new(dns_names.to_vec()).map_err(Error::MakeCert)?;
     let mut dn = DistinguishedName::new();
@@ -247,7 +322,7 @@ fn sign_leaf(
     );
     leaf.distinguished_name = dn;
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let not_after = set_validity(&mut leaf, now, LEAF_DAYS)?;
+    let not_after = set_validity(&mut leaf, now, lt.leaf)?;
     let leaf_key = KeyPair::generate().map_err(Error::MakeCert)?;
     let cert = leaf
         .signed_by(&leaf_key, &issuer)
@@ -257,20 +332,25 @@ fn sign_leaf(
 
 /// Makes a new CA (the first generation) and a serving certificate for
 /// `dns_names` signed by it.
-pub fn generate(dns_names: &[String], now: Timestamp) -> Result<CertBundle> {
+pub fn generate(dns_names: &[String], now: Timestamp, lt: &Lifetimes) -> Result<CertBundle> {
     let authorities = Authorities {
-        current: new_authority(0, now)?,
+        current: new_authority(0, now, lt)?,
         rotation: Rotation::Steady,
     };
-    let leaf = sign_leaf(dns_names, now, &authorities.current)?;
+    let leaf = sign_leaf(dns_names, now, &authorities.current, lt)?;
     Ok(CertBundle::assemble(authorities, leaf, dns_names))
 }
 
 /// Whether the leaf of `bundle` must be renewed at `now` for `dns_names`.
-pub fn needs_renewal(bundle: &CertBundle, dns_names: &[String], now: Timestamp) -> bool {
+pub fn needs_renewal(
+    bundle: &CertBundle,
+    dns_names: &[String],
+    now: Timestamp,
+    lt: &Lifetimes,
+) -> bool {
     let renew_at = bundle
         .not_after
-        .checked_sub(Span::new().hours(24 * RENEW_BEFORE_DAYS))
+        .checked_sub(lt.renew_before)
         .unwrap_or(bundle.not_after);
     now >= renew_at || bundle.dns_names != dns_names
 }
@@ -289,12 +369,13 @@ pub fn advance(
     bundle: &CertBundle,
     dns_names: &[String],
     now: Timestamp,
+    lt: &Lifetimes,
 ) -> Result<Option<CertBundle>> {
     let Some(authorities) = &bundle.authorities else {
-        return generate(dns_names, now).map(Some);
+        return generate(dns_names, now, lt).map(Some);
     };
     let mut next = authorities.clone();
-    let mut resign = needs_renewal(bundle, dns_names, now);
+    let mut resign = needs_renewal(bundle, dns_names, now, lt);
     let current = &authorities.current;
     let stepped = match &authorities.rotation {
         // (1) Near the CA's end a new one is trusted alongside; the old one
@@ -303,11 +384,11 @@ pub fn advance(
             if now
                 >= current
                     .not_after
-                    .checked_sub(SignedDuration::from_hours(24 * CA_RENEW_BEFORE_DAYS))
+                    .checked_sub(lt.ca_renew_before)
                     .unwrap_or(Timestamp::MIN) =>
         {
             next.rotation = Rotation::Added {
-                next: new_authority(current.generation.saturating_add(1), now)?,
+                next: new_authority(current.generation.saturating_add(1), now, lt)?,
                 since: now,
             };
             true
@@ -315,7 +396,7 @@ pub fn advance(
         // (2) Once the bundle with both has been out a while, the new CA
         // signs the leaf (at once if the old one has ended: nothing is lost).
         Rotation::Added { next: new, since }
-            if now >= plus(*since, CA_OVERLAP) || now >= current.not_after =>
+            if now >= plus(*since, lt.ca_overlap) || now >= current.not_after =>
         {
             next.current = new.clone();
             next.rotation = Rotation::Switched {
@@ -330,7 +411,7 @@ pub fn advance(
         }
         // (3) Once every replica serves the new leaf, the old CA goes.
         Rotation::Switched { previous, since }
-            if now >= plus(*since, CA_OVERLAP) || now >= previous.not_after =>
+            if now >= plus(*since, lt.ca_overlap) || now >= previous.not_after =>
         {
             next.rotation = Rotation::Steady;
             true
@@ -341,7 +422,7 @@ pub fn advance(
         return Ok(None);
     }
     let leaf = if resign {
-        sign_leaf(dns_names, now, &next.current)?
+        sign_leaf(dns_names, now, &next.current, lt)?
     } else {
         (
             bundle.cert_pem.clone(),
@@ -653,6 +734,7 @@ pub async fn ensure(
     namespace: &str,
     name: &str,
     dns_names: &[String],
+    lt: &Lifetimes,
 ) -> Result<CertBundle> {
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let get_err = |source| Error::GetSecret {
@@ -670,7 +752,7 @@ pub async fn ensure(
         let now = Timestamp::now();
         match api.get_opt(name).await.map_err(get_err)? {
             None => {
-                let bundle = generate(dns_names, now)?;
+                let bundle = generate(dns_names, now, lt)?;
                 match api
                     .create(
                         &PostParams::default(),
@@ -687,13 +769,13 @@ pub async fn ensure(
             Some(secret) => {
                 // Unreadable (the chart creates it empty): start over.
                 let bundle = match from_secret(&secret) {
-                    Ok(existing) => match advance(&existing, dns_names, now)? {
+                    Ok(existing) => match advance(&existing, dns_names, now, lt)? {
                         None => return Ok(existing),
                         Some(b) => b,
                     },
                     Err(why) => {
                         tracing::info!(%namespace, %name, %why, "certificate Secret unreadable; making a new one");
-                        generate(dns_names, now)?
+                        generate(dns_names, now, lt)?
                     }
                 };
                 let mut update = to_secret(
@@ -738,6 +820,16 @@ mod tests {
 
     use super::*;
 
+    // The production lifetimes, in the units the rules below are written in.
+    const LEAF_DAYS: i64 = 365;
+    const CA_DAYS: i64 = 3650;
+    const CA_RENEW_BEFORE_DAYS: i64 = 365;
+    const CA_OVERLAP: SignedDuration = SignedDuration::from_hours(24);
+
+    fn lt() -> Lifetimes {
+        Lifetimes::default()
+    }
+
     #[test]
     fn a_cert_manager_secret_is_read_once_it_has_a_certificate_and_key() {
         let secret = |pairs: &[(&str, &str)]| Secret {
@@ -765,13 +857,99 @@ mod tests {
         assert_eq!((b.not_after, b.ca_not_after), (Timestamp::MAX, None));
     }
 
+    /// Rule: lifetimes in seconds (a test's) date certificates to the
+    /// second, in the certificates themselves too, and the leaf's renewal
+    /// and each rotation step come exactly when they say; lifetimes that
+    /// cannot work are refused.
+    #[test]
+    fn short_lifetimes_date_to_the_second_and_step_on_time() {
+        let secs = SignedDuration::from_secs;
+        let lt = Lifetimes {
+            leaf: secs(40),
+            renew_before: secs(25),
+            ca: secs(100),
+            ca_renew_before: secs(70),
+            ca_overlap: secs(15),
+        };
+        assert_eq!(lt.check(), Ok(()));
+        assert_eq!(Lifetimes::default().check(), Ok(()));
+        let t0 = at("2030-06-01T12:00:00.5Z");
+        let t = |s: i64| plus(at("2030-06-01T12:00:00Z"), secs(s));
+        let b = generate(&names(), t0, &lt).expect("generate");
+        assert_eq!((b.not_after, b.ca_not_after), (t(40), Some(t(100))));
+        let secret = Secret {
+            data: Some(BTreeMap::from([
+                (TLS_CRT.into(), ByteString(b.cert_pem.clone().into_bytes())),
+                (TLS_KEY.into(), ByteString(b.key_pem.clone().into_bytes())),
+                (CA_CRT.into(), ByteString(b.ca_pem.clone().into_bytes())),
+            ])),
+            ..Secret::default()
+        };
+        let read = external_bundle(&secret).expect("filled");
+        assert_eq!((read.not_after, read.ca_not_after), (t(40), Some(t(100))));
+
+        assert_eq!(advance(&b, &names(), t(14), &lt).expect("advance"), None);
+        let renewed = advance(&b, &names(), t(15), &lt)
+            .expect("advance")
+            .expect("renewed at 15 s");
+        assert_eq!(renewed.not_after, t(55));
+        let rotation = |b: &CertBundle| {
+            b.authorities.as_ref().map(|a| match a.rotation {
+                Rotation::Steady => "steady",
+                Rotation::Added { .. } => "added",
+                Rotation::Switched { .. } => "switched",
+            })
+        };
+        let added = advance(&renewed, &names(), t(30), &lt)
+            .expect("advance")
+            .expect("rotation starts 70 s before the CA ends");
+        assert_eq!(rotation(&added), Some("added"));
+        assert_eq!(added.ca_pem.matches("BEGIN CERTIFICATE").count(), 2);
+        assert_eq!(
+            advance(&added, &names(), t(44), &lt).expect("advance"),
+            None
+        );
+        let switched = advance(&added, &names(), t(45), &lt)
+            .expect("advance")
+            .expect("the new CA signs after one overlap");
+        assert_eq!(rotation(&switched), Some("switched"));
+        assert_ne!(switched.cert_pem, added.cert_pem);
+        assert_eq!(switched.ca_pem.matches("BEGIN CERTIFICATE").count(), 2);
+        let steady = advance(&switched, &names(), t(60), &lt)
+            .expect("advance")
+            .expect("the old CA leaves after another");
+        assert_eq!(rotation(&steady), Some("steady"));
+        assert_eq!(steady.ca_pem.matches("BEGIN CERTIFICATE").count(), 1);
+
+        for bad in [
+            Lifetimes {
+                renew_before: secs(40),
+                ..lt
+            },
+            Lifetimes {
+                ca_renew_before: secs(100),
+                ..lt
+            },
+            Lifetimes {
+                ca_overlap: secs(35),
+                ..lt
+            },
+            Lifetimes {
+                leaf: secs(0),
+                ..lt
+            },
+        ] {
+            assert!(bad.check().is_err(), "{bad:?}");
+        }
+    }
+
     /// Rule: the expiries of cert-manager's certificates are read off them
     /// (for the expiry metrics), the CA's as the first of its bundle to end.
     #[test]
     fn a_cert_manager_secrets_expiries_are_read_off_its_certificates() {
         let now = at("2030-06-01T00:00:00Z");
-        let b = generate(&names(), now).expect("generate");
-        let later = generate(&names(), at("2031-06-01T00:00:00Z")).expect("generate");
+        let b = generate(&names(), now, &lt()).expect("generate");
+        let later = generate(&names(), at("2031-06-01T00:00:00Z"), &lt()).expect("generate");
         let secret = Secret {
             data: Some(BTreeMap::from([
                 (TLS_CRT.into(), ByteString(b.cert_pem.clone().into_bytes())),
@@ -808,7 +986,7 @@ mod tests {
 
     /// One check at `now`: what the Secret holds afterwards.
     fn check(b: &CertBundle, now: Timestamp) -> CertBundle {
-        match advance(b, &names(), now).expect("advance") {
+        match advance(b, &names(), now, &lt()).expect("advance") {
             Some(next) => round_trip(&next),
             None => b.clone(),
         }
@@ -848,12 +1026,12 @@ mod tests {
     /// rotation window, and when that window opens.
     fn before_the_window() -> (CertBundle, Timestamp) {
         let t0 = at("2030-01-01T12:00:00Z");
-        let b = generate(&names(), t0).expect("generate");
+        let b = generate(&names(), t0, &lt()).expect("generate");
         let window = days(b.ca_not_after.expect("ca end"), -CA_RENEW_BEFORE_DAYS);
         // The yearly leaf renewals up to there, the last one just before.
         let b = check(&b, days(window, -2));
         assert_eq!(
-            advance(&b, &names(), days(window, -1)).expect("advance"),
+            advance(&b, &names(), days(window, -1), &lt()).expect("advance"),
             None
         );
         (b, window)
@@ -862,7 +1040,7 @@ mod tests {
     #[test]
     fn a_bundle_round_trips_through_its_secret() {
         let now = Timestamp::now();
-        let b = generate(&names(), now).expect("generate");
+        let b = generate(&names(), now, &lt()).expect("generate");
         assert!(b.ca_pem.contains("BEGIN CERTIFICATE") && b.key_pem.contains("PRIVATE KEY"));
         assert_eq!(round_trip(&b), b);
     }
@@ -870,13 +1048,13 @@ mod tests {
     #[test]
     fn renewal_is_due_near_the_end_or_for_other_names_and_keeps_the_ca() {
         let now = Timestamp::now();
-        let b = generate(&names(), now).expect("generate");
-        assert!(!needs_renewal(&b, &names(), now));
-        assert_eq!(advance(&b, &names(), now).expect("advance"), None);
+        let b = generate(&names(), now, &lt()).expect("generate");
+        assert!(!needs_renewal(&b, &names(), now, &lt()));
+        assert_eq!(advance(&b, &names(), now, &lt()).expect("advance"), None);
         let late = days(now, LEAF_DAYS - 10);
-        assert!(needs_renewal(&b, &names(), late));
-        assert!(needs_renewal(&b, &["other.svc".to_string()], now));
-        let renewed = advance(&b, &names(), late)
+        assert!(needs_renewal(&b, &names(), late, &lt()));
+        assert!(needs_renewal(&b, &["other.svc".to_string()], now, &lt()));
+        let renewed = advance(&b, &names(), late, &lt())
             .expect("advance")
             .expect("renewed");
         assert_eq!(renewed.ca_pem, b.ca_pem);
@@ -885,17 +1063,21 @@ mod tests {
     }
 
     /// Rule: a validity past the calendar's end is an error naming the
-    /// call and its days, never a panic or a wrapped-around date.
+    /// call and its lifetime, never a panic or a wrapped-around date.
     #[test]
     fn a_validity_past_the_calendars_end_is_a_cert_validity_error() {
         let mut p = CertificateParams::default();
-        let err = set_validity(&mut p, Timestamp::MAX, 1).expect_err("past 9999");
-        assert!(matches!(err, Error::CertValidity { days: 1, .. }), "{err}");
+        let day = SignedDuration::from_hours(24);
+        let err = set_validity(&mut p, Timestamp::MAX, day).expect_err("past 9999");
+        assert!(
+            matches!(err, Error::CertValidity { lifetime, .. } if lifetime == day),
+            "{err}"
+        );
     }
 
     #[test]
     fn a_secret_missing_a_key_is_refused_with_its_name() {
-        let b = generate(&names(), Timestamp::now()).expect("generate");
+        let b = generate(&names(), Timestamp::now(), &lt()).expect("generate");
         let mut s = to_secret(&b, "ns", "tls", None);
         s.data.as_mut().expect("data").remove(TLS_KEY);
         let err = from_secret(&s).expect_err("no tls.key");
@@ -920,7 +1102,7 @@ mod tests {
             Some(Rotation::Added { since, .. }) if *since == window
         ));
         // A leaf renewed during the overlap is still the old CA's.
-        let renewed = advance(&added, &["other.svc".into()], days(window, 0))
+        let renewed = advance(&added, &["other.svc".into()], days(window, 0), &lt())
             .expect("advance")
             .expect("renewed");
         assert_eq!(generation(&renewed), 0);
@@ -933,7 +1115,10 @@ mod tests {
         let (b, window) = before_the_window();
         let added = check(&b, window);
         let almost = plus(window, CA_OVERLAP - SignedDuration::from_secs(1));
-        assert_eq!(advance(&added, &names(), almost).expect("advance"), None);
+        assert_eq!(
+            advance(&added, &names(), almost, &lt()).expect("advance"),
+            None
+        );
         let switched_at = plus(window, CA_OVERLAP);
         let switched = check(&added, switched_at);
         assert_ne!(switched.cert_pem, added.cert_pem);
@@ -952,7 +1137,10 @@ mod tests {
         let switched_at = plus(window, CA_OVERLAP);
         let switched = check(&check(&b, window), switched_at);
         let almost = plus(switched_at, CA_OVERLAP - SignedDuration::from_secs(1));
-        assert_eq!(advance(&switched, &names(), almost).expect("advance"), None);
+        assert_eq!(
+            advance(&switched, &names(), almost, &lt()).expect("advance"),
+            None
+        );
         let dropped_at = plus(switched_at, CA_OVERLAP);
         let dropped = check(&switched, dropped_at);
         assert_eq!(ca_count(&dropped), 1);
@@ -963,7 +1151,7 @@ mod tests {
         assert!(dropped.ca_not_after > Some(days(dropped_at, CA_DAYS - 3)));
         // And nothing more happens until the next leaf renewal.
         assert_eq!(
-            advance(&dropped, &names(), days(dropped_at, 30)).expect("advance"),
+            advance(&dropped, &names(), days(dropped_at, 30), &lt()).expect("advance"),
             None
         );
     }
@@ -980,7 +1168,7 @@ mod tests {
         let mut generations = Vec::new();
         while now < days(window, 2 * (CA_DAYS - CA_RENEW_BEFORE_DAYS) - 10) {
             now = plus(now, SignedDuration::from_hours(6));
-            let Some(next) = advance(&b, &names(), now).expect("advance") else {
+            let Some(next) = advance(&b, &names(), now, &lt()).expect("advance") else {
                 continue;
             };
             let next = round_trip(&next);

@@ -10,7 +10,7 @@ use heartbeat_crds::monitor::{AppHealth, AppHealthMode, FileHealth};
 use heartbeat_e2e::kafka::read_until;
 use heartbeat_e2e::kube_env::install_crds;
 use heartbeat_e2e::monitor::{MonitorBuilder, condition_reason};
-use heartbeat_e2e::operator::OperatorProcess;
+use heartbeat_e2e::operator::{OperatorOptions, OperatorProcess};
 use heartbeat_e2e::stack::run;
 use heartbeat_e2e::{Stack, TestNamespace, TestTopic};
 use serde_json::Value;
@@ -504,4 +504,138 @@ fn injection_skipped_events_are_budgeted_per_monitor() {
     let events = events_for(&ns);
     let shown = events.matches("InjectionSkipped").count();
     assert!(shown as f64 <= allowed, "{shown} Events:\n{events}");
+}
+
+/// Rule (issue 22): the webhook's serving certificate is renewed before it
+/// ends and its CA rotated while pods keep being admitted. With short
+/// lifetimes (a 40 s leaf renewed 25 s ahead, a 100 s CA rotated 70 s
+/// ahead in 15 s phases), a server-side dry-run pod a second comes back
+/// injected every time, from the first CA until a leaf signed by the third
+/// is served (so no call failed open), and at every poll a new TLS
+/// connection trusting only the configuration's caBundle accepts the
+/// served leaf (the API server reuses its connection, so injection alone
+/// would not show a bundle left behind); the leaf is renewed and the
+/// bundle follows each step, holding both CAs while the new one is added
+/// and while the old one leaves (the overlap).
+#[test]
+fn the_serving_certificate_renews_and_its_ca_rotates_with_every_pod_injected() {
+    let stack = Stack::get();
+    install_crds(stack);
+    let options = OperatorOptions {
+        extra_args: [
+            "--cert-check-seconds=1",
+            "--cert-lifetime-seconds=40",
+            "--cert-renew-before-seconds=25",
+            "--ca-lifetime-seconds=100",
+            "--ca-renew-before-seconds=70",
+            "--ca-overlap-seconds=15",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ..OperatorOptions::default()
+    };
+    let op = OperatorProcess::start_with(stack, BIN.as_ref(), options);
+    let ns = monitored_namespace(stack, &op, "wh-rotate", "rotate", |m| m);
+    let secret_name = format!("{}-webhook-tls", op.name);
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: rotation-probe, labels: {app: ingest}}\n\
+               spec: {containers: [{name: app, image: demo/worker}]}\n";
+    let certs = |pem: &str| pem.matches("BEGIN CERTIFICATE").count();
+    let (mut admitted, mut leaves) = (0u32, std::collections::BTreeSet::new());
+    // (rotation phase of the Secret, CAs in the configuration's bundle).
+    let mut seen: std::collections::BTreeSet<(String, usize)> = Default::default();
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let mut cmd = stack.kubectl();
+        cmd.args(["create", "-n", &ns.name, "--dry-run=server", "-o"])
+            .args(["jsonpath={.spec.initContainers[*].name}", "-f", "-"]);
+        let (ok, out, err) = heartbeat_e2e::stack::run_with_stdin(&mut cmd, pod);
+        assert!(
+            ok && out.split_whitespace().any(|c| c == "heartbeat"),
+            "dry-run pod {} was not injected (ok={ok}): {out}{err}\nphases so far: {seen:?}\noperator log:\n{}",
+            admitted + 1,
+            op.log_tail(40)
+        );
+        admitted += 1;
+        let secret: Value = serde_json::from_str(&run_ok_json(
+            stack,
+            &["get", "secret", &secret_name, "-n", op.namespace()],
+        ))
+        .expect("secret JSON");
+        let note = |k: &str| {
+            secret["metadata"]["annotations"][format!("heartbeat.dev/{k}")]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        };
+        leaves.insert(note("not-after"));
+        let config: Value = serde_json::from_str(&run_ok_json(
+            stack,
+            &["get", "mutatingwebhookconfiguration", &op.name],
+        ))
+        .expect("configuration JSON");
+        let bundle = config["webhooks"][0]["clientConfig"]["caBundle"]
+            .as_str()
+            .and_then(base64_decode)
+            .unwrap_or_default();
+        // The API server keeps its connection to the webhook open, so the
+        // pods above may go through a handshake made long ago: check that a
+        // new one, trusting only the configuration's bundle, succeeds now.
+        let roots = std::env::temp_dir().join(format!("{}-ca-bundle.pem", op.name));
+        std::fs::write(&roots, &bundle).expect("write the bundle");
+        let url = format!("https://{}/mutate", op.webhook);
+        let (ok, _, err) = run(std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "-o",
+                "/dev/null",
+                "--noproxy",
+                "*",
+                "--max-time",
+                "5",
+            ])
+            .arg("--cacert")
+            .arg(&roots)
+            .arg(&url));
+        assert!(
+            ok,
+            "a new connection to {url} does not trust the served leaf with the configuration's bundle: {err}\nphases so far: {seen:?}\noperator log:\n{}",
+            op.log_tail(40)
+        );
+        let phase = match note("ca-rotation").as_str() {
+            "" => "steady".to_string(),
+            p => p.to_string(),
+        };
+        seen.insert((phase, certs(&bundle)));
+        let generation: u32 = note("ca-generation").parse().unwrap_or(0);
+        if generation >= 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no leaf signed by a third CA within 240 s: phases {seen:?}\n{}",
+            op.log_tail(40)
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    println!(
+        "{admitted} dry-run pods injected; {} leaves; phases: {seen:?}",
+        leaves.len()
+    );
+    assert!(leaves.len() >= 4, "the leaf was not renewed: {leaves:?}");
+    for phase in ["added", "switched"] {
+        assert!(
+            seen.contains(&(phase.to_string(), 2)),
+            "the configuration never trusted both CAs while {phase}: {seen:?}"
+        );
+    }
+}
+
+fn run_ok_json(stack: &Stack, args: &[&str]) -> String {
+    heartbeat_e2e::stack::run_ok(stack.kubectl().args(args).args(["-o", "json"]))
+}
+
+fn base64_decode(b64: &str) -> Option<String> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    String::from_utf8(bytes).ok()
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum_server::tls_rustls::RustlsConfig;
 
-use super::CertBundle;
+use super::{CertBundle, Lifetimes};
 use crate::args::{CertArgs, WebhookArgs};
 use crate::metrics::Metrics;
 use crate::webhook::config::{WebhookSettings, apply, webhook_configuration};
@@ -29,6 +29,7 @@ struct Source {
     namespace: String,
     args: CertArgs,
     dns_names: Vec<String>,
+    lifetimes: Lifetimes,
 }
 
 impl Source {
@@ -40,7 +41,7 @@ impl Source {
         if self.args.external_cert {
             super::load_external(&self.client, ns, secret).await
         } else {
-            super::ensure(&self.client, ns, secret, &self.dns_names)
+            super::ensure(&self.client, ns, secret, &self.dns_names, &self.lifetimes)
                 .await
                 .map(Some)
         }
@@ -56,11 +57,13 @@ pub async fn upkeep(
     webhook: &WebhookArgs,
     metrics: Arc<Metrics>,
 ) -> Result<Serving> {
+    let lifetimes = lifetimes(args)?;
     let source = Source {
         client: client.clone(),
         namespace: namespace.into(),
         args: args.clone(),
         dns_names: webhook.dns_names(namespace),
+        lifetimes,
     };
     let bundle = loop {
         if let Some(b) = source.read().await? {
@@ -82,6 +85,24 @@ pub async fn upkeep(
         .then(|| webhook.settings(namespace));
     tokio::spawn(keep(source, config, tls.clone(), bundle, metrics));
     Ok(Serving { tls, ca_pem })
+}
+
+/// The lifetimes the flags give, refused when they cannot work.
+fn lifetimes(args: &CertArgs) -> Result<Lifetimes> {
+    let secs = |s: u64| {
+        i64::try_from(s)
+            .map(jiff::SignedDuration::from_secs)
+            .map_err(|_| Error::CertLifetimes(format!("{s} seconds is out of range")))
+    };
+    let lt = Lifetimes {
+        leaf: secs(args.cert_lifetime_seconds)?,
+        renew_before: secs(args.cert_renew_before_seconds)?,
+        ca: secs(args.ca_lifetime_seconds)?,
+        ca_renew_before: secs(args.ca_renew_before_seconds)?,
+        ca_overlap: secs(args.ca_overlap_seconds)?,
+    };
+    lt.check().map_err(Error::CertLifetimes)?;
+    Ok(lt)
 }
 
 /// Keeps the serving certificate current: a renewed one is loaded, and
