@@ -30,7 +30,7 @@ pub enum Error {
         lifetime: jiff::SignedDuration,
         source: jiff::Error,
     },
-    #[error("certificate lifetimes (--cert-* flags): {0}")]
+    #[error("certificate lifetimes (--cert-*, --ca-* flags): {0}")]
     CertLifetimes(String),
     #[error("making certificates: {0}")]
     MakeCert(#[source] rcgen::Error),

@@ -111,34 +111,44 @@ impl Default for Lifetimes {
 }
 
 impl Lifetimes {
-    /// Why these lifetimes cannot work, if they cannot: each certificate
-    /// must outlive its renewal margin, and a rotation's two phases must
-    /// end before the CA does.
-    pub fn check(&self) -> std::result::Result<(), String> {
+    /// Why these lifetimes cannot work with replicas that read the Secret
+    /// every `check_every`, if they cannot: each certificate must outlive
+    /// its renewal margin; a rotation's two phases must fit in the CA's
+    /// margin and leave its successor a steady stretch before its own
+    /// rotation; and every replica must read the Secret several times in
+    /// each margin and phase (the rotation is safe only once all have).
+    pub fn check(&self, check_every: SignedDuration) -> std::result::Result<(), String> {
         let positive = [
-            ("leaf", self.leaf),
-            ("renew-before", self.renew_before),
-            ("ca", self.ca),
-            ("ca-renew-before", self.ca_renew_before),
-            ("ca-overlap", self.ca_overlap),
+            ("leaf lifetime", self.leaf),
+            ("leaf renew-before", self.renew_before),
+            ("CA lifetime", self.ca),
+            ("CA renew-before", self.ca_renew_before),
+            ("CA overlap", self.ca_overlap),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, d)| !d.is_positive()) {
-            return Err(format!("the certificate {name} duration must be positive"));
+            return Err(format!("the certificate {name} must be positive"));
         }
+        let times = |d: SignedDuration, n: i32| d.checked_mul(n).unwrap_or(SignedDuration::MAX);
         if self.renew_before >= self.leaf {
             return Err("the leaf's renew-before must be shorter than its lifetime".into());
         }
         if self.ca_renew_before >= self.ca {
             return Err("the CA's renew-before must be shorter than its lifetime".into());
         }
-        let phases = self
-            .ca_overlap
-            .checked_mul(2)
-            .unwrap_or(SignedDuration::MAX);
-        if phases >= self.ca_renew_before {
+        if times(self.ca_overlap, 2) >= self.ca_renew_before {
             return Err(
                 "two CA overlaps (added, then switched) must fit in the CA's renew-before".into(),
             );
+        }
+        if self.ca - self.ca_renew_before <= times(self.ca_overlap, 2) {
+            return Err("a new CA must outlast its predecessor's rotation (two overlaps) before its own starts: lengthen the CA lifetime or shorten its renew-before".into());
+        }
+        let reads = times(check_every, 3);
+        if self.renew_before < reads || self.ca_overlap < reads {
+            return Err(format!(
+                "the leaf's renew-before and the CA overlap must each last three certificate checks ({}s) at least",
+                reads.as_secs()
+            ));
         }
         Ok(())
     }
@@ -322,7 +332,9 @@ fn sign_leaf(
     );
     leaf.distinguished_name = dn;
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let not_after = set_validity(&mut leaf, now, lt.leaf)?;
+    // Never past the CA that signs it (as cert-manager's CA issuer does).
+    let until_ca_end = ca.not_after.duration_since(now).max(SignedDuration::ZERO);
+    let not_after = set_validity(&mut leaf, now, lt.leaf.min(until_ca_end))?;
     let leaf_key = KeyPair::generate().map_err(Error::MakeCert)?;
     let cert = leaf
         .signed_by(&leaf_key, &issuer)
@@ -858,25 +870,26 @@ mod tests {
     }
 
     /// Rule: lifetimes in seconds (a test's) date certificates to the
-    /// second, in the certificates themselves too, and the leaf's renewal
-    /// and each rotation step come exactly when they say; lifetimes that
-    /// cannot work are refused.
+    /// second, in the certificates themselves too, the leaf's renewal and
+    /// each rotation step come exactly when they say, a leaf never outlives
+    /// its CA, and lifetimes that cannot work are refused.
     #[test]
     fn short_lifetimes_date_to_the_second_and_step_on_time() {
         let secs = SignedDuration::from_secs;
         let lt = Lifetimes {
             leaf: secs(40),
             renew_before: secs(25),
-            ca: secs(100),
+            ca: secs(120),
             ca_renew_before: secs(70),
             ca_overlap: secs(15),
         };
-        assert_eq!(lt.check(), Ok(()));
-        assert_eq!(Lifetimes::default().check(), Ok(()));
+        let check = secs(1);
+        assert_eq!(lt.check(check), Ok(()));
+        assert_eq!(Lifetimes::default().check(secs(60)), Ok(()));
         let t0 = at("2030-06-01T12:00:00.5Z");
         let t = |s: i64| plus(at("2030-06-01T12:00:00Z"), secs(s));
         let b = generate(&names(), t0, &lt).expect("generate");
-        assert_eq!((b.not_after, b.ca_not_after), (t(40), Some(t(100))));
+        assert_eq!((b.not_after, b.ca_not_after), (t(40), Some(t(120))));
         let secret = Secret {
             data: Some(BTreeMap::from([
                 (TLS_CRT.into(), ByteString(b.cert_pem.clone().into_bytes())),
@@ -886,7 +899,7 @@ mod tests {
             ..Secret::default()
         };
         let read = external_bundle(&secret).expect("filled");
-        assert_eq!((read.not_after, read.ca_not_after), (t(40), Some(t(100))));
+        assert_eq!((read.not_after, read.ca_not_after), (t(40), Some(t(120))));
 
         assert_eq!(advance(&b, &names(), t(14), &lt).expect("advance"), None);
         let renewed = advance(&b, &names(), t(15), &lt)
@@ -900,22 +913,22 @@ mod tests {
                 Rotation::Switched { .. } => "switched",
             })
         };
-        let added = advance(&renewed, &names(), t(30), &lt)
+        let added = advance(&renewed, &names(), t(50), &lt)
             .expect("advance")
             .expect("rotation starts 70 s before the CA ends");
         assert_eq!(rotation(&added), Some("added"));
         assert_eq!(added.ca_pem.matches("BEGIN CERTIFICATE").count(), 2);
         assert_eq!(
-            advance(&added, &names(), t(44), &lt).expect("advance"),
+            advance(&added, &names(), t(64), &lt).expect("advance"),
             None
         );
-        let switched = advance(&added, &names(), t(45), &lt)
+        let switched = advance(&added, &names(), t(65), &lt)
             .expect("advance")
             .expect("the new CA signs after one overlap");
         assert_eq!(rotation(&switched), Some("switched"));
         assert_ne!(switched.cert_pem, added.cert_pem);
         assert_eq!(switched.ca_pem.matches("BEGIN CERTIFICATE").count(), 2);
-        let steady = advance(&switched, &names(), t(60), &lt)
+        let steady = advance(&switched, &names(), t(80), &lt)
             .expect("advance")
             .expect("the old CA leaves after another");
         assert_eq!(rotation(&steady), Some("steady"));
@@ -927,11 +940,19 @@ mod tests {
                 ..lt
             },
             Lifetimes {
-                ca_renew_before: secs(100),
+                ca_renew_before: secs(130),
                 ..lt
             },
             Lifetimes {
-                ca_overlap: secs(35),
+                ca_overlap: secs(36),
+                ..lt
+            },
+            Lifetimes {
+                ca: secs(100),
+                ..lt
+            },
+            Lifetimes {
+                ca_overlap: secs(2),
                 ..lt
             },
             Lifetimes {
@@ -939,8 +960,16 @@ mod tests {
                 ..lt
             },
         ] {
-            assert!(bad.check().is_err(), "{bad:?}");
+            assert!(bad.check(check).is_err(), "{bad:?}");
         }
+        // Too few reads of the Secret in a phase for replicas checking every 10 s.
+        assert!(lt.check(secs(10)).is_err());
+
+        // A leaf never outlives the CA that signs it.
+        let near_end = advance(&b, &names(), t(95), &lt)
+            .expect("advance")
+            .expect("renewed and rotating");
+        assert!(near_end.not_after <= t(120), "{:?}", near_end.not_after);
     }
 
     /// Rule: the expiries of cert-manager's certificates are read off them

@@ -340,7 +340,17 @@ async fn a_silenced_monitor_raises_no_alert_and_no_replica_raises_operator_down(
     )
     .await;
 
-    // No replica: nobody watches.
+    // No replica: nobody watches. First Prometheus sees one leader, so the
+    // alert below is the scale-down's (absent() holds before discovery too).
+    let leader = format!(
+        "sum by (namespace) (heartbeat_operator_leader{{namespace=\"{}\"}}) == 1",
+        ops.name
+    );
+    until("Prometheus sees the release's leader", || {
+        series(stack, &leader)
+    })
+    .await;
+    let scaled_at = jiff::Timestamp::now();
     let deployment = format!("{}-heartbeat-operator", release.name);
     run_ok(stack.kubectl().args([
         "scale",
@@ -360,4 +370,12 @@ async fn a_silenced_monitor_raises_no_alert_and_no_replica_raises_operator_down(
     })
     .await;
     assert_eq!(held["labels"]["severity"], "page", "{held:#}");
+    let started: jiff::Timestamp = held["startsAt"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no startsAt: {held:#}"));
+    assert!(
+        started > scaled_at,
+        "HeartbeatOperatorDown started at {started}, before the scale-down at {scaled_at}"
+    );
 }

@@ -508,15 +508,15 @@ fn injection_skipped_events_are_budgeted_per_monitor() {
 
 /// Rule (issue 22): the webhook's serving certificate is renewed before it
 /// ends and its CA rotated while pods keep being admitted. With short
-/// lifetimes (a 40 s leaf renewed 25 s ahead, a 100 s CA rotated 70 s
+/// lifetimes (a 40 s leaf renewed 25 s ahead, a 120 s CA rotated 70 s
 /// ahead in 15 s phases), a server-side dry-run pod a second comes back
-/// injected every time, from the first CA until a leaf signed by the third
-/// is served (so no call failed open), and at every poll a new TLS
+/// injected every time through two whole rotations (the third CA signs and
+/// the second has left the bundle), so no call failed open; at every poll a new TLS
 /// connection trusting only the configuration's caBundle accepts the
 /// served leaf (the API server reuses its connection, so injection alone
 /// would not show a bundle left behind); the leaf is renewed and the
-/// bundle follows each step, holding both CAs while the new one is added
-/// and while the old one leaves (the overlap).
+/// bundle follows each step, twice in order: both CAs while the new one is
+/// added and while the old one leaves (the overlap), then only the new one.
 #[test]
 fn the_serving_certificate_renews_and_its_ca_rotates_with_every_pod_injected() {
     let stack = Stack::get();
@@ -526,7 +526,7 @@ fn the_serving_certificate_renews_and_its_ca_rotates_with_every_pod_injected() {
             "--cert-check-seconds=1",
             "--cert-lifetime-seconds=40",
             "--cert-renew-before-seconds=25",
-            "--ca-lifetime-seconds=100",
+            "--ca-lifetime-seconds=120",
             "--ca-renew-before-seconds=70",
             "--ca-overlap-seconds=15",
         ]
@@ -541,9 +541,10 @@ fn the_serving_certificate_renews_and_its_ca_rotates_with_every_pod_injected() {
                spec: {containers: [{name: app, image: demo/worker}]}\n";
     let certs = |pem: &str| pem.matches("BEGIN CERTIFICATE").count();
     let (mut admitted, mut leaves) = (0u32, std::collections::BTreeSet::new());
-    // (rotation phase of the Secret, CAs in the configuration's bundle).
-    let mut seen: std::collections::BTreeSet<(String, usize)> = Default::default();
-    let deadline = Instant::now() + Duration::from_secs(240);
+    // (rotation phase of the Secret, CAs in the configuration's bundle),
+    // each change once, in order.
+    let mut seen: Vec<(String, usize)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let mut cmd = stack.kubectl();
         cmd.args(["create", "-n", &ns.name, "--dry-run=server", "-o"])
@@ -605,14 +606,18 @@ fn the_serving_certificate_renews_and_its_ca_rotates_with_every_pod_injected() {
             "" => "steady".to_string(),
             p => p.to_string(),
         };
-        seen.insert((phase, certs(&bundle)));
+        let now = (phase, certs(&bundle));
+        let steady = now.0 == "steady";
+        if seen.last() != Some(&now) {
+            seen.push(now);
+        }
         let generation: u32 = note("ca-generation").parse().unwrap_or(0);
-        if generation >= 2 {
+        if generation >= 2 && steady {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "no leaf signed by a third CA within 240 s: phases {seen:?}\n{}",
+            "the third CA did not become the only one within 300 s: phases {seen:?}\n{}",
             op.log_tail(40)
         );
         std::thread::sleep(Duration::from_secs(1));
@@ -622,10 +627,17 @@ fn the_serving_certificate_renews_and_its_ca_rotates_with_every_pod_injected() {
         leaves.len()
     );
     assert!(leaves.len() >= 4, "the leaf was not renewed: {leaves:?}");
-    for phase in ["added", "switched"] {
+    assert!(
+        seen.iter().all(|(_, n)| *n <= 2),
+        "more than two CAs trusted: {seen:?}"
+    );
+    // Twice, in order: both CAs while added and while switched, then one.
+    let wanted = [("added", 2), ("switched", 2), ("steady", 1)].repeat(2);
+    let mut rest = seen.iter();
+    for (phase, n) in &wanted {
         assert!(
-            seen.contains(&(phase.to_string(), 2)),
-            "the configuration never trusted both CAs while {phase}: {seen:?}"
+            rest.any(|(p, m)| p == phase && m == n),
+            "the bundle did not go ({phase}, {n} CAs) in order {wanted:?}: {seen:?}"
         );
     }
 }

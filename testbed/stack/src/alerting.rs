@@ -110,14 +110,14 @@ pub fn prometheus_config(kubeconfig: &Path, rules_dir: &Path, alertmanager: &str
     );
     let config = json!({
         "global": {"scrape_interval": INTERVAL, "evaluation_interval": INTERVAL},
-        "rule_files": [rules_dir.join("*.yml")],
+        "rule_files": [rules_dir.join("*.yml").display().to_string()],
         "alerting": {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]},
         "scrape_configs": [{
             "job_name": "heartbeat-operator",
             // As the chart's ServiceMonitor: the metrics' own `namespace`
             // (the monitor's) wins over the target's (the operator's).
             "honor_labels": true,
-            "kubernetes_sd_configs": [{"role": "endpointslice", "kubeconfig_file": kubeconfig}],
+            "kubernetes_sd_configs": [{"role": "endpointslice", "kubeconfig_file": kubeconfig.display().to_string()}],
             "relabel_configs": [
                 {"source_labels": [service_label], "regex": value, "action": "keep"},
                 {"source_labels": ["__meta_kubernetes_endpointslice_port_name"], "regex": METRICS_PORT_NAME, "action": "keep"},
@@ -165,6 +165,18 @@ pub fn receiver_url(host_addr: std::net::Ipv4Addr) -> String {
     format!("http://{host_addr}:{}/alerts", port::ALERT_RECEIVER)
 }
 
+/// Whether `name` is a DNS label (what release and namespace names are),
+/// so it is safe in a file name.
+pub fn is_dns_label(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
 /// A release's rule file in `rules_dir`.
 pub fn rules_path(rules_dir: &Path, release: &str, namespace: &str) -> PathBuf {
     rules_dir.join(format!("{namespace}.{release}.yml"))
@@ -192,6 +204,10 @@ mod tests {
         let am = alertmanager_config(&labels, "http://10.0.0.1:1/alerts");
         assert!(am.contains("severity=\"page\""), "{am}");
         assert!(rule_file("kind: PrometheusRule\n").is_err());
+        assert!(is_dns_label("heartbeat-system") && is_dns_label("r1"));
+        for bad in ["", "../x", "a/b", "-a", "A", &"a".repeat(64)] {
+            assert!(!is_dns_label(bad), "{bad:?}");
+        }
         assert!(alert_labels("groups: []\n").is_err());
     }
 

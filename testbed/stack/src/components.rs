@@ -630,7 +630,8 @@ impl Plan {
                     self.net.stack_addr(),
                     port::PROMETHEUS
                 ),
-                // Alerts link back here, not to the machine's hostname.
+                // Alerts' links name this address, not the machine's hostname
+                // (its API answers; the web UI's assets are not built in).
                 format!("--web.external-url={}", self.prometheus_url()),
                 "--web.enable-lifecycle".into(),
             ],

@@ -355,19 +355,49 @@ impl Stack {
         remove: bool,
     ) -> Result<PathBuf, Error> {
         self.require(Component::Prometheus)?;
+        for name in [release, namespace] {
+            if !crate::alerting::is_dns_label(name) {
+                return Err(Error::Usage(format!(
+                    "alert-rules: {name:?} is no release or namespace name (a DNS label)"
+                )));
+            }
+        }
         let plan = self.running_plan()?;
         let rules_dir = self.layout.prometheus_dir().join("rules");
         let file = crate::alerting::rules_path(&rules_dir, release, namespace);
         if remove {
             let _ = std::fs::remove_file(&file);
         } else {
-            write_private(&file, &self.render_alert_rules(release, namespace, sets)?)?;
+            // Checked by promtool first, then renamed into place: Prometheus
+            // (reloaded by other tests too) never reads a broken or half-written file.
+            let tmp = file.with_extension("yml.new");
+            write_private(&tmp, &self.render_alert_rules(release, namespace, sets)?)?;
+            let checked = process::run_checked(
+                Command::new("promtool").args(["check", "rules"]).arg(&tmp),
+                "promtool check rules (the chart's rules with these values)",
+            );
+            if let Err(e) = checked {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+            std::fs::rename(&tmp, &file).map_err(|e| Error::io(&file, e))?;
         }
-        let reload = format!("{}/-/reload", plan.prometheus_url());
-        process::run_checked(
-            Command::new("curl").args(["-sS", "--fail-with-body", "-X", "POST", &reload]),
-            format!("Prometheus loading {}", file.display()),
-        )?;
+        let reload = || {
+            process::run_checked(
+                Command::new("curl")
+                    .args(["-sS", "--fail-with-body", "-X", "POST"])
+                    .arg(format!("{}/-/reload", plan.prometheus_url())),
+                format!("Prometheus loading {}", file.display()),
+            )
+        };
+        if let Err(e) = reload() {
+            // Refused: taken out again, so later reloads still work.
+            if !remove {
+                let _ = std::fs::remove_file(&file);
+                let _ = reload();
+            }
+            return Err(e);
+        }
         Ok(file)
     }
 

@@ -101,7 +101,8 @@ fn lifetimes(args: &CertArgs) -> Result<Lifetimes> {
         ca_renew_before: secs(args.ca_renew_before_seconds)?,
         ca_overlap: secs(args.ca_overlap_seconds)?,
     };
-    lt.check().map_err(Error::CertLifetimes)?;
+    let check_every = secs(args.cert_check_seconds)?;
+    lt.check(check_every).map_err(Error::CertLifetimes)?;
     Ok(lt)
 }
 
