@@ -50,9 +50,9 @@ async fn series(stack: &Stack, expr: &str) -> Result<Vec<Value>, String> {
     }
 }
 
-/// `kill -<sig> -- -<pgid>`.
+/// `kill -<sig> -- -<pgid>`: the container's whole process group.
 fn signal_group(pid: i32, sig: &str) {
-    run(std::process::Command::new("kill").args([&format!("-{sig}"), "--", &format!("-{pid}")]));
+    super::controller::signal(&format!("-{pid}"), sig);
 }
 
 /// Rule: `promtool check rules` accepts the rules the chart renders, and

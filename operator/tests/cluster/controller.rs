@@ -284,7 +284,7 @@ fn thaw_sidecar(pid: i32) {
 }
 
 /// `kill -<sig> -- <target>` (a negative target is a process group).
-fn signal(target: &str, sig: &str) -> bool {
+pub(super) fn signal(target: &str, sig: &str) -> bool {
     run(std::process::Command::new("kill").args([&format!("-{sig}"), "--", target])).0
 }
 

@@ -13,6 +13,8 @@ use heartbeat_e2e::monitor::{MonitorBuilder, condition_reason};
 use heartbeat_e2e::operator::{OperatorOptions, OperatorProcess};
 use heartbeat_e2e::stack::run;
 use heartbeat_e2e::{Stack, TestNamespace, TestTopic};
+
+use super::chart::json;
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_heartbeat-operator");
@@ -557,11 +559,10 @@ fn the_serving_certificate_renews_and_its_ca_rotates_with_every_pod_injected() {
             op.log_tail(40)
         );
         admitted += 1;
-        let secret: Value = serde_json::from_str(&run_ok_json(
+        let secret = json(
             stack,
             &["get", "secret", &secret_name, "-n", op.namespace()],
-        ))
-        .expect("secret JSON");
+        );
         let note = |k: &str| {
             secret["metadata"]["annotations"][format!("heartbeat.dev/{k}")]
                 .as_str()
@@ -569,11 +570,7 @@ fn the_serving_certificate_renews_and_its_ca_rotates_with_every_pod_injected() {
                 .to_string()
         };
         leaves.insert(note("not-after"));
-        let config: Value = serde_json::from_str(&run_ok_json(
-            stack,
-            &["get", "mutatingwebhookconfiguration", &op.name],
-        ))
-        .expect("configuration JSON");
+        let config = json(stack, &["get", "mutatingwebhookconfiguration", &op.name]);
         let bundle = config["webhooks"][0]["clientConfig"]["caBundle"]
             .as_str()
             .and_then(base64_decode)
@@ -640,10 +637,6 @@ fn the_serving_certificate_renews_and_its_ca_rotates_with_every_pod_injected() {
             "the bundle did not go ({phase}, {n} CAs) in order {wanted:?}: {seen:?}"
         );
     }
-}
-
-fn run_ok_json(stack: &Stack, args: &[&str]) -> String {
-    heartbeat_e2e::stack::run_ok(stack.kubectl().args(args).args(["-o", "json"]))
 }
 
 fn base64_decode(b64: &str) -> Option<String> {

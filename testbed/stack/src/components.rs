@@ -596,7 +596,7 @@ impl Plan {
         .is_some_and(|o| o.contains("\"brokers\":[{"))
     }
 
-    /// `http://host:port` of Prometheus (its API and UI).
+    /// `http://host:port` of Prometheus (its HTTP API).
     pub fn prometheus_url(&self) -> String {
         format!("http://{}:{}", self.net.stack_addr(), port::PROMETHEUS)
     }
@@ -612,7 +612,7 @@ impl Plan {
     /// wrote, and the stack's Alertmanager; `/-/reload` is on for that.
     fn prometheus(&self) -> Result<Launch, Error> {
         let dir = self.layout.prometheus_dir();
-        let rules = dir.join("rules");
+        let rules = self.layout.prometheus_rules_dir();
         std::fs::create_dir_all(&rules).map_err(|e| Error::io(&rules, e))?;
         let config = dir.join("prometheus.yml");
         let alertmanager = format!("{}:{}", self.net.stack_addr(), port::ALERTMANAGER);

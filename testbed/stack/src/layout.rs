@@ -95,6 +95,10 @@ impl StackLayout {
     pub fn prometheus_dir(&self) -> PathBuf {
         self.root.join("prometheus")
     }
+    /// The rule files Prometheus loads (`e2e/stack alert-rules`).
+    pub fn prometheus_rules_dir(&self) -> PathBuf {
+        self.prometheus_dir().join("rules")
+    }
     /// Alertmanager's configuration and data.
     pub fn alertmanager_dir(&self) -> PathBuf {
         self.root.join("alertmanager")

@@ -363,8 +363,8 @@ impl Stack {
             }
         }
         let plan = self.running_plan()?;
-        let rules_dir = self.layout.prometheus_dir().join("rules");
-        let file = crate::alerting::rules_path(&rules_dir, release, namespace);
+        let file =
+            crate::alerting::rules_path(&self.layout.prometheus_rules_dir(), release, namespace);
         if remove {
             let _ = std::fs::remove_file(&file);
         } else {
